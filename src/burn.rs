@@ -1,0 +1,314 @@
+//! Pure: window values → burn rates → a tier's verdict.
+//!
+//! burn rate = error ratio / (1 − objective). A window pair burns when both its long and its
+//! short window burn faster than the pair's factor; a tier burns when any of its pairs does.
+//! Missing data and low traffic are verdicts of their own, never "ok".
+
+use std::time::Duration;
+
+use crate::slo::{Objective, Tier, WindowPair};
+
+/// Events counted over one window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowValue {
+    pub bad: f64,
+    pub total: f64,
+    /// bad / total; NaN when total is 0 (0/0 decides nothing).
+    pub error_ratio: f64,
+}
+
+impl WindowValue {
+    pub fn new(bad: f64, total: f64) -> WindowValue {
+        WindowValue {
+            bad,
+            total,
+            error_ratio: bad / total,
+        }
+    }
+
+    pub fn burn_rate(&self, objective: Objective) -> f64 {
+        self.error_ratio / objective.error_budget()
+    }
+}
+
+/// What one window pair says at one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairReading {
+    pub pair: WindowPair,
+    pub long: Option<WindowValue>,
+    pub short: Option<WindowValue>,
+    pub burn_long: f64,
+    pub burn_short: f64,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Burning,
+    Ok,
+    /// Fewer than `min_events` in the long window: shown, never paged on.
+    InsufficientData,
+    /// A window has no samples (or 0/0): no decision.
+    NoData,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Burning => "burning",
+            Verdict::Ok => "ok",
+            Verdict::InsufficientData => "insufficient_data",
+            Verdict::NoData => "no_data",
+        }
+    }
+}
+
+pub fn read_pair(
+    pair: WindowPair,
+    objective: Objective,
+    min_events: f64,
+    measure: &mut impl FnMut(Duration) -> Option<WindowValue>,
+) -> PairReading {
+    let long = measure(pair.long);
+    let short = measure(pair.short);
+    let burn_long = long.map_or(f64::NAN, |value| value.burn_rate(objective));
+    let burn_short = short.map_or(f64::NAN, |value| value.burn_rate(objective));
+    let verdict = match long {
+        Some(value) if value.total < min_events => Verdict::InsufficientData,
+        _ if burn_long.is_nan() || burn_short.is_nan() => Verdict::NoData,
+        // Compared as Sloth's alert rules do: error ratio > factor × (1 − objective).
+        _ if is_above(long, pair.factor, objective) && is_above(short, pair.factor, objective) => {
+            Verdict::Burning
+        }
+        _ => Verdict::Ok,
+    };
+    PairReading {
+        pair,
+        long,
+        short,
+        burn_long,
+        burn_short,
+        verdict,
+    }
+}
+
+fn is_above(value: Option<WindowValue>, factor: f64, objective: Objective) -> bool {
+    value.is_some_and(|value| factor * objective.error_budget() < value.error_ratio)
+}
+
+/// A tier's verdict and the readings of all its pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierReading {
+    pub verdict: Verdict,
+    pub pairs: Vec<PairReading>,
+}
+
+impl TierReading {
+    /// The pair that speaks for the tier: the first burning pair, else the first pair.
+    pub fn leading_pair(&self) -> &PairReading {
+        self.pairs
+            .iter()
+            .find(|reading| reading.verdict == Verdict::Burning)
+            .unwrap_or(&self.pairs[0])
+    }
+
+    pub fn pair(&self, pair: WindowPair) -> Option<&PairReading> {
+        self.pairs.iter().find(|reading| reading.pair == pair)
+    }
+}
+
+/// Burning if any pair burns; ok only if every pair is ok; otherwise low traffic or no data.
+pub fn read_tier(
+    tier: &Tier,
+    objective: Objective,
+    min_events: f64,
+    measure: &mut impl FnMut(Duration) -> Option<WindowValue>,
+) -> TierReading {
+    let pairs: Vec<PairReading> = tier
+        .windows
+        .iter()
+        .map(|&pair| read_pair(pair, objective, min_events, measure))
+        .collect();
+    let any = |verdict| pairs.iter().any(|reading| reading.verdict == verdict);
+    let verdict = if any(Verdict::Burning) {
+        Verdict::Burning
+    } else if pairs.iter().all(|reading| reading.verdict == Verdict::Ok) {
+        Verdict::Ok
+    } else if any(Verdict::InsufficientData) {
+        Verdict::InsufficientData
+    } else {
+        Verdict::NoData
+    };
+    TierReading { verdict, pairs }
+}
+
+/// Share of the period's error budget left: 1 − period error ratio / budget (negative when
+/// overspent).
+pub fn budget_remaining(period: Option<WindowValue>, objective: Objective) -> f64 {
+    period.map_or(f64::NAN, |value| {
+        1.0 - value.error_ratio / objective.error_budget()
+    })
+}
+
+/// Time until the remaining budget is spent at `burn_rate`, or `None` if it never is (or is
+/// already spent).
+pub fn time_to_exhaustion(
+    budget_remaining: f64,
+    burn_rate: f64,
+    period: Duration,
+) -> Option<Duration> {
+    if 0.0 < budget_remaining && 0.0 < burn_rate && burn_rate.is_finite() {
+        Duration::try_from_secs_f64(budget_remaining * period.as_secs_f64() / burn_rate).ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slo::Timing;
+
+    fn tier() -> Tier {
+        Tier {
+            kind: crate::slo::TierKind::Page,
+            windows: vec![
+                WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap(),
+                WindowPair::new(Duration::from_secs(21600), Duration::from_secs(1800), 6.0)
+                    .unwrap(),
+            ],
+            timing: Timing::default(),
+            labels: Default::default(),
+            annotations: Default::default(),
+        }
+    }
+
+    /// Reads the tier with error ratios given per window in seconds; `None` is no data.
+    fn check(ratios: &[(u64, Option<f64>)], total: f64) -> (Verdict, Duration) {
+        let objective = Objective::from_percent(99.9).unwrap();
+        let mut measure = |window: Duration| {
+            let ratio = ratios
+                .iter()
+                .find(|(secs, _)| *secs == window.as_secs())
+                .unwrap()
+                .1?;
+            Some(WindowValue::new(ratio * total, total))
+        };
+        let reading = read_tier(&tier(), objective, 100.0, &mut measure);
+        (reading.verdict, reading.leading_pair().pair.long)
+    }
+
+    #[test]
+    fn tier_verdicts() {
+        let hour = Duration::from_secs(3600);
+        let six_hours = Duration::from_secs(21600);
+        // 1.5% over 1h and 5m: burn 15 > 14.4 on the fast pair.
+        assert_eq!(
+            check(
+                &[
+                    (3600, Some(0.015)),
+                    (300, Some(0.015)),
+                    (21600, Some(0.001)),
+                    (1800, Some(0.001))
+                ],
+                1e4
+            ),
+            (Verdict::Burning, hour)
+        );
+        // Long burns, short has recovered: not burning.
+        assert_eq!(
+            check(
+                &[
+                    (3600, Some(0.015)),
+                    (300, Some(0.01)),
+                    (21600, Some(0.001)),
+                    (1800, Some(0.001))
+                ],
+                1e4
+            ),
+            (Verdict::Ok, hour)
+        );
+        // Just below the factor on one window is not burning.
+        assert_eq!(
+            check(
+                &[
+                    (3600, Some(0.01439)),
+                    (300, Some(0.02)),
+                    (21600, Some(0.001)),
+                    (1800, Some(0.001))
+                ],
+                1e4
+            )
+            .0,
+            Verdict::Ok
+        );
+        // The slow pair trips.
+        assert_eq!(
+            check(
+                &[
+                    (3600, Some(0.001)),
+                    (300, Some(0.001)),
+                    (21600, Some(0.007)),
+                    (1800, Some(0.007))
+                ],
+                1e4
+            ),
+            (Verdict::Burning, six_hours)
+        );
+        // Low traffic: insufficient, even at a high ratio.
+        assert_eq!(
+            check(
+                &[
+                    (3600, Some(0.5)),
+                    (300, Some(0.5)),
+                    (21600, Some(0.5)),
+                    (1800, Some(0.5))
+                ],
+                50.0
+            )
+            .0,
+            Verdict::InsufficientData
+        );
+        // A window without samples.
+        assert_eq!(
+            check(
+                &[
+                    (3600, None),
+                    (300, Some(0.0)),
+                    (21600, Some(0.0)),
+                    (1800, Some(0.0))
+                ],
+                1e4
+            )
+            .0,
+            Verdict::NoData
+        );
+        // 0/0 decides nothing.
+        assert_eq!(
+            check(
+                &[
+                    (3600, Some(f64::NAN)),
+                    (300, Some(0.0)),
+                    (21600, Some(0.0)),
+                    (1800, Some(0.0))
+                ],
+                1e4
+            )
+            .0,
+            Verdict::NoData
+        );
+    }
+
+    #[test]
+    fn budget_and_exhaustion() {
+        let objective = Objective::from_percent(99.9).unwrap();
+        let period = Duration::from_secs(30 * 86_400);
+        let remaining = budget_remaining(Some(WindowValue::new(25.0, 100_000.0)), objective);
+        assert!((remaining - 0.75).abs() < 1e-12);
+        // 75% of a 30d budget at 10× lasts 2.25 days.
+        let exhaustion = time_to_exhaustion(remaining, 10.0, period).unwrap();
+        assert_eq!(exhaustion.as_secs_f64().round(), 194_400.0);
+        assert_eq!(time_to_exhaustion(-0.1, 10.0, period), None);
+        assert_eq!(time_to_exhaustion(0.5, 0.0, period), None);
+    }
+}

@@ -1,0 +1,289 @@
+//! Reading SLO specs and the daemon config: YAML as users wrote it → validated [`Slo`]s.
+//!
+//! Loading is two explicit steps, as in Sloth: deserialize the versioned file into raw structs
+//! (`native.rs`, `sloth.rs`, `daemon.rs`), then map them to the one model in `slo.rs`. The model
+//! never sees YAML. Every error names the file, line, column and field path, and says what was
+//! expected: `rules/orders.yaml:12:17: slos[0].objective: 100.5 is not a percentage in (0, 100)`.
+//!
+//! YAML is read by serde-saphyr: maintained, pure Rust, rejects duplicate keys, and reports
+//! line/column for syntax errors and for any value through `Spanned<T>`.
+
+mod daemon;
+mod native;
+mod sloth;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_saphyr::Spanned;
+
+pub use daemon::DaemonConfig;
+
+use crate::slo::{Origin, Slo};
+
+/// One problem in one file, located as precisely as the YAML allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// Field path such as `slos[0].objective`; empty for file-level problems.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All problems found in a set of files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects located errors while mapping one file.
+pub(crate) struct Problems<'a> {
+    file: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(file: &'a str) -> Problems<'a> {
+        Problems {
+            file,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records a problem at a spanned value.
+    fn at<T>(&mut self, spanned: &Spanned<T>, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn origin<T>(&self, spanned: &Spanned<T>) -> Origin {
+        Origin {
+            file: self.file.to_string(),
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+        }
+    }
+
+    fn into_result<T>(self, value: T) -> Result<T, Vec<ConfigError>> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.errors)
+        }
+    }
+}
+
+/// A file of SLO specs or a daemon config, as read.
+#[derive(Debug, Clone)]
+pub enum Document {
+    Slos(Vec<Slo>),
+    Daemon(DaemonConfig),
+}
+
+/// Which format a YAML file is in, from its `version` key.
+#[derive(serde::Deserialize)]
+struct Probe {
+    version: Option<Spanned<String>>,
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    slos: Option<serde::de::IgnoredAny>,
+}
+
+/// Reads one file: native spec, Sloth spec or daemon config.
+pub fn load_file(path: &Path) -> Result<Document, Vec<ConfigError>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        vec![ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("cannot read: {error}"),
+        }]
+    })?;
+    load_str(&file, &text, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Reads one document from text; `file` names it in errors, `base` resolves relative paths.
+pub fn load_str(file: &str, text: &str, base: &Path) -> Result<Document, Vec<ConfigError>> {
+    let probe: Probe = deserialize(file, text).map_err(|error| vec![error])?;
+    match (probe.version, probe.api_version, probe.slos) {
+        (Some(version), _, _) if version.value == sloth::VERSION => Ok(Document::Slos(
+            sloth::load(file, deserialize(file, text).map_err(|e| vec![e])?)?,
+        )),
+        (Some(version), _, _) if version.value == native::VERSION => Ok(Document::Slos(
+            native::load(file, deserialize(file, text).map_err(|e| vec![e])?)?,
+        )),
+        (Some(version), _, _) => Err(vec![ConfigError {
+            file: file.to_string(),
+            line: version.referenced.line(),
+            column: version.referenced.column(),
+            path: "version".to_string(),
+            message: format!(
+                "{:?} is not a known version; expected {:?} (burnwatch) or {:?} (Sloth)",
+                version.value,
+                native::VERSION,
+                sloth::VERSION
+            ),
+        }]),
+        (None, Some(api_version), _) => Err(vec![ConfigError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            path: "apiVersion".to_string(),
+            message: format!(
+                "{api_version:?} (a Kubernetes resource) is not supported; use Sloth's `version: \"prometheus/v1\"` file format"
+            ),
+        }]),
+        (None, None, Some(_)) => Err(vec![ConfigError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            path: "version".to_string(),
+            message: format!(
+                "missing; an SLO spec starts with `version: {:?}` (burnwatch) or `version: {:?}` (Sloth)",
+                native::VERSION,
+                sloth::VERSION
+            ),
+        }]),
+        (None, None, None) => Ok(Document::Daemon(daemon::load(
+            file,
+            deserialize(file, text).map_err(|e| vec![e])?,
+            base,
+        )?)),
+    }
+}
+
+/// Loads SLO spec files and directories (every `.yaml`/`.yml` inside), checking that SLO ids
+/// are unique across them.
+pub fn load_specs(paths: &[PathBuf]) -> Result<Vec<Slo>, ConfigErrors> {
+    let mut slos: Vec<Slo> = Vec::new();
+    let mut errors = Vec::new();
+    for path in expand(paths).map_err(|error| ConfigErrors(vec![error]))? {
+        match load_file(&path) {
+            Ok(Document::Slos(loaded)) => slos.extend(loaded),
+            Ok(Document::Daemon(_)) => errors.push(ConfigError {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "this is a daemon config, not an SLO spec (it has no `slos`)".to_string(),
+            }),
+            Err(mut file_errors) => errors.append(&mut file_errors),
+        }
+    }
+    for (index, slo) in slos.iter().enumerate() {
+        if let Some(first) = slos[..index].iter().find(|other| other.id == slo.id) {
+            errors.push(ConfigError {
+                file: slo.origin.file.clone(),
+                line: slo.origin.line,
+                column: slo.origin.column,
+                path: String::new(),
+                message: format!("SLO id {:?} is already defined at {}", slo.id, first.origin),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(slos)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Files as given, and the YAML files inside directories (sorted, not recursive).
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|error| ConfigError {
+                    file: path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    path: String::new(),
+                    message: format!("cannot read directory: {error}"),
+                })?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| {
+                    matches!(
+                        file.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml")
+                    )
+                })
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// serde-saphyr with the field path of the failing value added to its located message.
+fn deserialize<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+    let mut path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            path = error.path().to_string();
+            error.into_inner()
+        })
+    });
+    result.map_err(|error| {
+        let (line, column) = error
+            .location()
+            .map_or((0, 0), |location| (location.line(), location.column()));
+        let message = error.without_snippet().to_string();
+        let message = match message.rfind(" at line ") {
+            Some(index) => message[..index].to_string(),
+            None => message,
+        };
+        // `Spanned<T>` shows up as a `.value` step; users never wrote it.
+        let path = path.replace(".value", "");
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            path: if path == "." { String::new() } else { path },
+            message,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! The one evaluation engine that `replay`, `demo` (and later `serve`) drive: per SLO instance
+//! and evaluation time, read every tier, step its alert, apply inhibition, and describe each
+//! change with what a person needs to act on it.
+//!
+//! The engine does no I/O and reads no clock: `now` and a `measure` function (window →
+//! window value) are its inputs, so a replay over history is a faithful rehearsal of the daemon.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::alert::{Alert, Change};
+use crate::burn::{self, PairReading, Verdict, WindowValue};
+use crate::slo::{Millis, Slo, TierKind, WindowPair};
+
+/// Labels identifying an SLO instance (the values of its `group_by` labels).
+pub type InstanceLabels = Vec<(String, String)>;
+
+/// A change of one alert, with its evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: Millis,
+    pub slo_id: String,
+    pub labels: InstanceLabels,
+    pub tier: TierKind,
+    pub change: Change,
+    /// The window pair that tripped (or, when not burning, the one that speaks for the tier),
+    /// with its current values.
+    pub reading: PairReading,
+    /// Share of the period's error budget left.
+    pub budget_remaining: f64,
+    /// At the long window's burn rate.
+    pub time_to_exhaustion: Option<Duration>,
+    /// When the incident started firing, for firing, reminder and resolved.
+    pub firing_since: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    alert: Alert,
+    /// The pair that tripped when the incident fired, to report on resolve.
+    tripped: Option<WindowPair>,
+    last_verdict: Option<Verdict>,
+}
+
+/// Alert state for every (SLO, instance, tier) the engine has seen.
+#[derive(Debug, Default)]
+pub struct Engine {
+    entries: HashMap<(String, InstanceLabels, TierKind), Entry>,
+}
+
+/// What the engine knows about one alert, for status pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertStatus {
+    pub slo_id: String,
+    pub labels: InstanceLabels,
+    pub tier: TierKind,
+    pub alert: Alert,
+    pub last_verdict: Option<Verdict>,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    /// Evaluates one SLO instance at `now`. `measure(window)` gives the window value over
+    /// `[now - window, now]`, or `None` without data.
+    pub fn evaluate(
+        &mut self,
+        now: Millis,
+        slo: &Slo,
+        labels: &InstanceLabels,
+        measure: &mut impl FnMut(Duration) -> Option<WindowValue>,
+    ) -> Vec<Event> {
+        let mut changes = Vec::new();
+        let mut page_firing = false;
+        let mut tiers: Vec<_> = slo.tiers.iter().collect();
+        tiers.sort_by_key(|tier| tier.kind);
+        for tier in tiers {
+            let reading = burn::read_tier(tier, slo.objective, slo.min_events, measure);
+            let key = (slo.id.clone(), labels.clone(), tier.kind);
+            let entry = self.entries.entry(key).or_default();
+            let inhibited = tier.kind == TierKind::Ticket && page_firing;
+            let firing_before = entry.alert.firing_since();
+            let change = entry
+                .alert
+                .step(now, reading.verdict, &tier.timing, inhibited);
+            entry.last_verdict = Some(reading.verdict);
+            if entry.alert.is_firing() && firing_before.is_none() {
+                entry.tripped = Some(reading.leading_pair().pair);
+            }
+            if tier.kind == TierKind::Page {
+                page_firing = entry.alert.is_firing();
+            }
+            let Some(change) = change else { continue };
+            let pair_reading = match (change, entry.tripped) {
+                (Change::Resolved, Some(pair)) => {
+                    *reading.pair(pair).unwrap_or(reading.leading_pair())
+                }
+                _ => *reading.leading_pair(),
+            };
+            let firing_since = entry.alert.firing_since().or(firing_before);
+            if change == Change::Resolved {
+                entry.tripped = None;
+            }
+            changes.push((tier.kind, change, pair_reading, firing_since));
+        }
+        if changes.is_empty() {
+            return Vec::new();
+        }
+        let budget_remaining = burn::budget_remaining(measure(slo.period), slo.objective);
+        changes
+            .into_iter()
+            .map(|(tier, change, reading, firing_since)| Event {
+                at: now,
+                slo_id: slo.id.clone(),
+                labels: labels.clone(),
+                tier,
+                change,
+                reading,
+                budget_remaining,
+                time_to_exhaustion: burn::time_to_exhaustion(
+                    budget_remaining,
+                    reading.burn_long,
+                    slo.period,
+                ),
+                firing_since: match change {
+                    Change::Firing | Change::Reminder | Change::Resolved => firing_since,
+                    Change::Pending | Change::InsufficientData => None,
+                },
+            })
+            .collect()
+    }
+
+    /// Every alert the engine tracks, sorted by SLO, labels and tier.
+    pub fn statuses(&self) -> Vec<AlertStatus> {
+        let mut statuses: Vec<AlertStatus> = self
+            .entries
+            .iter()
+            .map(|((slo_id, labels, tier), entry)| AlertStatus {
+                slo_id: slo_id.clone(),
+                labels: labels.clone(),
+                tier: *tier,
+                alert: entry.alert,
+                last_verdict: entry.last_verdict,
+            })
+            .collect();
+        statuses
+            .sort_by(|a, b| (&a.slo_id, &a.labels, a.tier).cmp(&(&b.slo_id, &b.labels, b.tier)));
+        statuses
+    }
+}

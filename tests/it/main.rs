@@ -1,0 +1,3 @@
+//! Integration tests (one test binary, `cargo test --test it`).
+
+mod prom;

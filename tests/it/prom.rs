@@ -1,0 +1,530 @@
+//! A real Prometheus (Debian's 2.42 package) as a test fixture, for differential tests:
+//! backfill OpenMetrics text with `promtool`, start `prometheus` on a free loopback port
+//! with that TSDB, and run instant queries against it.
+//!
+//! The binaries come from Debian's `prometheus` package; `./scripts/test` installs it.
+//! Every instance has its own temp dir and port, so tests may start several in parallel.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The Prometheus minor version the differential tests are written against.
+const EXPECTED_VERSION: &str = "2.42.";
+/// How long `start` waits for `/-/ready` and the backfilled data, per attempt.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts at finding a free port (another process may grab the one we picked).
+const PORT_ATTEMPTS: usize = 5;
+/// Minimal config: no scrape targets at all, so the head stays empty and only the
+/// backfilled blocks hold data.
+const CONFIG: &str = "global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n";
+
+/// One series of an instant query result: its labels (incl. `__name__` if present) and value.
+pub type Sample = (BTreeMap<String, String>, f64);
+
+pub struct Prometheus {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+    client: reqwest::blocking::Client,
+    // Dropped after `drop` killed the child; None only while `start` retries.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Prometheus {
+    /// Backfills `openmetrics` (OpenMetrics text, timestamps in seconds, ending in `# EOF`;
+    /// the `# EOF` line is appended if missing) with
+    /// `promtool tsdb create-blocks-from openmetrics FILE DIR` into a fresh temp dir, starts
+    /// `prometheus` on 127.0.0.1:<free port> with that dir as its TSDB, and waits until
+    /// `/-/ready` answers 200 and every backfilled sample is queryable.
+    ///
+    /// Panics with promtool's / prometheus' output on failure.
+    pub fn start(openmetrics: &str) -> Prometheus {
+        check_version();
+        let mut dir = tempfile::Builder::new()
+            .prefix("burnwatch-prom-")
+            .tempdir()
+            .expect("create temp dir for prometheus");
+        let data = dir.path().join("data");
+        let input = dir.path().join("input.om");
+        let config = dir.path().join("prometheus.yml");
+
+        let mut text = openmetrics.trim_end().to_owned();
+        if !text.ends_with("# EOF") {
+            text.push_str("\n# EOF");
+        }
+        text.push('\n');
+        fs::write(&input, text).expect("write openmetrics input");
+        fs::write(&config, CONFIG).expect("write prometheus config");
+
+        let out = run_tool(
+            Command::new("promtool")
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&input)
+                .arg(&data),
+            "promtool",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            panic!(
+                "promtool tsdb create-blocks-from openmetrics failed ({}):\n{}\n{}",
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let blocks = parse_blocks(&stdout);
+        // An input without samples makes no blocks (and maybe no dir).
+        fs::create_dir_all(&data).expect("create tsdb dir");
+
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("build http client");
+
+        let log_path = dir.path().join("prometheus.log");
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let log = File::create(&log_path).expect("create prometheus log");
+            let child = Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg("--storage.tsdb.retention.time=100y")
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log file handle"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run prometheus: {e}{}", install_hint(&e)));
+            let mut prom = Prometheus {
+                child,
+                port,
+                log_path: log_path.clone(),
+                client: client.clone(),
+                dir: Some(dir),
+            };
+            match prom.wait_ready(&data) {
+                Ok(()) => {
+                    prom.wait_backfilled(&blocks);
+                    return prom;
+                }
+                Err(Retry(why)) => {
+                    failures.push(format!("port {port}: {why}"));
+                    // Keep the temp dir (and its blocks) for the next attempt.
+                    dir = prom.dir.take().expect("temp dir");
+                    drop(prom);
+                }
+            }
+        }
+        panic!(
+            "prometheus could not get a free port after {PORT_ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Instant query at unix time `at` (seconds). Returns each result series as
+    /// (labels incl. `__name__` if present, value); a scalar result is one series with no
+    /// labels. Panics with Prometheus' errorType/error if the query fails.
+    pub fn query(&self, expr: &str, at: f64) -> Vec<Sample> {
+        self.try_query(expr, at)
+            .unwrap_or_else(|e| panic!("query `{expr}` at {at} failed: {e}"))
+    }
+
+    /// Like `query`, but returns Prometheus' error (`errorType: error`) instead of panicking.
+    pub fn try_query(&self, expr: &str, at: f64) -> Result<Vec<Sample>, String> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url()),
+            &[("query", expr), ("time", &at.to_string())],
+        )
+        .expect("build query url");
+        let body = self.get_json(url.as_str());
+        if body["status"] != "success" {
+            return Err(format!(
+                "{}: {}",
+                body["errorType"].as_str().unwrap_or("?"),
+                body["error"].as_str().unwrap_or("?")
+            ));
+        }
+        let data = &body["data"];
+        let result = &data["result"];
+        match data["resultType"].as_str() {
+            Some("vector") => Ok(result
+                .as_array()
+                .unwrap_or_else(|| panic!("vector result is not an array: {body}"))
+                .iter()
+                .map(|series| {
+                    let labels = series["metric"]
+                        .as_object()
+                        .unwrap_or_else(|| panic!("series without metric: {body}"))
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect();
+                    (labels, parse_value(&series["value"]))
+                })
+                .collect()),
+            Some("scalar") => Ok(vec![(BTreeMap::new(), parse_value(result))]),
+            other => panic!(
+                "query `{expr}`: result type {other:?} is not supported (instant vectors and \
+                 scalars only): {body}"
+            ),
+        }
+    }
+
+    /// The value of a query that must return at most one series: None if it returns none.
+    pub fn query_one(&self, expr: &str, at: f64) -> Option<f64> {
+        let mut result = self.query(expr, at);
+        match result.len() {
+            0 => None,
+            1 => Some(result.remove(0).1),
+            n => panic!("query `{expr}` at {at} returned {n} series, expected one: {result:?}"),
+        }
+    }
+
+    fn get_json(&self, url: &str) -> Value {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.log_tail()));
+        // Prometheus answers errors with 4xx/5xx and a JSON body: read it regardless.
+        let status = resp.status();
+        let text = resp
+            .text()
+            .unwrap_or_else(|e| panic!("GET {url}: reading body: {e}"));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("GET {url}: {status}: body is not JSON ({e}): {text}"))
+    }
+
+    /// Waits for `/-/ready`, then checks that the answering server is ours (the port may
+    /// have been taken by another process between picking and binding it).
+    fn wait_ready(&mut self, data: &Path) -> Result<(), Retry> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let ready = format!("{}/-/ready", self.url());
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll prometheus") {
+                let log = self.log_tail();
+                if log.contains("address already in use") {
+                    return Err(Retry(format!("address already in use ({status})")));
+                }
+                panic!("prometheus exited during startup ({status}):\n{log}");
+            }
+            let ok = self
+                .client
+                .get(&ready)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "prometheus not ready at {ready} after {READY_TIMEOUT:?}:\n{}",
+                    self.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let flags = self.get_json(&format!("{}/api/v1/status/flags", self.url()));
+        let path = flags["data"]["storage.tsdb.path"].as_str().unwrap_or("");
+        if Path::new(path) != data {
+            return Err(Retry(format!(
+                "another server answers on the port (its tsdb path: {path:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until every sample promtool wrote answers a query.
+    fn wait_backfilled(&self, blocks: &[Block]) {
+        let (Some(min), Some(max)) = (
+            blocks.iter().map(|b| b.min_ms).min(),
+            blocks.iter().map(|b| b.max_ms).max(),
+        ) else {
+            return;
+        };
+        let expected: u64 = blocks.iter().map(|b| b.samples).sum();
+        // promtool's max time is exclusive (last sample + 1 ms); range selectors in 2.42 are
+        // closed on both ends, so [last - (last - first), last] covers every sample.
+        let last = max - 1;
+        let expr = format!(
+            "sum(count_over_time({{__name__=~\".+\"}}[{}ms]))",
+            (last - min).max(1)
+        );
+        let at = last as f64 / 1000.0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.query_one(&expr, at).unwrap_or(0.0);
+            if got == expected as f64 {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "prometheus at {} answers `{expr}` at {at} with {got}, but promtool \
+                     backfilled {expected} samples in {} blocks:\n{}",
+                    self.url(),
+                    blocks.len(),
+                    self.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last few KiB of prometheus' stdout/stderr.
+    fn log_tail(&self) -> String {
+        const TAIL: u64 = 8 * 1024;
+        let mut buf = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+            let mut bytes = Vec::new();
+            let _ = f.read_to_end(&mut bytes);
+            buf = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        format!(
+            "--- prometheus log ({}) ---\n{buf}",
+            self.log_path.display()
+        )
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Retry(String);
+
+/// One row of promtool's block table.
+#[derive(Debug)]
+struct Block {
+    min_ms: i64,
+    max_ms: i64,
+    samples: u64,
+}
+
+/// Parses promtool's table: `ULID MIN_TIME MAX_TIME DURATION NUM_SAMPLES NUM_CHUNKS ...`.
+fn parse_blocks(stdout: &str) -> Vec<Block> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("BLOCK ULID"))
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let parsed = (f.len() >= 5)
+                .then(|| Some((f[1].parse().ok()?, f[2].parse().ok()?, f[4].parse().ok()?)))
+                .flatten();
+            let Some((min_ms, max_ms, samples)) = parsed else {
+                panic!("unexpected line in promtool output: {line:?}\n{stdout}");
+            };
+            Block {
+                min_ms,
+                max_ms,
+                samples,
+            }
+        })
+        .collect()
+}
+
+/// Parses `[time, "value"]`, where value may be "NaN", "+Inf" or "-Inf".
+fn parse_value(pair: &Value) -> f64 {
+    let s = pair[1]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a [time, \"value\"] pair: {pair}"));
+    match s {
+        "NaN" => f64::NAN,
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => s
+            .parse()
+            .unwrap_or_else(|e| panic!("bad sample value {s:?}: {e}")),
+    }
+}
+
+/// Picks a port the OS considers free right now; `start` retries if it is taken meanwhile.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn install_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == ErrorKind::NotFound {
+        " (not on PATH: run ./scripts/test, which installs Debian's `prometheus` package, \
+         or `apt-get install prometheus`)"
+    } else {
+        ""
+    }
+}
+
+fn run_tool(cmd: &mut Command, name: &str) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}{}", install_hint(&e)))
+}
+
+/// Both binaries must be Prometheus 2.42.x: the differential tests pin its semantics.
+fn check_version() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        for name in ["prometheus", "promtool"] {
+            let out = run_tool(Command::new(name).arg("--version"), name);
+            // Some versions print this to stderr.
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let first = text.lines().next().unwrap_or("");
+            if !first.contains(&format!("version {EXPECTED_VERSION}")) {
+                return Err(format!(
+                    "{name} is not version {EXPECTED_VERSION}x: {first:?}; run ./scripts/test, \
+                     which installs Debian bookworm's `prometheus` package"
+                ));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = checked {
+        panic!("{e}");
+    }
+}
+
+// ---- tests of the fixture itself ----
+
+const T0: i64 = 1_700_000_000;
+
+/// `http_requests_total{code="200"}` every 30 s from T0 for `samples` samples, starting
+/// at 1000 and increasing by 10 per sample. (Starting above 0 keeps Prometheus from
+/// clamping the extrapolation at the series start to where the counter would be zero.)
+fn counter(samples: i64) -> String {
+    let mut s = String::from("# TYPE http_requests counter\n");
+    for i in 0..samples {
+        s.push_str(&format!(
+            "http_requests_total{{code=\"200\"}} {} {}\n",
+            1000 + 10 * i,
+            T0 + 30 * i
+        ));
+    }
+    s.push_str("# EOF\n");
+    s
+}
+
+fn at(offset: i64) -> f64 {
+    (T0 + offset) as f64
+}
+
+#[test]
+fn prometheus_fixture_answers_backfilled_counter() {
+    // 2 h: samples at T0 .. T0+7170 (240 samples).
+    let prom = Prometheus::start(&counter(240));
+    assert!(
+        prom.url().starts_with("http://127.0.0.1:"),
+        "{}",
+        prom.url()
+    );
+
+    // The raw series, with its name and labels.
+    let raw = prom.query("http_requests_total", at(3600));
+    let labels = BTreeMap::from([
+        ("__name__".to_owned(), "http_requests_total".to_owned()),
+        ("code".to_owned(), "200".to_owned()),
+    ]);
+    assert_eq!(raw, vec![(labels, 1000.0 + 10.0 * 120.0)]);
+
+    // Window [t-600, t] holds 21 samples exactly on both edges: raw increase 200 over
+    // 600 s, nothing to extrapolate. increase() drops the metric name.
+    let inc = prom.query("increase(http_requests_total[10m])", at(3600));
+    let code_only = BTreeMap::from([("code".to_owned(), "200".to_owned())]);
+    assert_eq!(inc, vec![(code_only, 200.0)]);
+
+    // Window [t-600, t] with t 15 s past a sample: 20 samples, raw increase 190 over
+    // 570 s; both gaps (15 s) are under 1.1 * 30 s so it extrapolates to the full
+    // 600 s: 190 * 600 / 570 = 200.
+    let v = prom.query_one("increase(http_requests_total[10m])", at(3615));
+    assert_close(v, 200.0);
+
+    // 5 min after the first sample: samples T0..T0+300 = 11, raw increase 100 over
+    // 300 s. The 300 s gap at the start exceeds 1.1 * 30 s, so it extrapolates only half
+    // an average interval (15 s) there; durationToZero = 300 * 1000/100 = 3000 s does
+    // not clamp it: 100 * 315 / 300 = 105.
+    let v = prom.query_one("increase(http_requests_total[10m])", at(300));
+    assert_close(v, 105.0);
+
+    // 2 min after the last sample (T0+7170): samples T0+6690..T0+7170 = 17, raw
+    // increase 160 over 480 s; 120 s gap at the end -> +15 s: 160 * 495 / 480 = 165.
+    let v = prom.query_one("increase(http_requests_total[10m])", at(7170 + 120));
+    assert_close(v, 165.0);
+
+    // rate = increase / range.
+    let v = prom.query_one("rate(http_requests_total[10m])", at(3600));
+    assert_close(v, 200.0 / 600.0);
+
+    // Past the 5 min lookback after the last sample the series is gone.
+    assert_eq!(prom.query_one("http_requests_total", at(7170 + 301)), None);
+    assert_eq!(prom.query_one("does_not_exist_total", at(3600)), None);
+    assert_eq!(
+        prom.query_one("sum(does_not_exist_total)", at(3600)),
+        None,
+        "sum over nothing is an empty vector"
+    );
+
+    // Scalars, special values.
+    assert_eq!(prom.query_one("1/0", at(0)), Some(f64::INFINITY));
+    assert_eq!(prom.query_one("-1/0", at(0)), Some(f64::NEG_INFINITY));
+    assert!(prom.query_one("0/0", at(0)).unwrap().is_nan());
+    assert_eq!(prom.query("vector(2)", at(0)), vec![(BTreeMap::new(), 2.0)]);
+
+    // Errors carry Prometheus' errorType and message.
+    let err = prom.try_query("sum(", at(0)).unwrap_err();
+    assert!(err.starts_with("bad_data:"), "{err}");
+    assert!(err.contains("unclosed left parenthesis"), "{err}");
+}
+
+#[test]
+fn prometheus_fixture_keeps_days_of_backfilled_data() {
+    // 4 days of 30 s samples: many 2 h blocks.
+    let samples = 4 * 24 * 120;
+    let prom = Prometheus::start(&counter(samples));
+    let last = 30 * (samples - 1);
+
+    // 3 d window ending on the last sample: 8641 samples, exact edges.
+    let v = prom.query_one("increase(http_requests_total[3d])", at(last));
+    assert_close(v, 10.0 * 3.0 * 24.0 * 120.0);
+
+    // The first sample is still there (retention counts from the newest block).
+    assert_eq!(prom.query_one("http_requests_total", at(0)), Some(1000.0));
+    assert_eq!(prom.query_one("http_requests_total", at(-1)), None);
+
+    // A 1 h window across a 2 h block boundary (T0+6400 is one).
+    let v = prom.query_one("increase(http_requests_total[1h])", at(6400 + 1800));
+    assert_close(v, 1200.0);
+    assert_close(
+        prom.query_one("count_over_time(http_requests_total[4d])", at(last)),
+        samples as f64,
+    );
+}
+
+fn assert_close(got: Option<f64>, want: f64) {
+    let got = got.expect("query returned no series");
+    assert!(
+        (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+        "got {got}, want {want}"
+    );
+}
