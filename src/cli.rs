@@ -1,1 +1,240 @@
+//! The command line: `check`, `replay`, `demo`. Each subcommand returns an exit code; errors
+//! that stop a command are printed by `main`.
 
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Document};
+use crate::replay::{self, Range};
+use crate::slo::{Sli, Slo, format_duration, parse_duration};
+use crate::source::openmetrics;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "burnwatch",
+    version,
+    about = "SLO error-budget alerting: multi-window, multi-burn-rate"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate SLO specs (burnwatch or Sloth prometheus/v1) and daemon configs; exit 1 on errors.
+    Check {
+        /// Spec files, folders of specs, or daemon config files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Replay recorded metrics through the alert engine and print the timeline.
+    Replay {
+        /// SLO spec files or folders.
+        #[arg(long, required = true, num_args = 1..)]
+        spec: Vec<PathBuf>,
+        /// OpenMetrics text with timestamps (the format promtool backfills).
+        #[arg(long)]
+        data: PathBuf,
+        /// First evaluation: RFC 3339 or Unix seconds (default: the first sample).
+        #[arg(long, value_parser = replay::parse_time)]
+        from: Option<i64>,
+        /// Last evaluation: RFC 3339 or Unix seconds (default: the last sample).
+        #[arg(long, value_parser = replay::parse_time)]
+        to: Option<i64>,
+        /// Time between evaluations.
+        #[arg(long, default_value = "1m", value_parser = parse_duration)]
+        step: Duration,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Replay the order-service seed incident and print the Slack messages it would post.
+    Demo {
+        /// Real time per 30s evaluation step (the virtual clock's pace).
+        #[arg(long, default_value = "40ms", value_parser = parse_duration)]
+        pace: Duration,
+        /// Run as fast as possible.
+        #[arg(long)]
+        no_wait: bool,
+        /// Write the seed incident's recording (OpenMetrics) to this file and exit.
+        #[arg(long)]
+        write_data: Option<PathBuf>,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Check { files } => check(&files),
+        Command::Replay {
+            spec,
+            data,
+            from,
+            to,
+            step,
+            format,
+        } => {
+            let slos = config::load_specs(&spec)?;
+            let text = std::fs::read_to_string(&data)
+                .with_context(|| format!("cannot read {}", data.display()))?;
+            let recording = openmetrics::parse(&data.display().to_string(), &text)?;
+            let range = Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                series = recording.series.len(),
+                samples = recording.samples,
+                "replaying {} .. {}",
+                replay::format_time(range.from),
+                replay::format_time(range.to)
+            );
+            let timeline = replay::run(&slos, &recording, range);
+            let mut stdout = io::stdout().lock();
+            match format {
+                Format::Text => write!(stdout, "{}", replay::to_text(&timeline))?,
+                Format::Json => writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::to_string_pretty(&replay::to_json(&timeline))?
+                )?,
+            }
+            Ok(0)
+        }
+        Command::Demo {
+            pace,
+            no_wait,
+            write_data,
+        } => {
+            if let Some(path) = write_data {
+                std::fs::write(&path, crate::demo::recording_text())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("wrote the seed incident's recording to {}", path.display());
+                return Ok(0);
+            }
+            let pace = if no_wait { Duration::ZERO } else { pace };
+            crate::demo::run(&mut io::stdout().lock(), pace)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Like `promtool check`: one verdict per file, problems on stderr, exit 1 if any.
+fn check(paths: &[PathBuf]) -> Result<i32> {
+    let files = config::expand(paths)?;
+    if files.is_empty() {
+        bail!("no .yaml or .yml files found in {paths:?}");
+    }
+    let mut failed = false;
+    let mut stdout = io::stdout().lock();
+    let mut all_slos: Vec<Slo> = Vec::new();
+    for file in files {
+        writeln!(stdout, "Checking {}", file.display())?;
+        match config::load_file(&file) {
+            Ok(Document::Slos(slos)) => {
+                writeln!(stdout, "  SUCCESS: {} SLOs found", slos.len())?;
+                describe(&mut stdout, &slos)?;
+                all_slos.extend(slos);
+            }
+            Ok(Document::Daemon(daemon)) => {
+                writeln!(
+                    stdout,
+                    "  SUCCESS: daemon config (evaluation every {}), rules: {}",
+                    format_duration(daemon.evaluation_interval),
+                    daemon
+                        .rules
+                        .iter()
+                        .map(|rule| rule.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+                match config::load_specs(&daemon.rules) {
+                    Ok(slos) => {
+                        writeln!(stdout, "  SUCCESS: its rules define {} SLOs", slos.len())?;
+                        describe(&mut stdout, &slos)?;
+                    }
+                    Err(errors) => {
+                        failed = true;
+                        writeln!(stdout, "  FAILED: its rules have errors")?;
+                        eprintln!("{errors}");
+                    }
+                }
+            }
+            Err(errors) => {
+                failed = true;
+                writeln!(stdout, "  FAILED: {} problem(s)", errors.len())?;
+                eprintln!("{}", config::ConfigErrors(errors));
+            }
+        }
+    }
+    for (index, slo) in all_slos.iter().enumerate() {
+        if let Some(first) = all_slos[..index].iter().find(|other| other.id == slo.id) {
+            failed = true;
+            eprintln!(
+                "{}: SLO id {:?} is already defined at {}",
+                slo.origin, slo.id, first.origin
+            );
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn describe(out: &mut impl Write, slos: &[Slo]) -> io::Result<()> {
+    for slo in slos {
+        let tiers: Vec<String> = slo
+            .tiers
+            .iter()
+            .map(|tier| {
+                let pairs: Vec<String> = tier
+                    .windows
+                    .iter()
+                    .map(|pair| {
+                        format!(
+                            "{}x {}/{}",
+                            (pair.factor * 100.0).round() / 100.0,
+                            format_duration(pair.long),
+                            format_duration(pair.short)
+                        )
+                    })
+                    .collect();
+                format!("{} [{}]", tier.kind, pairs.join(", "))
+            })
+            .collect();
+        let source = match slo.sli.local() {
+            Ok(_) => "replayable from a recording".to_string(),
+            Err(reason) => {
+                format!("Prometheus only, cannot be replayed from a recording: {reason}")
+            }
+        };
+        let kind = match slo.sli {
+            Sli::Ratio { .. } => "ratio",
+            Sli::Latency { .. } => "latency",
+            Sli::Raw { .. } => "raw",
+        };
+        let group = if slo.group_by.is_empty() {
+            String::new()
+        } else {
+            format!(" by ({})", slo.group_by.join(", "))
+        };
+        writeln!(
+            out,
+            "  - {}: {}% over {}, {kind} SLI{group}; {}; {source}",
+            slo.id,
+            slo.objective.percent(),
+            format_duration(slo.period),
+            if tiers.is_empty() {
+                "no alerting tiers".to_string()
+            } else {
+                tiers.join("; ")
+            }
+        )?;
+    }
+    Ok(())
+}

@@ -1,1 +1,331 @@
+//! The seed incident, replayed through the real engine on an accelerated clock.
+//!
+//! order-service serves `POST /orders` and `GET /orders` with steady traffic and about 0.06%
+//! errors against a 99.9% objective. Thirty days in, the payment dependency starts failing for
+//! `POST /orders`: the error ratio climbs to 5.73% for about 20 minutes (and an inventory slow
+//! path inflates latency), then a fix is deployed and the service recovers. The recording is
+//! generated here from a fixed seed, so every run (and every test) sees the same samples;
+//! `burnwatch demo --write-data FILE` writes it as OpenMetrics for `replay` or promtool.
 
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use crate::alert::Change;
+use crate::config::{self, Document};
+use crate::notify::render;
+use crate::replay::{Range, Replay, format_percent, format_rate, format_time};
+use crate::slo::{Millis, Slo, TierKind};
+use crate::source::openmetrics::{self, Recording, escape_label_value};
+
+/// The spec the demo runs: the repository's `rules/order-service.yaml`.
+pub const SPEC: &str = include_str!("../rules/order-service.yaml");
+pub const SPEC_NAME: &str = "rules/order-service.yaml";
+
+/// First sample: 2023-10-15T00:00:00Z, so the 30-day budget window is full at the burst.
+pub const START: i64 = 1_697_328_000;
+pub const SCRAPE_SECONDS: i64 = 30;
+/// The payment dependency starts failing thirty days and one hour in.
+pub const BURST_START: i64 = START + 30 * 86_400 + 3_600;
+/// Ramp up, 5.73% plateau, ramp down (seconds).
+const RAMP_UP: i64 = 180;
+const PLATEAU: i64 = 20 * 60;
+const RAMP_DOWN: i64 = 120;
+pub const END: i64 = BURST_START + 3 * 3_600;
+
+const ROUTES: [(&str, f64); 2] = [("POST /orders", 6.0), ("GET /orders", 24.0)];
+const BASELINE_ERRORS: f64 = 0.0006;
+const PEAK_ERRORS: f64 = 0.0573;
+/// Latency bucket bounds and the share of requests slower than each, at rest and in the burst.
+const BUCKETS: [(&str, f64, f64); 3] = [
+    ("0.1", 0.05, 0.22),
+    ("0.3", 0.003, 0.04),
+    ("1", 0.0005, 0.008),
+];
+
+/// xorshift64*: small, deterministic, good enough for traffic noise.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// How far into the burst `at` is: 0 at rest, 1 on the plateau.
+fn burst_level(at: i64) -> f64 {
+    let into = at - BURST_START;
+    if into <= 0 || into >= RAMP_UP + PLATEAU + RAMP_DOWN {
+        0.0
+    } else if into < RAMP_UP {
+        into as f64 / RAMP_UP as f64
+    } else if into <= RAMP_UP + PLATEAU {
+        1.0
+    } else {
+        (RAMP_UP + PLATEAU + RAMP_DOWN - into) as f64 / RAMP_DOWN as f64
+    }
+}
+
+/// Counts of one route's counters at one scrape.
+#[derive(Default, Clone)]
+struct RouteCounters {
+    ok: f64,
+    failed: f64,
+    /// Requests at or under each bucket bound (cumulative as Prometheus histograms are).
+    buckets: [f64; 3],
+    count: f64,
+    carry_failed: f64,
+    carry_slow: [f64; 3],
+}
+
+/// The recording of the seed incident as OpenMetrics text.
+pub fn recording_text() -> String {
+    let mut noise = Noise(0x5eed_0fb0_a4d5);
+    let scrapes = (END - START) / SCRAPE_SECONDS + 1;
+    let mut history: Vec<Vec<RouteCounters>> =
+        vec![Vec::with_capacity(scrapes as usize); ROUTES.len()];
+    let mut state = vec![RouteCounters::default(); ROUTES.len()];
+    for scrape in 0..scrapes {
+        let at = START + scrape * SCRAPE_SECONDS;
+        for (route_index, (route, rps)) in ROUTES.iter().enumerate() {
+            let counters = &mut state[route_index];
+            let level = if *route == "POST /orders" {
+                burst_level(at)
+            } else {
+                0.0
+            };
+            let requests = (rps * SCRAPE_SECONDS as f64 * (0.9 + 0.2 * noise.next())).round();
+            let error_share = BASELINE_ERRORS + (PEAK_ERRORS - BASELINE_ERRORS) * level;
+            counters.carry_failed += requests * error_share * (0.5 + noise.next());
+            let failed = counters.carry_failed.floor().min(requests);
+            counters.carry_failed -= failed;
+            counters.failed += failed;
+            counters.ok += requests - failed;
+            counters.count += requests;
+            for (bucket, (_, rest, burst)) in BUCKETS.iter().enumerate() {
+                let slow_share = rest + (burst - rest) * level;
+                counters.carry_slow[bucket] += requests * slow_share * (0.5 + noise.next());
+                let slow = counters.carry_slow[bucket].floor().min(requests);
+                counters.carry_slow[bucket] -= slow;
+                counters.buckets[bucket] += requests - slow;
+            }
+            history[route_index].push(counters.clone());
+        }
+    }
+    let mut out = String::with_capacity(scrapes as usize * ROUTES.len() * 8 * 90);
+    let series_label = |route: &str| {
+        format!(
+            "route=\"{}\",service=\"order-service\"",
+            escape_label_value(route)
+        )
+    };
+    let _ = writeln!(out, "# TYPE http_requests counter");
+    for (code, pick) in [("200", 0usize), ("500", 1)] {
+        for (route_index, (route, _)) in ROUTES.iter().enumerate() {
+            for (scrape, counters) in history[route_index].iter().enumerate() {
+                let value = if pick == 0 {
+                    counters.ok
+                } else {
+                    counters.failed
+                };
+                let at = START + scrape as i64 * SCRAPE_SECONDS;
+                let _ = writeln!(
+                    out,
+                    "http_requests_total{{code=\"{code}\",{}}} {value} {at}",
+                    series_label(route)
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
+    for (route_index, (route, _)) in ROUTES.iter().enumerate() {
+        let samples = &history[route_index];
+        for (bucket, (le, _, _)) in BUCKETS.iter().enumerate() {
+            for (scrape, counters) in samples.iter().enumerate() {
+                let at = START + scrape as i64 * SCRAPE_SECONDS;
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{le=\"{le}\",{}}} {} {at}",
+                    series_label(route),
+                    counters.buckets[bucket]
+                );
+            }
+        }
+        for (scrape, counters) in samples.iter().enumerate() {
+            let at = START + scrape as i64 * SCRAPE_SECONDS;
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{le=\"+Inf\",{}}} {} {at}",
+                series_label(route),
+                counters.count
+            );
+        }
+        for (scrape, counters) in samples.iter().enumerate() {
+            let at = START + scrape as i64 * SCRAPE_SECONDS;
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_count{{{}}} {} {at}",
+                series_label(route),
+                counters.count
+            );
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// The demo's SLOs and recording.
+pub fn load() -> Result<(Vec<Slo>, Recording), String> {
+    let slos = match config::load_str(SPEC_NAME, SPEC, std::path::Path::new(".")) {
+        Ok(Document::Slos(slos)) => slos,
+        Ok(Document::Daemon(_)) => return Err(format!("{SPEC_NAME} is not an SLO spec")),
+        Err(errors) => return Err(config::ConfigErrors(errors).to_string()),
+    };
+    let recording = openmetrics::parse("seed incident", &recording_text())
+        .map_err(|error| error.to_string())?;
+    Ok((slos, recording))
+}
+
+/// The replay range the demo shows: from 30 minutes before the burst to the end.
+pub fn range() -> Range {
+    Range {
+        from: (BURST_START - 1_800) * 1000,
+        to: END * 1000,
+        step: Duration::from_secs(SCRAPE_SECONDS as u64),
+    }
+}
+
+/// Replays the seed incident, printing a status line every five virtual minutes and every
+/// Slack message as it would be posted. `pace` is the real time per 30 s evaluation step.
+pub fn run(out: &mut impl Write, pace: Duration) -> io::Result<()> {
+    let (slos, recording) = load().map_err(io::Error::other)?;
+    let range = range();
+    let (mut replay, skipped) = Replay::new(&slos, &recording);
+    writeln!(
+        out,
+        "burnwatch demo: the order-service seed incident, replayed through the real engine"
+    )?;
+    writeln!(
+        out,
+        "spec {SPEC_NAME} ({} SLOs) · recording: {} series, {} samples, 30s scrapes since {}",
+        slos.len(),
+        recording.series.len(),
+        recording.samples,
+        format_time(START * 1000)
+    )?;
+    writeln!(
+        out,
+        "virtual clock {} → {}, one evaluation per 30s\n",
+        format_time(range.from),
+        format_time(range.to)
+    )?;
+    for skip in skipped {
+        writeln!(out, "skipped {}: {}", skip.slo_id, skip.reason)?;
+    }
+    let availability = slos
+        .iter()
+        .position(|slo| slo.name == "requests-availability")
+        .ok_or_else(|| io::Error::other("the demo spec has no requests-availability SLO"))?;
+    for (tick, now) in range.times().enumerate() {
+        let events = replay.step(&recording, now);
+        if tick % 10 == 0 {
+            status_line(
+                out,
+                &mut replay,
+                &recording,
+                (availability, &slos[availability]),
+                now,
+            )?;
+        }
+        for event in &events {
+            let Some(slo) = slos.iter().find(|slo| slo.id == event.slo_id) else {
+                continue;
+            };
+            let channel = slo
+                .tier(event.tier)
+                .and_then(|tier| tier.labels.get("channel").cloned())
+                .unwrap_or_else(|| "#incidents".to_string());
+            let notifies = event.tier == TierKind::Page
+                && matches!(
+                    event.change,
+                    Change::Firing | Change::Reminder | Change::Resolved
+                );
+            if notifies {
+                let verb = match event.change {
+                    Change::Firing => "chat.postMessage",
+                    _ => "chat.update (and a reply in the thread)",
+                };
+                let message = render::render(slo, event);
+                writeln!(
+                    out,
+                    "\n┌─ Slack {channel} · {verb} · {}",
+                    format_time(event.at)
+                )?;
+                for line in message.mrkdwn.lines() {
+                    writeln!(out, "│ {line}")?;
+                }
+                writeln!(out, "└─\n")?;
+            } else {
+                writeln!(
+                    out,
+                    "{}  {} {} {} (not paged)",
+                    clock(event.at),
+                    event.slo_id,
+                    event.tier,
+                    event.change.as_str()
+                )?;
+            }
+        }
+        out.flush()?;
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
+    }
+    Ok(())
+}
+
+fn clock(at: Millis) -> String {
+    format_time(at)[11..16].to_string()
+}
+
+fn status_line(
+    out: &mut impl Write,
+    replay: &mut Replay,
+    recording: &Recording,
+    (slo_index, slo): (usize, &Slo),
+    now: Millis,
+) -> io::Result<()> {
+    let budget = slo.objective.error_budget();
+    let mut line = clock(now);
+    for instance in 0..replay.instances_of(slo_index).len() {
+        let labels = replay.instances_of(slo_index)[instance].labels.clone();
+        let route = labels
+            .first()
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let mut read = |window: u64| {
+            replay
+                .measure(
+                    recording,
+                    slo_index,
+                    instance,
+                    now,
+                    Duration::from_secs(window),
+                )
+                .map_or(f64::NAN, |value| value.error_ratio)
+        };
+        let (five_minutes, hour) = (read(300), read(3_600));
+        let _ = write!(
+            line,
+            "  {route}: errors {} (5m) {} (1h), burn {} / {}",
+            format_percent(five_minutes),
+            format_percent(hour),
+            format_rate(hour / budget),
+            format_rate(five_minutes / budget)
+        );
+    }
+    writeln!(out, "{line}")
+}

@@ -1,3 +1,23 @@
-fn main() {
-    println!("Hello, world!");
+//! `burnwatch`: parse the command line, set up logging, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BURNWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = burnwatch::cli::Cli::parse();
+    match burnwatch::cli::run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(error) => {
+            eprintln!("burnwatch: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,371 @@
+//! Replays recorded history through the engine on a virtual clock: the same decisions the daemon
+//! would have made, as a timeline (text for people, JSON for tools).
+//!
+//! The JSON shape is stable (documented in README.md):
+//! `{"from","to","step","events":[{"at","slo","labels","tier","state","window":{"long","short"},
+//! "factor","burn_rate":{"long","short"},"error_ratio":{"long","short"},"events":{"bad","total"},
+//! "budget_remaining"}]}`; times are RFC 3339 UTC, durations Prometheus-style (`5m`), numbers
+//! rounded to 6 significant digits, and NaN (no data) is `null`.
 
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::engine::{Engine, Event};
+use crate::slo::{Millis, Slo, format_duration, millis};
+use crate::source::openmetrics::Recording;
+use crate::source::recorded::RecordedSlo;
+
+/// The SLOs of a replay, bound to a recording, and the engine's state.
+pub struct Replay<'a> {
+    slos: Vec<(&'a Slo, RecordedSlo)>,
+    engine: Engine,
+}
+
+/// An SLO a recording cannot replay, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub slo_id: String,
+    pub reason: String,
+}
+
+impl<'a> Replay<'a> {
+    /// Binds every SLO that can be evaluated from samples; the others are returned with the
+    /// reason (a raw PromQL SLI of an unrecognised shape, say).
+    pub fn new(slos: &'a [Slo], recording: &Recording) -> (Replay<'a>, Vec<Skipped>) {
+        let mut bound = Vec::new();
+        let mut skipped = Vec::new();
+        for slo in slos {
+            match RecordedSlo::bind(slo, recording) {
+                Ok(recorded) => bound.push((slo, recorded)),
+                Err(reason) => skipped.push(Skipped {
+                    slo_id: slo.id.clone(),
+                    reason,
+                }),
+            }
+        }
+        let replay = Replay {
+            slos: bound,
+            engine: Engine::new(),
+        };
+        (replay, skipped)
+    }
+
+    /// Evaluates every SLO instance at `now`.
+    pub fn step(&mut self, recording: &Recording, now: Millis) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (slo, recorded) in &mut self.slos {
+            for index in 0..recorded.instances.len() {
+                let labels = recorded.instances[index].labels.clone();
+                let mut measure =
+                    |window: Duration| recorded.measure(recording, index, now, window);
+                events.extend(self.engine.evaluate(now, slo, &labels, &mut measure));
+            }
+        }
+        events
+    }
+
+    pub fn instances(&self) -> usize {
+        self.slos
+            .iter()
+            .map(|(_, recorded)| recorded.instances.len())
+            .sum()
+    }
+
+    /// The instances of the `slo_index`-th bound SLO.
+    pub fn instances_of(&self, slo_index: usize) -> &[crate::source::recorded::RecordedInstance] {
+        &self.slos[slo_index].1.instances
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The current window value of an instance, for status displays.
+    pub fn measure(
+        &mut self,
+        recording: &Recording,
+        slo_index: usize,
+        instance: usize,
+        now: Millis,
+        window: Duration,
+    ) -> Option<crate::burn::WindowValue> {
+        self.slos[slo_index]
+            .1
+            .measure(recording, instance, now, window)
+    }
+}
+
+/// The time range and step of a replay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub from: Millis,
+    pub to: Millis,
+    pub step: Duration,
+}
+
+impl Range {
+    /// From the options, defaulting to the recording's first and last sample.
+    pub fn resolve(
+        recording: &Recording,
+        from: Option<Millis>,
+        to: Option<Millis>,
+        step: Duration,
+    ) -> Result<Range, String> {
+        if step.is_zero() {
+            return Err("--step must be longer than zero".to_string());
+        }
+        let (first, last) = recording
+            .time_range()
+            .ok_or("the recording has no samples")?;
+        let range = Range {
+            from: from.unwrap_or(first),
+            to: to.unwrap_or(last),
+            step,
+        };
+        if range.to < range.from {
+            return Err(format!(
+                "--to {} is before --from {}",
+                format_time(range.to),
+                format_time(range.from)
+            ));
+        }
+        Ok(range)
+    }
+
+    pub fn times(&self) -> impl Iterator<Item = Millis> + use<> {
+        let Range { from, to, step } = *self;
+        let step = millis(step).max(1);
+        (0..)
+            .map(move |index| from + index * step)
+            .take_while(move |at| *at <= to)
+    }
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    pub range: Range,
+    pub events: Vec<Event>,
+    pub skipped: Vec<Skipped>,
+    /// SLO instances evaluated at every step.
+    pub instances: usize,
+    pub evaluations: u64,
+}
+
+/// Replays `slos` over `recording` at every step of `range`.
+pub fn run(slos: &[Slo], recording: &Recording, range: Range) -> Timeline {
+    let (mut replay, skipped) = Replay::new(slos, recording);
+    let mut events = Vec::new();
+    let mut evaluations = 0;
+    for now in range.times() {
+        events.extend(replay.step(recording, now));
+        evaluations += replay.instances() as u64;
+    }
+    Timeline {
+        range,
+        events,
+        skipped,
+        instances: replay.instances(),
+        evaluations,
+    }
+}
+
+/// RFC 3339 UTC with seconds: `2023-11-14T22:13:20Z` (milliseconds when not whole).
+pub fn format_time(at: Millis) -> String {
+    let time = if at >= 0 {
+        UNIX_EPOCH + Duration::from_millis(at as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(at.unsigned_abs())
+    };
+    if at % 1000 == 0 {
+        humantime::format_rfc3339_seconds(time).to_string()
+    } else {
+        humantime::format_rfc3339_millis(time).to_string()
+    }
+}
+
+/// RFC 3339 (`2023-11-14T22:13:20Z`) or Unix seconds (`1700000000`).
+pub fn parse_time(text: &str) -> Result<Millis, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds.abs() < 1e11 {
+            return Ok((seconds * 1000.0).round() as Millis);
+        }
+        return Err(format!("{text:?} is not a time in Unix seconds"));
+    }
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|error| format!("{text:?} is not an RFC 3339 time or Unix seconds ({error})"))?;
+    let since_epoch = time
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("{text:?} is before 1970"))?;
+    Ok(since_epoch.as_millis() as Millis)
+}
+
+/// Rounds to 6 significant digits so timelines carry no float noise; NaN and ±Inf become null.
+fn number(value: f64) -> Value {
+    if !value.is_finite() {
+        return Value::Null;
+    }
+    let rounded: f64 = format!("{value:.5e}").parse().unwrap_or(value);
+    json!(rounded)
+}
+
+fn label_object(labels: &[(String, String)]) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect(),
+    )
+}
+
+/// The stable JSON form of a timeline.
+pub fn to_json(timeline: &Timeline) -> Value {
+    let events: Vec<Value> = timeline
+        .events
+        .iter()
+        .map(|event| {
+            let reading = &event.reading;
+            let long = reading.long;
+            let short = reading.short;
+            json!({
+                "at": format_time(event.at),
+                "slo": event.slo_id,
+                "labels": label_object(&event.labels),
+                "tier": event.tier.as_str(),
+                "state": event.change.as_str(),
+                "window": {
+                    "long": format_duration(reading.pair.long),
+                    "short": format_duration(reading.pair.short),
+                },
+                "factor": number(reading.pair.factor),
+                "burn_rate": {"long": number(reading.burn_long), "short": number(reading.burn_short)},
+                "error_ratio": {
+                    "long": number(long.map_or(f64::NAN, |value| value.error_ratio)),
+                    "short": number(short.map_or(f64::NAN, |value| value.error_ratio)),
+                },
+                "events": {
+                    "bad": number(long.map_or(f64::NAN, |value| value.bad)),
+                    "total": number(long.map_or(f64::NAN, |value| value.total)),
+                },
+                "budget_remaining": number(event.budget_remaining),
+            })
+        })
+        .collect();
+    json!({
+        "from": format_time(timeline.range.from),
+        "to": format_time(timeline.range.to),
+        "step": format_duration(timeline.range.step),
+        "events": events,
+    })
+}
+
+/// `{route="POST /orders"}`, or nothing for an ungrouped SLO.
+pub fn format_labels(labels: &[(String, String)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| format!("{name}={value:?}"))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// A burn rate as people read it: `57.3x`, `0.42x`.
+pub fn format_rate(value: f64) -> String {
+    if value.is_nan() {
+        "n/a".to_string()
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}x")
+    } else {
+        format!("{value:.2}x")
+    }
+}
+
+/// A ratio as a percentage with three significant digits: `5.73%`, `0.0612%`.
+pub fn format_percent(ratio: f64) -> String {
+    if ratio.is_nan() {
+        return "n/a".to_string();
+    }
+    let percent = ratio * 100.0;
+    let decimals = if percent.abs() >= 10.0 {
+        1
+    } else if percent.abs() >= 1.0 || percent == 0.0 {
+        2
+    } else {
+        (2 - percent.abs().log10().floor() as i32).clamp(2, 6) as usize
+    };
+    format!("{percent:.decimals$}%")
+}
+
+/// The human timeline: one line per event.
+pub fn to_text(timeline: &Timeline) -> String {
+    let mut out = String::new();
+    let range = &timeline.range;
+    let _ = writeln!(
+        out,
+        "replay {} .. {} every {}: {} SLO instances, {} evaluations, {} events",
+        format_time(range.from),
+        format_time(range.to),
+        format_duration(range.step),
+        timeline.instances,
+        timeline.evaluations,
+        timeline.events.len()
+    );
+    for skipped in &timeline.skipped {
+        let _ = writeln!(out, "skipped {}: {}", skipped.slo_id, skipped.reason);
+    }
+    for event in &timeline.events {
+        let reading = &event.reading;
+        let long = reading.long;
+        let _ = writeln!(
+            out,
+            "{}  {:<17} {:<6} {}{}  {}/{} burn {}/{} (factor {})  errors {} of {} ({})  budget left {}",
+            format_time(event.at),
+            event.change.as_str(),
+            event.tier.as_str(),
+            event.slo_id,
+            format_labels(&event.labels),
+            format_duration(reading.pair.long),
+            format_duration(reading.pair.short),
+            format_rate(reading.burn_long),
+            format_rate(reading.burn_short),
+            format_rate(reading.pair.factor),
+            long.map_or("n/a".to_string(), |value| format!("{:.0}", value.bad)),
+            long.map_or("n/a".to_string(), |value| format!("{:.0}", value.total)),
+            format_percent(long.map_or(f64::NAN, |value| value.error_ratio)),
+            format_percent(event.budget_remaining),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(format_time(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(parse_time("1700000000").unwrap(), 1_700_000_000_000);
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn numbers_for_people() {
+        assert_eq!(format_rate(57.312), "57.3x");
+        assert_eq!(format_rate(0.4212), "0.42x");
+        assert_eq!(format_percent(0.0573), "5.73%");
+        assert_eq!(format_percent(0.000612), "0.0612%");
+        assert_eq!(format_percent(0.842), "84.2%");
+        assert_eq!(number(0.1 + 0.2), json!(0.3));
+        assert_eq!(number(f64::NAN), Value::Null);
+    }
+}

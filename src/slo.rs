@@ -19,29 +19,36 @@ pub fn millis(duration: Duration) -> Millis {
 
 /// The target ratio of good events, strictly between 0 and 1 (99.9% is 0.999).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Objective(f64);
+pub struct Objective {
+    ratio: f64,
+    /// As written, for display (`99.9`, not `99.90000000000001`).
+    percent: f64,
+}
 
 impl Objective {
     /// Builds an objective from a percentage as users write it (`99.9`).
     pub fn from_percent(percent: f64) -> Result<Objective, String> {
         if percent.is_finite() && 0.0 < percent && percent < 100.0 {
-            Ok(Objective(percent / 100.0))
+            Ok(Objective {
+                ratio: percent / 100.0,
+                percent,
+            })
         } else {
             Err(format!("{percent} is not a percentage in (0, 100)"))
         }
     }
 
     pub fn ratio(self) -> f64 {
-        self.0
+        self.ratio
     }
 
     pub fn percent(self) -> f64 {
-        self.0 * 100.0
+        self.percent
     }
 
     /// The share of events allowed to fail: 1 - objective.
     pub fn error_budget(self) -> f64 {
-        1.0 - self.0
+        1.0 - self.ratio
     }
 }
 
