@@ -5,7 +5,7 @@
 //! `{"from","to","step","events":[{"at","slo","labels","tier","state","window":{"long","short"},
 //! "factor","burn_rate":{"long","short"},"error_ratio":{"long","short"},"events":{"bad","total"},
 //! "budget_remaining"}]}`; times are RFC 3339 UTC, durations Prometheus-style (`5m`), numbers
-//! rounded to 6 significant digits, and NaN (no data) is `null`.
+//! rounded to 10 significant digits, and NaN (no data) is `null`.
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -203,13 +203,17 @@ pub fn parse_time(text: &str) -> Result<Millis, String> {
     Ok(since_epoch.as_millis() as Millis)
 }
 
-/// Rounds to 6 significant digits so timelines carry no float noise; NaN and ±Inf become null.
+/// Rounds to 10 significant digits so timelines carry no float noise; NaN and ±Inf become null.
 fn number(value: f64) -> Value {
     if !value.is_finite() {
         return Value::Null;
     }
-    let rounded: f64 = format!("{value:.5e}").parse().unwrap_or(value);
-    json!(rounded)
+    let rounded: f64 = format!("{value:.9e}").parse().unwrap_or(value);
+    if rounded.fract() == 0.0 && rounded.abs() < 9e15 {
+        json!(rounded as i64)
+    } else {
+        json!(rounded)
+    }
 }
 
 fn label_object(labels: &[(String, String)]) -> Value {

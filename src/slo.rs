@@ -329,7 +329,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".to_string());
     }
     humantime::parse_duration(trimmed)
-        .map_err(|error| format!("{trimmed:?} is not a duration ({error})"))
+        .map_err(|_| format!("{trimmed:?} is not a duration such as 30s, 5m, 1h30m or 30d"))
 }
 
 #[cfg(test)]

@@ -279,7 +279,11 @@ fn deserialize<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigE
             file: file.to_string(),
             line,
             column,
-            path: if path == "." { String::new() } else { path },
+            path: if path == "." || path == "?" {
+                String::new()
+            } else {
+                path
+            },
             message,
         }
     })

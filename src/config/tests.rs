@@ -1,1 +1,342 @@
+//! Spec reading: good specs map to the model, bad specs give the exact located error.
 
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Document, load_str};
+use crate::slo::{Sli, Slo, TierKind};
+
+fn slos(text: &str) -> Vec<Slo> {
+    match load_str("rules/orders.yaml", text, Path::new(".")) {
+        Ok(Document::Slos(slos)) => slos,
+        other => panic!("expected SLOs, got {other:?}"),
+    }
+}
+
+/// Loads `text` and returns its errors, one per line.
+fn errors(text: &str) -> String {
+    match load_str("rules/orders.yaml", text, Path::new(".")) {
+        Ok(document) => panic!("expected errors, got {document:?}"),
+        Err(errors) => errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+const NATIVE: &str = r#"version: burnwatch/v1
+service: order-service
+slos:
+  - name: availability
+    objective: 99.9
+    sli:
+      ratio:
+        errors: http_requests_total{code=~"5.."}
+        total: http_requests_total
+"#;
+
+#[test]
+fn native_defaults() {
+    let slo = &slos(NATIVE)[0];
+    assert_eq!(slo.id, "order-service-availability");
+    assert_eq!(slo.period, Duration::from_secs(30 * 86_400));
+    assert_eq!(slo.tiers.len(), 2);
+    let page = slo.tier(TierKind::Page).unwrap();
+    assert_eq!(page.windows.len(), 2);
+    assert!((page.windows[0].factor - 14.4).abs() < 1e-9);
+    assert_eq!(page.timing.resolve_timeout, Duration::from_secs(300));
+    assert_eq!(page.timing.repeat_interval, Duration::from_secs(4 * 3600));
+    assert_eq!(
+        slo.sli.error_ratio_template(),
+        "(sum (rate(http_requests_total{code=~\"5..\"}[{{.window}}])))\n/\n(sum (rate(http_requests_total[{{.window}}])))"
+    );
+}
+
+#[test]
+fn native_period_scales_factors_and_tiers_can_be_tuned() {
+    let text = r#"version: burnwatch/v1
+service: checkout
+slos:
+  - name: latency
+    objective: 99
+    period: 28d
+    group_by: [route]
+    sli:
+      latency:
+        histogram: http_request_duration_seconds{job="checkout"}
+        threshold: 0.3
+    alerting:
+      resolve_timeout: 10m
+      page:
+        for: 2m
+        windows:
+          - {long: 1h, short: 5m, factor: 10}
+      ticket:
+        disable: true
+"#;
+    let slo = &slos(text)[0];
+    assert_eq!(slo.tiers.len(), 1);
+    let page = &slo.tiers[0];
+    assert_eq!(page.windows[0].factor, 10.0);
+    assert_eq!(page.timing.for_, Duration::from_secs(120));
+    assert_eq!(page.timing.resolve_timeout, Duration::from_secs(600));
+    let Sli::Latency { good, total, .. } = &slo.sli else {
+        panic!("latency SLI")
+    };
+    assert_eq!(
+        good.template(),
+        "sum by (route) (rate(http_request_duration_seconds_bucket{job=\"checkout\",le=\"0.3\"}[{{.window}}]))"
+    );
+    assert_eq!(
+        total.template(),
+        "sum by (route) (rate(http_request_duration_seconds_count{job=\"checkout\"}[{{.window}}]))"
+    );
+    // Same budget share over a 28d period: 2% × 28d / 1h = 13.44.
+    let text = text.replace(
+        "          - {long: 1h, short: 5m, factor: 10}",
+        "          - {long: 1h, short: 5m, budget_percent: 2}",
+    );
+    assert!((slos(&text)[0].tiers[0].windows[0].factor - 13.44).abs() < 1e-9);
+}
+
+const SLOTH: &str = r##"version: "prometheus/v1"
+service: "myservice"
+labels:
+  owner: "myteam"
+slos:
+  - name: "requests-availability"
+    objective: 99.9
+    description: "Common SLO based on availability for HTTP request responses."
+    labels:
+      category: availability
+    sli:
+      events:
+        error_query: sum(rate(http_request_duration_seconds_count{job="myservice",code=~"(5..|429)"}[{{.window}}]))
+        total_query: sum(rate(http_request_duration_seconds_count{job="myservice"}[{{.window}}]))
+    alerting:
+      name: "MyServiceHighErrorRate"
+      labels:
+        category: "availability"
+      annotations:
+        summary: "High error rate on 'myservice' requests responses"
+        runbook: "https://runbooks.example.com/myservice"
+      page_alert:
+        labels:
+          severity: "pageteam"
+          routing_key: "myteam"
+      ticket_alert:
+        labels:
+          severity: "slack"
+          slack_channel: "#alerts-myteam"
+  - name: "requests-latency"
+    objective: 99
+    sli:
+      raw:
+        error_ratio_query: |
+          1 - (
+            sum(rate(http_request_duration_seconds_bucket{job="myservice",le="0.25"}[{{.window}}]))
+            /
+            sum(rate(http_request_duration_seconds_count{job="myservice"}[{{.window}}]))
+          )
+    alerting:
+      page_alert:
+        disable: true
+  - name: "queue-errors"
+    objective: 95
+    sli:
+      raw:
+        error_ratio_query: max_over_time(queue_error_ratio[{{.window}}])
+    alerting:
+      ticket_alert:
+        disable: true
+"##;
+
+#[test]
+fn sloth_specs_are_read_unchanged() {
+    let slos = slos(SLOTH);
+    assert_eq!(slos.len(), 3);
+    let availability = &slos[0];
+    assert_eq!(availability.id, "myservice-requests-availability");
+    assert_eq!(
+        availability.runbook.as_deref(),
+        Some("https://runbooks.example.com/myservice")
+    );
+    assert_eq!(
+        availability.alert_name.as_deref(),
+        Some("MyServiceHighErrorRate")
+    );
+    assert_eq!(
+        availability.labels.get("owner").map(String::as_str),
+        Some("myteam")
+    );
+    let page = availability.tier(TierKind::Page).unwrap();
+    assert_eq!(
+        page.labels.get("severity").map(String::as_str),
+        Some("pageteam")
+    );
+    assert_eq!(
+        page.labels.get("category").map(String::as_str),
+        Some("availability")
+    );
+    assert!(availability.sli.local().is_ok());
+
+    let latency = &slos[1];
+    assert_eq!(
+        latency
+            .tiers
+            .iter()
+            .map(|tier| tier.kind)
+            .collect::<Vec<_>>(),
+        vec![TierKind::Ticket]
+    );
+    assert!(
+        latency.sli.local().is_ok(),
+        "1 - (good / total) is evaluated locally"
+    );
+
+    let queue = &slos[2];
+    assert_eq!(
+        queue.sli.local().unwrap_err(),
+        "expected `A / B` or `1 - (A / B)` over `sum(rate(...))` queries"
+    );
+}
+
+#[test]
+fn sloth_grouping_comes_from_sum_by() {
+    let text = SLOTH.replace(
+        "sum(rate(http_request_duration_seconds_count{job=\"myservice\",code",
+        "sum by (route) (rate(http_request_duration_seconds_count{job=\"myservice\",code",
+    );
+    assert_eq!(
+        errors(&text),
+        "rules/orders.yaml:13:22: slos[0].sli.events.error_query: groups by (route) but total_query groups by (); both must group by the same labels"
+    );
+    let text = text.replace("total_query: sum(", "total_query: sum by (route) (");
+    assert_eq!(slos(&text)[0].group_by, vec!["route".to_string()]);
+}
+
+#[test]
+fn bad_specs_name_file_line_column_and_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "objective: 99.9",
+            "objective: 100.5",
+            "rules/orders.yaml:5:16: slos[0].objective: 100.5 is not a percentage in (0, 100)",
+        ),
+        (
+            "objective: 99.9",
+            "objective: high",
+            "rules/orders.yaml:5:16: slos[0].objective: invalid floating point",
+        ),
+        (
+            "objective: 99.9",
+            "objective: 99.9\n    period: thirty",
+            "rules/orders.yaml:6:13: slos[0].period: \"thirty\" is not a duration such as 30s, 5m, 1h30m or 30d",
+        ),
+        (
+            "objective: 99.9",
+            "objectiv: 99.9",
+            "rules/orders.yaml:5:5: slos[0].objectiv: unknown field `objectiv`, expected one of name, objective, period, description, sli, group_by, min_events, labels, runbook, dashboard, alerting",
+        ),
+        (
+            "total: http_requests_total",
+            "total: sum(rate(http_requests_total[5m]))",
+            "rules/orders.yaml:9:16: slos[0].sli.ratio.total: expected a series selector such as `http_requests_total{code=~\"5..\"}`, not a query: \"sum(rate(http_requests_total[5m]))\"",
+        ),
+        (
+            "errors: http_requests_total{code=~\"5..\"}",
+            "errors: http_requests_total{code=~\"5..\"",
+            "rules/orders.yaml:8:17: slos[0].sli.ratio.errors: invalid series selector: unexpected end of input inside braces",
+        ),
+        (
+            "      ratio:",
+            "      raw:\n        error_ratio: sum(rate(x[5m]))\n      ratio:",
+            "rules/orders.yaml:7:7: slos[0].sli: expected exactly one of `ratio`, `latency` or `raw`",
+        ),
+        (
+            "version: burnwatch/v1",
+            "version: burnwatch/v2",
+            "rules/orders.yaml:1:10: version: \"burnwatch/v2\" is not a known version; expected \"burnwatch/v1\" (burnwatch) or \"prometheus/v1\" (Sloth)",
+        ),
+        (
+            "service: order-service",
+            "service: order-service\nservice: other",
+            "rules/orders.yaml:3:1: duplicate mapping key: service, set DuplicateKeyPolicy in Options if acceptable",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(NATIVE.contains(from), "{from}");
+        let text = NATIVE.replacen(from, to, 1);
+        let result = load_str("rules/orders.yaml", &text, Path::new("."));
+        let Err(found) = result else {
+            panic!("replacing {from:?} with {to:?} gave no error")
+        };
+        let found: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found.join("\n"),
+            *expected,
+            "replacing {from:?} with {to:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_tiers_and_windows() {
+    let text = format!(
+        "{NATIVE}    alerting:\n      page:\n        windows:\n          - {{long: 5m, short: 1h, factor: 14.4}}\n          - {{long: 1h, short: 5m}}\n      ticket:\n        resolve_timeout: soon\n"
+    );
+    assert_eq!(
+        errors(&text),
+        "rules/orders.yaml:13:31: slos[0].alerting.page.windows[0]: short window 1h must be shorter than long window 5m\n\
+         rules/orders.yaml:14:20: slos[0].alerting.page.windows[1]: expected exactly one of `budget_percent` or `factor`\n\
+         rules/orders.yaml:16:26: slos[0].alerting.ticket.resolve_timeout: \"soon\" is not a duration such as 30s, 5m, 1h30m or 30d"
+    );
+}
+
+#[test]
+fn sloth_errors_and_unsupported_parts() {
+    let plugin = SLOTH.replacen(
+        "      events:\n        error_query: sum(rate(http_request_duration_seconds_count{job=\"myservice\",code=~\"(5..|429)\"}[{{.window}}]))\n        total_query: sum(rate(http_request_duration_seconds_count{job=\"myservice\"}[{{.window}}]))",
+        "      plugin:\n        id: \"sloth-common/kubernetes/apiserver/availability\"",
+        1,
+    );
+    assert_eq!(
+        errors(&plugin),
+        "rules/orders.yaml:13:13: slos[0].sli.plugin.id: SLI plugins are not supported (\"sloth-common/kubernetes/apiserver/availability\"); write the plugin's queries as `events` or `raw`"
+    );
+    let no_window = SLOTH.replacen(
+        "[{{.window}}]))\n        total_query",
+        "[5m]))\n        total_query",
+        1,
+    );
+    assert_eq!(
+        errors(&no_window),
+        "rules/orders.yaml:13:22: slos[0].sli.events.error_query: expected `{{.window}}` where the range goes, e.g. `rate(x[{{.window}}])`"
+    );
+    let crd = "apiVersion: sloth.slok.dev/v1\nkind: PrometheusServiceLevel\n";
+    assert_eq!(
+        errors(crd),
+        "rules/orders.yaml:1:1: apiVersion: \"sloth.slok.dev/v1\" (a Kubernetes resource) is not supported; use Sloth's `version: \"prometheus/v1\"` file format"
+    );
+}
+
+#[test]
+fn unrecognised_event_shapes_are_kept_for_the_prometheus_source() {
+    let text = SLOTH.replacen(
+        "sum(rate(http_request_duration_seconds_count{job=\"myservice\",code=~\"(5..|429)\"}[{{.window}}]))",
+        "sum(increase(errors_total[{{.window}}])) or vector(0)",
+        1,
+    );
+    let slo = &slos(&text)[0];
+    let Sli::Raw {
+        error_ratio_query, ..
+    } = &slo.sli
+    else {
+        panic!("raw")
+    };
+    assert!(
+        error_ratio_query.starts_with("(sum(increase(errors_total[{{.window}}])) or vector(0))")
+    );
+    assert!(slo.sli.local().unwrap_err().starts_with("error_query: "));
+}

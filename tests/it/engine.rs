@@ -1,0 +1,141 @@
+//! The engine over synthetic traffic: per-minute error ratios in a tiny notation, every tier
+//! read from exact window sums, each change printed as a timeline line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use burnwatch::burn::WindowValue;
+use burnwatch::config::{Document, load_str};
+use burnwatch::engine::Engine;
+use burnwatch::slo::Slo;
+use expect_test::{Expect, expect};
+
+const SPEC: &str = r#"version: burnwatch/v1
+service: orders
+slos:
+  - name: availability
+    objective: 99.9
+    min_events: 1000
+    sli:
+      ratio:
+        errors: requests_total{code="500"}
+        total: requests_total
+    alerting:
+      resolve_timeout: 5m
+      repeat_interval: 2h
+"#;
+
+fn slo() -> Slo {
+    match load_str("spec.yaml", SPEC, Path::new(".")) {
+        Ok(Document::Slos(mut slos)) => slos.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `phases`: `<minutes>x<error ratio>@<requests per minute>` separated by spaces, e.g.
+/// `4320x0.0005@1000 60x0.05@1000`. The engine evaluates every minute of the last
+/// `evaluate_last` minutes; earlier minutes are history.
+fn check(phases: &str, evaluate_last: usize, expected: Expect) {
+    let mut bad = vec![0.0];
+    let mut total = vec![0.0];
+    for phase in phases.split_whitespace() {
+        let (minutes, rest) = phase.split_once('x').unwrap();
+        let (ratio, rate) = rest.split_once('@').unwrap();
+        let (ratio, rate): (f64, f64) = (ratio.parse().unwrap(), rate.parse().unwrap());
+        for _ in 0..minutes.parse::<usize>().unwrap() {
+            bad.push(bad.last().unwrap() + ratio * rate);
+            total.push(total.last().unwrap() + rate);
+        }
+    }
+    let slo = slo();
+    let mut engine = Engine::new();
+    let minutes = bad.len() - 1;
+    let mut out = String::new();
+    for minute in minutes - evaluate_last..=minutes {
+        let mut measure = |window: Duration| {
+            let start = minute.saturating_sub(window.as_secs() as usize / 60);
+            Some(WindowValue::new(
+                bad[minute] - bad[start],
+                total[minute] - total[start],
+            ))
+        };
+        for event in engine.evaluate(minute as i64 * 60_000, &slo, &Vec::new(), &mut measure) {
+            let reading = event.reading;
+            out.push_str(&format!(
+                "{:>5}m {:<6} {:<17} {}/{} burn {:.1}/{:.1} > {}\n",
+                minute - (minutes - evaluate_last),
+                event.tier.as_str(),
+                event.change.as_str(),
+                reading.pair.long.as_secs() / 60,
+                reading.pair.short.as_secs() / 60,
+                reading.burn_long,
+                reading.burn_short,
+                reading.pair.factor
+            ));
+        }
+    }
+    expected.assert_eq(&out);
+}
+
+#[test]
+fn fast_burn_pages_once_and_resolves_after_resolve_timeout() {
+    // Three quiet days, then 30 minutes at 5% errors (burn 50), then quiet again.
+    check(
+        "4320x0.0003@2000 30x0.05@2000 240x0.0003@2000",
+        300,
+        expect![[r#"
+               48m page   firing            60/5 burn 15.2/50.0 > 14.4
+               69m page   resolved          60/5 burn 25.2/0.3 > 14.4
+        "#]],
+    );
+}
+
+#[test]
+fn a_firing_page_inhibits_the_ticket_until_it_resolves() {
+    // An 8-hour burn at 10x trips the 6h/30m page pair and, under it, the 1d/2h ticket pair.
+    // The ticket is announced only when the page resolves and the ticket still burns.
+    check(
+        "4320x0.0002@2000 480x0.01@2000 600x0.0002@2000",
+        1080,
+        expect![[r#"
+              214m page   firing            360/30 burn 6.0/10.0 > 6
+              334m page   reminder          360/30 burn 9.3/10.0 > 6
+              454m page   reminder          360/30 burn 10.0/10.0 > 6
+              498m page   resolved          360/30 burn 9.5/4.1 > 6
+              498m ticket firing            1440/120 burn 3.5/8.5 > 3
+              618m ticket reminder          4320/360 burn 1.3/6.2 > 1
+              738m ticket reminder          4320/360 burn 1.3/3.0 > 1
+              816m ticket resolved          4320/360 burn 1.3/0.9 > 1
+        "#]],
+    );
+}
+
+#[test]
+fn a_slow_burn_opens_a_ticket_with_reminders_and_no_page() {
+    check(
+        "4320x0.0002@2000 1440x0.004@2000",
+        1440,
+        expect![[r#"
+              910m ticket firing            4320/360 burn 1.0/4.0 > 1
+             1030m ticket reminder          4320/360 burn 1.1/4.0 > 1
+             1150m ticket reminder          1440/120 burn 3.2/4.0 > 3
+             1270m ticket reminder          1440/120 burn 3.6/4.0 > 3
+             1390m ticket reminder          1440/120 burn 3.9/4.0 > 3
+        "#]],
+    );
+}
+
+#[test]
+fn low_traffic_never_pages_while_long_windows_are_below_min_events() {
+    // 2 requests a minute: 120 an hour and 720 in 6h, below min_events 1000 even at 50%
+    // errors, so the page tier has insufficient data. The ticket's 1d window holds 2880
+    // events: it has enough to decide, and it does.
+    check(
+        "4320x0.0@2 120x0.5@2",
+        120,
+        expect![[r#"
+                0m page   insufficient_data 60/5 burn 0.0/0.0 > 14.4
+                9m ticket firing            1440/120 burn 3.1/37.5 > 3
+        "#]],
+    );
+}
