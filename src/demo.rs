@@ -227,18 +227,12 @@ pub fn run(out: &mut impl Write, pace: Duration) -> io::Result<()> {
     }
     let availability = slos
         .iter()
-        .position(|slo| slo.name == "requests-availability")
+        .find(|slo| slo.name == "requests-availability")
         .ok_or_else(|| io::Error::other("the demo spec has no requests-availability SLO"))?;
     for (tick, now) in range.times().enumerate() {
         let events = replay.step(&recording, now);
         if tick % 10 == 0 {
-            status_line(
-                out,
-                &mut replay,
-                &recording,
-                (availability, &slos[availability]),
-                now,
-            )?;
+            status_line(out, &mut replay, &recording, availability, now)?;
         }
         for event in &events {
             let Some(slo) = slos.iter().find(|slo| slo.id == event.slo_id) else {
@@ -295,26 +289,19 @@ fn status_line(
     out: &mut impl Write,
     replay: &mut Replay,
     recording: &Recording,
-    (slo_index, slo): (usize, &Slo),
+    slo: &Slo,
     now: Millis,
 ) -> io::Result<()> {
     let budget = slo.objective.error_budget();
     let mut line = clock(now);
-    for instance in 0..replay.instances_of(slo_index).len() {
-        let labels = replay.instances_of(slo_index)[instance].labels.clone();
+    for (instance, labels) in replay.instances_of(&slo.id) {
         let route = labels
             .first()
             .map(|(_, value)| value.clone())
             .unwrap_or_default();
         let mut read = |window: u64| {
             replay
-                .measure(
-                    recording,
-                    slo_index,
-                    instance,
-                    now,
-                    Duration::from_secs(window),
-                )
+                .measure(recording, instance, now, Duration::from_secs(window))
                 .map_or(f64::NAN, |value| value.error_ratio)
         };
         let (five_minutes, hour) = (read(300), read(3_600));

@@ -42,10 +42,23 @@ struct Entry {
     last_verdict: Option<Verdict>,
 }
 
+/// Alert state of one SLO instance: one entry per tier kind (page, ticket).
+#[derive(Debug, Clone)]
+struct Instance {
+    slo_id: String,
+    labels: InstanceLabels,
+    tiers: [Entry; 2],
+}
+
+/// A handle on an SLO instance registered with [`Engine::instance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceId(usize);
+
 /// Alert state for every (SLO, instance, tier) the engine has seen.
 #[derive(Debug, Default)]
 pub struct Engine {
-    entries: HashMap<(String, InstanceLabels, TierKind), Entry>,
+    index: HashMap<(String, InstanceLabels), InstanceId>,
+    instances: Vec<Instance>,
 }
 
 /// What the engine knows about one alert, for status pages.
@@ -58,29 +71,52 @@ pub struct AlertStatus {
     pub last_verdict: Option<Verdict>,
 }
 
+fn slot(kind: TierKind) -> usize {
+    match kind {
+        TierKind::Page => 0,
+        TierKind::Ticket => 1,
+    }
+}
+
 impl Engine {
     pub fn new() -> Engine {
         Engine::default()
     }
 
+    /// The handle of an SLO instance, registering it on first sight.
+    pub fn instance(&mut self, slo: &Slo, labels: &InstanceLabels) -> InstanceId {
+        let key = (slo.id.clone(), labels.clone());
+        if let Some(&id) = self.index.get(&key) {
+            return id;
+        }
+        let id = InstanceId(self.instances.len());
+        self.instances.push(Instance {
+            slo_id: slo.id.clone(),
+            labels: labels.clone(),
+            tiers: Default::default(),
+        });
+        self.index.insert(key, id);
+        id
+    }
+
     /// Evaluates one SLO instance at `now`. `measure(window)` gives the window value over
-    /// `[now - window, now]`, or `None` without data.
+    /// `[now - window, now]`, or `None` without data. Page tiers are read before ticket tiers
+    /// so that a firing page inhibits the ticket in the same evaluation.
     pub fn evaluate(
         &mut self,
         now: Millis,
         slo: &Slo,
-        labels: &InstanceLabels,
+        id: InstanceId,
         measure: &mut impl FnMut(Duration) -> Option<WindowValue>,
     ) -> Vec<Event> {
+        let instance = &mut self.instances[id.0];
         let mut changes = Vec::new();
         let mut page_firing = false;
-        let mut tiers: Vec<_> = slo.tiers.iter().collect();
-        tiers.sort_by_key(|tier| tier.kind);
-        for tier in tiers {
+        for kind in [TierKind::Page, TierKind::Ticket] {
+            let Some(tier) = slo.tier(kind) else { continue };
             let reading = burn::read_tier(tier, slo.objective, slo.min_events, measure);
-            let key = (slo.id.clone(), labels.clone(), tier.kind);
-            let entry = self.entries.entry(key).or_default();
-            let inhibited = tier.kind == TierKind::Ticket && page_firing;
+            let entry = &mut instance.tiers[slot(kind)];
+            let inhibited = kind == TierKind::Ticket && page_firing;
             let firing_before = entry.alert.firing_since();
             let change = entry
                 .alert
@@ -89,7 +125,7 @@ impl Engine {
             if entry.alert.is_firing() && firing_before.is_none() {
                 entry.tripped = Some(reading.leading_pair().pair);
             }
-            if tier.kind == TierKind::Page {
+            if kind == TierKind::Page {
                 page_firing = entry.alert.is_firing();
             }
             let Some(change) = change else { continue };
@@ -103,7 +139,7 @@ impl Engine {
             if change == Change::Resolved {
                 entry.tripped = None;
             }
-            changes.push((tier.kind, change, pair_reading, firing_since));
+            changes.push((kind, change, pair_reading, firing_since));
         }
         if changes.is_empty() {
             return Vec::new();
@@ -113,8 +149,8 @@ impl Engine {
             .into_iter()
             .map(|(tier, change, reading, firing_since)| Event {
                 at: now,
-                slo_id: slo.id.clone(),
-                labels: labels.clone(),
+                slo_id: instance.slo_id.clone(),
+                labels: instance.labels.clone(),
                 tier,
                 change,
                 reading,
@@ -135,14 +171,21 @@ impl Engine {
     /// Every alert the engine tracks, sorted by SLO, labels and tier.
     pub fn statuses(&self) -> Vec<AlertStatus> {
         let mut statuses: Vec<AlertStatus> = self
-            .entries
+            .instances
             .iter()
-            .map(|((slo_id, labels, tier), entry)| AlertStatus {
-                slo_id: slo_id.clone(),
-                labels: labels.clone(),
-                tier: *tier,
-                alert: entry.alert,
-                last_verdict: entry.last_verdict,
+            .flat_map(|instance| {
+                [TierKind::Page, TierKind::Ticket]
+                    .into_iter()
+                    .filter_map(move |kind| {
+                        let entry = &instance.tiers[slot(kind)];
+                        entry.last_verdict.map(|_| AlertStatus {
+                            slo_id: instance.slo_id.clone(),
+                            labels: instance.labels.clone(),
+                            tier: kind,
+                            alert: entry.alert,
+                            last_verdict: entry.last_verdict,
+                        })
+                    })
             })
             .collect();
         statuses

@@ -12,14 +12,21 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, Event};
+use crate::burn::WindowValue;
+use crate::engine::{Engine, Event, InstanceId, InstanceLabels};
 use crate::slo::{Millis, Slo, format_duration, millis};
 use crate::source::openmetrics::Recording;
-use crate::source::recorded::RecordedSlo;
+use crate::source::recorded::{RecordedInstance, RecordedSlo};
 
-/// The SLOs of a replay, bound to a recording, and the engine's state.
+/// One SLO instance of a replay: its SLO, its recorded series, its handle in the engine.
+struct Bound<'a> {
+    slo: &'a Slo,
+    instance: RecordedInstance,
+}
+
+/// The SLO instances of a replay, bound to a recording, and the engine's state.
 pub struct Replay<'a> {
-    slos: Vec<(&'a Slo, RecordedSlo)>,
+    bound: Vec<(Bound<'a>, InstanceId)>,
     engine: Engine,
 }
 
@@ -30,52 +37,64 @@ pub struct Skipped {
     pub reason: String,
 }
 
-impl<'a> Replay<'a> {
-    /// Binds every SLO that can be evaluated from samples; the others are returned with the
-    /// reason (a raw PromQL SLI of an unrecognised shape, say).
-    pub fn new(slos: &'a [Slo], recording: &Recording) -> (Replay<'a>, Vec<Skipped>) {
-        let mut bound = Vec::new();
-        let mut skipped = Vec::new();
-        for slo in slos {
-            match RecordedSlo::bind(slo, recording) {
-                Ok(recorded) => bound.push((slo, recorded)),
-                Err(reason) => skipped.push(Skipped {
-                    slo_id: slo.id.clone(),
-                    reason,
-                }),
-            }
+/// Binds every SLO that can be evaluated from samples to its instances in the recording; the
+/// others are returned with the reason (a raw PromQL SLI of an unrecognised shape, say).
+fn bind<'a>(slos: &'a [Slo], recording: &Recording) -> (Vec<Bound<'a>>, Vec<Skipped>) {
+    let mut bound = Vec::new();
+    let mut skipped = Vec::new();
+    for slo in slos {
+        match RecordedSlo::bind(slo, recording) {
+            Ok(recorded) => bound.extend(
+                recorded
+                    .instances
+                    .into_iter()
+                    .map(|instance| Bound { slo, instance }),
+            ),
+            Err(reason) => skipped.push(Skipped {
+                slo_id: slo.id.clone(),
+                reason,
+            }),
         }
-        let replay = Replay {
-            slos: bound,
-            engine: Engine::new(),
-        };
-        (replay, skipped)
+    }
+    (bound, skipped)
+}
+
+impl<'a> Replay<'a> {
+    pub fn new(slos: &'a [Slo], recording: &Recording) -> (Replay<'a>, Vec<Skipped>) {
+        let (bound, skipped) = bind(slos, recording);
+        let mut engine = Engine::new();
+        let bound = bound
+            .into_iter()
+            .map(|bound| {
+                let id = engine.instance(bound.slo, &bound.instance.labels);
+                (bound, id)
+            })
+            .collect();
+        (Replay { bound, engine }, skipped)
     }
 
     /// Evaluates every SLO instance at `now`.
     pub fn step(&mut self, recording: &Recording, now: Millis) -> Vec<Event> {
         let mut events = Vec::new();
-        for (slo, recorded) in &mut self.slos {
-            for index in 0..recorded.instances.len() {
-                let labels = recorded.instances[index].labels.clone();
-                let mut measure =
-                    |window: Duration| recorded.measure(recording, index, now, window);
-                events.extend(self.engine.evaluate(now, slo, &labels, &mut measure));
-            }
+        for (bound, id) in &mut self.bound {
+            let mut measure = |window: Duration| bound.instance.measure(recording, now, window);
+            events.extend(self.engine.evaluate(now, bound.slo, *id, &mut measure));
         }
         events
     }
 
     pub fn instances(&self) -> usize {
-        self.slos
-            .iter()
-            .map(|(_, recorded)| recorded.instances.len())
-            .sum()
+        self.bound.len()
     }
 
-    /// The instances of the `slo_index`-th bound SLO.
-    pub fn instances_of(&self, slo_index: usize) -> &[crate::source::recorded::RecordedInstance] {
-        &self.slos[slo_index].1.instances
+    /// The instances of one SLO: (index for [`Replay::measure`], labels).
+    pub fn instances_of(&self, slo_id: &str) -> Vec<(usize, InstanceLabels)> {
+        self.bound
+            .iter()
+            .enumerate()
+            .filter(|(_, (bound, _))| bound.slo.id == slo_id)
+            .map(|(index, (bound, _))| (index, bound.instance.labels.clone()))
+            .collect()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -86,14 +105,14 @@ impl<'a> Replay<'a> {
     pub fn measure(
         &mut self,
         recording: &Recording,
-        slo_index: usize,
         instance: usize,
         now: Millis,
         window: Duration,
-    ) -> Option<crate::burn::WindowValue> {
-        self.slos[slo_index]
-            .1
-            .measure(recording, instance, now, window)
+    ) -> Option<WindowValue> {
+        self.bound[instance]
+            .0
+            .instance
+            .measure(recording, now, window)
     }
 }
 
@@ -155,20 +174,53 @@ pub struct Timeline {
 }
 
 /// Replays `slos` over `recording` at every step of `range`.
+///
+/// SLO instances are independent (inhibition is within an instance), so each runs through the
+/// whole range on its own, spread over the machine's cores; events are then put in time order,
+/// instances in spec order within one time, as [`Replay::step`] would produce them.
 pub fn run(slos: &[Slo], recording: &Recording, range: Range) -> Timeline {
-    let (mut replay, skipped) = Replay::new(slos, recording);
-    let mut events = Vec::new();
-    let mut evaluations = 0;
-    for now in range.times() {
-        events.extend(replay.step(recording, now));
-        evaluations += replay.instances() as u64;
-    }
+    let (mut bound, skipped) = bind(slos, recording);
+    let instances = bound.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(instances.max(1));
+    let chunk = instances.div_ceil(workers).max(1);
+    let mut events: Vec<Event> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bound
+            .chunks_mut(chunk)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut engine = Engine::new();
+                    let mut events = Vec::new();
+                    for bound in chunk {
+                        let id = engine.instance(bound.slo, &bound.instance.labels);
+                        for now in range.times() {
+                            let mut measure =
+                                |window: Duration| bound.instance.measure(recording, now, window);
+                            events.extend(engine.evaluate(now, bound.slo, id, &mut measure));
+                        }
+                    }
+                    events
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    events.sort_by_key(|event| event.at);
+    let steps = range.times().count() as u64;
     Timeline {
         range,
         events,
         skipped,
-        instances: replay.instances(),
-        evaluations,
+        instances,
+        evaluations: steps * instances as u64,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::window::{Cursor, Series};
 #[derive(Debug, Clone)]
 pub struct RecordedInstance {
     pub labels: InstanceLabels,
+    kind: Numerator,
     numerator: Vec<usize>,
     total: Vec<usize>,
     /// Per window (milliseconds): a cursor per numerator series and per total series.
@@ -35,7 +36,6 @@ enum Numerator {
 /// The instances of one SLO in a recording.
 #[derive(Debug, Clone)]
 pub struct RecordedSlo {
-    numerator: Numerator,
     pub instances: Vec<RecordedInstance>,
 }
 
@@ -69,30 +69,27 @@ impl RecordedSlo {
         let windows: Vec<Millis> = slo.windows().into_iter().map(millis).collect();
         let instances = instances
             .into_iter()
-            .map(|(labels, (numerator, total))| RecordedInstance {
+            .map(|(labels, (numerator_series, total))| RecordedInstance {
+                kind: numerator,
                 cursors: windows
                     .iter()
                     .map(|&window| {
                         (
                             window,
-                            vec![Cursor::default(); numerator.len()],
+                            vec![Cursor::default(); numerator_series.len()],
                             vec![Cursor::default(); total.len()],
                         )
                     })
                     .collect(),
                 labels,
-                numerator,
+                numerator: numerator_series,
                 total,
             })
             .collect();
-        Ok(RecordedSlo {
-            numerator,
-            instances,
-        })
+        Ok(RecordedSlo { instances })
     }
 
-    /// The window value of instance `index` over `[at - window, at]`; `None` when the total has
-    /// no series with two samples in the window.
+    /// The window value of instance `index` over `[at - window, at]`.
     pub fn measure(
         &mut self,
         recording: &Recording,
@@ -100,27 +97,40 @@ impl RecordedSlo {
         at: Millis,
         window: Duration,
     ) -> Option<WindowValue> {
+        self.instances[index].measure(recording, at, window)
+    }
+}
+
+impl RecordedInstance {
+    /// The window value over `[at - window, at]`; `None` when the total has no series with two
+    /// samples in the window. Windows of the SLO's tiers slide with cursors; any other window
+    /// (the budget period, say) is found by binary search.
+    pub fn measure(
+        &mut self,
+        recording: &Recording,
+        at: Millis,
+        window: Duration,
+    ) -> Option<WindowValue> {
         let window = millis(window);
         let start = at - window;
-        let instance = &mut self.instances[index];
         let series = &recording.series;
-        let (numerator, total) = match instance
+        let (numerator, total) = match self
             .cursors
             .iter_mut()
             .find(|(length, _, _)| *length == window)
         {
             Some((_, numerator_cursors, total_cursors)) => (
-                sum_with_cursors(series, &instance.numerator, numerator_cursors, start, at),
-                sum_with_cursors(series, &instance.total, total_cursors, start, at),
+                sum_with_cursors(series, &self.numerator, numerator_cursors, start, at),
+                sum_with_cursors(series, &self.total, total_cursors, start, at),
             ),
             None => (
-                sum_searching(series, &instance.numerator, start, at),
-                sum_searching(series, &instance.total, start, at),
+                sum_searching(series, &self.numerator, start, at),
+                sum_searching(series, &self.total, start, at),
             ),
         };
         let total = total?;
         let numerator = numerator.unwrap_or(0.0);
-        Some(match self.numerator {
+        Some(match self.kind {
             Numerator::Bad => WindowValue::new(numerator, total),
             Numerator::Good => WindowValue::new(total - numerator, total),
         })

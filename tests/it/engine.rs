@@ -49,6 +49,7 @@ fn check(phases: &str, evaluate_last: usize, expected: Expect) {
     }
     let slo = slo();
     let mut engine = Engine::new();
+    let instance = engine.instance(&slo, &Vec::new());
     let minutes = bad.len() - 1;
     let mut out = String::new();
     for minute in minutes - evaluate_last..=minutes {
@@ -59,10 +60,10 @@ fn check(phases: &str, evaluate_last: usize, expected: Expect) {
                 total[minute] - total[start],
             ))
         };
-        for event in engine.evaluate(minute as i64 * 60_000, &slo, &Vec::new(), &mut measure) {
+        for event in engine.evaluate(minute as i64 * 60_000, &slo, instance, &mut measure) {
             let reading = event.reading;
             out.push_str(&format!(
-                "{:>5}m {:<6} {:<17} {}/{} burn {:.1}/{:.1} > {}\n",
+                "t+{}m {:<6} {:<17} {}/{} burn {:.1}/{:.1} > {}\n",
                 minute - (minutes - evaluate_last),
                 event.tier.as_str(),
                 event.change.as_str(),
@@ -84,8 +85,8 @@ fn fast_burn_pages_once_and_resolves_after_resolve_timeout() {
         "4320x0.0003@2000 30x0.05@2000 240x0.0003@2000",
         300,
         expect![[r#"
-               48m page   firing            60/5 burn 15.2/50.0 > 14.4
-               69m page   resolved          60/5 burn 25.2/0.3 > 14.4
+            t+48m page   firing            60/5 burn 15.2/50.0 > 14.4
+            t+69m page   resolved          60/5 burn 25.2/0.3 > 14.4
         "#]],
     );
 }
@@ -98,14 +99,14 @@ fn a_firing_page_inhibits_the_ticket_until_it_resolves() {
         "4320x0.0002@2000 480x0.01@2000 600x0.0002@2000",
         1080,
         expect![[r#"
-              214m page   firing            360/30 burn 6.0/10.0 > 6
-              334m page   reminder          360/30 burn 9.3/10.0 > 6
-              454m page   reminder          360/30 burn 10.0/10.0 > 6
-              498m page   resolved          360/30 burn 9.5/4.1 > 6
-              498m ticket firing            1440/120 burn 3.5/8.5 > 3
-              618m ticket reminder          4320/360 burn 1.3/6.2 > 1
-              738m ticket reminder          4320/360 burn 1.3/3.0 > 1
-              816m ticket resolved          4320/360 burn 1.3/0.9 > 1
+            t+214m page   firing            360/30 burn 6.0/10.0 > 6
+            t+334m page   reminder          360/30 burn 9.3/10.0 > 6
+            t+454m page   reminder          360/30 burn 10.0/10.0 > 6
+            t+498m page   resolved          360/30 burn 9.5/4.1 > 6
+            t+498m ticket firing            1440/120 burn 3.5/8.5 > 3
+            t+618m ticket reminder          4320/360 burn 1.3/6.2 > 1
+            t+738m ticket reminder          4320/360 burn 1.3/3.0 > 1
+            t+816m ticket resolved          4320/360 burn 1.3/0.9 > 1
         "#]],
     );
 }
@@ -116,11 +117,11 @@ fn a_slow_burn_opens_a_ticket_with_reminders_and_no_page() {
         "4320x0.0002@2000 1440x0.004@2000",
         1440,
         expect![[r#"
-              910m ticket firing            4320/360 burn 1.0/4.0 > 1
-             1030m ticket reminder          4320/360 burn 1.1/4.0 > 1
-             1150m ticket reminder          1440/120 burn 3.2/4.0 > 3
-             1270m ticket reminder          1440/120 burn 3.6/4.0 > 3
-             1390m ticket reminder          1440/120 burn 3.9/4.0 > 3
+            t+910m ticket firing            4320/360 burn 1.0/4.0 > 1
+            t+1030m ticket reminder          4320/360 burn 1.1/4.0 > 1
+            t+1150m ticket reminder          1440/120 burn 3.2/4.0 > 3
+            t+1270m ticket reminder          1440/120 burn 3.6/4.0 > 3
+            t+1390m ticket reminder          1440/120 burn 3.9/4.0 > 3
         "#]],
     );
 }
@@ -134,8 +135,8 @@ fn low_traffic_never_pages_while_long_windows_are_below_min_events() {
         "4320x0.0@2 120x0.5@2",
         120,
         expect![[r#"
-                0m page   insufficient_data 60/5 burn 0.0/0.0 > 14.4
-                9m ticket firing            1440/120 burn 3.1/37.5 > 3
+            t+0m page   insufficient_data 60/5 burn 0.0/0.0 > 14.4
+            t+9m ticket firing            1440/120 burn 3.1/37.5 > 3
         "#]],
     );
 }
