@@ -139,8 +139,64 @@ pub fn load_file(path: &Path) -> Result<Document, Vec<ConfigError>> {
     load_str(&file, &text, path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Reads one document from text; `file` names it in errors, `base` resolves relative paths.
+/// Reads a file's text; `file` names it in errors, `base` resolves relative paths. A file may
+/// hold several YAML documents separated by `---` (as Sloth allows); their SLOs are combined.
 pub fn load_str(file: &str, text: &str, base: &Path) -> Result<Document, Vec<ConfigError>> {
+    let documents = split_documents(text);
+    if documents.len() <= 1 {
+        return load_document(file, text, base);
+    }
+    let mut slos = Vec::new();
+    let mut errors = Vec::new();
+    for document in documents {
+        match load_document(file, &document, base) {
+            Ok(Document::Slos(mut found)) => slos.append(&mut found),
+            Ok(Document::Daemon(_)) => errors.push(ConfigError {
+                file: file.to_string(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "a daemon config must be a single YAML document".to_string(),
+            }),
+            Err(mut found) => errors.append(&mut found),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Document::Slos(slos))
+    } else {
+        Err(errors)
+    }
+}
+
+/// The non-empty documents of a multi-document YAML text, each padded with blank lines so that
+/// line numbers in errors still count from the top of the file.
+fn split_documents(text: &str) -> Vec<String> {
+    let mut documents = Vec::new();
+    let mut current = String::new();
+    let mut has_content = false;
+    for (index, line) in text.lines().enumerate() {
+        if line == "---" || line.starts_with("--- ") {
+            if has_content {
+                documents.push(std::mem::take(&mut current));
+            }
+            // The next document starts on line index + 2 (1-based).
+            current = "\n".repeat(index + 1);
+            has_content = false;
+            continue;
+        }
+        if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
+            has_content = true;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if has_content {
+        documents.push(current);
+    }
+    documents
+}
+
+fn load_document(file: &str, text: &str, base: &Path) -> Result<Document, Vec<ConfigError>> {
     let probe: Probe = deserialize(file, text).map_err(|error| vec![error])?;
     match (probe.version, probe.api_version, probe.slos) {
         (Some(version), _, _) if version.value == sloth::VERSION => Ok(Document::Slos(

@@ -4,7 +4,10 @@
 //! (Sloth's default), the SRE Workbook page/ticket windows, `sli.events` (error/total queries),
 //! `sli.raw.error_ratio_query`, `alerting.name/labels/annotations`, `page_alert`/`ticket_alert`
 //! with `disable`, and the runbook from the `runbook` (or `runbook_url`) annotation. Grouping
-//! labels come from the queries' `sum by (...)`. SLI plugins are rejected with a clear message.
+//! labels come from the queries' `sum by (...)`. SLI plugins are rejected with a clear message;
+//! `slo_plugins`/`plugins` (chains that customise Sloth's generated rules) are accepted and
+//! ignored, since burnwatch evaluates SLOs itself and generates no rules. Several specs may share
+//! one file as YAML documents separated by `---`.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +31,9 @@ pub struct File {
     service: Spanned<String>,
     #[serde(default)]
     labels: Labels,
+    /// Sloth's rule-generation plugin chain: accepted and ignored (burnwatch generates no rules).
+    #[allow(dead_code)]
+    slo_plugins: Option<serde::de::IgnoredAny>,
     slos: Vec<RawSlo>,
 }
 
@@ -38,6 +44,9 @@ struct RawSlo {
     objective: Spanned<f64>,
     #[serde(default)]
     description: String,
+    /// Sloth's per-SLO rule-generation plugins: accepted and ignored.
+    #[allow(dead_code)]
+    plugins: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     labels: Labels,
     sli: Spanned<RawSli>,

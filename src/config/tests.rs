@@ -340,3 +340,36 @@ fn unrecognised_event_shapes_are_kept_for_the_prometheus_source() {
     );
     assert!(slo.sli.local().unwrap_err().starts_with("error_query: "));
 }
+
+#[test]
+fn several_documents_in_one_file_keep_their_line_numbers() {
+    let second = SLOTH.replace("service: \"myservice\"", "service: \"other\"");
+    let text = format!("---\n{SLOTH}---\n{second}");
+    assert_eq!(slos(&text).len(), 6);
+    let broken = format!(
+        "---\n{SLOTH}---\n{}",
+        second.replace("objective: 99.9", "objective: 0")
+    );
+    let first_document_lines = SLOTH.lines().count() + 2;
+    assert_eq!(
+        errors(&broken),
+        format!(
+            "rules/orders.yaml:{}:16: slos[0].objective: 0 is not a percentage in (0, 100)",
+            first_document_lines + 7
+        )
+    );
+}
+
+#[test]
+fn sloth_plugin_chains_are_accepted_and_ignored() {
+    let text = SLOTH.replace(
+        "slos:\n",
+        "slo_plugins:\n  chain:\n    - id: sloth.dev/core/alert_rules/v1\nslos:\n",
+    );
+    let text = text.replacen(
+        "    objective: 99.9\n",
+        "    objective: 99.9\n    plugins:\n      chain: [{id: x}]\n",
+        1,
+    );
+    assert_eq!(slos(&text).len(), 3);
+}
