@@ -97,6 +97,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 replay::format_time(range.to)
             );
             let timeline = replay::run(&slos, &recording, range);
+            if format == Format::Json {
+                for skipped in &timeline.skipped {
+                    eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
+                }
+            }
             let mut stdout = io::stdout().lock();
             match format {
                 Format::Text => write!(stdout, "{}", replay::to_text(&timeline))?,

@@ -184,6 +184,67 @@ fn trim_number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::burn::{PairReading, Verdict, WindowValue};
+    use crate::config::{Document, load_str};
+    use crate::slo::WindowPair;
+    use expect_test::expect;
+
+    fn slo() -> Slo {
+        let spec = "version: burnwatch/v1\nservice: orders & <co>\nslos:\n  - name: availability\n    objective: 99.9\n    runbook: https://runbooks.example.com/a?b=1&c=<2>\n    sli:\n      ratio:\n        errors: requests_total{code=\"500\"}\n        total: requests_total\n";
+        match load_str("spec.yaml", spec, std::path::Path::new(".")) {
+            Ok(Document::Slos(mut slos)) => slos.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn event(change: Change) -> Event {
+        let pair = WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap();
+        Event {
+            at: 1_700_002_000_000,
+            slo_id: "orders-availability".to_string(),
+            labels: vec![("route".to_string(), "<!channel> \"POST\" /orders".to_string())],
+            tier: TierKind::Page,
+            change,
+            reading: PairReading {
+                pair,
+                long: Some(WindowValue::new(314.0, 21_623.0)),
+                short: Some(WindowValue::new(98.0, 1_806.0)),
+                burn_long: 14.52,
+                burn_short: 54.26,
+                verdict: Verdict::Burning,
+            },
+            budget_remaining: 0.381,
+            time_to_exhaustion: Some(Duration::from_secs(67_920)),
+            firing_since: Some(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn firing_page_message() {
+        let message = render(&slo(), &event(Change::Firing));
+        expect![[r#"
+            :rotating_light: *CRITICAL: Fast error budget burn on orders &amp; &lt;co&gt;*
+            *SLO* availability: 99.9% over 30d · route="&lt;!channel&gt; \"POST\" /orders"
+            *Burning* 14.5x over 1h and 54.3x over 5m (threshold 14.4x)
+            *Errors* 1.45% over 1h: 314 of 21623 events failed
+            *Error budget* 38.1% left of 30d; runs out in 18h 52m at this rate
+            *Runbook* <https://runbooks.example.com/a?b=1&amp;c=&lt;2&gt;>"#]]
+        .assert_eq(&message.mrkdwn);
+        assert!(message.plain.contains("route=\"<!channel> \\\"POST\\\" /orders\""), "{}", message.plain);
+    }
+
+    #[test]
+    fn resolved_message_says_how_long_it_burned() {
+        let message = render(&slo(), &event(Change::Resolved));
+        expect![[r#"
+            :white_check_mark: *RESOLVED: Fast error budget burn on orders &amp; &lt;co&gt;*
+            *SLO* availability: 99.9% over 30d · route="&lt;!channel&gt; \"POST\" /orders"
+            *Recovered* Burned for 33m (since 2023-11-14T22:13:20Z); now 14.5x over 1h and 54.3x over 5m (threshold 14.4x)
+            *Errors* 1.45% over 1h: 314 of 21623 events failed
+            *Error budget* 38.1% left of 30d
+            *Runbook* <https://runbooks.example.com/a?b=1&amp;c=&lt;2&gt;>"#]]
+        .assert_eq(&message.mrkdwn);
+    }
 
     #[test]
     fn escapes_control_characters() {
