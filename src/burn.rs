@@ -183,120 +183,78 @@ mod tests {
         }
     }
 
-    /// Reads the tier with error ratios given per window in seconds; `None` is no data.
-    fn check(ratios: &[(u64, Option<f64>)], total: f64) -> (Verdict, Duration) {
-        let objective = Objective::from_percent(99.9).unwrap();
-        let mut measure = |window: Duration| {
-            let ratio = ratios
-                .iter()
-                .find(|(secs, _)| *secs == window.as_secs())
-                .unwrap()
-                .1?;
-            Some(WindowValue::new(ratio * total, total))
-        };
-        let reading = read_tier(&tier(), objective, 100.0, &mut measure);
-        (reading.verdict, reading.leading_pair().pair.long)
-    }
-
     #[test]
     fn tier_verdicts() {
-        let hour = Duration::from_secs(3600);
-        let six_hours = Duration::from_secs(21600);
-        // 1.5% over 1h and 5m: burn 15 > 14.4 on the fast pair.
-        assert_eq!(
-            check(
-                &[
-                    (3600, Some(0.015)),
-                    (300, Some(0.015)),
-                    (21600, Some(0.001)),
-                    (1800, Some(0.001))
-                ],
-                1e4
+        // Error ratios over (1h, 5m, 6h, 30m); `None` is a window without samples.
+        type Case = (&'static str, [Option<f64>; 4], f64, Verdict, u64);
+        let cases: &[Case] = &[
+            (
+                "1.5% over 1h and 5m: burn 15 > 14.4 on the fast pair",
+                [Some(0.015), Some(0.015), Some(0.001), Some(0.001)],
+                1e4,
+                Verdict::Burning,
+                3600,
             ),
-            (Verdict::Burning, hour)
-        );
-        // Long burns, short has recovered: not burning.
-        assert_eq!(
-            check(
-                &[
-                    (3600, Some(0.015)),
-                    (300, Some(0.01)),
-                    (21600, Some(0.001)),
-                    (1800, Some(0.001))
-                ],
-                1e4
+            (
+                "long burns, short has recovered",
+                [Some(0.015), Some(0.01), Some(0.001), Some(0.001)],
+                1e4,
+                Verdict::Ok,
+                3600,
             ),
-            (Verdict::Ok, hour)
-        );
-        // Just below the factor on one window is not burning.
-        assert_eq!(
-            check(
-                &[
-                    (3600, Some(0.01439)),
-                    (300, Some(0.02)),
-                    (21600, Some(0.001)),
-                    (1800, Some(0.001))
-                ],
-                1e4
-            )
-            .0,
-            Verdict::Ok
-        );
-        // The slow pair trips.
-        assert_eq!(
-            check(
-                &[
-                    (3600, Some(0.001)),
-                    (300, Some(0.001)),
-                    (21600, Some(0.007)),
-                    (1800, Some(0.007))
-                ],
-                1e4
+            (
+                "just below the factor on the long window",
+                [Some(0.01439), Some(0.02), Some(0.001), Some(0.001)],
+                1e4,
+                Verdict::Ok,
+                3600,
             ),
-            (Verdict::Burning, six_hours)
-        );
-        // Low traffic: insufficient, even at a high ratio.
-        assert_eq!(
-            check(
-                &[
-                    (3600, Some(0.5)),
-                    (300, Some(0.5)),
-                    (21600, Some(0.5)),
-                    (1800, Some(0.5))
-                ],
-                50.0
-            )
-            .0,
-            Verdict::InsufficientData
-        );
-        // A window without samples.
-        assert_eq!(
-            check(
-                &[
-                    (3600, None),
-                    (300, Some(0.0)),
-                    (21600, Some(0.0)),
-                    (1800, Some(0.0))
-                ],
-                1e4
-            )
-            .0,
-            Verdict::NoData
-        );
-        // 0/0 decides nothing.
-        assert_eq!(
-            check(
-                &[
-                    (3600, Some(f64::NAN)),
-                    (300, Some(0.0)),
-                    (21600, Some(0.0)),
-                    (1800, Some(0.0))
-                ],
-                1e4
-            )
-            .0,
-            Verdict::NoData
-        );
+            (
+                "the slow pair trips",
+                [Some(0.001), Some(0.001), Some(0.007), Some(0.007)],
+                1e4,
+                Verdict::Burning,
+                21600,
+            ),
+            (
+                "low traffic, even at 50%",
+                [Some(0.5), Some(0.5), Some(0.5), Some(0.5)],
+                50.0,
+                Verdict::InsufficientData,
+                3600,
+            ),
+            (
+                "a window without samples",
+                [None, Some(0.0), Some(0.0), Some(0.0)],
+                1e4,
+                Verdict::NoData,
+                3600,
+            ),
+            (
+                "0/0 decides nothing",
+                [Some(f64::NAN), Some(0.0), Some(0.0), Some(0.0)],
+                1e4,
+                Verdict::NoData,
+                3600,
+            ),
+        ];
+        let objective = Objective::from_percent(99.9).unwrap();
+        for (name, ratios, total, verdict, leading_long) in cases {
+            let mut measure = |window: Duration| {
+                let index = [3600, 300, 21600, 1800]
+                    .iter()
+                    .position(|secs| *secs == window.as_secs())
+                    .unwrap();
+                ratios[index].map(|ratio| WindowValue::new(ratio * total, *total))
+            };
+            let reading = read_tier(&tier(), objective, 100.0, &mut measure);
+            assert_eq!(reading.verdict, *verdict, "{name}");
+            assert_eq!(
+                reading.leading_pair().pair.long.as_secs(),
+                *leading_long,
+                "{name}"
+            );
+        }
     }
 
     #[test]

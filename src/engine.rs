@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::alert::{Alert, Change};
-use crate::burn::{self, PairReading, Verdict, WindowValue};
+use crate::burn::{self, PairReading, WindowValue};
 use crate::slo::{Millis, Slo, TierKind, WindowPair};
 
 /// Labels identifying an SLO instance (the values of its `group_by` labels).
@@ -39,7 +39,6 @@ struct Entry {
     alert: Alert,
     /// The pair that tripped when the incident fired, to report on resolve.
     tripped: Option<WindowPair>,
-    last_verdict: Option<Verdict>,
 }
 
 /// Alert state of one SLO instance: one entry per tier kind (page, ticket).
@@ -59,16 +58,6 @@ pub struct InstanceId(usize);
 pub struct Engine {
     index: HashMap<(String, InstanceLabels), InstanceId>,
     instances: Vec<Instance>,
-}
-
-/// What the engine knows about one alert, for status pages.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertStatus {
-    pub slo_id: String,
-    pub labels: InstanceLabels,
-    pub tier: TierKind,
-    pub alert: Alert,
-    pub last_verdict: Option<Verdict>,
 }
 
 fn slot(kind: TierKind) -> usize {
@@ -121,7 +110,6 @@ impl Engine {
             let change = entry
                 .alert
                 .step(now, reading.verdict, &tier.timing, inhibited);
-            entry.last_verdict = Some(reading.verdict);
             if entry.alert.is_firing() && firing_before.is_none() {
                 entry.tripped = Some(reading.leading_pair().pair);
             }
@@ -166,30 +154,5 @@ impl Engine {
                 },
             })
             .collect()
-    }
-
-    /// Every alert the engine tracks, sorted by SLO, labels and tier.
-    pub fn statuses(&self) -> Vec<AlertStatus> {
-        let mut statuses: Vec<AlertStatus> = self
-            .instances
-            .iter()
-            .flat_map(|instance| {
-                [TierKind::Page, TierKind::Ticket]
-                    .into_iter()
-                    .filter_map(move |kind| {
-                        let entry = &instance.tiers[slot(kind)];
-                        entry.last_verdict.map(|_| AlertStatus {
-                            slo_id: instance.slo_id.clone(),
-                            labels: instance.labels.clone(),
-                            tier: kind,
-                            alert: entry.alert,
-                            last_verdict: entry.last_verdict,
-                        })
-                    })
-            })
-            .collect();
-        statuses
-            .sort_by(|a, b| (&a.slo_id, &a.labels, a.tier).cmp(&(&b.slo_id, &b.labels, b.tier)));
-        statuses
     }
 }

@@ -97,10 +97,6 @@ impl<'a> Replay<'a> {
             .collect()
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The current window value of an instance, for status displays.
     pub fn measure(
         &mut self,

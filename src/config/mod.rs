@@ -20,7 +20,7 @@ use serde_saphyr::Spanned;
 
 pub use daemon::DaemonConfig;
 
-use crate::slo::{Origin, Slo};
+use crate::slo::{Objective, Origin, Slo};
 
 /// One problem in one file, located as precisely as the YAML allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,45 @@ impl<'a> Problems<'a> {
             Err(self.errors)
         }
     }
+}
+
+/// Maps every raw SLO of a spec file with `map_slo(problems, "slos[i]", service, raw)`,
+/// collecting located problems across all of them.
+fn map_spec_file<R>(
+    file: &str,
+    service: &Spanned<String>,
+    raw_slos: Vec<R>,
+    mut map_slo: impl FnMut(&mut Problems, &str, &str, R) -> Option<Slo>,
+) -> Result<Vec<Slo>, Vec<ConfigError>> {
+    let mut problems = Problems::new(file);
+    if service.value.trim().is_empty() {
+        problems.at(service, "service", "must not be empty");
+    }
+    let mut slos = Vec::new();
+    for (index, raw_slo) in raw_slos.into_iter().enumerate() {
+        let path = format!("slos[{index}]");
+        if let Some(slo) = map_slo(&mut problems, &path, &service.value, raw_slo) {
+            slos.push(slo);
+        }
+    }
+    problems.into_result(slos)
+}
+
+/// The SLO's trimmed name and its objective, each checked at its position.
+fn name_and_objective(
+    problems: &mut Problems,
+    path: &str,
+    name: &Spanned<String>,
+    objective: &Spanned<f64>,
+) -> (String, Option<Objective>) {
+    let trimmed = name.value.trim().to_string();
+    if trimmed.is_empty() {
+        problems.at(name, format!("{path}.name"), "must not be empty");
+    }
+    let objective = Objective::from_percent(objective.value)
+        .map_err(|message| problems.at(objective, format!("{path}.objective"), message))
+        .ok();
+    (trimmed, objective)
 }
 
 /// A file of SLO specs or a daemon config, as read.

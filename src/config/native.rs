@@ -26,9 +26,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{ConfigError, Problems};
+use super::{ConfigError, Problems, map_spec_file, name_and_objective};
 use crate::query::{self, CounterQuery};
-use crate::slo::{self, Objective, Sli, Slo, Tier, TierKind, Timing, WindowPair};
+use crate::slo::{self, Sli, Slo, Tier, TierKind, Timing, WindowPair};
 
 pub const VERSION: &str = "burnwatch/v1";
 
@@ -137,24 +137,13 @@ struct RawWindow {
 }
 
 pub fn load(file: &str, raw: File) -> Result<Vec<Slo>, Vec<ConfigError>> {
-    let mut problems = Problems::new(file);
-    if raw.service.value.trim().is_empty() {
-        problems.at(&raw.service, "service", "must not be empty");
-    }
-    let mut slos = Vec::new();
-    for (index, raw_slo) in raw.slos.into_iter().enumerate() {
-        let path = format!("slos[{index}]");
-        if let Some(slo) = map_slo(
-            &mut problems,
-            &path,
-            &raw.service.value,
-            &raw.labels,
-            raw_slo,
-        ) {
-            slos.push(slo);
-        }
-    }
-    problems.into_result(slos)
+    let labels = raw.labels;
+    map_spec_file(
+        file,
+        &raw.service,
+        raw.slos,
+        |problems, path, service, raw_slo| map_slo(problems, path, service, &labels, raw_slo),
+    )
 }
 
 fn map_slo(
@@ -165,13 +154,7 @@ fn map_slo(
     raw: RawSlo,
 ) -> Option<Slo> {
     let errors_before = problems.errors.len();
-    let name = raw.name.value.trim().to_string();
-    if name.is_empty() {
-        problems.at(&raw.name, format!("{path}.name"), "must not be empty");
-    }
-    let objective = Objective::from_percent(raw.objective.value)
-        .map_err(|message| problems.at(&raw.objective, format!("{path}.objective"), message))
-        .ok();
+    let (name, objective) = name_and_objective(problems, path, &raw.name, &raw.objective);
     let period = match &raw.period {
         Some(period) => duration(problems, period, &format!("{path}.period")),
         None => Some(DEFAULT_PERIOD),

@@ -198,11 +198,15 @@ mod tests {
     }
 
     fn event(change: Change) -> Event {
-        let pair = WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap();
+        let pair =
+            WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap();
         Event {
             at: 1_700_002_000_000,
             slo_id: "orders-availability".to_string(),
-            labels: vec![("route".to_string(), "<!channel> \"POST\" /orders".to_string())],
+            labels: vec![(
+                "route".to_string(),
+                "<!channel> \"POST\" /orders".to_string(),
+            )],
             tier: TierKind::Page,
             change,
             reading: PairReading {
@@ -230,7 +234,13 @@ mod tests {
             *Error budget* 38.1% left of 30d; runs out in 18h 52m at this rate
             *Runbook* <https://runbooks.example.com/a?b=1&amp;c=&lt;2&gt;>"#]]
         .assert_eq(&message.mrkdwn);
-        assert!(message.plain.contains("route=\"<!channel> \\\"POST\\\" /orders\""), "{}", message.plain);
+        assert!(
+            message
+                .plain
+                .contains("route=\"<!channel> \\\"POST\\\" /orders\""),
+            "{}",
+            message.plain
+        );
     }
 
     #[test]
