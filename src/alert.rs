@@ -40,7 +40,8 @@ impl Change {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     Inactive,
     Pending {
@@ -57,7 +58,7 @@ pub enum Phase {
 }
 
 /// The state of one (SLO instance, tier).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     pub phase: Phase,
     /// Whether the current incident has been announced (it is not while inhibited).

@@ -60,6 +60,16 @@ pub struct Engine {
     instances: Vec<Instance>,
 }
 
+/// One alert's state as saved across restarts and shown on status pages.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAlert {
+    pub slo_id: String,
+    pub labels: InstanceLabels,
+    pub tier: TierKind,
+    pub alert: Alert,
+    pub tripped: Option<WindowPair>,
+}
+
 fn slot(kind: TierKind) -> usize {
     match kind {
         TierKind::Page => 0,
@@ -154,5 +164,61 @@ impl Engine {
                 },
             })
             .collect()
+    }
+
+    /// Every alert that is not simply inactive, in registration order.
+    pub fn export(&self) -> Vec<SavedAlert> {
+        let mut saved = Vec::new();
+        for instance in &self.instances {
+            for kind in [TierKind::Page, TierKind::Ticket] {
+                let entry = &instance.tiers[slot(kind)];
+                if entry.alert != Alert::default() {
+                    saved.push(SavedAlert {
+                        slo_id: instance.slo_id.clone(),
+                        labels: instance.labels.clone(),
+                        tier: kind,
+                        alert: entry.alert,
+                        tripped: entry.tripped,
+                    });
+                }
+            }
+        }
+        saved
+    }
+
+    /// Restores saved alerts (after a restart), registering their instances.
+    pub fn restore(&mut self, saved: Vec<SavedAlert>) {
+        for alert in saved {
+            let key = (alert.slo_id.clone(), alert.labels.clone());
+            let id = match self.index.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = InstanceId(self.instances.len());
+                    self.instances.push(Instance {
+                        slo_id: alert.slo_id,
+                        labels: alert.labels,
+                        tiers: Default::default(),
+                    });
+                    self.index.insert(key, id);
+                    id
+                }
+            };
+            self.instances[id.0].tiers[slot(alert.tier)] = Entry {
+                alert: alert.alert,
+                tripped: alert.tripped,
+            };
+        }
+    }
+
+    /// Forgets the alerts of SLOs that no longer exist (after a reload). SLOs whose id is
+    /// unchanged keep their state, as Prometheus keeps the state of unchanged rules.
+    pub fn retain_slos(&mut self, keep: impl Fn(&str) -> bool) {
+        let saved: Vec<SavedAlert> = self
+            .export()
+            .into_iter()
+            .filter(|alert| keep(&alert.slo_id))
+            .collect();
+        *self = Engine::new();
+        self.restore(saved);
     }
 }

@@ -16,4 +16,5 @@ pub mod query;
 pub mod replay;
 pub mod slo;
 pub mod source;
+pub mod store;
 pub mod window;

@@ -53,7 +53,10 @@ impl Objective {
 }
 
 /// Severity of a tier: a page wakes someone up, a ticket waits for working hours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum TierKind {
     Page,
     Ticket,
@@ -75,7 +78,7 @@ impl fmt::Display for TierKind {
 }
 
 /// One multi-window condition: burn(long) > factor AND burn(short) > factor.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowPair {
     pub long: Duration,
     pub short: Duration,

@@ -1,14 +1,27 @@
-//! The daemon config (`config/burnwatch.yaml`): where Prometheus is, how often to evaluate,
-//! which spec files to load. Relative spec paths are resolved against the config file's folder.
+//! The daemon config (`config/burnwatch.yaml`): where Prometheus is and how to authenticate,
+//! how often to evaluate, which spec files to load, where the HTTP face listens. Relative paths
+//! are resolved against the config file's folder. Secrets are named by file, never inlined.
 //!
 //! ```yaml
 //! prometheus:
-//!   url: http://127.0.0.1:9090
+//!   url: http://127.0.0.1:9090          # path prefix allowed: http://mimir:8080/prometheus
+//!   headers: {X-Scope-OrgID: team-a}
+//!   basic_auth: {username: burnwatch, password_file: /etc/burnwatch/password}
+//!   # bearer_token_file: /etc/burnwatch/token
+//!   # ca_file: /etc/burnwatch/ca.pem
+//!   timeout: 30s
 //! evaluation_interval: 30s
+//! stale_after: 5m
+//! strategy: auto                        # auto | query | incremental
+//! web:
+//!   listen: 127.0.0.1:9099
+//!   # reload_token_file: /etc/burnwatch/reload-token   # else /-/reload only from loopback
 //! rules:
-//!   - ../rules/order-service.yaml
+//!   - ../rules
 //! ```
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +36,9 @@ use crate::slo;
 pub struct File {
     prometheus: Option<RawPrometheus>,
     evaluation_interval: Option<Spanned<String>>,
+    stale_after: Option<Spanned<String>>,
+    strategy: Option<Spanned<String>>,
+    web: Option<RawWeb>,
     rules: Spanned<Vec<String>>,
 }
 
@@ -30,44 +46,162 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 struct RawPrometheus {
     url: Spanned<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    basic_auth: Option<RawBasicAuth>,
+    bearer_token_file: Option<String>,
+    ca_file: Option<String>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    password_file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: Option<Spanned<String>>,
+    reload_token_file: Option<String>,
+}
+
+/// How window values are fetched from Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Incremental where the SLI's shape allows it, query otherwise.
+    Auto,
+    /// One PromQL query per window, as Sloth's recording rules ask it.
+    Query,
+    /// Only what happened since the last cycle; windows summed locally.
+    Incremental,
+}
+
+/// Where Prometheus is and how to authenticate to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// (username, file holding the password)
+    pub basic_auth: Option<(String, PathBuf)>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
 }
 
 /// A validated daemon config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
-    pub prometheus_url: Option<String>,
+    pub prometheus: Option<PrometheusConfig>,
     pub evaluation_interval: Duration,
+    pub stale_after: Duration,
+    pub strategy: Strategy,
+    pub listen: SocketAddr,
+    pub reload_token_file: Option<PathBuf>,
     /// Spec files and folders, resolved against the config file's folder.
     pub rules: Vec<PathBuf>,
 }
 
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9099";
+
 pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<ConfigError>> {
     let mut problems = Problems::new(file);
-    let evaluation_interval = match &raw.evaluation_interval {
+    let duration = |problems: &mut Problems,
+                    value: &Option<Spanned<String>>,
+                    path: &str,
+                    default: Duration| match value {
+        None => Some(default),
         Some(value) => match slo::parse_duration(&value.value) {
-            Ok(interval) if interval >= Duration::from_secs(1) => Some(interval),
+            Ok(parsed) if parsed >= Duration::from_secs(1) => Some(parsed),
             Ok(_) => {
-                problems.at(value, "evaluation_interval", "must be at least 1s");
+                problems.at(value, path, "must be at least 1s");
                 None
             }
             Err(message) => {
-                problems.at(value, "evaluation_interval", message);
+                problems.at(value, path, message);
                 None
             }
         },
-        None => Some(Duration::from_secs(30)),
     };
-    let prometheus_url = raw.prometheus.map(|prometheus| {
+    let evaluation_interval = duration(
+        &mut problems,
+        &raw.evaluation_interval,
+        "evaluation_interval",
+        Duration::from_secs(30),
+    );
+    let stale_after = duration(
+        &mut problems,
+        &raw.stale_after,
+        "stale_after",
+        Duration::from_secs(300),
+    );
+    let prometheus = raw.prometheus.map(|prometheus| {
         let url = prometheus.url.value.trim().to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.at(&prometheus.url, "prometheus.url", format!("{url:?} is not an http:// or https:// URL"));
+        } else if url.split("://").nth(1).is_some_and(|rest| rest.split('/').next().unwrap_or("").contains('@')) {
             problems.at(
                 &prometheus.url,
                 "prometheus.url",
-                format!("{url:?} is not an http:// or https:// URL"),
+                "credentials do not belong in the URL; use basic_auth.password_file or bearer_token_file",
             );
         }
-        url
+        if prometheus.basic_auth.is_some() && prometheus.bearer_token_file.is_some() {
+            problems.at(&prometheus.url, "prometheus", "set basic_auth or bearer_token_file, not both");
+        }
+        let timeout = duration(&mut problems, &prometheus.timeout, "prometheus.timeout", Duration::from_secs(30));
+        PrometheusConfig {
+            url,
+            headers: prometheus.headers.into_iter().collect(),
+            basic_auth: prometheus
+                .basic_auth
+                .map(|auth| (auth.username, base.join(auth.password_file))),
+            bearer_token_file: prometheus.bearer_token_file.map(|path| base.join(path)),
+            ca_file: prometheus.ca_file.map(|path| base.join(path)),
+            timeout: timeout.unwrap_or_default(),
+        }
     });
+    let strategy = match &raw.strategy {
+        None => Some(Strategy::Auto),
+        Some(value) => match value.value.as_str() {
+            "auto" => Some(Strategy::Auto),
+            "query" => Some(Strategy::Query),
+            "incremental" => Some(Strategy::Incremental),
+            other => {
+                problems.at(
+                    value,
+                    "strategy",
+                    format!("{other:?} is not one of auto, query, incremental"),
+                );
+                None
+            }
+        },
+    };
+    let (listen, reload_token_file) = match raw.web {
+        Some(web) => {
+            let listen = match &web.listen {
+                Some(listen) => listen
+                    .value
+                    .parse::<SocketAddr>()
+                    .map_err(|_| {
+                        problems.at(
+                            listen,
+                            "web.listen",
+                            format!(
+                                "{:?} is not an address such as 127.0.0.1:9099",
+                                listen.value
+                            ),
+                        )
+                    })
+                    .ok(),
+                None => DEFAULT_LISTEN.parse().ok(),
+            };
+            (listen, web.reload_token_file.map(|path| base.join(path)))
+        }
+        None => (DEFAULT_LISTEN.parse().ok(), None),
+    };
     if raw.rules.value.is_empty() {
         problems.at(
             &raw.rules,
@@ -77,8 +211,12 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
     }
     let rules = raw.rules.value.iter().map(|rule| base.join(rule)).collect();
     let config = DaemonConfig {
-        prometheus_url,
+        prometheus,
         evaluation_interval: evaluation_interval.unwrap_or_default(),
+        stale_after: stale_after.unwrap_or_default(),
+        strategy: strategy.unwrap_or(Strategy::Auto),
+        listen: listen.unwrap_or(([127, 0, 0, 1], 9099).into()),
+        reload_token_file,
         rules,
     };
     problems.into_result(config)

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_saphyr::Spanned;
 
-pub use daemon::DaemonConfig;
+pub use daemon::{DaemonConfig, PrometheusConfig, Strategy};
 
 use crate::slo::{Objective, Origin, Slo};
 
@@ -151,7 +151,7 @@ fn name_and_objective(
 #[derive(Debug, Clone)]
 pub enum Document {
     Slos(Vec<Slo>),
-    Daemon(DaemonConfig),
+    Daemon(Box<DaemonConfig>),
 }
 
 /// Which format a YAML file is in, from its `version` key.
@@ -276,11 +276,11 @@ fn load_document(file: &str, text: &str, base: &Path) -> Result<Document, Vec<Co
                 sloth::VERSION
             ),
         }]),
-        (None, None, None) => Ok(Document::Daemon(daemon::load(
+        (None, None, None) => Ok(Document::Daemon(Box::new(daemon::load(
             file,
             deserialize(file, text).map_err(|e| vec![e])?,
             base,
-        )?)),
+        )?))),
     }
 }
 

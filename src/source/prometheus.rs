@@ -1,0 +1,690 @@
+//! A client for the Prometheus HTTP API (and what speaks it: Thanos, Mimir, Cortex,
+//! VictoriaMetrics): `/api/v1/query`, `/api/v1/query_range`, `/api/v1/status/buildinfo`.
+//!
+//! - The base URL may carry a path prefix (Mimir's `/prometheus`); extra headers
+//!   (`X-Scope-OrgID`), basic auth or a bearer token read from a file, a custom CA.
+//! - Values arrive as strings, `NaN` and `±Inf` included. Errors carry Prometheus's `errorType`.
+//!   A malformed or hostile answer is an [`ApiError::Malformed`], never a panic.
+//! - 5xx answers, timeouts and refused connections are retried with exponential backoff;
+//!   4xx (a bad query) is not.
+//! - Secrets never reach logs or errors: credentials are sent as headers, never in the URL,
+//!   and error texts are built here without URLs or bodies that could echo them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::slo::Millis;
+
+/// Prometheus refuses range queries of more than 11,000 points per series.
+pub const MAX_STEPS_PER_QUERY: i64 = 11_000;
+
+/// A secret value that prints as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How to authenticate to Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    Bearer(Secret),
+}
+
+/// Everything needed to reach one Prometheus-compatible API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Base URL, path prefix included: `http://mimir:8080/prometheus`.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub auth: Auth,
+    /// PEM file of a CA to trust in addition to the system's.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Attempts after the first for retryable failures.
+    pub retries: usize,
+}
+
+impl Endpoint {
+    pub fn new(url: impl Into<String>) -> Endpoint {
+        Endpoint {
+            url: url.into(),
+            headers: Vec::new(),
+            auth: Auth::None,
+            ca_file: None,
+            timeout: Duration::from_secs(30),
+            retries: 3,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// The client could not be built (bad URL, CA file, header).
+    Config(String),
+    /// No connection (refused, DNS, TLS handshake).
+    Connect(String),
+    Timeout,
+    /// A non-2xx answer without a Prometheus error body.
+    Http {
+        status: u16,
+    },
+    /// Prometheus said `"status": "error"`.
+    Api {
+        error_type: String,
+        error: String,
+    },
+    /// The answer is not what the API promises.
+    Malformed(String),
+}
+
+impl ApiError {
+    /// Whether trying again may help: server-side trouble, not a bad query.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Connect(_) | ApiError::Timeout => true,
+            ApiError::Http { status } => *status >= 500 || *status == 429,
+            ApiError::Api { error_type, .. } => {
+                matches!(error_type.as_str(), "timeout" | "internal" | "unavailable")
+            }
+            ApiError::Config(_) | ApiError::Malformed(_) => false,
+        }
+    }
+
+    /// A short, bounded reason for metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Config(_) => "config",
+            ApiError::Connect(_) => "connect",
+            ApiError::Timeout => "timeout",
+            ApiError::Http { .. } => "http",
+            ApiError::Api { .. } => "api",
+            ApiError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Config(message) => write!(f, "Prometheus client configuration: {message}"),
+            ApiError::Connect(message) => write!(f, "cannot reach Prometheus: {message}"),
+            ApiError::Timeout => write!(f, "Prometheus did not answer in time"),
+            ApiError::Http { status } => write!(f, "Prometheus answered HTTP {status}"),
+            ApiError::Api { error_type, error } => {
+                write!(f, "Prometheus error ({error_type}): {error}")
+            }
+            ApiError::Malformed(message) => {
+                write!(f, "malformed answer from Prometheus: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// One series of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub at: Millis,
+    pub value: f64,
+}
+
+/// One series of a range vector (a matrix): raw samples, or a range query's points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(Millis, f64)>,
+}
+
+/// An instant query's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Vector(Vec<Sample>),
+    Matrix(Vec<RangeSeries>),
+    Scalar(f64),
+}
+
+/// An answer and what it cost Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    pub answer: Answer,
+    /// `stats.samples.totalQueryableSamples`, when Prometheus reports it.
+    pub samples_touched: Option<u64>,
+    pub warnings: Vec<String>,
+}
+
+/// `status/buildinfo`'s essentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub version: String,
+}
+
+/// A client for one endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+    retries: usize,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs the one TLS crypto provider (ring) for the process; safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Client {
+    pub fn new(endpoint: &Endpoint) -> Result<Client, ApiError> {
+        install_crypto_provider();
+        let base = endpoint.url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base)
+            .map_err(|error| ApiError::Config(format!("invalid URL: {error}")))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ApiError::Config(
+                "credentials in the URL are not accepted; use basic_auth or bearer_token_file"
+                    .to_string(),
+            ));
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ApiError::Config(format!(
+                "unsupported scheme {:?}",
+                url.scheme()
+            )));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &endpoint.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ApiError::Config(format!("invalid header name {name:?}")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| ApiError::Config(format!("invalid value for header {name}")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(endpoint.timeout)
+            .connect_timeout(endpoint.timeout.min(Duration::from_secs(10)))
+            .no_proxy();
+        if let Some(ca_file) = &endpoint.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|error| {
+                ApiError::Config(format!(
+                    "cannot read CA file {}: {error}",
+                    ca_file.display()
+                ))
+            })?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|_| {
+                ApiError::Config(format!("{} is not a PEM certificate", ca_file.display()))
+            })?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder
+            .build()
+            .map_err(|error| ApiError::Config(error.without_url().to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            auth: endpoint.auth.clone(),
+            retries: endpoint.retries,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// An instant query at `at`, with the samples it touched.
+    pub async fn query(&self, expr: &str, at: Millis) -> Result<Evaluated, ApiError> {
+        let time = seconds(at);
+        let params = [("query", expr), ("time", time.as_str()), ("stats", "all")];
+        let data = self.get("/api/v1/query", &params).await?;
+        parse_evaluated(data)
+    }
+
+    /// A range query, split into requests of at most [`MAX_STEPS_PER_QUERY`] points; the
+    /// pieces are joined per series.
+    pub async fn query_range(
+        &self,
+        expr: &str,
+        start: Millis,
+        end: Millis,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, ApiError> {
+        let step_ms = (step.as_millis() as i64).max(1);
+        let mut joined: Vec<RangeSeries> = Vec::new();
+        let mut from = start;
+        while from <= end {
+            let to = end.min(from + step_ms * (MAX_STEPS_PER_QUERY - 1));
+            let (from_text, to_text, step_text) = (seconds(from), seconds(to), seconds(step_ms));
+            let params = [
+                ("query", expr),
+                ("start", from_text.as_str()),
+                ("end", to_text.as_str()),
+                ("step", step_text.as_str()),
+            ];
+            let data = self.get("/api/v1/query_range", &params).await?;
+            let Answer::Matrix(series) = parse_evaluated(data)?.answer else {
+                return Err(ApiError::Malformed(
+                    "query_range did not return a matrix".to_string(),
+                ));
+            };
+            for piece in series {
+                match joined
+                    .iter_mut()
+                    .find(|existing| existing.labels == piece.labels)
+                {
+                    Some(existing) => existing.samples.extend(piece.samples),
+                    None => joined.push(piece),
+                }
+            }
+            from = to + step_ms;
+        }
+        Ok(joined)
+    }
+
+    pub async fn build_info(&self) -> Result<BuildInfo, ApiError> {
+        let (data, _) = self.get("/api/v1/status/buildinfo", &[]).await?;
+        let version = data
+            .get("version")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::Malformed("buildinfo has no version".to_string()))?;
+        Ok(BuildInfo {
+            version: version.to_string(),
+        })
+    }
+
+    /// GET with retries; returns the `data` (and warnings) of a successful answer.
+    async fn get(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let mut attempt = 0;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.get_once(path, params).await {
+                Ok(data) => return Ok(data),
+                Err(error) if error.is_retryable() && attempt < self.retries => {
+                    attempt += 1;
+                    tracing::debug!(path, attempt, %error, "retrying Prometheus request");
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn get_once(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let mut request = self.http.get(format!("{}{path}", self.base)).query(params);
+        request = match &self.auth {
+            Auth::None => request,
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            Auth::Bearer(token) => request.bearer_auth(token.expose()),
+        };
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport_error)?;
+        parse_body(status.as_u16(), &body)
+    }
+}
+
+fn transport_error(error: reqwest::Error) -> ApiError {
+    if error.is_timeout() {
+        ApiError::Timeout
+    } else if error.is_connect() {
+        ApiError::Connect("connection failed".to_string())
+    } else {
+        // Without the URL: it names the host, and a query may carry label values.
+        let error = error.without_url();
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        ApiError::Connect(message)
+    }
+}
+
+/// Up to ±20% so that many clients do not retry in lockstep.
+fn jitter(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    let factor = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
+    delay.mul_f64(factor)
+}
+
+fn seconds(at: Millis) -> String {
+    format!("{}.{:03}", at.div_euclid(1000), at.rem_euclid(1000))
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    data: Option<Value>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+/// The `data` and warnings of an API answer, or the error it carries. Bodies are never echoed
+/// whole.
+pub fn parse_body(status: u16, body: &[u8]) -> Result<(Value, Vec<String>), ApiError> {
+    let envelope: Result<Envelope, _> = serde_json::from_slice(body);
+    match envelope {
+        Ok(envelope) if envelope.status == "success" && (200..300).contains(&status) => {
+            let data = envelope
+                .data
+                .ok_or_else(|| ApiError::Malformed("success without data".to_string()))?;
+            let warnings: Vec<String> = envelope
+                .warnings
+                .iter()
+                .map(|warning| bounded(warning))
+                .collect();
+            for warning in &warnings {
+                tracing::warn!(%warning, "Prometheus warning");
+            }
+            Ok((data, warnings))
+        }
+        Ok(envelope) if envelope.status == "error" => Err(ApiError::Api {
+            error_type: bounded(envelope.error_type.as_deref().unwrap_or("unknown")),
+            error: bounded(envelope.error.as_deref().unwrap_or("")),
+        }),
+        _ if !(200..300).contains(&status) => Err(ApiError::Http { status }),
+        Ok(envelope) => Err(ApiError::Malformed(format!(
+            "status {:?}",
+            bounded(&envelope.status)
+        ))),
+        Err(error) => Err(ApiError::Malformed(format!(
+            "not an API answer ({})",
+            error.classify_name()
+        ))),
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "unexpected JSON shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+}
+
+/// At most 200 characters of text that came from the server.
+fn bounded(text: &str) -> String {
+    let mut out: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads `data` of a query answer: `resultType` and `result`, plus stats.
+pub fn parse_evaluated((data, warnings): (Value, Vec<String>)) -> Result<Evaluated, ApiError> {
+    let malformed = |what: &str| ApiError::Malformed(what.to_string());
+    let result_type = data
+        .get("resultType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("no resultType"))?;
+    let result = data.get("result").ok_or_else(|| malformed("no result"))?;
+    let answer = match result_type {
+        "vector" => Answer::Vector(
+            array(result, "result")?
+                .iter()
+                .map(|item| {
+                    let (at, value) = point(
+                        item.get("value")
+                            .ok_or_else(|| malformed("vector item without value"))?,
+                    )?;
+                    Ok(Sample {
+                        labels: labels(item.get("metric"))?,
+                        at,
+                        value,
+                    })
+                })
+                .collect::<Result<_, ApiError>>()?,
+        ),
+        "matrix" => Answer::Matrix(
+            array(result, "result")?
+                .iter()
+                .map(|item| {
+                    let values = item
+                        .get("values")
+                        .map_or(Ok(&[][..]), |values| array(values, "values"))?;
+                    Ok(RangeSeries {
+                        labels: labels(item.get("metric"))?,
+                        samples: values.iter().map(point).collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, ApiError>>()?,
+        ),
+        "scalar" => Answer::Scalar(point(result)?.1),
+        other => {
+            return Err(ApiError::Malformed(format!(
+                "unsupported resultType {:?}",
+                bounded(other)
+            )));
+        }
+    };
+    let samples_touched = data
+        .pointer("/stats/samples/totalQueryableSamples")
+        .and_then(Value::as_u64);
+    Ok(Evaluated {
+        answer,
+        samples_touched,
+        warnings,
+    })
+}
+
+fn array<'a>(value: &'a Value, what: &str) -> Result<&'a [Value], ApiError> {
+    value
+        .as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| ApiError::Malformed(format!("{what} is not an array")))
+}
+
+/// `[1700000000.123, "0.5"]` → (milliseconds, value); values may be `NaN`, `+Inf`, `-Inf`.
+fn point(value: &Value) -> Result<(Millis, f64), ApiError> {
+    let malformed = || ApiError::Malformed("a sample is not [time, \"value\"]".to_string());
+    let pair = value
+        .as_array()
+        .filter(|pair| pair.len() == 2)
+        .ok_or_else(malformed)?;
+    let at = pair[0]
+        .as_f64()
+        .filter(|at| at.is_finite() && at.abs() < 1e11)
+        .ok_or_else(malformed)?;
+    let text = pair[1].as_str().ok_or_else(malformed)?;
+    let value = match text {
+        "NaN" => f64::NAN,
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => text
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| {
+                ApiError::Malformed(format!("{:?} is not a sample value", bounded(text)))
+            })?,
+    };
+    Ok(((at * 1000.0).round() as Millis, value))
+}
+
+fn labels(metric: Option<&Value>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(metric) = metric else {
+        return Ok(Vec::new());
+    };
+    let object = metric
+        .as_object()
+        .ok_or_else(|| ApiError::Malformed("metric is not an object".to_string()))?;
+    let mut labels = Vec::with_capacity(object.len());
+    for (name, value) in object {
+        let value = value.as_str().ok_or_else(|| {
+            ApiError::Malformed(format!("label {:?} is not a string", bounded(name)))
+        })?;
+        labels.push((name.clone(), value.to_string()));
+    }
+    labels.sort();
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evaluated(body: &str) -> Result<Evaluated, ApiError> {
+        parse_evaluated(parse_body(200, body.as_bytes())?)
+    }
+
+    #[test]
+    fn reads_vectors_with_special_values_and_stats() {
+        let answer = evaluated(
+            r#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"route":"b"},"value":[1700000000.5,"NaN"]},
+                {"metric":{"route":"a"},"value":[1700000000.5,"+Inf"]},
+                {"metric":{},"value":[1700000000,"0.25"]}],
+                "stats":{"samples":{"totalQueryableSamples":1234}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.samples_touched, Some(1234));
+        let Answer::Vector(samples) = answer.answer else {
+            panic!("vector")
+        };
+        assert!(samples[0].value.is_nan());
+        assert_eq!(samples[0].at, 1_700_000_000_500);
+        assert_eq!(samples[1].value, f64::INFINITY);
+        assert_eq!(samples[2].value, 0.25);
+    }
+
+    #[test]
+    fn errors_carry_error_type_and_are_classified() {
+        let error = parse_body(
+            400,
+            br#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Prometheus error (bad_data): parse error at char 5"
+        );
+        assert!(!error.is_retryable());
+        let error = parse_body(
+            503,
+            br#"{"status":"error","errorType":"unavailable","error":"shutting down"}"#,
+        )
+        .unwrap_err();
+        assert!(error.is_retryable());
+        assert_eq!(
+            parse_body(502, b"<html>bad gateway</html>").unwrap_err(),
+            ApiError::Http { status: 502 }
+        );
+        assert!(ApiError::Http { status: 502 }.is_retryable());
+    }
+
+    #[test]
+    fn malformed_answers_are_errors_not_panics() {
+        let cases = [
+            (
+                "",
+                "malformed answer from Prometheus: not an API answer (truncated JSON)",
+            ),
+            (
+                "[]",
+                "malformed answer from Prometheus: not an API answer (unexpected JSON shape)",
+            ),
+            (
+                r#"{"status":"success"}"#,
+                "malformed answer from Prometheus: success without data",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":{}}}"#,
+                "malformed answer from Prometheus: result is not an array",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,2]}]}}"#,
+                "malformed answer from Prometheus: a sample is not [time, \"value\"]",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}"#,
+                "malformed answer from Prometheus: \"x\" is not a sample value",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":1},"value":[1,"1"]}]}}"#,
+                "malformed answer from Prometheus: label \"a\" is not a string",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1e300,"1"]}]}}"#,
+                "malformed answer from Prometheus: a sample is not [time, \"value\"]",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"string","result":[1,"x"]}}"#,
+                "malformed answer from Prometheus: unsupported resultType \"string\"",
+            ),
+            (
+                r#"{"status":"weird","data":{}}"#,
+                "malformed answer from Prometheus: status \"weird\"",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(evaluated(body).unwrap_err().to_string(), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let auth = Auth::Bearer(Secret::new("s3cr3t-token".to_string()));
+        assert!(!format!("{auth:?}").contains("s3cr3t"));
+        let error = Client::new(&Endpoint::new("http://user:pass@127.0.0.1:9090")).unwrap_err();
+        assert!(!error.to_string().contains("pass"), "{error}");
+    }
+}

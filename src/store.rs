@@ -1,0 +1,239 @@
+//! The embedded database under `--state-dir`: alert states survive a restart, so a restart
+//! neither re-pages a firing alert nor forgets to resolve it.
+//!
+//! SQLite (rusqlite, bundled): one file, transactions, WAL, and a schema ops can inspect with
+//! the `sqlite3` shell. The schema version lives in `PRAGMA user_version`; each migration moves
+//! it by one, and a database from a newer burnwatch is refused rather than misread.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::engine::SavedAlert;
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: [&str; 1] = ["
+    CREATE TABLE alerts (
+        slo_id TEXT NOT NULL,
+        labels TEXT NOT NULL,   -- JSON array of [name, value]
+        tier   TEXT NOT NULL,   -- page | ticket
+        state  TEXT NOT NULL,   -- JSON of the alert state
+        PRIMARY KEY (slo_id, labels, tier)
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+"];
+
+#[derive(Debug)]
+pub struct StoreError(String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "state store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |error| StoreError(format!("{context}: {error}"))
+}
+
+pub struct Store {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `burnwatch.db` in `dir` and migrates it to [`SCHEMA_VERSION`].
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| StoreError(format!("cannot create {}: {error}", dir.display())))?;
+        let path = dir.join("burnwatch.db");
+        let connection = Connection::open(&path).map_err(failed("open"))?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(failed("enable WAL"))?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(failed("set synchronous"))?;
+        let mut store = Store { connection, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(failed("read schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "{} has schema version {version}, newer than this burnwatch's {SCHEMA_VERSION}",
+                self.path.display()
+            )));
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let transaction = self
+                .connection
+                .transaction()
+                .map_err(failed("begin migration"))?;
+            transaction
+                .execute_batch(migration)
+                .map_err(failed("migrate"))?;
+            transaction
+                .pragma_update(None, "user_version", index as i64 + 1)
+                .map_err(failed("write schema version"))?;
+            transaction.commit().map_err(failed("commit migration"))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the saved alert states with `alerts`, atomically.
+    pub fn save_alerts(&mut self, alerts: &[SavedAlert]) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction().map_err(failed("begin"))?;
+        transaction
+            .execute("DELETE FROM alerts", [])
+            .map_err(failed("clear alerts"))?;
+        {
+            let mut insert = transaction
+                .prepare("INSERT INTO alerts (slo_id, labels, tier, state) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(failed("prepare insert"))?;
+            for alert in alerts {
+                let labels = serde_json::to_string(&alert.labels)
+                    .map_err(|error| StoreError(error.to_string()))?;
+                let state = serde_json::to_string(&(alert.alert, alert.tripped))
+                    .map_err(|error| StoreError(error.to_string()))?;
+                insert
+                    .execute(params![alert.slo_id, labels, alert.tier.as_str(), state])
+                    .map_err(failed("insert alert"))?;
+            }
+        }
+        transaction.commit().map_err(failed("commit"))
+    }
+
+    /// The saved alert states; rows that cannot be read are skipped with a warning (a bad row
+    /// must not keep the daemon from starting).
+    pub fn load_alerts(&self) -> Result<Vec<SavedAlert>, StoreError> {
+        let mut query = self
+            .connection
+            .prepare("SELECT slo_id, labels, tier, state FROM alerts ORDER BY slo_id, labels, tier")
+            .map_err(failed("prepare select"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(failed("select alerts"))?;
+        let mut alerts = Vec::new();
+        for row in rows {
+            let (slo_id, labels, tier, state) = row.map_err(failed("read alert"))?;
+            let parsed = (|| {
+                let labels = serde_json::from_str(&labels).ok()?;
+                let tier = serde_json::from_value(serde_json::Value::String(tier)).ok()?;
+                let (alert, tripped) = serde_json::from_str(&state).ok()?;
+                Some(SavedAlert {
+                    slo_id: slo_id.clone(),
+                    labels,
+                    tier,
+                    alert,
+                    tripped,
+                })
+            })();
+            match parsed {
+                Some(alert) => alerts.push(alert),
+                None => tracing::warn!(slo_id, "skipping an unreadable saved alert state"),
+            }
+        }
+        Ok(alerts)
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(failed("write meta"))
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed("read meta"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Alert, Phase};
+    use crate::slo::{TierKind, WindowPair};
+    use std::time::Duration;
+
+    #[test]
+    fn alerts_survive_reopening_and_newer_schemas_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = vec![SavedAlert {
+            slo_id: "orders-availability".to_string(),
+            labels: vec![("route".to_string(), "POST \"/orders\"".to_string())],
+            tier: TierKind::Page,
+            alert: Alert {
+                phase: Phase::Firing {
+                    since: 1_700_000_000_000,
+                    last_sent: 1_700_000_060_000,
+                    false_since: Some(1_700_000_120_000),
+                },
+                announced: true,
+                insufficient: false,
+            },
+            tripped: Some(
+                WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap(),
+            ),
+        }];
+        {
+            let mut store = Store::open(dir.path()).unwrap();
+            store.save_alerts(&saved).unwrap();
+            store.set_meta("last_evaluation", "1700000120000").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load_alerts().unwrap(), saved);
+        assert_eq!(
+            store.meta("last_evaluation").unwrap().as_deref(),
+            Some("1700000120000")
+        );
+        drop(store);
+        let connection = Connection::open(dir.path().join("burnwatch.db")).unwrap();
+        connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(connection);
+        let error = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("newer than this burnwatch's 1"), "{error}");
+    }
+}
