@@ -754,6 +754,7 @@ fn run(name: &str, text: &str, scenarios: &[Scenario]) {
     let started = std::time::Instant::now();
     let recording = openmetrics::parse(&format!("{name}.om"), text).expect("recording parses");
     let prom = Prometheus::start(text);
+    burnwatch::source::prometheus::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))

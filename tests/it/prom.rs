@@ -85,6 +85,7 @@ impl Prometheus {
         // An input without samples makes no blocks (and maybe no dir).
         fs::create_dir_all(&data).expect("create tsdb dir");
 
+        burnwatch::source::prometheus::install_crypto_provider();
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
