@@ -52,6 +52,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Run the daemon next to Prometheus: evaluate every SLO each interval, alert, serve HTTP.
+    Serve {
+        /// The daemon config (Prometheus, interval, spec files, web).
+        #[arg(long, default_value = "config/burnwatch.yaml")]
+        config: PathBuf,
+        /// Where alert state is kept across restarts.
+        #[arg(long, default_value = "data")]
+        state_dir: PathBuf,
+        /// Listen address, overriding `web.listen` in the config.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Replay the order-service seed incident and print the Slack messages it would post.
     Demo {
         /// Real time per 30s evaluation step (the virtual clock's pace).
@@ -113,6 +125,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Serve {
+            config,
+            state_dir,
+            listen,
+        } => {
+            serve(crate::daemon::Options {
+                config_path: config,
+                state_dir,
+                listen,
+            })?;
+            Ok(0)
+        }
         Command::Demo {
             pace,
             no_wait,
@@ -129,6 +153,48 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Runs the daemon; SIGHUP reloads, SIGTERM and SIGINT stop it after the cycle in flight.
+fn serve(options: crate::daemon::Options) -> Result<()> {
+    crate::source::prometheus::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (reload_sender, reloads) = tokio::sync::mpsc::channel(4);
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let signals = {
+            let shutdown = shutdown.clone();
+            let reload_sender = reload_sender.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = hangup.recv() => {
+                            let (reply, outcome) = tokio::sync::oneshot::channel();
+                            if reload_sender.send(reply).await.is_ok() {
+                                match outcome.await {
+                                    Ok(Ok(())) => tracing::info!("SIGHUP: configuration reloaded"),
+                                    Ok(Err(error)) => tracing::error!("SIGHUP: reload rejected: {error}"),
+                                    Err(_) => {}
+                                }
+                            }
+                        }
+                        _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); shutdown.cancel(); break; }
+                        _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); shutdown.cancel(); break; }
+                    }
+                }
+            })
+        };
+        let result = crate::daemon::run(options, shutdown, reload_sender, reloads).await;
+        signals.abort();
+        result
+    })
 }
 
 /// Like `promtool check`: one verdict per file, problems on stderr, exit 1 if any.

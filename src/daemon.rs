@@ -1,0 +1,506 @@
+//! `burnwatch serve`: the one async loop. Every `evaluation_interval` (aligned to the clock,
+//! never overlapping) it fetches every SLO's windows from Prometheus, steps the engine, hands
+//! alert changes to the sinks, persists alert state and refreshes what the HTTP face shows.
+//!
+//! - Reload (SIGHUP or `POST /-/reload`) does all fallible work first (read config and specs,
+//!   build the client); a bad config is rejected with its error and the old one keeps running.
+//!   Alert state of SLOs whose id is unchanged is kept.
+//! - When Prometheus cannot answer, the SLO's alerts hold their state (no false "resolved"),
+//!   `/api/v1/slos` says stale, and after `stale_after` a meta alert "evaluation stale" goes
+//!   to the sinks; it resolves when evaluation recovers.
+//! - Shutdown (SIGTERM/SIGINT) finishes the cycle in flight, persists, and returns.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::burn::WindowValue;
+use crate::config::{self, DaemonConfig, Document};
+use crate::engine::{Engine, Event, InstanceLabels, SavedAlert};
+use crate::metrics::{Metrics, labels};
+use crate::notify::console;
+use crate::replay::format_time;
+use crate::slo::{Millis, Slo, millis};
+use crate::source::live::{self, Snapshot};
+use crate::source::prometheus::{Auth, Client, Endpoint, Secret};
+use crate::store::Store;
+
+/// A reload request and where to send its outcome.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+/// How `serve` was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    /// Overrides `web.listen` (tests bind 127.0.0.1:0).
+    pub listen: Option<SocketAddr>,
+}
+
+/// Everything a config file yields, built before it replaces the running one.
+struct Loaded {
+    config: DaemonConfig,
+    slos: Vec<Slo>,
+    client: Client,
+    reload_token: Option<Secret>,
+}
+
+fn read_secret(path: &Path, what: &str) -> Result<Secret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} file {}", path.display()))?;
+    Ok(Secret::new(text.trim().to_string()))
+}
+
+fn load(config_path: &Path) -> Result<Loaded> {
+    let config = match config::load_file(config_path) {
+        Ok(Document::Daemon(config)) => *config,
+        Ok(Document::Slos(_)) => anyhow::bail!(
+            "{} is an SLO spec, not a daemon config",
+            config_path.display()
+        ),
+        Err(errors) => return Err(config::ConfigErrors(errors).into()),
+    };
+    let slos = config::load_specs(&config.rules)?;
+    let prometheus = config.prometheus.as_ref().with_context(|| {
+        format!(
+            "{}: `prometheus.url` is required to serve",
+            config_path.display()
+        )
+    })?;
+    let mut endpoint = Endpoint::new(prometheus.url.clone());
+    endpoint.headers = prometheus.headers.clone();
+    endpoint.ca_file = prometheus.ca_file.clone();
+    endpoint.timeout = prometheus.timeout;
+    endpoint.auth = match (&prometheus.basic_auth, &prometheus.bearer_token_file) {
+        (Some((username, password_file)), _) => Auth::Basic {
+            username: username.clone(),
+            password: read_secret(password_file, "password")?,
+        },
+        (None, Some(token_file)) => Auth::Bearer(read_secret(token_file, "bearer token")?),
+        (None, None) => Auth::None,
+    };
+    let client = Client::new(&endpoint)?;
+    let reload_token = match &config.reload_token_file {
+        Some(path) => Some(read_secret(path, "reload token")?),
+        None => None,
+    };
+    Ok(Loaded {
+        config,
+        slos,
+        client,
+        reload_token,
+    })
+}
+
+/// What the HTTP face shows about one SLO instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub windows: Vec<WindowStatus>,
+    pub budget_remaining: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowStatus {
+    pub window: String,
+    pub error_ratio: Option<f64>,
+    pub burn_rate: Option<f64>,
+    pub events: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloStatus {
+    pub id: String,
+    pub service: String,
+    pub name: String,
+    pub objective: f64,
+    pub period: String,
+    /// `ok`, or `stale` when the last evaluation of this SLO failed.
+    pub state: String,
+    pub last_error: Option<String>,
+    pub last_success: Option<String>,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// What the daemon shares with the HTTP face.
+#[derive(Default)]
+pub struct Status {
+    pub ready: bool,
+    pub last_evaluation: Option<Millis>,
+    pub stale: bool,
+    pub slos: Vec<SloStatus>,
+    pub alerts: Vec<SavedAlert>,
+}
+
+/// State shared between the loop and the HTTP server.
+pub struct Shared {
+    pub status: RwLock<Status>,
+    pub metrics: Mutex<Metrics>,
+    pub reload_token: RwLock<Option<Secret>>,
+    pub reloads: mpsc::Sender<ReloadRequest>,
+}
+
+fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+/// The per-SLO memory of the loop: when it last evaluated successfully, and why not since.
+#[derive(Default, Clone)]
+struct SloHealth {
+    last_success: Option<Millis>,
+    last_error: Option<String>,
+    /// The instances as last seen, shown (as stale) while evaluation fails.
+    last_instances: Vec<InstanceStatus>,
+}
+
+/// The meta alert raised when evaluation has failed for longer than `stale_after`.
+#[derive(Default)]
+struct Staleness {
+    failing_since: Option<Millis>,
+    firing: bool,
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `reloads` carries SIGHUP and HTTP reload
+/// requests; `reload_sender` is handed to the HTTP face.
+pub async fn run(
+    options: Options,
+    shutdown: CancellationToken,
+    reload_sender: mpsc::Sender<ReloadRequest>,
+    mut reloads: mpsc::Receiver<ReloadRequest>,
+) -> Result<()> {
+    let config_path = options.config_path.clone();
+    let mut loaded = tokio::task::spawn_blocking(move || load(&config_path)).await??;
+    let store = Arc::new(Mutex::new(Store::open(&options.state_dir)?));
+    let mut engine = Engine::new();
+    {
+        let saved = store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+            .load_alerts()?;
+        tracing::info!(alerts = saved.len(), "restored alert state");
+        engine.restore(saved);
+    }
+    let shared = Arc::new(Shared {
+        status: RwLock::new(Status::default()),
+        metrics: Mutex::new(Metrics::new()),
+        reload_token: RwLock::new(loaded.reload_token.clone()),
+        reloads: reload_sender,
+    });
+    let listen = options.listen.unwrap_or(loaded.config.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening");
+    println!("burnwatch listening on http://{address}");
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    match loaded.client.build_info().await {
+        Ok(info) => {
+            tracing::info!(version = %info.version, url = loaded.client.base_url(), "Prometheus found")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Prometheus build info unavailable; evaluating anyway")
+        }
+    }
+
+    let mut health: Vec<(String, SloHealth)> = Vec::new();
+    let mut staleness = Staleness::default();
+    let mut next_tick = aligned_after(wall_clock(), loaded.config.evaluation_interval);
+    loop {
+        let wait = Duration::from_millis((next_tick - wall_clock()).max(0) as u64);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(reply) = reloads.recv() => {
+                let config_path = options.config_path.clone();
+                let outcome = match tokio::task::spawn_blocking(move || load(&config_path)).await {
+                    Ok(Ok(new)) => {
+                        let ids: Vec<String> = new.slos.iter().map(|slo| slo.id.clone()).collect();
+                        engine.retain_slos(|id| ids.iter().any(|kept| kept == id));
+                        health.retain(|(id, _)| ids.contains(id));
+                        *shared.reload_token.write().unwrap_or_else(|e| e.into_inner()) = new.reload_token.clone();
+                        tracing::info!(slos = new.slos.len(), "configuration reloaded");
+                        loaded = new;
+                        Ok(())
+                    }
+                    Ok(Err(error)) => {
+                        tracing::error!("reload rejected, keeping the running configuration: {error:#}");
+                        Err(format!("{error:#}"))
+                    }
+                    Err(error) => Err(format!("reload failed: {error}")),
+                };
+                let _ = reply.send(outcome);
+                continue;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let now = next_tick;
+        let started = Instant::now();
+        let events = cycle(&loaded, &mut engine, &mut health, &shared, now).await;
+        let failed = health.iter().any(|(_, slo)| slo.last_error.is_some());
+        for event in &events {
+            if let Some(slo) = loaded.slos.iter().find(|slo| slo.id == event.slo_id) {
+                console::emit(slo, event);
+            }
+        }
+        update_staleness(
+            &mut staleness,
+            failed,
+            now,
+            loaded.config.stale_after,
+            &shared,
+        );
+        let saved = engine.export();
+        let store = store.clone();
+        let to_save = saved.clone();
+        match tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .map_err(|_| "store lock poisoned".to_string())?
+                .save_alerts(&to_save)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "could not persist alert state"),
+            Err(error) => tracing::error!(%error, "could not persist alert state"),
+        }
+        {
+            let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
+            status.alerts = saved.clone();
+            if !failed || status.ready {
+                status.ready = true;
+            }
+            status.last_evaluation = Some(now);
+        }
+        if let Ok(metrics) = shared.metrics.lock() {
+            metrics
+                .cycle_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.last_evaluation.set(now as f64 / 1000.0);
+            metrics.alerts.clear();
+            for alert in &saved {
+                let state = if alert.alert.is_firing() {
+                    "firing"
+                } else {
+                    "pending"
+                };
+                metrics
+                    .alerts
+                    .get_or_create(&labels(&[("tier", alert.tier.as_str()), ("state", state)]))
+                    .inc();
+            }
+        }
+        next_tick = aligned_after(wall_clock().max(now), loaded.config.evaluation_interval);
+    }
+    let saved = engine.export();
+    store
+        .lock()
+        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+        .save_alerts(&saved)?;
+    tracing::info!(alerts = saved.len(), "alert state saved; shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    Ok(())
+}
+
+/// Evaluates every SLO at `now`; returns the alert changes.
+async fn cycle(
+    loaded: &Loaded,
+    engine: &mut Engine,
+    health: &mut Vec<(String, SloHealth)>,
+    shared: &Shared,
+    now: Millis,
+) -> Vec<Event> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, slo) in loaded.slos.iter().enumerate() {
+        let client = loaded.client.clone();
+        let slo = slo.clone();
+        let timeout = loaded.config.evaluation_interval;
+        tasks.spawn(async move {
+            let fetched =
+                tokio::time::timeout(timeout, live::fetch_by_query(&client, &slo, now)).await;
+            (
+                index,
+                fetched.unwrap_or(Err(crate::source::prometheus::ApiError::Timeout)),
+            )
+        });
+    }
+    let mut snapshots: Vec<Option<Result<Snapshot, String>>> = vec![None; loaded.slos.len()];
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((index, result)) = joined {
+            if let Ok(metrics) = shared.metrics.lock() {
+                match &result {
+                    Ok(snapshot) => {
+                        metrics
+                            .queries
+                            .get_or_create(&labels(&[("endpoint", "query")]))
+                            .inc_by(snapshot.queries);
+                        metrics.samples_touched.inc_by(snapshot.samples_touched);
+                    }
+                    Err(error) => {
+                        metrics
+                            .queries
+                            .get_or_create(&labels(&[("endpoint", "query")]))
+                            .inc();
+                        metrics
+                            .query_errors
+                            .get_or_create(&labels(&[
+                                ("endpoint", "query"),
+                                ("reason", error.reason()),
+                            ]))
+                            .inc();
+                    }
+                }
+            }
+            snapshots[index] = Some(result.map_err(|error| error.to_string()));
+        }
+    }
+    let mut events = Vec::new();
+    let mut statuses = Vec::new();
+    if let Ok(metrics) = shared.metrics.lock() {
+        metrics.clear_slos();
+    }
+    for (slo, snapshot) in loaded.slos.iter().zip(snapshots) {
+        let slo_health = match health.iter_mut().find(|(id, _)| *id == slo.id) {
+            Some((_, existing)) => existing,
+            None => {
+                health.push((slo.id.clone(), SloHealth::default()));
+                &mut health.last_mut().expect("just pushed").1
+            }
+        };
+        let snapshot = match snapshot.unwrap_or_else(|| Err("evaluation task failed".to_string())) {
+            Ok(snapshot) => {
+                slo_health.last_success = Some(now);
+                slo_health.last_error = None;
+                snapshot
+            }
+            Err(error) => {
+                tracing::warn!(slo = %slo.id, %error, "evaluation failed; alerts hold their state");
+                slo_health.last_error = Some(error);
+                statuses.push(slo_status(slo, slo_health, None));
+                continue;
+            }
+        };
+        for labels in snapshot.instances.keys() {
+            let id = engine.instance(slo, labels);
+            let mut measure = |window: Duration| snapshot.measure(labels, window);
+            events.extend(engine.evaluate(now, slo, id, &mut measure));
+            if let Ok(mut metrics) = shared.metrics.lock() {
+                metrics.set_slo(slo, labels, |window| snapshot.measure(labels, window));
+            }
+        }
+        statuses.push(slo_status(slo, slo_health, Some(&snapshot)));
+    }
+    shared
+        .status
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .slos = statuses;
+    events
+}
+
+/// The status of one SLO from a fresh snapshot, or (without one) as last seen.
+fn slo_status(slo: &Slo, health: &mut SloHealth, snapshot: Option<&Snapshot>) -> SloStatus {
+    let budget = slo.objective.error_budget();
+    if let Some(snapshot) = snapshot {
+        health.last_instances = snapshot
+            .instances
+            .iter()
+            .map(|(labels, windows)| instance_status(slo, labels, windows, budget))
+            .collect();
+    }
+    let instances = health.last_instances.clone();
+    SloStatus {
+        id: slo.id.clone(),
+        service: slo.service.clone(),
+        name: slo.name.clone(),
+        objective: slo.objective.percent(),
+        period: crate::slo::format_duration(slo.period),
+        state: if health.last_error.is_some() {
+            "stale"
+        } else {
+            "ok"
+        }
+        .to_string(),
+        last_error: health.last_error.clone(),
+        last_success: health.last_success.map(format_time),
+        instances,
+    }
+}
+
+fn instance_status(
+    slo: &Slo,
+    labels: &InstanceLabels,
+    windows: &[(Duration, WindowValue)],
+    budget: f64,
+) -> InstanceStatus {
+    InstanceStatus {
+        labels: labels.iter().cloned().collect(),
+        windows: windows
+            .iter()
+            .map(|(window, value)| WindowStatus {
+                window: crate::slo::format_duration(*window),
+                error_ratio: finite(value.error_ratio),
+                burn_rate: finite(value.error_ratio / budget),
+                events: finite(value.total),
+            })
+            .collect(),
+        budget_remaining: windows
+            .iter()
+            .find(|(window, _)| *window == slo.period)
+            .and_then(|(_, value)| finite(1.0 - value.error_ratio / budget)),
+    }
+}
+
+/// Raises the "evaluation stale" meta alert after `stale_after` of failures, resolves it on
+/// the first fully successful cycle.
+fn update_staleness(
+    staleness: &mut Staleness,
+    failed: bool,
+    now: Millis,
+    stale_after: Duration,
+    shared: &Shared,
+) {
+    if failed {
+        let since = *staleness.failing_since.get_or_insert(now);
+        if !staleness.firing && millis(stale_after) <= now - since {
+            staleness.firing = true;
+            console::emit_meta(true, since, now);
+        }
+    } else {
+        if staleness.firing {
+            console::emit_meta(false, staleness.failing_since.unwrap_or(now), now);
+        }
+        *staleness = Staleness::default();
+    }
+    shared
+        .status
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .stale = staleness.firing;
+    if let Ok(metrics) = shared.metrics.lock() {
+        metrics.stale.set(i64::from(staleness.firing));
+    }
+}
+
+/// The first multiple of `interval` after `now` (ticks align to the clock, as Prometheus's do).
+fn aligned_after(now: Millis, interval: Duration) -> Millis {
+    let interval = millis(interval).max(1);
+    (now / interval + 1) * interval
+}
+
+fn wall_clock() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as Millis)
+}
