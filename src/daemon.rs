@@ -10,6 +10,7 @@
 //!   to the sinks; it resolves when evaluation recovers.
 //! - Shutdown (SIGTERM/SIGINT) finishes the cycle in flight, persists, and returns.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,14 +22,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::burn::WindowValue;
-use crate::config::{self, DaemonConfig, Document};
+use crate::config::{self, DaemonConfig, Document, Strategy};
 use crate::engine::{Engine, Event, InstanceLabels, SavedAlert};
 use crate::metrics::{Metrics, labels};
 use crate::notify::console;
 use crate::replay::format_time;
 use crate::slo::{Millis, Slo, millis};
+use crate::source::incremental::Incremental;
 use crate::source::live::{self, Snapshot};
-use crate::source::prometheus::{Auth, Client, Endpoint, Secret};
+use crate::source::prometheus::{ApiError, Auth, Client, Endpoint, Secret};
 use crate::store::Store;
 
 /// A reload request and where to send its outcome.
@@ -214,6 +216,7 @@ pub async fn run(
     }
 
     let mut health: Vec<(String, SloHealth)> = Vec::new();
+    let mut states = IncrementalStates::new();
     let mut staleness = Staleness::default();
     let mut next_tick = aligned_after(wall_clock(), loaded.config.evaluation_interval);
     loop {
@@ -227,6 +230,7 @@ pub async fn run(
                         let ids: Vec<String> = new.slos.iter().map(|slo| slo.id.clone()).collect();
                         engine.retain_slos(|id| ids.iter().any(|kept| kept == id));
                         health.retain(|(id, _)| ids.contains(id));
+                        states.retain(|id, _| ids.contains(id));
                         *shared.reload_token.write().unwrap_or_else(|e| e.into_inner()) = new.reload_token.clone();
                         tracing::info!(slos = new.slos.len(), "configuration reloaded");
                         loaded = new;
@@ -245,7 +249,7 @@ pub async fn run(
         }
         let now = next_tick;
         let started = Instant::now();
-        let events = cycle(&loaded, &mut engine, &mut health, &shared, now).await;
+        let events = cycle(&loaded, &mut engine, &mut health, &mut states, &shared, now).await;
         let failed = health.iter().any(|(_, slo)| slo.last_error.is_some());
         for event in &events {
             if let Some(slo) = loaded.slos.iter().find(|slo| slo.id == event.slo_id) {
@@ -314,30 +318,71 @@ pub async fn run(
 }
 
 /// Evaluates every SLO at `now`; returns the alert changes.
+/// Per-SLO incremental state, kept across cycles and across reloads that leave the SLO's id and
+/// SLI unchanged: (the SLI's error-ratio template, the state).
+type IncrementalStates = HashMap<String, (String, Incremental)>;
+
+/// Whether an SLO is evaluated incrementally under the configured strategy.
+fn incremental_for(strategy: Strategy, slo: &Slo) -> bool {
+    strategy != Strategy::Query && slo.sli.local().is_ok()
+}
+
 async fn cycle(
     loaded: &Loaded,
     engine: &mut Engine,
     health: &mut Vec<(String, SloHealth)>,
+    states: &mut IncrementalStates,
     shared: &Shared,
     now: Millis,
 ) -> Vec<Event> {
     let mut tasks = tokio::task::JoinSet::new();
+    let interval = loaded.config.evaluation_interval;
     for (index, slo) in loaded.slos.iter().enumerate() {
         let client = loaded.client.clone();
         let slo = slo.clone();
-        let timeout = loaded.config.evaluation_interval;
+        let incremental = if incremental_for(loaded.config.strategy, &slo) {
+            let template = slo.sli.error_ratio_template();
+            match states.remove(&slo.id) {
+                Some((kept, state)) if kept == template => Some(state),
+                _ => Incremental::new(&slo).ok(),
+            }
+        } else {
+            None
+        };
         tasks.spawn(async move {
-            let fetched =
-                tokio::time::timeout(timeout, live::fetch_by_query(&client, &slo, now)).await;
-            (
-                index,
-                fetched.unwrap_or(Err(crate::source::prometheus::ApiError::Timeout)),
-            )
+            match incremental {
+                Some(mut state) => {
+                    // A warm start reads the whole period once; give it longer than a cycle.
+                    let timeout = if state.is_warm() {
+                        interval
+                    } else {
+                        interval.max(Duration::from_secs(120))
+                    };
+                    let fetched =
+                        tokio::time::timeout(timeout, state.fetch(&client, &slo, now, interval))
+                            .await;
+                    (
+                        index,
+                        Some(state),
+                        fetched.unwrap_or(Err(ApiError::Timeout)),
+                    )
+                }
+                None => {
+                    let fetched =
+                        tokio::time::timeout(interval, live::fetch_by_query(&client, &slo, now))
+                            .await;
+                    (index, None, fetched.unwrap_or(Err(ApiError::Timeout)))
+                }
+            }
         });
     }
     let mut snapshots: Vec<Option<Result<Snapshot, String>>> = vec![None; loaded.slos.len()];
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((index, result)) = joined {
+        if let Ok((index, state, result)) = joined {
+            if let Some(state) = state {
+                let slo = &loaded.slos[index];
+                states.insert(slo.id.clone(), (slo.sli.error_ratio_template(), state));
+            }
             if let Ok(metrics) = shared.metrics.lock() {
                 match &result {
                     Ok(snapshot) => {

@@ -46,6 +46,21 @@ impl Series {
         self.timestamps.last().copied()
     }
 
+    pub fn last_value(&self) -> Option<f64> {
+        self.values.last().copied()
+    }
+
+    /// Forgets samples before `at`, in batches so that a series trimmed every cycle costs
+    /// O(1) amortised per sample.
+    pub fn trim_before(&mut self, at: Millis) {
+        let old = self.timestamps.partition_point(|&sample_at| sample_at < at);
+        if old >= 64 && old * 4 >= self.timestamps.len() {
+            self.timestamps.drain(..old);
+            self.values.drain(..old);
+            self.reset_sums.drain(..old);
+        }
+    }
+
     pub fn first_timestamp(&self) -> Option<Millis> {
         self.timestamps.first().copied()
     }
