@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, labels};
 use crate::notify::console;
 use crate::replay::format_time;
 use crate::slo::{Millis, Slo, millis};
-use crate::source::incremental::Incremental;
+use crate::source::incremental::{Checkpoint, Incremental};
 use crate::source::live::{self, Snapshot};
 use crate::source::prometheus::{ApiError, Auth, Client, Endpoint, Secret};
 use crate::store::Store;
@@ -216,7 +216,8 @@ pub async fn run(
     }
 
     let mut health: Vec<(String, SloHealth)> = Vec::new();
-    let mut states = IncrementalStates::new();
+    let mut states = resume_incremental(&store, &loaded)?;
+    let mut last_checkpoint = wall_clock();
     let mut staleness = Staleness::default();
     let mut next_tick = aligned_after(wall_clock(), loaded.config.evaluation_interval);
     loop {
@@ -264,10 +265,9 @@ pub async fn run(
             &shared,
         );
         let saved = engine.export();
-        let store = store.clone();
-        let to_save = saved.clone();
+        let (store_handle, to_save) = (store.clone(), saved.clone());
         match tokio::task::spawn_blocking(move || {
-            store
+            store_handle
                 .lock()
                 .map_err(|_| "store lock poisoned".to_string())?
                 .save_alerts(&to_save)
@@ -305,8 +305,18 @@ pub async fn run(
                     .inc();
             }
         }
+        if CHECKPOINT_EVERY <= now - last_checkpoint {
+            last_checkpoint = now;
+            let (store, checkpoints) = (store.clone(), encode_checkpoints(&loaded, &states));
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || save_checkpoints(&store, &checkpoints)).await
+            {
+                tracing::error!("could not checkpoint incremental state: {error:#}");
+            }
+        }
         next_tick = aligned_after(wall_clock().max(now), loaded.config.evaluation_interval);
     }
+    save_checkpoints(&store, &encode_checkpoints(&loaded, &states))?;
     let saved = engine.export();
     store
         .lock()
@@ -321,6 +331,70 @@ pub async fn run(
 /// Per-SLO incremental state, kept across cycles and across reloads that leave the SLO's id and
 /// SLI unchanged: (the SLI's error-ratio template, the state).
 type IncrementalStates = HashMap<String, (String, Incremental)>;
+
+/// How often the incremental state is checkpointed (and always at shutdown).
+const CHECKPOINT_EVERY: Millis = 3_600_000;
+
+/// Incremental states from the store's checkpoints, for SLOs whose SLI is unchanged.
+fn resume_incremental(store: &Mutex<Store>, loaded: &Loaded) -> Result<IncrementalStates> {
+    let saved = store
+        .lock()
+        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+        .load_checkpoints()?;
+    let now = wall_clock();
+    let mut states = IncrementalStates::new();
+    for (slo_id, _, data) in saved {
+        let Some(slo) = loaded
+            .slos
+            .iter()
+            .find(|slo| slo.id == slo_id && incremental_for(loaded.config.strategy, slo))
+        else {
+            continue;
+        };
+        match Checkpoint::decode(&data)
+            .and_then(|checkpoint| Incremental::resume(slo, checkpoint, now))
+        {
+            Ok(state) => {
+                tracing::info!(slo = %slo_id, resumed = state.is_warm(), "incremental state restored from checkpoint");
+                states.insert(slo_id, (slo.sli.error_ratio_template(), state));
+            }
+            Err(error) => {
+                tracing::warn!(slo = %slo_id, %error, "ignoring an unreadable checkpoint")
+            }
+        }
+    }
+    Ok(states)
+}
+
+fn encode_checkpoints(
+    loaded: &Loaded,
+    states: &IncrementalStates,
+) -> Vec<(String, Millis, Vec<u8>)> {
+    let now = wall_clock();
+    loaded
+        .slos
+        .iter()
+        .filter_map(|slo| {
+            let (_, state) = states.get(&slo.id)?;
+            let encoded = state.checkpoint(slo)?.encode();
+            match encoded {
+                Ok(bytes) => Some((slo.id.clone(), now, bytes)),
+                Err(error) => {
+                    tracing::warn!(slo = %slo.id, %error, "cannot encode the incremental state");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+fn save_checkpoints(store: &Mutex<Store>, checkpoints: &[(String, Millis, Vec<u8>)]) -> Result<()> {
+    store
+        .lock()
+        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+        .save_checkpoints(checkpoints)?;
+    Ok(())
+}
 
 /// Whether an SLO is evaluated incrementally under the configured strategy.
 fn incremental_for(strategy: Strategy, slo: &Slo) -> bool {

@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::engine::SavedAlert;
+use crate::slo::Millis;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
     CREATE TABLE alerts (
         slo_id TEXT NOT NULL,
         labels TEXT NOT NULL,   -- JSON array of [name, value]
@@ -27,7 +29,15 @@ const MIGRATIONS: [&str; 1] = ["
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
-"];
+",
+    "
+    CREATE TABLE checkpoints (
+        slo_id   TEXT PRIMARY KEY,
+        saved_at INTEGER NOT NULL,  -- milliseconds since the epoch
+        data     BLOB NOT NULL      -- MessagePack of the incremental state
+    );
+",
+];
 
 #[derive(Debug)]
 pub struct StoreError(String);
@@ -167,6 +177,41 @@ impl Store {
         Ok(alerts)
     }
 
+    /// Saves the incremental states of SLOs (replacing all earlier ones), atomically.
+    pub fn save_checkpoints(
+        &mut self,
+        checkpoints: &[(String, Millis, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction().map_err(failed("begin"))?;
+        transaction
+            .execute("DELETE FROM checkpoints", [])
+            .map_err(failed("clear checkpoints"))?;
+        {
+            let mut insert = transaction
+                .prepare("INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, ?3)")
+                .map_err(failed("prepare insert"))?;
+            for (slo_id, saved_at, data) in checkpoints {
+                insert
+                    .execute(params![slo_id, saved_at, data])
+                    .map_err(failed("insert checkpoint"))?;
+            }
+        }
+        transaction.commit().map_err(failed("commit"))
+    }
+
+    /// The saved incremental states: (SLO id, when saved, bytes).
+    pub fn load_checkpoints(&self) -> Result<Vec<(String, Millis, Vec<u8>)>, StoreError> {
+        let mut query = self
+            .connection
+            .prepare("SELECT slo_id, saved_at, data FROM checkpoints")
+            .map_err(failed("prepare select"))?;
+        let rows = query
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(failed("select checkpoints"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read checkpoint"))
+    }
+
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.connection
             .execute(
@@ -234,6 +279,9 @@ mod tests {
             .unwrap();
         drop(connection);
         let error = Store::open(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("newer than this burnwatch's 1"), "{error}");
+        assert!(
+            error.contains(&format!("newer than this burnwatch's {SCHEMA_VERSION}")),
+            "{error}"
+        );
     }
 }

@@ -11,7 +11,7 @@
 use crate::slo::Millis;
 
 /// One counter series: its labels (`__name__` included) and its samples in time order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     pub labels: Vec<(String, String)>,
     timestamps: Vec<Millis>,

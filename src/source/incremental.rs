@@ -25,6 +25,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::burn::WindowValue;
 use crate::engine::InstanceLabels;
 use crate::query::{CounterQuery, LocalSli};
@@ -42,14 +44,14 @@ const MEDIUM_HORIZON: Millis = 3 * 24 * HOUR;
 const MEDIUM: Millis = 5 * MINUTE;
 
 /// Which side of the ratio a series feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 enum Role {
     Numerator = 0,
     Total = 1,
 }
 
 /// Counter increases per time bucket, numerator and total, oldest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ring {
     width: Millis,
     capacity: usize,
@@ -105,7 +107,7 @@ impl Ring {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SeriesState {
     instance: InstanceLabels,
     role: Role,
@@ -113,7 +115,7 @@ struct SeriesState {
     raw: Series,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct InstanceBuckets {
     medium: Ring,
     coarse: Ring,
@@ -133,6 +135,31 @@ pub struct Incremental {
     last_read: Option<Millis>,
     /// Samples the last fetch made Prometheus read.
     pub samples_touched: u64,
+}
+
+/// The state of an [`Incremental`] as saved across restarts (MessagePack in the store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The SLI's error-ratio template and period it was built for: a changed SLI starts over.
+    template: String,
+    period: Millis,
+    last_read: Millis,
+    series: Vec<((Role, Vec<(String, String)>), SeriesState)>,
+    instances: Vec<(InstanceLabels, InstanceBuckets)>,
+}
+
+impl Checkpoint {
+    pub fn last_read(&self) -> Millis {
+        self.last_read
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec(self).map_err(|error| error.to_string())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+        rmp_serde::from_slice(bytes).map_err(|error| error.to_string())
+    }
 }
 
 /// `metric{matchers}` of a counter query.
@@ -171,6 +198,39 @@ impl Incremental {
             last_read: None,
             samples_touched: 0,
         })
+    }
+
+    /// The state to save, once it has been warm-started.
+    pub fn checkpoint(&self, slo: &Slo) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            template: slo.sli.error_ratio_template(),
+            period: self.period,
+            last_read: self.last_read?,
+            series: self
+                .series
+                .iter()
+                .map(|(key, state)| (key.clone(), state.clone()))
+                .collect(),
+            instances: self
+                .instances
+                .iter()
+                .map(|(key, buckets)| (key.clone(), buckets.clone()))
+                .collect(),
+        })
+    }
+
+    /// Resumes from a checkpoint of the same SLI taken less than 3 days before `now` (the next
+    /// fetch reads the samples since); otherwise starts cold (the next fetch warm-starts).
+    pub fn resume(slo: &Slo, checkpoint: Checkpoint, now: Millis) -> Result<Incremental, String> {
+        let mut state = Incremental::new(slo)?;
+        let same_sli = checkpoint.template == slo.sli.error_ratio_template()
+            && checkpoint.period == state.period;
+        if same_sli && now - checkpoint.last_read < MEDIUM_HORIZON {
+            state.series = checkpoint.series.into_iter().collect();
+            state.instances = checkpoint.instances.into_iter().collect();
+            state.last_read = Some(checkpoint.last_read);
+        }
+        Ok(state)
     }
 
     /// Whether the state has been warm-started.

@@ -183,3 +183,51 @@ fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
         "incremental must read at least 100x fewer samples, read {ratio:.1}x fewer"
     );
 }
+
+#[test]
+fn a_checkpointed_state_resumes_without_a_warm_start() {
+    use burnwatch::source::incremental::Checkpoint;
+    let prometheus = Prometheus::start(&data());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(&Endpoint::new(prometheus.url())).unwrap();
+    let slo = slo();
+    let interval = Duration::from_secs(30);
+    let first = (BURST.0 - 600) * 1000;
+    let mut running = Incremental::new(&slo).unwrap();
+    let warm = runtime
+        .block_on(running.fetch(&client, &slo, first, interval))
+        .unwrap();
+    runtime
+        .block_on(running.fetch(&client, &slo, first + 30_000, interval))
+        .unwrap();
+    let bytes = running.checkpoint(&slo).unwrap().encode().unwrap();
+    // A restart ten minutes later: the resumed state reads only the samples since.
+    let later = first + 630_000;
+    let mut resumed =
+        Incremental::resume(&slo, Checkpoint::decode(&bytes).unwrap(), later).unwrap();
+    assert!(resumed.is_warm());
+    let from_checkpoint = runtime
+        .block_on(resumed.fetch(&client, &slo, later, interval))
+        .unwrap();
+    let continued = runtime
+        .block_on(running.fetch(&client, &slo, later, interval))
+        .unwrap();
+    assert_eq!(from_checkpoint.instances, continued.instances);
+    assert!(
+        from_checkpoint.samples_touched * 10 < warm.samples_touched,
+        "resuming read {} samples, a warm start {}",
+        from_checkpoint.samples_touched,
+        warm.samples_touched
+    );
+    // A checkpoint older than three days, or of another SLI, starts cold.
+    let stale = Incremental::resume(
+        &slo,
+        Checkpoint::decode(&bytes).unwrap(),
+        later + 4 * 86_400_000,
+    )
+    .unwrap();
+    assert!(!stale.is_warm());
+}
