@@ -129,13 +129,16 @@ pub struct Incremental {
     /// Whether the numerator counts good events (latency SLIs) rather than bad ones.
     numerator_is_good: bool,
     period: Millis,
-    series: HashMap<(Role, Vec<(String, String)>), SeriesState>,
+    series: HashMap<SeriesKey, SeriesState>,
     instances: BTreeMap<InstanceLabels, InstanceBuckets>,
     /// The last evaluation time whose samples have been read.
     last_read: Option<Millis>,
     /// Samples the last fetch made Prometheus read.
     pub samples_touched: u64,
 }
+
+/// A series by its role and full label set.
+type SeriesKey = (Role, Vec<(String, String)>);
 
 /// The state of an [`Incremental`] as saved across restarts (MessagePack in the store).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,7 +147,7 @@ pub struct Checkpoint {
     template: String,
     period: Millis,
     last_read: Millis,
-    series: Vec<((Role, Vec<(String, String)>), SeriesState)>,
+    series: Vec<(SeriesKey, SeriesState)>,
     instances: Vec<(InstanceLabels, InstanceBuckets)>,
 }
 
