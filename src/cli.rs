@@ -38,8 +38,15 @@ pub enum Command {
         #[arg(long, required = true, num_args = 1..)]
         spec: Vec<PathBuf>,
         /// OpenMetrics text with timestamps (the format promtool backfills).
-        #[arg(long)]
-        data: PathBuf,
+        #[arg(
+            long,
+            required_unless_present = "prometheus",
+            conflicts_with = "prometheus"
+        )]
+        data: Option<PathBuf>,
+        /// Replay Prometheus's history instead (base URL; needs --from and --to).
+        #[arg(long, requires_all = ["from", "to"])]
+        prometheus: Option<String>,
         /// First evaluation: RFC 3339 or Unix seconds (default: the first sample).
         #[arg(long, value_parser = replay::parse_time)]
         from: Option<i64>,
@@ -91,24 +98,32 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Replay {
             spec,
             data,
+            prometheus,
             from,
             to,
             step,
             format,
         } => {
             let slos = config::load_specs(&spec)?;
-            let text = std::fs::read_to_string(&data)
-                .with_context(|| format!("cannot read {}", data.display()))?;
-            let recording = openmetrics::parse(&data.display().to_string(), &text)?;
-            let range = Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
-            tracing::info!(
-                series = recording.series.len(),
-                samples = recording.samples,
-                "replaying {} .. {}",
-                replay::format_time(range.from),
-                replay::format_time(range.to)
-            );
-            let timeline = replay::run(&slos, &recording, range);
+            let timeline = match (data, prometheus) {
+                (Some(data), _) => {
+                    let text = std::fs::read_to_string(&data)
+                        .with_context(|| format!("cannot read {}", data.display()))?;
+                    let recording = openmetrics::parse(&data.display().to_string(), &text)?;
+                    let range =
+                        Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
+                    tracing::info!(
+                        series = recording.series.len(),
+                        samples = recording.samples,
+                        "replaying {} .. {}",
+                        replay::format_time(range.from),
+                        replay::format_time(range.to)
+                    );
+                    replay::run(&slos, &recording, range)
+                }
+                (None, Some(url)) => replay_from_prometheus(&url, &slos, from, to, step)?,
+                (None, None) => bail!("give --data FILE or --prometheus URL"),
+            };
             if format == Format::Json {
                 for skipped in &timeline.skipped {
                     eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
@@ -153,6 +168,55 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `replay --prometheus`: the same engine over `query_range` history, with a progress bar on a
+/// terminal.
+fn replay_from_prometheus(
+    url: &str,
+    slos: &[Slo],
+    from: Option<i64>,
+    to: Option<i64>,
+    step: Duration,
+) -> Result<replay::Timeline> {
+    let (Some(from), Some(to)) = (from, to) else {
+        bail!("--prometheus needs --from and --to")
+    };
+    if to < from {
+        bail!(
+            "--to {} is before --from {}",
+            replay::format_time(to),
+            replay::format_time(from)
+        );
+    }
+    if step.is_zero() {
+        bail!("--step must be longer than zero");
+    }
+    let range = Range { from, to, step };
+    let client =
+        crate::source::prometheus::Client::new(&crate::source::prometheus::Endpoint::new(url))?;
+    let bar = if io::IsTerminal::is_terminal(&io::stderr()) {
+        let bar = indicatif::ProgressBar::new(crate::source::history::queries_needed(slos));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {pos}/{len} range queries ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message("reading history");
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let timeline =
+        runtime.block_on(crate::source::history::replay(&client, slos, range, || {
+            bar.inc(1)
+        }))?;
+    bar.finish_and_clear();
+    Ok(timeline)
 }
 
 /// Runs the daemon; SIGHUP reloads, SIGTERM and SIGINT stop it after the cycle in flight.

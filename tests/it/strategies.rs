@@ -231,3 +231,58 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
     .unwrap();
     assert!(!stale.is_warm());
 }
+
+#[test]
+fn replay_from_prometheus_matches_replay_from_the_recording() {
+    use burnwatch::replay::{self, Range};
+    use burnwatch::source::openmetrics;
+    let text = data();
+    let prometheus = Prometheus::start(&text);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(&Endpoint::new(prometheus.url())).unwrap();
+    let slos = vec![slo()];
+    let range = Range {
+        from: (BURST.0 - 3_600) * 1000,
+        to: END * 1000,
+        step: Duration::from_secs(60),
+    };
+    let mut queries = 0;
+    let from_prometheus = runtime
+        .block_on(burnwatch::source::history::replay(
+            &client,
+            &slos,
+            range,
+            || queries += 1,
+        ))
+        .unwrap();
+    assert_eq!(queries, burnwatch::source::history::queries_needed(&slos));
+    let recording = openmetrics::parse("strategies.om", &text).unwrap();
+    let from_recording = replay::run(&slos, &recording, range);
+    let timeline = |timeline: &replay::Timeline| -> Vec<String> {
+        timeline
+            .events
+            .iter()
+            .map(|event| {
+                format!(
+                    "{} {:?} {} {}",
+                    replay::format_time(event.at),
+                    event.labels,
+                    event.tier,
+                    event.change.as_str()
+                )
+            })
+            .collect()
+    };
+    assert!(
+        timeline(&from_recording)
+            .iter()
+            .any(|line| line.contains("page firing")),
+        "the burst pages: {:?}",
+        timeline(&from_recording)
+    );
+    assert_eq!(timeline(&from_prometheus), timeline(&from_recording));
+    assert_eq!(from_prometheus.instances, 2);
+}
