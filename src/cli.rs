@@ -71,6 +71,11 @@ pub enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Exit 0 if a running burnwatch answers its health check (for container HEALTHCHECKs).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9099/-/healthy")]
+        url: String,
+    },
     /// Replay the order-service seed incident and print the Slack messages it would post.
     Demo {
         /// Real time per 30s evaluation step (the virtual clock's pace).
@@ -139,6 +144,34 @@ pub fn run(cli: Cli) -> Result<i32> {
                 )?,
             }
             Ok(0)
+        }
+        Command::Healthcheck { url } => {
+            crate::source::prometheus::install_crypto_provider();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = runtime.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .no_proxy()
+                    .build()?;
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|response| response.status())
+            });
+            match status {
+                Ok(status) if status.is_success() => Ok(0),
+                Ok(status) => {
+                    eprintln!("burnwatch: {url} answered {status}");
+                    Ok(1)
+                }
+                Err(error) => {
+                    eprintln!("burnwatch: {url} did not answer: {}", error.without_url());
+                    Ok(1)
+                }
+            }
         }
         Command::Serve {
             config,

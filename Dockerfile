@@ -1,0 +1,32 @@
+# burnwatch next to Prometheus: `docker build -t burnwatch .` then
+#   docker run -v ./config:/etc/burnwatch -v burnwatch-state:/var/lib/burnwatch -p 9099:9099 burnwatch
+# A mounted config must listen on 0.0.0.0 inside the container and should set
+# web.reload_token_file (without it /-/reload refuses every caller but loopback).
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY rules ./rules
+COPY benches ./benches
+RUN cargo build --release --locked --bin burnwatch
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/burnwatch burnwatch \
+    && mkdir -p /etc/burnwatch /var/lib/burnwatch \
+    && chown burnwatch /var/lib/burnwatch
+COPY --from=build /src/target/release/burnwatch /usr/local/bin/burnwatch
+# The example config, listening on all interfaces (reload stays refused to non-loopback callers
+# until web.reload_token_file is set); its `rules: [../rules]` resolves to /etc/rules.
+COPY config/burnwatch.yaml /etc/burnwatch/burnwatch.yaml
+RUN sed -i 's/listen: 127.0.0.1:9099/listen: 0.0.0.0:9099/' /etc/burnwatch/burnwatch.yaml
+COPY rules /etc/rules
+USER burnwatch
+VOLUME ["/etc/burnwatch", "/var/lib/burnwatch"]
+EXPOSE 9099
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
+    CMD ["burnwatch", "healthcheck", "--url", "http://127.0.0.1:9099/-/healthy"]
+ENTRYPOINT ["burnwatch", "serve", "--config", "/etc/burnwatch/burnwatch.yaml", "--state-dir", "/var/lib/burnwatch"]
