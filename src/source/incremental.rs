@@ -109,14 +109,15 @@ impl Ring {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SeriesState {
-    instance: InstanceLabels,
     role: Role,
     /// Samples of the last [`RAW_HORIZON`] (and a little more).
     raw: Series,
 }
 
+/// One SLO instance: its series and its buckets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct InstanceBuckets {
+struct InstanceState {
+    series: Vec<SeriesState>,
     medium: Ring,
     coarse: Ring,
 }
@@ -129,8 +130,9 @@ pub struct Incremental {
     /// Whether the numerator counts good events (latency SLIs) rather than bad ones.
     numerator_is_good: bool,
     period: Millis,
-    series: HashMap<SeriesKey, SeriesState>,
-    instances: BTreeMap<InstanceLabels, InstanceBuckets>,
+    instances: BTreeMap<InstanceLabels, InstanceState>,
+    /// Where each series lives: its instance and its index in the instance's series.
+    series_index: HashMap<SeriesKey, (InstanceLabels, usize)>,
     /// The last evaluation time whose samples have been read.
     last_read: Option<Millis>,
     /// Samples the last fetch made Prometheus read.
@@ -147,8 +149,7 @@ pub struct Checkpoint {
     template: String,
     period: Millis,
     last_read: Millis,
-    series: Vec<(SeriesKey, SeriesState)>,
-    instances: Vec<(InstanceLabels, InstanceBuckets)>,
+    instances: Vec<(InstanceLabels, InstanceState)>,
 }
 
 impl Checkpoint {
@@ -196,8 +197,8 @@ impl Incremental {
             total: total.clone(),
             numerator_is_good,
             period: millis(slo.period),
-            series: HashMap::new(),
             instances: BTreeMap::new(),
+            series_index: HashMap::new(),
             last_read: None,
             samples_touched: 0,
         })
@@ -209,11 +210,6 @@ impl Incremental {
             template: slo.sli.error_ratio_template(),
             period: self.period,
             last_read: self.last_read?,
-            series: self
-                .series
-                .iter()
-                .map(|(key, state)| (key.clone(), state.clone()))
-                .collect(),
             instances: self
                 .instances
                 .iter()
@@ -229,8 +225,8 @@ impl Incremental {
         let same_sli = checkpoint.template == slo.sli.error_ratio_template()
             && checkpoint.period == state.period;
         if same_sli && now - checkpoint.last_read < MEDIUM_HORIZON {
-            state.series = checkpoint.series.into_iter().collect();
             state.instances = checkpoint.instances.into_iter().collect();
+            state.reindex();
             state.last_read = Some(checkpoint.last_read);
         }
         Ok(state)
@@ -375,87 +371,98 @@ impl Incremental {
         Ok(queries)
     }
 
-    fn buckets(&mut self, instance: &InstanceLabels) -> &mut InstanceBuckets {
+    fn buckets(&mut self, instance: &InstanceLabels) -> &mut InstanceState {
         let period = self.period;
         self.instances
             .entry(instance.clone())
-            .or_insert_with(|| InstanceBuckets {
+            .or_insert_with(|| InstanceState {
+                series: Vec::new(),
                 medium: Ring::new(MEDIUM, MEDIUM_HORIZON),
                 coarse: Ring::new(HOUR, period + HOUR),
             })
+    }
+
+    /// Rebuilds `series_index` from the instances.
+    fn reindex(&mut self) {
+        self.series_index.clear();
+        for (instance, state) in &self.instances {
+            for (index, series) in state.series.iter().enumerate() {
+                self.series_index.insert(
+                    (series.role, series.raw.labels.clone()),
+                    (instance.clone(), index),
+                );
+            }
+        }
     }
 
     /// Adds new samples of one series: each increase goes to the buckets of its instance.
     /// With `counted_until` (5-minute, hourly), increases at or before those times are not
     /// added to those buckets (the warm start's `query_range`s already counted them).
     fn ingest(&mut self, role: Role, piece: RangeSeries, counted_until: Option<(Millis, Millis)>) {
-        let key = (role, piece.labels.clone());
-        let instance = group_key(self.query(role), &piece.labels);
-        if !self.series.contains_key(&key) {
-            self.series.insert(
-                key.clone(),
-                SeriesState {
-                    instance: instance.clone(),
+        let key = (role, piece.labels);
+        let (instance, index) = match self.series_index.get(&key) {
+            Some(found) => found.clone(),
+            None => {
+                let instance = group_key(self.query(role), &key.1);
+                let state = self.buckets(&instance);
+                state.series.push(SeriesState {
                     role,
-                    raw: Series::new(piece.labels.clone()),
-                },
-            );
-        }
-        let mut increases = Vec::new();
-        if let Some(state) = self.series.get_mut(&key) {
-            for (at, value) in piece.samples {
-                if !value.is_finite() || state.raw.last_timestamp().is_some_and(|last| at <= last) {
-                    continue;
+                    raw: Series::new(key.1.clone()),
+                });
+                let index = state.series.len() - 1;
+                self.series_index.insert(key, (instance.clone(), index));
+                (instance, index)
+            }
+        };
+        let (medium_until, hours_until) = counted_until.unwrap_or((Millis::MIN, Millis::MIN));
+        let state = self.buckets(&instance);
+        let raw = &mut state.series[index].raw;
+        for (at, value) in piece.samples {
+            if !value.is_finite() || raw.last_timestamp().is_some_and(|last| at <= last) {
+                continue;
+            }
+            if let Some(previous) = raw.last_value() {
+                let increase = if value < previous {
+                    value
+                } else {
+                    value - previous
+                };
+                if medium_until < at {
+                    state.medium.add(at, role, increase);
                 }
-                if let Some(previous) = state.raw.last_value() {
-                    let increase = if value < previous {
-                        value
-                    } else {
-                        value - previous
-                    };
-                    increases.push((at, increase));
+                if hours_until < at {
+                    state.coarse.add(at, role, increase);
                 }
-                state.raw.push(at, value);
             }
-        }
-        let buckets = self.buckets(&instance);
-        for (at, increase) in increases {
-            let (medium_until, hours_until) = counted_until.unwrap_or((Millis::MIN, Millis::MIN));
-            if medium_until < at {
-                buckets.medium.add(at, role, increase);
-            }
-            if hours_until < at {
-                buckets.coarse.add(at, role, increase);
-            }
+            raw.push(at, value);
         }
     }
 
-    /// Drops raw samples older than needed, and series and instances that went quiet for
-    /// longer than the period.
+    /// Drops raw samples older than needed, series quiet for longer than the period, and
+    /// instances left with neither series nor events in the period.
     fn trim(&mut self, now: Millis) {
         let keep_from = now - RAW_HORIZON - 10 * MINUTE;
-        for state in self.series.values_mut() {
-            state.raw.trim_before(keep_from);
-        }
         let period = self.period;
-        self.series.retain(|_, state| {
-            state
-                .raw
-                .last_timestamp()
-                .is_some_and(|last| now - period < last)
+        let mut removed = false;
+        for state in self.instances.values_mut() {
+            let before = state.series.len();
+            state.series.retain(|series| {
+                series
+                    .raw
+                    .last_timestamp()
+                    .is_some_and(|last| now - period < last)
+            });
+            removed |= state.series.len() != before;
+            for series in &mut state.series {
+                series.raw.trim_before(keep_from);
+            }
+        }
+        let before = self.instances.len();
+        self.instances.retain(|_, state| {
+            !state.series.is_empty() || state.coarse.sum(now - period, now) != [0.0, 0.0]
         });
-        let live: std::collections::HashSet<&InstanceLabels> =
-            self.series.values().map(|state| &state.instance).collect();
-        let stale: Vec<InstanceLabels> = self
-            .instances
-            .iter()
-            .filter(|(instance, buckets)| {
-                !live.contains(instance) && buckets.coarse.sum(now - period, now) == [0.0, 0.0]
-            })
-            .map(|(instance, _)| instance.clone())
-            .collect();
-        for instance in stale {
-            self.instances.remove(&instance);
+        if removed || self.instances.len() != before {
+            self.reindex();
         }
     }
 
@@ -467,20 +474,17 @@ impl Incremental {
         window: Duration,
     ) -> Option<WindowValue> {
         let window = millis(window);
+        let state = self.instances.get(instance)?;
         let [numerator, total] = if window <= RAW_HORIZON {
             let mut sums = [None::<f64>; 2];
-            for state in self
-                .series
-                .values()
-                .filter(|state| state.instance == *instance)
-            {
-                if let Some(increase) = state.raw.increase(now - window, now) {
-                    *sums[state.role as usize].get_or_insert(0.0) += increase;
+            for series in &state.series {
+                if let Some(increase) = series.raw.increase(now - window, now) {
+                    *sums[series.role as usize].get_or_insert(0.0) += increase;
                 }
             }
             [sums[0].unwrap_or(0.0), sums[1]?]
         } else {
-            let buckets = self.instances.get(instance)?;
+            let buckets = state;
             let ring = if window <= MEDIUM_HORIZON {
                 &buckets.medium
             } else {
