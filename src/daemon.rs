@@ -88,6 +88,13 @@ fn load(config_path: &Path) -> Result<Loaded> {
         (None, None) => Auth::None,
     };
     let client = Client::new(&endpoint)?;
+    if config.strategy == Strategy::Incremental {
+        for slo in &slos {
+            if let Err(reason) = slo.sli.local() {
+                tracing::warn!(slo = %slo.id, %reason, "cannot be evaluated incrementally; using the query strategy");
+            }
+        }
+    }
     let reload_token = match &config.reload_token_file {
         Some(path) => Some(read_secret(path, "reload token")?),
         None => None,
@@ -291,7 +298,6 @@ pub async fn run(
             metrics
                 .cycle_seconds
                 .observe(started.elapsed().as_secs_f64());
-            metrics.last_evaluation.set(now as f64 / 1000.0);
             metrics.alerts.clear();
             for alert in &saved {
                 let state = if alert.alert.is_firing() {
@@ -486,9 +492,7 @@ async fn cycle(
     }
     let mut events = Vec::new();
     let mut statuses = Vec::new();
-    if let Ok(metrics) = shared.metrics.lock() {
-        metrics.clear_slos();
-    }
+    let mut evaluated: Vec<(&Slo, Snapshot)> = Vec::new();
     for (slo, snapshot) in loaded.slos.iter().zip(snapshots) {
         let slo_health = match health.iter_mut().find(|(id, _)| *id == slo.id) {
             Some((_, existing)) => existing,
@@ -514,11 +518,19 @@ async fn cycle(
             let id = engine.instance(slo, labels);
             let mut measure = |window: Duration| snapshot.measure(labels, window);
             events.extend(engine.evaluate(now, slo, id, &mut measure));
-            if let Ok(mut metrics) = shared.metrics.lock() {
+        }
+        statuses.push(slo_status(slo, slo_health, Some(&snapshot)));
+        evaluated.push((slo, snapshot));
+    }
+    // One lock for the whole update: a scrape sees one evaluation, with its timestamp.
+    if let Ok(mut metrics) = shared.metrics.lock() {
+        metrics.clear_slos();
+        for (slo, snapshot) in &evaluated {
+            for labels in snapshot.instances.keys() {
                 metrics.set_slo(slo, labels, |window| snapshot.measure(labels, window));
             }
         }
-        statuses.push(slo_status(slo, slo_health, Some(&snapshot)));
+        metrics.last_evaluation.set(now as f64 / 1000.0);
     }
     shared
         .status

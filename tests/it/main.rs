@@ -4,3 +4,5 @@ mod cli;
 mod differential;
 mod engine;
 mod prom;
+mod serve;
+mod strategies;

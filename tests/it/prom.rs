@@ -1,6 +1,8 @@
 //! A real Prometheus (Debian's 2.42 package) as a test fixture, for differential tests:
 //! backfill OpenMetrics text with `promtool`, start `prometheus` on a free loopback port
-//! with that TSDB, and run instant queries against it.
+//! with that TSDB, and run instant queries against it. For the daemon's tests it can also
+//! scrape live targets (`start_scraping`), and be stopped and started again on the same port
+//! with the same TSDB (`stop`, `restart`) to simulate an outage.
 //!
 //! The binaries come from Debian's `prometheus` package; `./scripts/test` installs it.
 //! Every instance has its own temp dir and port, so tests may start several in parallel.
@@ -30,12 +32,18 @@ const CONFIG: &str = "global:\n  scrape_interval: 15s\n  evaluation_interval: 15
 /// One series of an instant query result: its labels (incl. `__name__` if present) and value.
 pub type Sample = (BTreeMap<String, String>, f64);
 
+/// The job name of the scrape config `start_scraping` writes (`up{job="live"}`).
+pub const SCRAPE_JOB: &str = "live";
+
 pub struct Prometheus {
-    child: Child,
+    // None while stopped (see `stop` and `restart`).
+    child: Option<Child>,
     port: u16,
+    config: PathBuf,
+    data: PathBuf,
     log_path: PathBuf,
     client: reqwest::blocking::Client,
-    // Dropped after `drop` killed the child; None only while `start` retries.
+    // Dropped after `drop` killed the child; None only while `launch` retries.
     dir: Option<tempfile::TempDir>,
 }
 
@@ -49,7 +57,7 @@ impl Prometheus {
     /// Panics with promtool's / prometheus' output on failure.
     pub fn start(openmetrics: &str) -> Prometheus {
         check_version();
-        let mut dir = tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("burnwatch-prom-")
             .tempdir()
             .expect("create temp dir for prometheus");
@@ -85,6 +93,38 @@ impl Prometheus {
         // An input without samples makes no blocks (and maybe no dir).
         fs::create_dir_all(&data).expect("create tsdb dir");
 
+        let prom = Prometheus::launch(dir, config, data);
+        prom.wait_backfilled(&blocks);
+        prom
+    }
+
+    /// Starts `prometheus` with an empty TSDB, scraping `targets` (`host:port`, path
+    /// `/metrics`) every `scrape_interval` as job [`SCRAPE_JOB`], and waits until `/-/ready`
+    /// answers 200. Samples get the labels `job` and `instance`, as in any scrape.
+    pub fn start_scraping(targets: &[String], scrape_interval: Duration) -> Prometheus {
+        check_version();
+        let dir = tempfile::Builder::new()
+            .prefix("burnwatch-prom-")
+            .tempdir()
+            .expect("create temp dir for prometheus");
+        let data = dir.path().join("data");
+        let config = dir.path().join("prometheus.yml");
+        let interval = format!("{}ms", scrape_interval.as_millis().max(1));
+        let targets: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+        let text = format!(
+            "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n  \
+             evaluation_interval: 15s\nscrape_configs:\n  - job_name: {SCRAPE_JOB}\n    \
+             static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        fs::write(&config, text).expect("write prometheus config");
+        fs::create_dir_all(&data).expect("create tsdb dir");
+        Prometheus::launch(dir, config, data)
+    }
+
+    /// Starts `prometheus` on a free port (retrying with another port if it was taken) and
+    /// waits until it is ready.
+    fn launch(mut dir: tempfile::TempDir, config: PathBuf, data: PathBuf) -> Prometheus {
         burnwatch::source::prometheus::install_crypto_provider();
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
@@ -96,29 +136,18 @@ impl Prometheus {
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            let log = File::create(&log_path).expect("create prometheus log");
-            let child = Command::new("prometheus")
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!("--storage.tsdb.path={}", data.display()))
-                .arg("--storage.tsdb.retention.time=100y")
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone log file handle"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run prometheus: {e}{}", install_hint(&e)));
             let mut prom = Prometheus {
-                child,
+                child: None,
                 port,
+                config: config.clone(),
+                data: data.clone(),
                 log_path: log_path.clone(),
                 client: client.clone(),
                 dir: Some(dir),
             };
-            match prom.wait_ready(&data) {
-                Ok(()) => {
-                    prom.wait_backfilled(&blocks);
-                    return prom;
-                }
+            prom.spawn();
+            match prom.wait_ready() {
+                Ok(()) => return prom,
                 Err(Retry(why)) => {
                     failures.push(format!("port {port}: {why}"));
                     // Keep the temp dir (and its blocks) for the next attempt.
@@ -131,6 +160,86 @@ impl Prometheus {
             "prometheus could not get a free port after {PORT_ATTEMPTS} attempts:\n{}",
             failures.join("\n")
         );
+    }
+
+    /// Runs `prometheus` on `self.port` with `self.config` and `self.data`.
+    fn spawn(&mut self) {
+        let log = File::create(&self.log_path).expect("create prometheus log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", self.config.display()))
+            .arg(format!("--storage.tsdb.path={}", self.data.display()))
+            .arg("--storage.tsdb.retention.time=100y")
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log file handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run prometheus: {e}{}", install_hint(&e)));
+        self.child = Some(child);
+    }
+
+    /// Kills Prometheus (SIGKILL, as a crash or a lost machine would) and waits for it to
+    /// exit. Its TSDB is kept for `restart`, which binds the same port again (nothing reserves
+    /// the port meanwhile). Does nothing if already stopped.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Prometheus again after `stop`, on the same port with the same TSDB and config
+    /// (it replays its WAL), and waits until it is ready. Panics if it does not get there
+    /// within the ready timeout.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart: prometheus is still running; stop it first"
+        );
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.spawn();
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(Retry(why)) => {
+                    self.stop();
+                    if Instant::now() > deadline {
+                        panic!(
+                            "prometheus could not restart on port {}: {why}\n{}",
+                            self.port,
+                            self.log_tail()
+                        );
+                    }
+                    sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Waits until `targets` scrape targets of [`SCRAPE_JOB`] are up (`up == 1`), i.e. each
+    /// has been scraped successfully at least once. Prometheus 2.42 applies discovered targets
+    /// on a 5s tick, so the first scrape comes up to ~5s after start.
+    pub fn wait_until_up(&self, targets: usize) {
+        let expr = format!("count(up{{job=\"{SCRAPE_JOB}\"}} == 1)");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_secs_f64();
+            let up = self.query_one(&expr, now).unwrap_or(0.0);
+            if up == targets as f64 {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "prometheus at {}: `{expr}` is {up}, expected {targets}:\n{}",
+                    self.url(),
+                    self.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(100));
+        }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
@@ -213,11 +322,12 @@ impl Prometheus {
 
     /// Waits for `/-/ready`, then checks that the answering server is ours (the port may
     /// have been taken by another process between picking and binding it).
-    fn wait_ready(&mut self, data: &Path) -> Result<(), Retry> {
+    fn wait_ready(&mut self) -> Result<(), Retry> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let ready = format!("{}/-/ready", self.url());
         loop {
-            if let Some(status) = self.child.try_wait().expect("poll prometheus") {
+            let child = self.child.as_mut().expect("prometheus was started");
+            if let Some(status) = child.try_wait().expect("poll prometheus") {
                 let log = self.log_tail();
                 if log.contains("address already in use") {
                     return Err(Retry(format!("address already in use ({status})")));
@@ -243,7 +353,7 @@ impl Prometheus {
         }
         let flags = self.get_json(&format!("{}/api/v1/status/flags", self.url()));
         let path = flags["data"]["storage.tsdb.path"].as_str().unwrap_or("");
-        if Path::new(path) != data {
+        if Path::new(path) != self.data {
             return Err(Retry(format!(
                 "another server answers on the port (its tsdb path: {path:?})"
             )));
@@ -307,8 +417,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

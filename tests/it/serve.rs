@@ -1,0 +1,1621 @@
+//! `burnwatch serve`, the daemon, as users run it: the real binary against a real
+//! Prometheus 2.42 that scrapes a live target served by the test (or against a fake
+//! Prometheus that answers garbage), observed through its stdout (the console sink), its
+//! HTTP face and its exit status.
+//!
+//! Tests run in parallel: each has its own ports, temp dirs and processes, killed on drop.
+//! Waits are bounded polls; the spec uses seconds-long windows so that a page fires and
+//! resolves within seconds:
+//!
+//! - objective 99.9%, page when the error ratio over 20s and over 5s exceeds 10 × 0.1% = 1%,
+//! - `resolve_timeout: 3s`, period 1h, no ticket tier,
+//! - `evaluation_interval: 1s`, `stale_after: 3s`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle, sleep};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use burnwatch::replay::parse_time;
+use serde_json::Value;
+
+use crate::prom::{Prometheus, SCRAPE_JOB};
+
+/// Upper bound of every wait; waits normally end within seconds.
+const PATIENCE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+
+const SLO_ID: &str = "order-service-requests-availability";
+const ROUTE: &str = "POST /orders";
+/// The page threshold on the error ratio: factor 10 × error budget (1 − 0.999).
+const PAGE_THRESHOLD: f64 = 10.0 * (1.0 - 0.999);
+const RESOLVE_TIMEOUT_MS: i64 = 3_000;
+const STALE_AFTER_MS: i64 = 3_000;
+const PAGE_FIRING: &str = "CRITICAL: Fast error budget burn on order-service";
+const PAGE_RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
+const STALE_FIRING: &str = "CRITICAL: burnwatch evaluation stale since ";
+const STALE_RESOLVED: &str = "RESOLVED: burnwatch evaluation recovered";
+const RELOAD_TOKEN: &str = "s3cr3t-reload-token";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+// ---- a tiny HTTP server: live scrape targets and fake Prometheus APIs ----
+
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body: body.into(),
+        }
+    }
+
+    fn json(status: u16, body: impl Into<String>) -> Reply {
+        Reply::new(status, "application/json", body)
+    }
+}
+
+type Handler = dyn Fn(&str, &str) -> Reply + Send + Sync;
+
+/// Answers every request on 127.0.0.1:<free port> with `handler(method, target)`, one thread
+/// per connection, `Connection: close`. Stops accepting on drop.
+struct HttpStub {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpStub {
+    fn start(handler: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> HttpStub {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let thread = thread::spawn({
+            let stop = stop.clone();
+            move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let handler = handler.clone();
+                    thread::spawn(move || answer(stream, &*handler));
+                }
+            }
+        });
+        HttpStub {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`
+    fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for HttpStub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees `stop`.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, handler: &Handler) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 1 << 20 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
+    let method = request_line.next().unwrap_or("");
+    let target = request_line.next().unwrap_or("");
+    let reply = handler(method, target);
+    let reason = if reply.status == 200 { "OK" } else { "Stub" };
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.status,
+        reply.content_type,
+        reply.body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(reply.body.as_bytes());
+    let _ = stream.flush();
+}
+
+// ---- a live scrape target: request counters the test steers ----
+
+const REQUESTS_PER_SECOND: f64 = 200.0;
+
+/// `http_requests_total{code, route="POST /orders"}` counting REQUESTS_PER_SECOND requests,
+/// a share `error_ratio` of them with code 500. The counters advance with real time
+/// (integrated whenever they are read or the ratio changes).
+struct Traffic {
+    ok: f64,
+    errors: f64,
+    error_ratio: f64,
+    last: Instant,
+}
+
+impl Traffic {
+    fn advance(&mut self) {
+        let now = Instant::now();
+        let requests = (now - self.last).as_secs_f64() * REQUESTS_PER_SECOND;
+        self.errors += requests * self.error_ratio;
+        self.ok += requests * (1.0 - self.error_ratio);
+        self.last = now;
+    }
+}
+
+struct LiveTarget {
+    traffic: Arc<Mutex<Traffic>>,
+    stub: HttpStub,
+}
+
+impl LiveTarget {
+    fn start(error_ratio: f64) -> LiveTarget {
+        let traffic = Arc::new(Mutex::new(Traffic {
+            ok: 1000.0,
+            errors: 0.0,
+            error_ratio,
+            last: Instant::now(),
+        }));
+        let stub = HttpStub::start({
+            let traffic = traffic.clone();
+            move |_, target| {
+                if target != "/metrics" {
+                    return Reply::new(404, "text/plain", "not found\n");
+                }
+                let mut traffic = traffic.lock().unwrap_or_else(|e| e.into_inner());
+                traffic.advance();
+                Reply::new(
+                    200,
+                    "text/plain; version=0.0.4",
+                    format!(
+                        "# HELP http_requests_total Requests by status code.\n\
+                         # TYPE http_requests_total counter\n\
+                         http_requests_total{{code=\"200\",route=\"{ROUTE}\"}} {}\n\
+                         http_requests_total{{code=\"500\",route=\"{ROUTE}\"}} {}\n",
+                        traffic.ok.floor(),
+                        traffic.errors.floor()
+                    ),
+                )
+            }
+        });
+        LiveTarget { traffic, stub }
+    }
+
+    fn set_error_ratio(&self, error_ratio: f64) {
+        let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        traffic.advance();
+        traffic.error_ratio = error_ratio;
+    }
+}
+
+// ---- the burnwatch serve process ----
+
+/// One printed alert change: `[<time>] firing|reminder|resolved` and the message below it.
+#[derive(Debug, Clone)]
+struct Block {
+    at: i64,
+    kind: String,
+    text: String,
+}
+
+fn parse_blocks(stdout: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Block> = None;
+    for line in stdout.lines() {
+        let header = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once("] "));
+        if let Some((time, kind)) = header
+            && matches!(kind, "firing" | "reminder" | "resolved")
+        {
+            blocks.extend(current.take());
+            current = Some(Block {
+                at: parse_time(time).unwrap_or_else(|e| panic!("{line:?}: {e}")),
+                kind: kind.to_string(),
+                text: String::new(),
+            });
+            continue;
+        }
+        match current.as_mut() {
+            Some(block) if !line.is_empty() => {
+                if !block.text.is_empty() {
+                    block.text.push('\n');
+                }
+                block.text.push_str(line);
+            }
+            Some(_) => blocks.extend(current.take()),
+            None => {}
+        }
+    }
+    blocks.extend(current);
+    blocks
+}
+
+fn capture(mut reader: impl BufRead + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    thread::spawn({
+        let text = text.clone();
+        move || {
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                text.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&line);
+                line.clear();
+            }
+        }
+    });
+    text
+}
+
+/// `burnwatch serve --listen 127.0.0.1:0` with `BURNWATCH_LOG=info`; killed on drop.
+struct Serve {
+    child: Mutex<Child>,
+    pid: u32,
+    base: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    http: reqwest::blocking::Client,
+}
+
+impl Serve {
+    fn start(config: &Path, state_dir: &Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("BURNWATCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run burnwatch serve");
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let stderr: ChildStderr = child.stderr.take().expect("stderr");
+        burnwatch::source::prometheus::install_crypto_provider();
+        let mut serve = Serve {
+            pid: child.id(),
+            child: Mutex::new(child),
+            base: String::new(),
+            stdout: capture(BufReader::new(stdout)),
+            stderr: capture(BufReader::new(stderr)),
+            http: reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("build http client"),
+        };
+        let first_line = serve.wait_for("the `listening on` line", || {
+            let stdout = serve.stdout();
+            stdout.find('\n').map(|end| stdout[..end].to_string())
+        });
+        serve.base = first_line
+            .strip_prefix("burnwatch listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "first stdout line is not `burnwatch listening on http://ADDR`: \
+                     {first_line:?}\n{}",
+                    serve.diagnostics()
+                )
+            })
+            .to_string();
+        assert!(serve.base.starts_with("http://127.0.0.1:"), "{first_line}");
+        serve
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn blocks(&self) -> Vec<Block> {
+        parse_blocks(&self.stdout())
+    }
+
+    /// Blocks of `kind` whose message starts with `headline`.
+    fn blocks_of(&self, kind: &str, headline: &str) -> Vec<Block> {
+        self.blocks()
+            .into_iter()
+            .filter(|block| block.kind == kind && block.text.starts_with(headline))
+            .collect()
+    }
+
+    fn diagnostics(&self) -> String {
+        let stderr = self.stderr();
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "--- burnwatch serve stdout ---\n{}\n--- stderr (tail) ---\n{tail}",
+            self.stdout()
+        )
+    }
+
+    fn exited(&self) -> Option<ExitStatus> {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_wait()
+            .expect("poll burnwatch")
+    }
+
+    fn assert_running(&self) {
+        if let Some(status) = self.exited() {
+            panic!(
+                "burnwatch serve exited ({status}) but should be running\n{}",
+                self.diagnostics()
+            );
+        }
+    }
+
+    /// Polls `check` until it returns Some, failing if serve exits or PATIENCE runs out.
+    fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            if let Some(status) = self.exited() {
+                // One last look: the process may have done it and then exited.
+                if let Some(value) = check() {
+                    return value;
+                }
+                panic!(
+                    "burnwatch serve exited ({status}) while waiting for {what}\n{}",
+                    self.diagnostics()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {PATIENCE:?} waiting for {what}\n{}",
+                    self.diagnostics()
+                );
+            }
+            sleep(POLL);
+        }
+    }
+
+    fn request(&self, request: reqwest::blocking::RequestBuilder, what: &str) -> (u16, String) {
+        let response = request
+            .send()
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", self.diagnostics()));
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .unwrap_or_else(|e| panic!("{what}: reading body: {e}"));
+        (status, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        self.request(self.http.get(&url), &format!("GET {path}"))
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    /// POST /-/reload with an optional `Authorization` header value.
+    fn reload(&self, authorization: Option<&str>) -> (u16, String) {
+        let mut request = self.http.post(format!("{}/-/reload", self.base));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        self.request(request, "POST /-/reload")
+    }
+
+    fn slos(&self) -> Value {
+        self.json("/api/v1/slos")
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        self.json("/api/v1/alerts")["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("alerts is not an array"))
+            .clone()
+    }
+
+    /// The firing page alert of the route, once the API shows it.
+    fn firing_page(&self) -> Option<Value> {
+        self.alerts().into_iter().find(|alert| {
+            alert["tier"] == "page" && alert["state"] == "firing" && alert["slo"] == SLO_ID
+        })
+    }
+
+    /// `last_evaluation` of `/api/v1/slos` in milliseconds.
+    fn last_evaluation(&self) -> Option<i64> {
+        self.slos()["last_evaluation"]
+            .as_str()
+            .map(|text| parse_time(text).expect("last_evaluation is a time"))
+    }
+
+    /// Waits until `count` more evaluations (ticks) have completed than the last one now.
+    fn wait_evaluations(&self, count: i64) -> i64 {
+        let from = self.last_evaluation().unwrap_or(0);
+        self.wait_for(&format!("{count} more evaluations after {from}"), || {
+            self.last_evaluation()
+                .filter(|last| *last >= from + count * 1000)
+        })
+    }
+
+    fn wait_ready(&self) {
+        self.wait_for("/-/ready to answer 200", || {
+            (self.get("/-/ready").0 == 200).then_some(())
+        });
+    }
+
+    /// Waits for the first page `firing` block and the API's firing page alert; checks they
+    /// agree. Returns the alert's `since`.
+    fn wait_page_firing(&self) -> String {
+        let block = self.wait_for("a page firing block on stdout", || {
+            self.blocks_of("firing", PAGE_FIRING).into_iter().next()
+        });
+        assert!(
+            block.text.contains(&format!("route=\"{ROUTE}\"")),
+            "the page names the SLO instance: {block:?}"
+        );
+        let alert = self.wait_for("the page alert firing in /api/v1/alerts", || {
+            self.firing_page()
+        });
+        assert_eq!(
+            alert["labels"],
+            serde_json::json!({"route": ROUTE}),
+            "{alert}"
+        );
+        assert_eq!(alert["announced"], true, "{alert}");
+        let since = alert["since"]
+            .as_str()
+            .expect("firing has since")
+            .to_string();
+        assert_eq!(
+            parse_time(&since).unwrap(),
+            block.at,
+            "the alert fires at the evaluation that printed it: {alert} {block:?}"
+        );
+        since
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid);
+    }
+
+    /// Sends `signal` (TERM or INT), then waits for the exit.
+    fn stop(&self, signal: &str) -> ExitStatus {
+        self.signal(signal);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "burnwatch serve did not exit within 20s of SIG{signal}\n{}",
+                    self.diagnostics()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+// ---- specs, configs and the SLO status ----
+
+fn spec(description: &str, objective: &str) -> String {
+    format!(
+        r#"version: burnwatch/v1
+service: order-service
+slos:
+  - name: requests-availability
+    description: {description}
+    objective: {objective}
+    period: 1h
+    sli:
+      ratio:
+        errors: http_requests_total{{job="{SCRAPE_JOB}",code=~"5.."}}
+        total: http_requests_total{{job="{SCRAPE_JOB}"}}
+    group_by: [route]
+    runbook: https://runbooks.example.com/order-service/availability
+    alerting:
+      resolve_timeout: 3s
+      page:
+        windows: [{{long: 20s, short: 5s, factor: 10}}]
+      ticket: {{disable: true}}
+"#
+    )
+}
+
+/// A temp dir with `slos.yaml`, `burnwatch.yaml` (plus `extra` config lines) and `state/`.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(prometheus_url: &str, extra: &str) -> Setup {
+        let dir = tempfile::Builder::new()
+            .prefix("burnwatch-serve-")
+            .tempdir()
+            .expect("temp dir");
+        let setup = Setup { dir };
+        setup.write_spec(&spec("Requests that do not fail.", "99.9"));
+        std::fs::write(
+            setup.config(),
+            format!(
+                "prometheus:\n  url: {prometheus_url}\nevaluation_interval: 1s\n\
+                 stale_after: 3s\nstrategy: query\nrules:\n  - slos.yaml\n{extra}"
+            ),
+        )
+        .expect("write config");
+        setup
+    }
+
+    fn with_reload_token(prometheus_url: &str) -> Setup {
+        let setup = Setup::new(prometheus_url, "web:\n  reload_token_file: reload-token\n");
+        std::fs::write(
+            setup.dir.path().join("reload-token"),
+            format!("{RELOAD_TOKEN}\n"),
+        )
+        .expect("write token");
+        setup
+    }
+
+    fn spec_path(&self) -> PathBuf {
+        self.dir.path().join("slos.yaml")
+    }
+
+    fn write_spec(&self, text: &str) {
+        std::fs::write(self.spec_path(), text).expect("write spec");
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("burnwatch.yaml")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn serve(&self) -> Serve {
+        Serve::start(&self.config(), &self.state())
+    }
+}
+
+/// A live target at `error_ratio`, a Prometheus scraping it every second, and a setup.
+struct Live {
+    target: LiveTarget,
+    prom: Prometheus,
+    setup: Setup,
+}
+
+fn live(error_ratio: f64, with_token: bool) -> Live {
+    let target = LiveTarget::start(error_ratio);
+    let prom = Prometheus::start_scraping(&[target.stub.address()], Duration::from_secs(1));
+    prom.wait_until_up(1);
+    let setup = if with_token {
+        Setup::with_reload_token(&prom.url())
+    } else {
+        Setup::new(&prom.url(), "")
+    };
+    Live {
+        target,
+        prom,
+        setup,
+    }
+}
+
+/// The SLO's status in `/api/v1/slos`, once it has been evaluated.
+fn find_slo(slos: &Value) -> Option<Value> {
+    slos["slos"]
+        .as_array()
+        .and_then(|all| all.iter().find(|slo| slo["id"] == SLO_ID))
+        .cloned()
+}
+
+fn slo_status(slos: &Value) -> Value {
+    find_slo(slos).unwrap_or_else(|| panic!("{SLO_ID} not in /api/v1/slos: {slos}"))
+}
+
+/// What one evaluation of the route's page condition said, from an SLO status: its time
+/// (`last_success`) and Some(burning) — None when a window had no value (no decision) or a
+/// value too close to the threshold to call.
+fn page_condition(slo: &Value) -> Option<(i64, Option<bool>)> {
+    let at = parse_time(slo["last_success"].as_str()?).ok()?;
+    let instance = slo["instances"]
+        .as_array()?
+        .iter()
+        .find(|instance| instance["labels"]["route"] == ROUTE)?;
+    let ratio = |window: &str| {
+        instance["windows"]
+            .as_array()?
+            .iter()
+            .find(|value| value["window"] == window)?["error_ratio"]
+            .as_f64()
+            .filter(|ratio| (ratio - PAGE_THRESHOLD).abs() > 1e-9)
+    };
+    let verdict = match (ratio("20s"), ratio("5s")) {
+        (Some(long), Some(short)) => Some(long > PAGE_THRESHOLD && short > PAGE_THRESHOLD),
+        _ => None,
+    };
+    Some((at, verdict))
+}
+
+/// `name{labels} value` lines of Prometheus/OpenMetrics text.
+fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let name = line[..name_end].to_string();
+        let mut rest = &line[name_end..];
+        let mut labels = BTreeMap::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            let mut chars = inner.char_indices().peekable();
+            let mut end = None;
+            loop {
+                // label name up to '=' (or the closing brace)
+                let mut label = String::new();
+                for (index, c) in chars.by_ref() {
+                    match c {
+                        '=' => break,
+                        '}' => {
+                            end = Some(index);
+                            break;
+                        }
+                        ',' => {}
+                        c => label.push(c),
+                    }
+                }
+                if end.is_some() {
+                    break;
+                }
+                assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "{line}");
+                let mut value = String::new();
+                while let Some((_, c)) = chars.next() {
+                    match c {
+                        '\\' => match chars.next().map(|(_, c)| c) {
+                            Some('n') => value.push('\n'),
+                            Some(c) => value.push(c),
+                            None => panic!("{line}"),
+                        },
+                        '"' => break,
+                        c => value.push(c),
+                    }
+                }
+                labels.insert(label, value);
+            }
+            rest = &inner[end.expect("closing brace") + 1..];
+        }
+        let value = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("{line}"));
+        let value = match value {
+            "NaN" => f64::NAN,
+            "+Inf" | "Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            value => value
+                .parse()
+                .unwrap_or_else(|e| panic!("{line}: bad value: {e}")),
+        };
+        samples.push((name, labels, value));
+    }
+    samples
+}
+
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    parse_metrics(text)
+        .into_iter()
+        .find(|(found, labels, _)| found == name && labels.is_empty())
+        .map(|(_, _, value)| value)
+}
+
+// ---- the tests ----
+
+#[test]
+fn serve_pages_and_resolves_on_live_traffic() {
+    let live = live(0.0, false);
+    let serve = live.setup.serve();
+    serve.wait_ready();
+
+    // Healthy traffic: evaluations with data and a zero error ratio, no alert.
+    serve.wait_for("a healthy evaluation with data", || {
+        let slo = find_slo(&serve.slos())?;
+        let (_, verdict) = page_condition(&slo)?;
+        let zero = slo["instances"][0]["windows"]
+            .as_array()?
+            .iter()
+            .all(|window| window["error_ratio"] == 0.0);
+        (verdict == Some(false) && zero).then_some(())
+    });
+    serve.wait_evaluations(2);
+    assert!(serve.blocks().is_empty(), "{}", serve.diagnostics());
+    assert_eq!(serve.alerts(), Vec::<Value>::new());
+    assert_eq!(slo_status(&serve.slos())["state"], "ok");
+
+    // Half the requests fail: one page.
+    live.target.set_error_ratio(0.5);
+    let since = serve.wait_page_firing();
+    serve.wait_evaluations(2);
+    assert_eq!(
+        serve.blocks_of("firing", "").len(),
+        1,
+        "exactly one firing block while burning\n{}",
+        serve.diagnostics()
+    );
+    let alerts = serve.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["since"], since.as_str());
+
+    // Healthy again: it resolves once, no earlier than resolve_timeout after the condition
+    // turned false. Record every evaluation's verdict (keyed by its time) on the way.
+    let mut verdicts: BTreeMap<i64, Option<bool>> = BTreeMap::new();
+    let burning = serve.wait_for("an evaluation that sees the burn", || {
+        let (at, verdict) = page_condition(&find_slo(&serve.slos())?)?;
+        (verdict == Some(true)).then_some(at)
+    });
+    verdicts.insert(burning, Some(true));
+    live.target.set_error_ratio(0.0);
+    let mut saw_resolving = false;
+    let resolved = serve.wait_for("a page resolved block", || {
+        if let Some((at, verdict)) = find_slo(&serve.slos()).and_then(|slo| page_condition(&slo)) {
+            verdicts.insert(at, verdict);
+        }
+        saw_resolving |= serve
+            .alerts()
+            .iter()
+            .any(|alert| alert["state"] == "resolving" && alert["since"] == since.as_str());
+        serve
+            .blocks_of("resolved", PAGE_RESOLVED)
+            .into_iter()
+            .next()
+    });
+    assert!(
+        resolved.text.contains(&format!("route=\"{ROUTE}\"")),
+        "{resolved:?}"
+    );
+    assert!(
+        saw_resolving,
+        "/api/v1/alerts never showed the page `resolving`"
+    );
+    // The last evaluation before the resolution that was not "condition false": the
+    // false run that resolved started after it (ticks are whole seconds apart).
+    let before: Vec<(i64, Option<bool>)> = verdicts
+        .range(..resolved.at)
+        .map(|(at, verdict)| (*at, *verdict))
+        .collect();
+    let last_not_false = before
+        .iter()
+        .rev()
+        .find(|(_, verdict)| *verdict != Some(false))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("no burning evaluation seen after the switch: {before:?}"));
+    assert!(
+        before
+            .iter()
+            .any(|(at, verdict)| *at > last_not_false && *verdict == Some(false)),
+        "resolved at {} without an observed `condition false` evaluation: {before:?}",
+        resolved.at
+    );
+    assert!(
+        resolved.at >= last_not_false + 1000 + RESOLVE_TIMEOUT_MS,
+        "resolved at {} but the condition was not false at {last_not_false}, so it cannot \
+         have been false for resolve_timeout (3s) yet; evaluations: {before:?}",
+        resolved.at
+    );
+
+    // No second firing, no second resolved, no alert left.
+    serve.wait_evaluations(2);
+    let blocks = serve.blocks();
+    let kinds: Vec<&str> = blocks.iter().map(|block| block.kind.as_str()).collect();
+    assert_eq!(kinds, ["firing", "resolved"], "{}", serve.diagnostics());
+    assert_eq!(serve.alerts(), Vec::<Value>::new());
+}
+
+#[test]
+fn restart_keeps_firing_state_and_does_not_repage() {
+    let live = live(0.5, false);
+    let first = live.setup.serve();
+    let since = first.wait_page_firing();
+
+    let status = first.stop("TERM");
+    assert!(
+        status.success(),
+        "SIGTERM should exit 0, got {status}\n{}",
+        first.diagnostics()
+    );
+    assert!(
+        live.setup.state().join("burnwatch.db").is_file(),
+        "no burnwatch.db in the state dir"
+    );
+    drop(first);
+
+    // The burn goes on while a new process starts on the same state.
+    let second = live.setup.serve();
+    second.wait_ready();
+    second.wait_for("an evaluation that sees the burn", || {
+        let (_, verdict) = page_condition(&find_slo(&second.slos())?)?;
+        (verdict == Some(true)).then_some(())
+    });
+    second.wait_evaluations(2);
+    let alert = second
+        .firing_page()
+        .unwrap_or_else(|| panic!("page not firing after restart: {:?}", second.alerts()));
+    assert_eq!(alert["since"], since.as_str(), "{alert}");
+    assert_eq!(alert["announced"], true, "{alert}");
+    assert_eq!(
+        second.blocks_of("firing", "").len(),
+        0,
+        "the restarted process paged again\n{}",
+        second.diagnostics()
+    );
+    assert_eq!(second.blocks().len(), 0, "{}", second.diagnostics());
+
+    // SIGINT stops it as cleanly as SIGTERM.
+    let status = second.stop("INT");
+    assert!(
+        status.success(),
+        "SIGINT should exit 0, got {status}\n{}",
+        second.diagnostics()
+    );
+    assert!(
+        second.stderr().contains("alert state saved"),
+        "{}",
+        second.diagnostics()
+    );
+}
+
+#[test]
+fn reload_keeps_state_and_rejects_a_bad_config() {
+    let live = live(0.5, true);
+    let serve = live.setup.serve();
+    let since = serve.wait_page_firing();
+
+    // A harmless edit, reloaded by SIGHUP: same alert, no new page.
+    live.setup
+        .write_spec(&spec("Requests that do not fail with a 5xx.", "99.9"));
+    serve.signal("HUP");
+    serve.wait_for("the SIGHUP reload", || {
+        serve
+            .stderr()
+            .contains("SIGHUP: configuration reloaded")
+            .then_some(())
+    });
+    serve.wait_evaluations(2);
+    let alert = serve.firing_page().expect("page still firing after reload");
+    assert_eq!(alert["since"], since.as_str(), "{alert}");
+    assert_eq!(
+        serve.blocks_of("firing", "").len(),
+        1,
+        "{}",
+        serve.diagnostics()
+    );
+
+    // A broken spec: the reload is refused with file:line:col, the old config keeps running.
+    let broken = spec("Requests that do not fail with a 5xx.", "100.5");
+    live.setup.write_spec(&broken);
+    let (line, column) = broken
+        .lines()
+        .enumerate()
+        .find_map(|(index, text)| {
+            text.find("objective: ")
+                .map(|at| (index + 1, at + "objective: ".len() + 1))
+        })
+        .expect("objective line");
+    let expected = format!(
+        "{}:{line}:{column}: slos[0].objective: 100.5 is not a percentage in (0, 100)",
+        live.setup.spec_path().display()
+    );
+    let (status, body) = serve.reload(Some(&format!("Bearer {RELOAD_TOKEN}")));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains(&expected),
+        "expected {expected:?} in {body:?}"
+    );
+
+    // Still evaluating, on the old config.
+    serve.wait_evaluations(2);
+    serve.assert_running();
+    let slo = slo_status(&serve.slos());
+    assert_eq!(slo["state"], "ok", "{slo}");
+    assert_eq!(slo["objective"], 99.9, "{slo}");
+    let alert = serve.firing_page().expect("page still firing");
+    assert_eq!(alert["since"], since.as_str(), "{alert}");
+
+    // SIGHUP with the broken spec: refused too, and serve keeps evaluating.
+    serve.signal("HUP");
+    serve.wait_for("the SIGHUP reload to be rejected", || {
+        let stderr = serve.stderr();
+        (stderr.contains("SIGHUP: reload rejected") && stderr.contains(&expected)).then_some(())
+    });
+    serve.wait_evaluations(2);
+    serve.assert_running();
+    let alert = serve.firing_page().expect("page still firing");
+    assert_eq!(alert["since"], since.as_str(), "{alert}");
+    assert_eq!(
+        serve.blocks_of("firing", "").len(),
+        1,
+        "{}",
+        serve.diagnostics()
+    );
+    assert_eq!(
+        serve.blocks_of("resolved", "").len(),
+        0,
+        "{}",
+        serve.diagnostics()
+    );
+}
+
+/// A fake Prometheus whose every query answers an empty vector.
+fn empty_prometheus() -> HttpStub {
+    HttpStub::start(|_, _| {
+        Reply::json(
+            200,
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+        )
+    })
+}
+
+#[test]
+fn reload_endpoint_refuses_callers_without_the_token() {
+    let prometheus = empty_prometheus();
+    let setup = Setup::with_reload_token(&prometheus.url());
+    let serve = setup.serve();
+    serve.wait_ready();
+    let reloads = |serve: &Serve| {
+        serve
+            .stderr()
+            .lines()
+            .filter(|line| line.contains("configuration reloaded") && !line.contains("SIGHUP"))
+            .count()
+    };
+
+    for authorization in [
+        None,
+        Some("Bearer wrong-token".to_string()),
+        Some(format!("Bearer {RELOAD_TOKEN}x")),
+        Some(format!("Basic {RELOAD_TOKEN}")),
+        Some(RELOAD_TOKEN.to_string()),
+        Some("Bearer ".to_string()),
+    ] {
+        let (status, body) = serve.reload(authorization.as_deref());
+        assert_eq!(status, 403, "{authorization:?}: {body}");
+    }
+    assert_eq!(
+        reloads(&serve),
+        0,
+        "a refused reload reloaded\n{}",
+        serve.diagnostics()
+    );
+
+    let (status, body) = serve.reload(Some(&format!("Bearer {RELOAD_TOKEN}")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "configuration reloaded\n");
+    serve.wait_for("the reload in the log", || {
+        (reloads(&serve) == 1).then_some(())
+    });
+
+    // A reload picks up a new token: the old one stops working.
+    std::fs::write(setup.dir.path().join("reload-token"), "rotated-token\n").unwrap();
+    let (status, body) = serve.reload(Some(&format!("Bearer {RELOAD_TOKEN}")));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = serve.reload(Some(&format!("Bearer {RELOAD_TOKEN}")));
+    assert_eq!(status, 403, "the old token still works: {body}");
+    let (status, body) = serve.reload(Some("Bearer rotated-token"));
+    assert_eq!(status, 200, "{body}");
+    serve.assert_running();
+
+    // Without a token file, loopback callers may reload.
+    let open = Setup::new(&prometheus.url(), "");
+    let serve = open.serve();
+    let (status, body) = serve.reload(None);
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn prometheus_outage_holds_alerts_and_raises_stale_meta_alert() {
+    let mut live = live(0.5, false);
+    let serve = live.setup.serve();
+    let since = serve.wait_page_firing();
+    let last_good = serve.wait_for("a successful evaluation", || {
+        let slos = serve.slos();
+        let slo = find_slo(&slos)?;
+        (slo["state"] == "ok" && slo["last_success"] == slos["last_evaluation"])
+            .then(|| parse_time(slo["last_success"].as_str()?).ok())
+            .flatten()
+    });
+
+    live.prom.stop();
+    let stale = serve.wait_for("the stale meta alert", || {
+        serve.blocks_of("firing", STALE_FIRING).into_iter().next()
+    });
+    let stale_since = stale
+        .text
+        .strip_prefix(STALE_FIRING)
+        .and_then(|rest| rest.split(": alerts are held").next())
+        .map(|time| parse_time(time).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|| panic!("{stale:?}"));
+    assert!(
+        stale_since > last_good,
+        "stale since {stale_since}, but the evaluation at {last_good} succeeded"
+    );
+    assert!(
+        stale.at - stale_since >= STALE_AFTER_MS,
+        "stale alert at {} for failures since {stale_since}: before stale_after",
+        stale.at
+    );
+    let slos = serve.slos();
+    assert_eq!(slos["stale"], true, "{slos}");
+    let slo = slo_status(&slos);
+    assert_eq!(slo["state"], "stale", "{slo}");
+    let error = slo["last_error"].as_str().unwrap_or("");
+    assert!(
+        error.starts_with("cannot reach Prometheus")
+            || error == "Prometheus did not answer in time",
+        "{slo}"
+    );
+    let (status, metrics) = serve.get("/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric_value(&metrics, "burnwatch_evaluation_stale"),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // Longer than resolve_timeout without answers: the page holds, nothing resolves.
+    serve.wait_for("evaluations past resolve_timeout", || {
+        serve
+            .last_evaluation()
+            .filter(|last| *last >= stale_since + RESOLVE_TIMEOUT_MS + 2000)
+    });
+    let alert = serve
+        .firing_page()
+        .unwrap_or_else(|| panic!("page not firing during the outage: {:?}", serve.alerts()));
+    assert_eq!(alert["since"], since.as_str(), "{alert}");
+    assert_eq!(
+        serve.blocks_of("resolved", "").len(),
+        0,
+        "{}",
+        serve.diagnostics()
+    );
+
+    // Prometheus is back on the same port with the same data: the meta alert resolves.
+    live.prom.restart();
+    let recovered = serve.wait_for("the stale meta alert to resolve", || {
+        serve
+            .blocks_of("resolved", STALE_RESOLVED)
+            .into_iter()
+            .next()
+    });
+    assert!(recovered.at > stale.at);
+    serve.wait_for("stale: false", || {
+        (serve.slos()["stale"] == false).then_some(())
+    });
+    assert_eq!(slo_status(&serve.slos())["state"], "ok");
+    let (_, metrics) = serve.get("/metrics");
+    assert_eq!(
+        metric_value(&metrics, "burnwatch_evaluation_stale"),
+        Some(0.0),
+        "{metrics}"
+    );
+
+    // The burn went on: the page is the same incident, still unresolved.
+    serve.wait_for("an evaluation that sees the burn again", || {
+        let (_, verdict) = page_condition(&find_slo(&serve.slos())?)?;
+        (verdict == Some(true)).then_some(())
+    });
+    serve.wait_evaluations(1);
+    let alert = serve.firing_page().expect("page firing after the outage");
+    assert_eq!(alert["since"], since.as_str(), "{alert}");
+    let kinds: Vec<(String, String)> = serve
+        .blocks()
+        .into_iter()
+        .map(|block| {
+            (
+                block.kind,
+                block.text.lines().next().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(kinds[0], ("firing".to_string(), PAGE_FIRING.to_string()));
+    assert!(kinds[1].1.starts_with(STALE_FIRING), "{kinds:?}");
+    assert!(kinds[2].1.starts_with(STALE_RESOLVED), "{kinds:?}");
+}
+
+#[test]
+fn malformed_prometheus_answers_are_errors_not_panics() {
+    const MALFORMED: &str = "malformed answer from Prometheus: ";
+    let vector = |value: &str| {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"route":"{ROUTE}"}},"value":{value}}}]}}}}"#
+        )
+    };
+    let deep = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":{}"#,
+        "[".repeat(100_000)
+    );
+    // (status, content type, body, what last_error must start with)
+    let cases: Vec<(u16, &'static str, String, Vec<String>)> = vec![
+        (
+            200,
+            "text/plain",
+            "this is not JSON".to_string(),
+            vec![format!("{MALFORMED}not an API answer (invalid JSON)")],
+        ),
+        (
+            200,
+            "application/json",
+            "[]".to_string(),
+            vec![format!("{MALFORMED}not an API answer (unexpected JSON shape)")],
+        ),
+        (
+            200,
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"vector","result":{}}}"#.to_string(),
+            vec![format!("{MALFORMED}result is not an array")],
+        ),
+        (
+            400,
+            "application/json",
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:1: parse error"}"#.to_string(),
+            vec!["Prometheus error (bad_data): invalid parameter \"query\": 1:1: parse error".to_string()],
+        ),
+        (
+            200,
+            "application/json",
+            vector("[1,2]"),
+            vec![format!("{MALFORMED}a sample is not [time, \"value\"]")],
+        ),
+        (
+            200,
+            "application/json",
+            vector(r#"[1700000000,"1e999"]"#),
+            vec![format!("{MALFORMED}\"1e999\" is not a sample value")],
+        ),
+        (
+            200,
+            "application/json",
+            vector(r#"[1e999,"1"]"#),
+            vec![format!("{MALFORMED}not an API answer")],
+        ),
+        (
+            422,
+            "application/json",
+            r#"{"status":"error","errorType":"execution","error":"query processing would load too many samples into memory"}"#.to_string(),
+            vec!["Prometheus error (execution): query processing would load too many samples".to_string()],
+        ),
+        (
+            200,
+            "application/json",
+            vector(r#"[1e300,"1"]"#),
+            vec![format!("{MALFORMED}a sample is not [time, \"value\"]")],
+        ),
+        (
+            200,
+            "application/json",
+            deep,
+            vec![format!("{MALFORMED}not an API answer")],
+        ),
+        (
+            200,
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.to_string(),
+            vec![format!("{MALFORMED}expected a vector")],
+        ),
+        (
+            404,
+            "text/html",
+            "<html><body>404 page not found</body></html>".to_string(),
+            vec!["Prometheus answered HTTP 404".to_string()],
+        ),
+        (
+            502,
+            "text/html",
+            "<html><body><h1>502 Bad Gateway</h1></body></html>".to_string(),
+            // Retried with backoff; with a 1s evaluation interval the retries outlast the
+            // cycle's deadline.
+            vec![
+                "Prometheus answered HTTP 502".to_string(),
+                "Prometheus did not answer in time".to_string(),
+            ],
+        ),
+    ];
+    let current = Arc::new(AtomicUsize::new(0));
+    let replies: Arc<Vec<(u16, &'static str, String)>> = Arc::new(
+        cases
+            .iter()
+            .map(|(status, content_type, body, _)| (*status, *content_type, body.clone()))
+            .chain([(
+                200,
+                "application/json",
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.to_string(),
+            )])
+            .collect(),
+    );
+    let queries = Arc::new(AtomicUsize::new(0));
+    let prometheus = HttpStub::start({
+        let current = current.clone();
+        let replies = replies.clone();
+        let queries = queries.clone();
+        move |_, target| {
+            if target.starts_with("/api/v1/query?") {
+                queries.fetch_add(1, Ordering::SeqCst);
+            }
+            let (status, content_type, body) = &replies[current.load(Ordering::SeqCst)];
+            Reply::new(*status, content_type, body.clone())
+        }
+    });
+    let setup = Setup::new(&prometheus.url(), "");
+    let serve = setup.serve();
+
+    for (index, (status, _, body, expected)) in cases.iter().enumerate() {
+        current.store(index, Ordering::SeqCst);
+        // Evaluations at or after this time query the new answer.
+        let switched = now_ms();
+        let shown = &body[..body.len().min(120)];
+        let slo = serve.wait_for(&format!("last_error for HTTP {status} {shown}"), || {
+            let slos = serve.slos();
+            let evaluated = slos["last_evaluation"]
+                .as_str()
+                .is_some_and(|at| parse_time(at).unwrap() >= switched);
+            let slo = find_slo(&slos)?;
+            let error = slo["last_error"].as_str().unwrap_or("");
+            (evaluated
+                && expected
+                    .iter()
+                    .any(|prefix| error.starts_with(prefix.as_str())))
+            .then_some(slo)
+        });
+        assert_eq!(slo["state"], "stale", "{slo}");
+        serve.assert_running();
+        let (status, body) = serve.get("/-/healthy");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            serve.get("/-/ready").0,
+            503,
+            "ready without a complete evaluation"
+        );
+        assert_eq!(serve.alerts(), Vec::<Value>::new());
+    }
+    assert!(queries.load(Ordering::SeqCst) >= cases.len());
+
+    // A well-formed answer again: evaluation recovers.
+    current.store(cases.len(), Ordering::SeqCst);
+    serve.wait_ready();
+    let slo = serve.wait_for("the SLO to recover", || {
+        let slo = find_slo(&serve.slos())?;
+        (slo["state"] == "ok").then_some(slo)
+    });
+    assert_eq!(slo["last_error"], Value::Null, "{slo}");
+    serve.assert_running();
+    assert!(
+        !serve.stderr().contains("panicked"),
+        "{}",
+        serve.diagnostics()
+    );
+}
+
+/// Two routes of `http_requests_total` every 15s for 2h, ending a minute ago, with an
+/// error ratio that varies over time (so each window has its own value).
+fn backfill(end: i64) -> String {
+    let steps = 2 * 3600 / 15;
+    let start = end - 15 * steps;
+    let mut text = String::from("# TYPE http_requests counter\n");
+    for (route, per_step) in [("POST /orders", 150u64), ("GET /orders", 300u64)] {
+        let mut series = [(String::from("200"), 1000u64), (String::from("500"), 10u64)];
+        let mut lines = [String::new(), String::new()];
+        for step in 0..=steps {
+            if step > 0 {
+                let errors = if route == "POST /orders" {
+                    per_step * (step as u64 % 40) / 400
+                } else {
+                    u64::from(step % 7 == 0)
+                };
+                series[0].1 += per_step - errors;
+                series[1].1 += errors;
+            }
+            for ((code, value), lines) in series.iter().zip(lines.iter_mut()) {
+                lines.push_str(&format!(
+                    "http_requests_total{{code=\"{code}\",route=\"{route}\"}} {value} {}\n",
+                    start + 15 * step
+                ));
+            }
+        }
+        for lines in lines {
+            text.push_str(&lines);
+        }
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+/// Grouped by route, windows 5m, 30m, 1h, 2h and the period 1d, over `backfill`'s series.
+const BACKFILL_SPEC: &str = r#"version: burnwatch/v1
+service: order-service
+slos:
+  - name: requests-availability
+    objective: 99.9
+    period: 1d
+    sli:
+      ratio:
+        errors: http_requests_total{code=~"5.."}
+        total: http_requests_total
+    group_by: [route]
+    alerting:
+      page:
+        windows: [{long: 1h, short: 5m, factor: 14.4}]
+      ticket:
+        windows: [{long: 2h, short: 30m, factor: 3}]
+"#;
+
+/// Prometheus with `backfill`ed data up to a minute ago, and serve evaluating
+/// BACKFILL_SPEC against it, once it has evaluated both routes.
+fn backfilled_serve() -> (Prometheus, Setup, Serve) {
+    let end = now_ms() / 1000 - 60;
+    let prom = Prometheus::start(&backfill(end));
+    let setup = Setup::new(&prom.url(), "");
+    setup.write_spec(BACKFILL_SPEC);
+    let serve = setup.serve();
+    serve.wait_ready();
+    serve.wait_for("both routes evaluated", || {
+        let slo = find_slo(&serve.slos())?;
+        (slo["state"] == "ok" && slo["instances"].as_array()?.len() == 2).then_some(())
+    });
+    (prom, setup, serve)
+}
+
+#[test]
+fn metrics_have_sloth_series_matching_prometheus() {
+    let (prom, _setup, serve) = backfilled_serve();
+    let slo = match burnwatch::config::load_str("slos.yaml", BACKFILL_SPEC, Path::new(".")) {
+        Ok(burnwatch::config::Document::Slos(mut slos)) => slos.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let template = slo.sli.error_ratio_template();
+    let windows = ["5m", "30m", "1h", "2h", "1d"];
+
+    // Read /metrics once, half-way between two (1s, clock-aligned) evaluations, so that no
+    // cycle is in flight; its SLO series and its timestamp then come from one evaluation.
+    let (at, samples) = serve.wait_for("a /metrics read between evaluations", || {
+        let phase = now_ms().rem_euclid(1000);
+        sleep(Duration::from_millis(((1500 - phase) % 1000) as u64));
+        let (status, text) = serve.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        let samples = parse_metrics(&text);
+        let at = samples
+            .iter()
+            .find(|(name, _, _)| name == "burnwatch_last_evaluation_timestamp_seconds")
+            .map(|(_, _, value)| *value)
+            .expect("burnwatch_last_evaluation_timestamp_seconds");
+        // The SLO status of the same evaluation confirms no cycle finished meanwhile.
+        let slo = find_slo(&serve.slos())?;
+        let success = parse_time(slo["last_success"].as_str()?).ok()?;
+        (success == (at * 1000.0).round() as i64).then_some((at, samples))
+    });
+    assert_eq!(
+        at.fract(),
+        0.0,
+        "evaluations are aligned to whole seconds: {at}"
+    );
+    assert!(
+        (now_ms() as f64 / 1000.0 - at).abs() < 30.0,
+        "last evaluation {at} is not recent"
+    );
+
+    let series = |name: &str, route: &str| -> Vec<(BTreeMap<String, String>, f64)> {
+        samples
+            .iter()
+            .filter(|(found, labels, _)| {
+                found == name && labels.get("route").map(String::as_str) == Some(route)
+            })
+            .map(|(_, labels, value)| (labels.clone(), *value))
+            .collect()
+    };
+    let close = |ours: f64, theirs: f64| (ours - theirs).abs() <= 1e-9 * theirs.abs().max(1e-12);
+    for route in ["POST /orders", "GET /orders"] {
+        let mut ratios = BTreeMap::new();
+        for window in windows {
+            let name = format!("slo:sli_error:ratio_rate{window}");
+            let found = series(&name, route);
+            assert_eq!(found.len(), 1, "{name} for {route}: {found:?}");
+            let (labels, ours) = &found[0];
+            let expected_labels: BTreeMap<String, String> = [
+                ("route", route),
+                ("sloth_id", SLO_ID),
+                ("sloth_service", "order-service"),
+                ("sloth_slo", "requests-availability"),
+                ("sloth_window", window),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            assert_eq!(labels, &expected_labels, "{name}");
+
+            let expr = burnwatch::query::with_window(
+                &template,
+                burnwatch::slo::parse_duration(window).unwrap(),
+            );
+            let theirs = prom
+                .query(&expr, at)
+                .into_iter()
+                .find(|(labels, _)| labels.get("route").map(String::as_str) == Some(route))
+                .map(|(_, value)| value)
+                .unwrap_or_else(|| panic!("Prometheus has no {route} for {expr}"));
+            assert!(
+                close(*ours, theirs),
+                "{name}{{route={route:?}}} at {at}: burnwatch {ours}, Prometheus {theirs} \
+                 for\n{expr}"
+            );
+            ratios.insert(window, theirs);
+        }
+        // The windows really differ, so a mix-up would show.
+        assert_ne!(ratios["5m"], ratios["1h"], "{route}: {ratios:?}");
+
+        let value = |name: &str| {
+            let found = series(name, route);
+            assert_eq!(found.len(), 1, "{name} for {route}: {found:?}");
+            let (labels, value) = &found[0];
+            assert_eq!(labels.get("sloth_id").map(String::as_str), Some(SLO_ID));
+            assert_eq!(
+                labels.get("sloth_service").map(String::as_str),
+                Some("order-service")
+            );
+            assert_eq!(
+                labels.get("sloth_slo").map(String::as_str),
+                Some("requests-availability")
+            );
+            assert!(!labels.contains_key("sloth_window"), "{name}: {labels:?}");
+            *value
+        };
+        // 99.9 / 100 in floating point, as Sloth writes it: vector(0.9990000000000001).
+        let objective = value("slo:objective:ratio");
+        assert!((objective - 0.999).abs() < 1e-12, "objective {objective}");
+        let budget = value("slo:error_budget:ratio");
+        assert!(close(budget, 0.001), "error budget {budget}");
+        let current = value("slo:current_burn_rate:ratio");
+        assert!(
+            close(current, ratios["5m"] / budget),
+            "current burn rate {current}"
+        );
+        let period = value("slo:period_burn_rate:ratio");
+        assert!(
+            close(period, ratios["1d"] / budget),
+            "period burn rate {period}"
+        );
+        let remaining = value("slo:period_error_budget_remaining:ratio");
+        assert!(
+            (remaining - (1.0 - ratios["1d"] / budget)).abs() <= 1e-9,
+            "budget remaining {remaining}"
+        );
+    }
+    assert_eq!(
+        metric_value(&serve.get("/metrics").1, "burnwatch_evaluation_stale"),
+        Some(0.0)
+    );
+}
+
+/// Every `/metrics` response is one evaluation's view: the SLO series that go with its
+/// `burnwatch_last_evaluation_timestamp_seconds`, all of them. (With static data, one
+/// evaluation time always yields the same values.) Reads as fast as it can across evaluations.
+#[test]
+fn metrics_responses_are_consistent_snapshots_of_one_evaluation() {
+    let (_prom, _setup, serve) = backfilled_serve();
+    // Per instance: five window ratios, objective, error budget, current and period burn
+    // rates, budget remaining.
+    let expected_series = 2 * (5 + 5);
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut reads = 0;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let (status, text) = serve.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        reads += 1;
+        let samples = parse_metrics(&text);
+        let at = samples
+            .iter()
+            .find(|(name, _, _)| name == "burnwatch_last_evaluation_timestamp_seconds")
+            .map(|(_, _, value)| value.to_string())
+            .expect("burnwatch_last_evaluation_timestamp_seconds");
+        let series: Vec<String> = samples
+            .iter()
+            .filter(|(name, _, _)| name.starts_with("slo:"))
+            .map(|(name, labels, value)| format!("{name}{labels:?} {value}"))
+            .collect();
+        assert_eq!(
+            series.len(),
+            expected_series,
+            "read {reads}: a /metrics response with evaluation timestamp {at} has {} SLO \
+             series instead of {expected_series}:\n{}",
+            series.len(),
+            series.join("\n")
+        );
+        if let Some(earlier) = seen.get(&at) {
+            let differs = earlier
+                .iter()
+                .zip(&series)
+                .find(|(before, now)| before != now);
+            assert!(
+                differs.is_none(),
+                "read {reads}: two /metrics responses carry evaluation timestamp {at} but \
+                 different SLO series, so the SLO series of an evaluation were published \
+                 before its timestamp: {differs:?}"
+            );
+        } else {
+            seen.insert(at, series);
+        }
+    }
+    assert!(seen.len() >= 3, "only {} evaluations in 5s", seen.len());
+}
