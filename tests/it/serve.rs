@@ -881,6 +881,52 @@ fn serve_pages_and_resolves_on_live_traffic() {
     let kinds: Vec<&str> = blocks.iter().map(|block| block.kind.as_str()).collect();
     assert_eq!(kinds, ["firing", "resolved"], "{}", serve.diagnostics());
     assert_eq!(serve.alerts(), Vec::<Value>::new());
+
+    // The same period replayed from Prometheus's history through the same engine makes the
+    // same decisions. Serve reads each tick as it comes and replay reads it later, so a sample
+    // scraped just before a tick may reach serve one tick late: allow one tick either way.
+    let fired = burnwatch::replay::parse_time(&since).expect("since is RFC 3339");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(["replay", "--prometheus", &live.prom.url(), "--spec"])
+        .arg(live.setup.spec_path())
+        .args(["--from", &((fired - 60_000) / 1000).to_string()])
+        .args(["--to", &(resolved.at / 1000 + 5).to_string()])
+        .args(["--step", "1s", "--format", "json"])
+        .output()
+        .expect("run burnwatch replay");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replayed: Value = serde_json::from_slice(&output.stdout).expect("replay JSON");
+    let decisions: Vec<(String, i64)> = replayed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|event| {
+            event["tier"] == "page" && (event["state"] == "firing" || event["state"] == "resolved")
+        })
+        .map(|event| {
+            let at = burnwatch::replay::parse_time(event["at"].as_str().unwrap_or_default())
+                .expect("event time");
+            (event["state"].as_str().unwrap_or_default().to_string(), at)
+        })
+        .collect();
+    assert_eq!(decisions.len(), 2, "replay decisions: {decisions:?}");
+    assert_eq!(decisions[0].0, "firing");
+    assert!(
+        (decisions[0].1 - fired).abs() <= 1000,
+        "serve fired at {fired}, replay at {}",
+        decisions[0].1
+    );
+    assert_eq!(decisions[1].0, "resolved");
+    assert!(
+        (decisions[1].1 - resolved.at).abs() <= 1000,
+        "serve resolved at {}, replay at {}",
+        resolved.at,
+        decisions[1].1
+    );
 }
 
 #[test]
