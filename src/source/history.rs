@@ -10,7 +10,7 @@ use crate::engine::{Engine, Event, InstanceLabels};
 use crate::query::with_window;
 use crate::replay::{Range, Skipped, Timeline};
 use crate::slo::{Millis, Slo, millis};
-use crate::source::live::windows_with_period;
+use crate::source::live::{templates, window_value, windows_with_period};
 use crate::source::prometheus::{ApiError, Client, RangeSeries};
 
 /// Per instance, per window, the value at every step of the range (`None` where absent).
@@ -48,12 +48,7 @@ async fn fetch(
     progress: &mut impl FnMut(),
 ) -> Result<History, ApiError> {
     let steps = range.times().count();
-    let ratio_template = slo.sli.error_ratio_template();
-    let total_template = slo
-        .sli
-        .local()
-        .ok()
-        .map(|local| local.queries().1.template().to_string());
+    let (ratio_template, total_template) = templates(slo);
     let mut history = History::new();
     for window in windows_with_period(slo) {
         let ratios = by_step(
@@ -84,45 +79,26 @@ async fn fetch(
             }
             None => None,
         };
-        let seconds = window.as_secs_f64();
+        // The total names the instances where there is one; otherwise the ratio does.
+        let names: Vec<InstanceLabels> = match &totals {
+            Some(totals) => totals.keys().cloned().collect(),
+            None => ratios.keys().cloned().collect(),
+        };
         let mut values: BTreeMap<InstanceLabels, Vec<Option<WindowValue>>> = BTreeMap::new();
-        match totals {
-            Some(totals) => {
-                for (labels, rates) in totals {
-                    let ratio_row = ratios.get(&labels);
-                    let row = rates
-                        .iter()
-                        .enumerate()
-                        .map(|(index, rate)| {
-                            let total = (*rate)? * seconds;
-                            let ratio = ratio_row
-                                .and_then(|row| row[index])
-                                .unwrap_or(if total > 0.0 { 0.0 } else { f64::NAN });
-                            Some(WindowValue {
-                                bad: ratio * total,
-                                total,
-                                error_ratio: ratio,
-                            })
-                        })
-                        .collect();
-                    values.insert(labels, row);
-                }
-            }
-            None => {
-                for (labels, row) in ratios {
-                    let row = row
-                        .into_iter()
-                        .map(|ratio| {
-                            ratio.map(|error_ratio| WindowValue {
-                                bad: f64::NAN,
-                                total: f64::NAN,
-                                error_ratio,
-                            })
-                        })
-                        .collect();
-                    values.insert(labels, row);
-                }
-            }
+        for labels in names {
+            let row = (0..steps)
+                .map(|index| {
+                    let ratio = ratios.get(&labels).and_then(|row| row[index]);
+                    match &totals {
+                        Some(totals) => {
+                            let rate = totals.get(&labels).and_then(|row| row[index])?;
+                            window_value(ratio, Some(rate), window)
+                        }
+                        None => window_value(ratio, None, window),
+                    }
+                })
+                .collect();
+            values.insert(labels, row);
         }
         for (labels, row) in values {
             history.entry(labels).or_default().push((window, row));

@@ -43,6 +43,42 @@ pub fn windows_with_period(slo: &Slo) -> Vec<Duration> {
     windows
 }
 
+/// The SLO's error-ratio template, and its total-events template where the SLI names one.
+pub fn templates(slo: &Slo) -> (String, Option<String>) {
+    let total = slo
+        .sli
+        .local()
+        .ok()
+        .map(|local| local.queries().1.template().to_string());
+    (slo.sli.error_ratio_template(), total)
+}
+
+/// One window's value from Prometheus's answers: the error ratio and, where the SLI has one,
+/// the total's rate. Where the total names an instance the ratio does not, no error series
+/// exists: zero errors (0/0 when there was no traffic either). Without a total, the ratio alone.
+pub fn window_value(
+    error_ratio: Option<f64>,
+    total_rate: Option<f64>,
+    window: Duration,
+) -> Option<WindowValue> {
+    match total_rate {
+        Some(rate) => {
+            let total = rate * window.as_secs_f64();
+            let error_ratio = error_ratio.unwrap_or(if total > 0.0 { 0.0 } else { f64::NAN });
+            Some(WindowValue {
+                bad: error_ratio * total,
+                total,
+                error_ratio,
+            })
+        }
+        None => error_ratio.map(|error_ratio| WindowValue {
+            bad: f64::NAN,
+            total: f64::NAN,
+            error_ratio,
+        }),
+    }
+}
+
 /// One query's answer as label set (without `__name__`) → value.
 async fn vector(
     client: Client,
@@ -70,12 +106,7 @@ async fn vector(
 /// Fetches every window of `slo` at `at` with one ratio query (and one total query where the
 /// SLI has a total) per window, all in flight together.
 pub async fn fetch_by_query(client: &Client, slo: &Slo, at: Millis) -> Result<Snapshot, ApiError> {
-    let ratio_template = slo.sli.error_ratio_template();
-    let total_template = slo
-        .sli
-        .local()
-        .ok()
-        .map(|local| local.queries().1.template().to_string());
+    let (ratio_template, total_template) = templates(slo);
     let mut tasks = JoinSet::new();
     for (index, window) in windows_with_period(slo).into_iter().enumerate() {
         tasks.spawn({
@@ -103,43 +134,22 @@ pub async fn fetch_by_query(client: &Client, slo: &Slo, at: Millis) -> Result<Sn
     }
     for (key, ratio_values) in &ratios {
         let window = key.1;
-        let seconds = window.as_secs_f64();
-        match totals.get(key) {
-            // The total names the instances; an absent ratio means no error series: 0 errors.
-            Some(total_values) => {
-                for (labels, rate) in total_values {
-                    let total = rate * seconds;
-                    let error_ratio = ratio_values.get(labels).copied().unwrap_or(if total > 0.0 {
-                        0.0
-                    } else {
-                        f64::NAN
-                    });
-                    let value = WindowValue {
-                        bad: error_ratio * total,
-                        total,
-                        error_ratio,
-                    };
-                    snapshot
-                        .instances
-                        .entry(labels.clone())
-                        .or_default()
-                        .push((window, value));
-                }
-            }
-            // A raw ratio without a known total: the ratio alone.
-            None => {
-                for (labels, error_ratio) in ratio_values {
-                    let value = WindowValue {
-                        bad: f64::NAN,
-                        total: f64::NAN,
-                        error_ratio: *error_ratio,
-                    };
-                    snapshot
-                        .instances
-                        .entry(labels.clone())
-                        .or_default()
-                        .push((window, value));
-                }
+        // The total names the instances where there is one; otherwise the ratio does.
+        let names: Vec<&InstanceLabels> = match totals.get(key) {
+            Some(total_values) => total_values.keys().collect(),
+            None => ratio_values.keys().collect(),
+        };
+        for labels in names {
+            let total_rate = totals
+                .get(key)
+                .and_then(|total_values| total_values.get(labels).copied());
+            if let Some(value) = window_value(ratio_values.get(labels).copied(), total_rate, window)
+            {
+                snapshot
+                    .instances
+                    .entry(labels.clone())
+                    .or_default()
+                    .push((window, value));
             }
         }
     }
