@@ -524,12 +524,12 @@ async fn cycle(
     }
     // One lock for the whole update: a scrape sees one evaluation, with its timestamp.
     if let Ok(mut metrics) = shared.metrics.lock() {
-        metrics.clear_slos();
-        for (slo, snapshot) in &evaluated {
-            for labels in snapshot.instances.keys() {
-                metrics.set_slo(slo, labels, |window| snapshot.measure(labels, window));
-            }
-        }
+        metrics.set_slos(evaluated.iter().flat_map(|(slo, snapshot)| {
+            snapshot
+                .instances
+                .keys()
+                .map(move |labels| (*slo, labels, move |window| snapshot.measure(labels, window)))
+        }));
         metrics.last_evaluation.set(now as f64 / 1000.0);
     }
     shared

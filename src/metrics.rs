@@ -8,12 +8,16 @@
 //! shortest window), `slo:period_burn_rate:ratio`, `slo:period_error_budget_remaining:ratio`.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -23,6 +27,127 @@ use crate::slo::{Slo, format_duration};
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// What the SLO series of one SLO share: its Sloth labels and windows.
+#[derive(Debug)]
+struct SloMeta {
+    /// `sloth_id`, `sloth_service`, `sloth_slo`.
+    sloth: [(String, String); 3],
+    objective: f64,
+    budget: f64,
+    /// The tiers' windows, shortest first, then the period; with their `sloth_window` names.
+    windows: Vec<(Duration, String)>,
+    period: Duration,
+}
+
+/// One SLO instance's values at the last evaluation, aligned with its SLO's `windows`.
+#[derive(Debug)]
+struct SloRow {
+    meta: Arc<SloMeta>,
+    labels: InstanceLabels,
+    ratios: Vec<Option<f64>>,
+}
+
+/// The SLO series, encoded from compact rows at scrape time (a `Family` per series would keep
+/// a label set and a gauge for each of ~13 series per instance).
+#[derive(Debug, Default)]
+struct SloSeries {
+    rows: RwLock<Vec<SloRow>>,
+}
+
+impl SloSeries {
+    fn ratio(row: &SloRow, window: Duration) -> Option<f64> {
+        let index = row
+            .meta
+            .windows
+            .iter()
+            .position(|(length, _)| *length == window)?;
+        row.ratios[index]
+    }
+}
+
+impl Collector for SloSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.rows.read().unwrap_or_else(|e| e.into_inner());
+        // Every window name in use, in the order first seen (shortest first per SLO).
+        let mut names: Vec<&str> = Vec::new();
+        for row in rows.iter() {
+            for (_, name) in &row.meta.windows {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        for name in names {
+            let family = format!("slo:sli_error:ratio_rate{name}");
+            let mut metric = encoder.encode_descriptor(
+                &family,
+                "Error ratio over the window",
+                None,
+                MetricType::Gauge,
+            )?;
+            for row in rows.iter() {
+                let Some(index) = row
+                    .meta
+                    .windows
+                    .iter()
+                    .position(|(_, window)| window == name)
+                else {
+                    continue;
+                };
+                let Some(ratio) = row.ratios[index] else {
+                    continue;
+                };
+                let window_label = [("sloth_window", name)];
+                let labels = (
+                    row.labels.as_slice(),
+                    (row.meta.sloth.as_slice(), window_label),
+                );
+                ConstGauge::new(ratio).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        type Value = fn(&SloRow) -> Option<f64>;
+        let families: [(&str, &str, Value); 5] = [
+            (
+                "slo:objective:ratio",
+                "The SLO's objective as a ratio",
+                |row| Some(row.meta.objective),
+            ),
+            (
+                "slo:error_budget:ratio",
+                "The SLO's error budget: 1 - objective",
+                |row| Some(row.meta.budget),
+            ),
+            (
+                "slo:current_burn_rate:ratio",
+                "Burn rate over the shortest window",
+                |row| {
+                    let shortest = row.meta.windows.first()?.0;
+                    Some(SloSeries::ratio(row, shortest)? / row.meta.budget)
+                },
+            ),
+            (
+                "slo:period_burn_rate:ratio",
+                "Burn rate over the SLO period",
+                |row| Some(SloSeries::ratio(row, row.meta.period)? / row.meta.budget),
+            ),
+            (
+                "slo:period_error_budget_remaining:ratio",
+                "Share of the period's error budget left",
+                |row| Some(1.0 - SloSeries::ratio(row, row.meta.period)? / row.meta.budget),
+            ),
+        ];
+        for (family, help, value) in families {
+            let mut metric = encoder.encode_descriptor(family, help, None, MetricType::Gauge)?;
+            for row in rows.iter() {
+                let Some(value) = value(row) else { continue };
+                let labels = (row.labels.as_slice(), row.meta.sloth.as_slice());
+                ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Every metric burnwatch exports.
 pub struct Metrics {
@@ -34,12 +159,9 @@ pub struct Metrics {
     pub alerts: Family<Labels, Gauge>,
     pub last_evaluation: FloatGauge,
     pub stale: Gauge,
-    slo_ratio: Vec<(String, Family<Labels, FloatGauge>)>,
-    objective: Family<Labels, FloatGauge>,
-    error_budget: Family<Labels, FloatGauge>,
-    current_burn_rate: Family<Labels, FloatGauge>,
-    period_burn_rate: Family<Labels, FloatGauge>,
-    budget_remaining: Family<Labels, FloatGauge>,
+    slo_series: Arc<SloSeries>,
+    /// The metadata of each SLO, reused across evaluations while the SLO is unchanged.
+    slo_meta: Vec<(String, Arc<SloMeta>)>,
 }
 
 impl Default for Metrics {
@@ -93,28 +215,8 @@ impl Metrics {
             "1 while evaluation has failed for longer than stale_after",
             stale.clone(),
         );
-        let mut slo_family = |name: &str, help: &str| {
-            let family = Family::<Labels, FloatGauge>::default();
-            registry.register(name, help, family.clone());
-            family
-        };
-        let objective = slo_family("slo:objective:ratio", "The SLO's objective as a ratio");
-        let error_budget = slo_family(
-            "slo:error_budget:ratio",
-            "The SLO's error budget: 1 - objective",
-        );
-        let current_burn_rate = slo_family(
-            "slo:current_burn_rate:ratio",
-            "Burn rate over the shortest window",
-        );
-        let period_burn_rate = slo_family(
-            "slo:period_burn_rate:ratio",
-            "Burn rate over the SLO period",
-        );
-        let budget_remaining = slo_family(
-            "slo:period_error_budget_remaining:ratio",
-            "Share of the period's error budget left",
-        );
+        let slo_series = Arc::new(SloSeries::default());
+        registry.register_collector(Box::new(slo_series.clone()));
         Metrics {
             registry,
             cycle_seconds,
@@ -124,89 +226,71 @@ impl Metrics {
             alerts,
             last_evaluation,
             stale,
-            slo_ratio: Vec::new(),
-            objective,
-            error_budget,
-            current_burn_rate,
-            period_burn_rate,
-            budget_remaining,
+            slo_series,
+            slo_meta: Vec::new(),
         }
     }
 
-    /// Sets the SLO series of one instance from its window values.
-    pub fn set_slo(
-        &mut self,
-        slo: &Slo,
-        labels: &InstanceLabels,
-        measure: impl Fn(Duration) -> Option<WindowValue>,
-    ) {
-        let mut base: Labels = labels.clone();
-        base.push(("sloth_id".to_string(), slo.id.clone()));
-        base.push(("sloth_service".to_string(), slo.service.clone()));
-        base.push(("sloth_slo".to_string(), slo.name.clone()));
-        let budget = slo.objective.error_budget();
-        let mut windows = slo.windows();
-        windows.push(slo.period);
-        windows.dedup();
-        for window in &windows {
-            let Some(value) = measure(*window) else {
-                continue;
-            };
-            let name = format!("slo:sli_error:ratio_rate{}", format_duration(*window));
-            let family = match self
-                .slo_ratio
-                .iter()
-                .find(|(existing, _)| *existing == name)
+    fn meta(&mut self, slo: &Slo) -> Arc<SloMeta> {
+        let mut windows: Vec<(Duration, String)> = slo
+            .windows()
+            .into_iter()
+            .map(|window| (window, format_duration(window)))
+            .collect();
+        if !windows.iter().any(|(window, _)| *window == slo.period) {
+            windows.push((slo.period, format_duration(slo.period)));
+        }
+        let meta = SloMeta {
+            sloth: [
+                ("sloth_id".to_string(), slo.id.clone()),
+                ("sloth_service".to_string(), slo.service.clone()),
+                ("sloth_slo".to_string(), slo.name.clone()),
+            ],
+            objective: slo.objective.ratio(),
+            budget: slo.objective.error_budget(),
+            windows,
+            period: slo.period,
+        };
+        match self.slo_meta.iter().find(|(id, _)| *id == slo.id) {
+            Some((_, existing))
+                if existing.windows == meta.windows && existing.objective == meta.objective =>
             {
-                Some((_, family)) => family.clone(),
-                None => {
-                    let family = Family::<Labels, FloatGauge>::default();
-                    self.registry.register(
-                        name.clone(),
-                        "Error ratio over the window",
-                        family.clone(),
-                    );
-                    self.slo_ratio.push((name, family.clone()));
-                    family
-                }
-            };
-            let mut with_window = base.clone();
-            with_window.push(("sloth_window".to_string(), format_duration(*window)));
-            family.get_or_create(&with_window).set(value.error_ratio);
-        }
-        self.objective
-            .get_or_create(&base)
-            .set(slo.objective.ratio());
-        self.error_budget.get_or_create(&base).set(budget);
-        if let Some(shortest) = slo.windows().first().and_then(|window| measure(*window)) {
-            self.current_burn_rate
-                .get_or_create(&base)
-                .set(shortest.error_ratio / budget);
-        }
-        if let Some(period) = measure(slo.period) {
-            self.period_burn_rate
-                .get_or_create(&base)
-                .set(period.error_ratio / budget);
-            self.budget_remaining
-                .get_or_create(&base)
-                .set(1.0 - period.error_ratio / budget);
+                existing.clone()
+            }
+            _ => {
+                let meta = Arc::new(meta);
+                self.slo_meta.retain(|(id, _)| *id != slo.id);
+                self.slo_meta.push((slo.id.clone(), meta.clone()));
+                meta
+            }
         }
     }
 
-    /// Forgets all SLO series, before a cycle sets the current ones.
-    pub fn clear_slos(&self) {
-        for (_, family) in &self.slo_ratio {
-            family.clear();
+    /// Replaces the SLO series with one evaluation's values: `instances` lists each SLO with
+    /// its instances and their window values.
+    pub fn set_slos<'a, F: Fn(Duration) -> Option<WindowValue>>(
+        &mut self,
+        instances: impl IntoIterator<Item = (&'a Slo, &'a InstanceLabels, F)>,
+    ) {
+        let mut rows = Vec::new();
+        for (slo, labels, measure) in instances {
+            let meta = self.meta(slo);
+            let ratios = meta
+                .windows
+                .iter()
+                .map(|(window, _)| measure(*window).map(|value| value.error_ratio))
+                .collect();
+            rows.push(SloRow {
+                meta,
+                labels: labels.clone(),
+                ratios,
+            });
         }
-        for family in [
-            &self.objective,
-            &self.error_budget,
-            &self.current_burn_rate,
-            &self.period_burn_rate,
-            &self.budget_remaining,
-        ] {
-            family.clear();
-        }
+        *self
+            .slo_series
+            .rows
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = rows;
     }
 
     /// The OpenMetrics text.
