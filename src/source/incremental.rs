@@ -153,10 +153,6 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn last_read(&self) -> Millis {
-        self.last_read
-    }
-
     pub fn encode(&self) -> Result<Vec<u8>, String> {
         rmp_serde::to_vec(self).map_err(|error| error.to_string())
     }
