@@ -11,7 +11,7 @@
 use crate::slo::Millis;
 
 /// One counter series: its labels (`__name__` included) and its samples in time order.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub labels: Vec<(String, String)>,
     timestamps: Vec<Millis>,
@@ -44,21 +44,6 @@ impl Series {
 
     pub fn last_timestamp(&self) -> Option<Millis> {
         self.timestamps.last().copied()
-    }
-
-    pub fn last_value(&self) -> Option<f64> {
-        self.values.last().copied()
-    }
-
-    /// Forgets samples before `at`, in batches so that a series trimmed every cycle costs
-    /// O(1) amortised per sample.
-    pub fn trim_before(&mut self, at: Millis) {
-        let old = self.timestamps.partition_point(|&sample_at| sample_at < at);
-        if old >= 64 && old * 4 >= self.timestamps.len() {
-            self.timestamps.drain(..old);
-            self.values.drain(..old);
-            self.reset_sums.drain(..old);
-        }
     }
 
     pub fn first_timestamp(&self) -> Option<Millis> {
@@ -103,33 +88,53 @@ impl Series {
         let last = hi - 1;
         let first_value = self.values[lo];
         let raw = self.values[last] - first_value + (self.reset_sums[last] - self.reset_sums[lo]);
-        let first_at = self.timestamps[lo];
-        let last_at = self.timestamps[last];
-        let sampled_interval = (last_at - first_at) as f64 / 1000.0;
-        let average_step = sampled_interval / (hi - lo - 1) as f64;
-        let mut to_start = (first_at - range_start) as f64 / 1000.0;
-        let to_end = (range_end - last_at) as f64 / 1000.0;
-        // A counter cannot go below zero: do not extrapolate the start past the zero point.
-        if raw > 0.0 && first_value >= 0.0 {
-            let to_zero = sampled_interval * (first_value / raw);
-            if to_zero < to_start {
-                to_start = to_zero;
-            }
-        }
-        let threshold = average_step * 1.1;
-        let mut extrapolated = sampled_interval;
-        extrapolated += if to_start < threshold {
-            to_start
-        } else {
-            average_step / 2.0
-        };
-        extrapolated += if to_end < threshold {
-            to_end
-        } else {
-            average_step / 2.0
-        };
-        Some(raw * (extrapolated / sampled_interval))
+        Some(extrapolate(
+            raw,
+            (self.timestamps[lo], first_value),
+            self.timestamps[last],
+            hi - lo,
+            range_start,
+            range_end,
+        ))
     }
+}
+
+/// Prometheus's extrapolation of a counter's raw increase over `count` samples, the first at
+/// `first_at` with `first_value` and the last at `last_at`, to the window
+/// `[range_start, range_end]`: towards each edge by the distance to it if that is within 1.1
+/// average sample intervals, else by half an interval, and never past the counter's zero.
+pub fn extrapolate(
+    raw: f64,
+    (first_at, first_value): (Millis, f64),
+    last_at: Millis,
+    count: usize,
+    range_start: Millis,
+    range_end: Millis,
+) -> f64 {
+    let sampled_interval = (last_at - first_at) as f64 / 1000.0;
+    let average_step = sampled_interval / (count - 1) as f64;
+    let mut to_start = (first_at - range_start) as f64 / 1000.0;
+    let to_end = (range_end - last_at) as f64 / 1000.0;
+    // A counter cannot go below zero: do not extrapolate the start past the zero point.
+    if raw > 0.0 && first_value >= 0.0 {
+        let to_zero = sampled_interval * (first_value / raw);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = average_step * 1.1;
+    let mut extrapolated = sampled_interval;
+    extrapolated += if to_start < threshold {
+        to_start
+    } else {
+        average_step / 2.0
+    };
+    extrapolated += if to_end < threshold {
+        to_end
+    } else {
+        average_step / 2.0
+    };
+    raw * (extrapolated / sampled_interval)
 }
 
 /// The samples of one series that fall in a window sliding forward in time.

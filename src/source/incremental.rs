@@ -33,7 +33,7 @@ use crate::query::{CounterQuery, LocalSli};
 use crate::slo::{Millis, Slo, millis};
 use crate::source::live::{Snapshot, windows_with_period};
 use crate::source::prometheus::{Answer, ApiError, Client, RangeSeries};
-use crate::window::Series;
+use crate::window::extrapolate;
 
 const MINUTE: Millis = 60_000;
 const HOUR: Millis = 60 * MINUTE;
@@ -73,6 +73,8 @@ impl Ring {
         let index = at.div_euclid(self.width);
         if self.buckets.is_empty() {
             self.first_index = index;
+            // The ring fills up to its capacity and stays there: allocate it once, exactly.
+            self.buckets.reserve_exact(self.capacity + 1);
         }
         if index < self.first_index {
             return; // older than the ring keeps
@@ -107,11 +109,105 @@ impl Ring {
     }
 }
 
+/// The recent raw samples of one series, compact: times as millisecond offsets from `base`.
+/// Windows over them reproduce Prometheus's `increase()` (resets, extrapolation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RawSeries {
+    labels: Vec<(String, String)>,
+    base: Millis,
+    offsets: Vec<u32>,
+    values: Vec<f64>,
+}
+
+impl RawSeries {
+    fn new(labels: Vec<(String, String)>) -> RawSeries {
+        RawSeries {
+            labels,
+            base: 0,
+            offsets: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn at(&self, index: usize) -> Millis {
+        self.base + Millis::from(self.offsets[index])
+    }
+
+    fn last_timestamp(&self) -> Option<Millis> {
+        (!self.offsets.is_empty()).then(|| self.at(self.offsets.len() - 1))
+    }
+
+    fn last_value(&self) -> Option<f64> {
+        self.values.last().copied()
+    }
+
+    /// Appends a sample after the last one. Grows by an eighth at a time: a series holds a
+    /// steady number of samples, so doubling would waste up to half.
+    fn push(&mut self, at: Millis, value: f64) {
+        if self.offsets.is_empty() || u32::try_from(at - self.base).is_err() {
+            self.offsets.clear();
+            self.values.clear();
+            self.base = at;
+        }
+        if self.offsets.len() == self.offsets.capacity() {
+            let more = (self.offsets.len() / 8).max(16);
+            self.offsets.reserve_exact(more);
+            self.values.reserve_exact(more);
+        }
+        self.offsets.push((at - self.base) as u32);
+        self.values.push(value);
+    }
+
+    /// Forgets samples before `at`, 16 or more at a time.
+    fn trim_before(&mut self, at: Millis) {
+        let old = self
+            .offsets
+            .partition_point(|&offset| self.base + Millis::from(offset) < at);
+        if old >= 16 {
+            let shift = self.offsets[old.min(self.offsets.len() - 1)];
+            self.offsets.drain(..old);
+            self.values.drain(..old);
+            self.base += Millis::from(shift);
+            for offset in &mut self.offsets {
+                *offset -= shift;
+            }
+        }
+    }
+
+    /// `increase()` over `[range_start, range_end]`, or `None` with fewer than two samples.
+    fn increase(&self, range_start: Millis, range_end: Millis) -> Option<f64> {
+        let lo = self
+            .offsets
+            .partition_point(|&offset| self.base + Millis::from(offset) < range_start);
+        let hi = self
+            .offsets
+            .partition_point(|&offset| self.base + Millis::from(offset) <= range_end);
+        if hi < lo + 2 {
+            return None;
+        }
+        let values = &self.values[lo..hi];
+        let mut raw = values[values.len() - 1] - values[0];
+        for pair in values.windows(2) {
+            if pair[1] < pair[0] {
+                raw += pair[0];
+            }
+        }
+        Some(extrapolate(
+            raw,
+            (self.at(lo), values[0]),
+            self.at(hi - 1),
+            hi - lo,
+            range_start,
+            range_end,
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SeriesState {
     role: Role,
     /// Samples of the last [`RAW_HORIZON`] (and a little more).
-    raw: Series,
+    raw: RawSeries,
 }
 
 /// One SLO instance: its series and its buckets.
@@ -403,7 +499,7 @@ impl Incremental {
                 let state = self.buckets(&instance);
                 state.series.push(SeriesState {
                     role,
-                    raw: Series::new(key.1.clone()),
+                    raw: RawSeries::new(key.1.clone()),
                 });
                 let index = state.series.len() - 1;
                 self.series_index.insert(key, (instance.clone(), index));
@@ -499,6 +595,35 @@ impl Incremental {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_series_trims_and_rebases_without_changing_windows() {
+        let mut raw = RawSeries::new(Vec::new());
+        let mut reference = crate::window::Series::new(Vec::new());
+        for step in 0..400 {
+            let at = 1_700_000_000_000 + step * 30_000;
+            let value = if step == 350 { 3.0 } else { 10.0 * step as f64 };
+            raw.push(at, value);
+            reference.push(at, value);
+        }
+        let now = 1_700_000_000_000 + 399 * 30_000;
+        let before: Vec<Option<f64>> = [300_000, 3_600_000]
+            .iter()
+            .map(|w| raw.increase(now - w, now))
+            .collect();
+        raw.trim_before(now - 2 * HOUR);
+        assert!(
+            raw.offsets.len() < 400 && raw.offsets[0] == 0,
+            "trimmed and rebased"
+        );
+        for (window, expected) in [300_000, 3_600_000].iter().zip(before) {
+            assert_eq!(raw.increase(now - window, now), expected);
+            assert_eq!(
+                raw.increase(now - window, now),
+                reference.increase(now - window, now)
+            );
+        }
+    }
 
     #[test]
     fn ring_sums_with_proportional_edges() {
