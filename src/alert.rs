@@ -82,6 +82,19 @@ impl Alert {
         matches!(self.phase, Phase::Firing { .. })
     }
 
+    /// `inactive`, `pending`, `firing`, or `resolving` (firing, condition false, not yet for
+    /// `resolve_timeout`).
+    pub fn state(&self) -> &'static str {
+        match self.phase {
+            Phase::Inactive => "inactive",
+            Phase::Pending { .. } => "pending",
+            Phase::Firing {
+                false_since: None, ..
+            } => "firing",
+            Phase::Firing { .. } => "resolving",
+        }
+    }
+
     /// When the current incident started firing.
     pub fn firing_since(&self) -> Option<Millis> {
         match self.phase {

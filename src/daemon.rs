@@ -289,9 +289,8 @@ pub async fn run(
         {
             let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
             status.alerts = saved.clone();
-            if !failed || status.ready {
-                status.ready = true;
-            }
+            // Ready from the first evaluation that every SLO completed.
+            status.ready |= !failed;
             status.last_evaluation = Some(now);
         }
         if let Ok(metrics) = shared.metrics.lock() {
@@ -300,11 +299,10 @@ pub async fn run(
                 .observe(started.elapsed().as_secs_f64());
             metrics.alerts.clear();
             for alert in &saved {
-                let state = if alert.alert.is_firing() {
-                    "firing"
-                } else {
-                    "pending"
-                };
+                let state = alert.alert.state();
+                if state == "inactive" {
+                    continue;
+                }
                 metrics
                     .alerts
                     .get_or_create(&labels(&[("tier", alert.tier.as_str()), ("state", state)]))

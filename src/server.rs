@@ -137,12 +137,11 @@ async fn alerts(State(shared): State<Arc<Shared>>) -> Response {
         .alerts
         .iter()
         .map(|saved| {
-            let (state, since) = match saved.alert.phase {
-                crate::alert::Phase::Inactive => ("inactive", None),
-                crate::alert::Phase::Pending { since } => ("pending", Some(since)),
-                crate::alert::Phase::Firing { since, false_since: None, .. } => ("firing", Some(since)),
-                crate::alert::Phase::Firing { since, .. } => ("resolving", Some(since)),
+            let since = match saved.alert.phase {
+                crate::alert::Phase::Inactive => None,
+                crate::alert::Phase::Pending { since } | crate::alert::Phase::Firing { since, .. } => Some(since),
             };
+            let state = saved.alert.state();
             json!({
                 "slo": saved.slo_id,
                 "labels": saved.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
