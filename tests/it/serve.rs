@@ -71,9 +71,10 @@ impl Reply {
     }
 }
 
-type Handler = dyn Fn(&str, &str) -> Reply + Send + Sync;
+/// `handler(method, target, head)`: `head` is the request line and headers as received.
+type Handler = dyn Fn(&str, &str, &str) -> Reply + Send + Sync;
 
-/// Answers every request on 127.0.0.1:<free port> with `handler(method, target)`, one thread
+/// Answers every request on 127.0.0.1:<free port> with `handler(method, target, head)`, one thread
 /// per connection, `Connection: close`. Stops accepting on drop.
 struct HttpStub {
     addr: SocketAddr,
@@ -82,7 +83,7 @@ struct HttpStub {
 }
 
 impl HttpStub {
-    fn start(handler: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> HttpStub {
+    fn start(handler: impl Fn(&str, &str, &str) -> Reply + Send + Sync + 'static) -> HttpStub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -145,7 +146,7 @@ fn answer(mut stream: TcpStream, handler: &Handler) {
     let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
     let method = request_line.next().unwrap_or("");
     let target = request_line.next().unwrap_or("");
-    let reply = handler(method, target);
+    let reply = handler(method, target, &head);
     let reason = if reply.status == 200 { "OK" } else { "Stub" };
     let head = format!(
         "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -197,7 +198,7 @@ impl LiveTarget {
         }));
         let stub = HttpStub::start({
             let traffic = traffic.clone();
-            move |_, target| {
+            move |_, target, _| {
                 if target != "/metrics" {
                     return Reply::new(404, "text/plain", "not found\n");
                 }
@@ -1065,7 +1066,7 @@ fn reload_keeps_state_and_rejects_a_bad_config() {
 
 /// A fake Prometheus whose every query answers an empty vector.
 fn empty_prometheus() -> HttpStub {
-    HttpStub::start(|_, _| {
+    HttpStub::start(|_, _, _| {
         Reply::json(
             200,
             r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
@@ -1355,7 +1356,7 @@ fn malformed_prometheus_answers_are_errors_not_panics() {
         let current = current.clone();
         let replies = replies.clone();
         let queries = queries.clone();
-        move |_, target| {
+        move |_, target, _| {
             if target.starts_with("/api/v1/query?") {
                 queries.fetch_add(1, Ordering::SeqCst);
             }
@@ -1664,4 +1665,178 @@ fn metrics_responses_are_consistent_snapshots_of_one_evaluation() {
         }
     }
     assert!(seen.len() >= 3, "only {} evaluations in 5s", seen.len());
+}
+
+// ---- the Prometheus client against a server that checks what it is sent ----
+
+/// The value of `parameter` in a request target's query string (percent-decoded enough for
+/// numbers).
+fn parameter(target: &str, parameter: &str) -> Option<f64> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(&format!("{parameter}=")))
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn prometheus_client_sends_prefix_headers_and_credentials_and_retries_only_server_errors() {
+    use burnwatch::source::prometheus::{ApiError, Auth, Client, Endpoint, Secret};
+    let requests = Arc::new(AtomicUsize::new(0));
+    let failures_left = Arc::new(AtomicUsize::new(0));
+    let stub = HttpStub::start({
+        let (requests, failures_left) = (requests.clone(), failures_left.clone());
+        move |_, target, head| {
+            requests.fetch_add(1, Ordering::SeqCst);
+            let head = head.to_ascii_lowercase();
+            let authorised = head.contains("authorization: bearer t0ken-from-a-file")
+                || head.contains("authorization: basic dxnlcjpwyxnzd29yza==");
+            if !target.starts_with("/prometheus/api/v1/")
+                || !head.contains("x-scope-orgid: team-a")
+                || !authorised
+            {
+                return Reply::json(
+                    401,
+                    r#"{"status":"error","errorType":"unauthorized","error":"who are you"}"#,
+                );
+            }
+            if failures_left.load(Ordering::SeqCst) > 0 {
+                failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Reply::new(503, "text/html", "<html>busy</html>");
+            }
+            if target.contains("query=bad") {
+                return Reply::json(
+                    400,
+                    r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+                );
+            }
+            if target.starts_with("/prometheus/api/v1/query_range?") {
+                let (start, end, step) = (
+                    parameter(target, "start").unwrap_or(0.0),
+                    parameter(target, "end").unwrap_or(0.0),
+                    parameter(target, "step").unwrap_or(1.0),
+                );
+                let points = ((end - start) / step).round() as i64 + 1;
+                if points > 11_000 {
+                    return Reply::json(
+                        400,
+                        r#"{"status":"error","errorType":"bad_data","error":"exceeded maximum resolution of 11,000 points per timeseries"}"#,
+                    );
+                }
+                let values: Vec<String> = (0..points)
+                    .map(|i| format!("[{},\"1\"]", start + i as f64 * step))
+                    .collect();
+                return Reply::json(
+                    200,
+                    format!(
+                        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"a":"b"}},"values":[{}]}}]}}}}"#,
+                        values.join(",")
+                    ),
+                );
+            }
+            Reply::json(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.5"]}]}}"#,
+            )
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = |auth: Auth| {
+        let mut endpoint = Endpoint::new(format!("{}/prometheus", stub.url()));
+        endpoint.headers = vec![("X-Scope-OrgID".to_string(), "team-a".to_string())];
+        endpoint.auth = auth;
+        endpoint.retries = 3;
+        endpoint
+    };
+    let bearer = Client::new(&endpoint(Auth::Bearer(Secret::new(
+        "t0ken-from-a-file".to_string(),
+    ))))
+    .unwrap();
+    let basic = Client::new(&endpoint(Auth::Basic {
+        username: "user".to_string(),
+        password: Secret::new("password".to_string()),
+    }))
+    .unwrap();
+    for client in [&bearer, &basic] {
+        assert!(
+            runtime
+                .block_on(client.query("up", 1_700_000_000_000))
+                .is_ok()
+        );
+    }
+    let anonymous = Client::new(&endpoint(Auth::None)).unwrap();
+    let refused = runtime
+        .block_on(anonymous.query("up", 1_700_000_000_000))
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "Prometheus error (unauthorized): who are you"
+    );
+
+    // Two 503s, then success: retried. A bad query: not retried.
+    failures_left.store(2, Ordering::SeqCst);
+    let before = requests.load(Ordering::SeqCst);
+    assert!(
+        runtime
+            .block_on(bearer.query("up", 1_700_000_000_000))
+            .is_ok()
+    );
+    assert_eq!(requests.load(Ordering::SeqCst) - before, 3);
+    let before = requests.load(Ordering::SeqCst);
+    let error = runtime
+        .block_on(bearer.query("bad", 1_700_000_000_000))
+        .unwrap_err();
+    assert_eq!(
+        error,
+        ApiError::Api {
+            error_type: "bad_data".to_string(),
+            error: "parse error".to_string()
+        }
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst) - before,
+        1,
+        "a 4xx is not retried"
+    );
+    // Four 503s exhaust three retries.
+    failures_left.store(4, Ordering::SeqCst);
+    let error = runtime
+        .block_on(bearer.query("up", 1_700_000_000_000))
+        .unwrap_err();
+    assert_eq!(error, ApiError::Http { status: 503 });
+    failures_left.store(0, Ordering::SeqCst);
+
+    // 14,401 points at a 1s step: split into requests of at most 11,000, joined per series.
+    let before = requests.load(Ordering::SeqCst);
+    let series = runtime
+        .block_on(bearer.query_range(
+            "up",
+            1_700_000_000_000,
+            1_700_014_400_000,
+            Duration::from_secs(1),
+        ))
+        .unwrap();
+    assert_eq!(requests.load(Ordering::SeqCst) - before, 2);
+    assert_eq!(series.len(), 1);
+    let times: Vec<i64> = series[0].samples.iter().map(|(at, _)| *at).collect();
+    assert_eq!(times.len(), 14_401);
+    assert!(
+        times.windows(2).all(|pair| pair[1] - pair[0] == 1000),
+        "no gaps or duplicates at the seam"
+    );
+
+    // Secrets never show in errors, even when the server is gone.
+    drop(stub);
+    let error = runtime
+        .block_on(bearer.query("up", 1_700_000_000_000))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !error.contains("t0ken") && !error.contains("team-a"),
+        "{error}"
+    );
+    assert!(!format!("{bearer:?}").contains("t0ken"));
 }
