@@ -42,6 +42,8 @@ const RAW_HORIZON: Millis = 2 * HOUR;
 /// Windows up to this length use 5-minute buckets; longer ones hourly buckets.
 const MEDIUM_HORIZON: Millis = 3 * 24 * HOUR;
 const MEDIUM: Millis = 5 * MINUTE;
+/// The warm start reads raw samples in slices of this length.
+const WARM_START_SLICE: Millis = 30 * MINUTE;
 
 /// Which side of the ratio a series feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -451,13 +453,17 @@ impl Incremental {
                 }
             }
         }
+        // Read in slices of half an hour so that no answer holds hours of every series.
         for role in [Role::Numerator, Role::Total] {
-            let series = self
-                .raw_samples(client, role, now - hours_until, now)
-                .await?;
-            queries += 1;
-            for piece in series {
-                self.ingest(role, piece, Some((medium_until, hours_until)));
+            let mut from = hours_until;
+            while from < now {
+                let to = (from + WARM_START_SLICE).min(now);
+                let series = self.raw_samples(client, role, to - from, to).await?;
+                queries += 1;
+                for piece in series {
+                    self.ingest(role, piece, Some((medium_until, hours_until)));
+                }
+                from = to;
             }
         }
         Ok(queries)

@@ -10,6 +10,7 @@
 //! - Secrets never reach logs or errors: credentials are sent as headers, never in the URL,
 //!   and error texts are built here without URLs or bodies that could echo them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -270,8 +271,8 @@ impl Client {
     pub async fn query(&self, expr: &str, at: Millis) -> Result<Evaluated, ApiError> {
         let time = seconds(at);
         let params = [("query", expr), ("time", time.as_str()), ("stats", "all")];
-        let data = self.get("/api/v1/query", &params).await?;
-        parse_evaluated(data)
+        let body = self.get("/api/v1/query", &params).await?;
+        parse_answer(&body)
     }
 
     /// A range query, split into requests of at most [`MAX_STEPS_PER_QUERY`] points; the
@@ -295,8 +296,8 @@ impl Client {
                 ("end", to_text.as_str()),
                 ("step", step_text.as_str()),
             ];
-            let data = self.get("/api/v1/query_range", &params).await?;
-            let Answer::Matrix(series) = parse_evaluated(data)?.answer else {
+            let body = self.get("/api/v1/query_range", &params).await?;
+            let Answer::Matrix(series) = parse_answer(&body)?.answer else {
                 return Err(ApiError::Malformed(
                     "query_range did not return a matrix".to_string(),
                 ));
@@ -316,7 +317,8 @@ impl Client {
     }
 
     pub async fn build_info(&self) -> Result<BuildInfo, ApiError> {
-        let (data, _) = self.get("/api/v1/status/buildinfo", &[]).await?;
+        let body = self.get("/api/v1/status/buildinfo", &[]).await?;
+        let (data, _) = parse_body(200, &body)?;
         let version = data
             .get("version")
             .and_then(Value::as_str)
@@ -326,12 +328,9 @@ impl Client {
         })
     }
 
-    /// GET with retries; returns the `data` (and warnings) of a successful answer.
-    async fn get(
-        &self,
-        path: &str,
-        params: &[(&str, &str)],
-    ) -> Result<(Value, Vec<String>), ApiError> {
+    /// GET with retries; returns the body of a 2xx answer (parsed by the caller, so that
+    /// large answers are read straight into their final shape).
+    async fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<bytes::Bytes, ApiError> {
         let mut attempt = 0;
         let mut delay = Duration::from_millis(200);
         loop {
@@ -352,7 +351,7 @@ impl Client {
         &self,
         path: &str,
         params: &[(&str, &str)],
-    ) -> Result<(Value, Vec<String>), ApiError> {
+    ) -> Result<bytes::Bytes, ApiError> {
         let mut request = self.http.get(format!("{}{path}", self.base)).query(params);
         request = match &self.auth {
             Auth::None => request,
@@ -364,7 +363,15 @@ impl Client {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport_error)?;
-        parse_body(status.as_u16(), &body)
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(match parse_body(status.as_u16(), &body) {
+            Err(error) => error,
+            Ok(_) => ApiError::Http {
+                status: status.as_u16(),
+            },
+        })
     }
 }
 
@@ -467,6 +474,125 @@ fn bounded(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[derive(Deserialize)]
+struct FastAnswer<'a, R> {
+    status: &'a str,
+    #[serde(borrow)]
+    data: FastData<'a, R>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct FastData<'a, R> {
+    #[serde(rename = "resultType")]
+    result_type: &'a str,
+    result: Vec<R>,
+    stats: Option<FastStats>,
+}
+
+#[derive(Deserialize)]
+struct FastStats {
+    samples: Option<FastSamples>,
+}
+
+#[derive(Deserialize)]
+struct FastSamples {
+    #[serde(rename = "totalQueryableSamples")]
+    total_queryable_samples: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct FastSample<'a> {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(borrow)]
+    value: (f64, &'a str),
+}
+
+#[derive(Deserialize)]
+struct FastSeries<'a> {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(borrow, default)]
+    values: Vec<(f64, &'a str)>,
+}
+
+fn fast_point((at, value): (f64, &str)) -> Option<(Millis, f64)> {
+    let value = match value {
+        "NaN" => f64::NAN,
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => value.parse::<f64>().ok().filter(|v| v.is_finite())?,
+    };
+    (at.is_finite() && at.abs() < 1e11).then(|| ((at * 1000.0).round() as Millis, value))
+}
+
+/// The typed reading of a well-formed vector or matrix answer, straight from the bytes (no
+/// intermediate JSON tree: a warm start's answer can hold millions of samples). `None` for
+/// anything else, which the general parser then reads or explains.
+fn parse_fast(body: &[u8]) -> Option<Evaluated> {
+    let head = &body[..body.len().min(256)];
+    let needle = br#""resultType":"matrix""#;
+    let matrix = head.windows(needle.len()).any(|window| window == needle);
+    let touched =
+        |stats: Option<FastStats>| stats.and_then(|stats| stats.samples?.total_queryable_samples);
+    if matrix {
+        let answer: FastAnswer<FastSeries> = serde_json::from_slice(body).ok()?;
+        if answer.status != "success" || answer.data.result_type != "matrix" {
+            return None;
+        }
+        let mut series = Vec::with_capacity(answer.data.result.len());
+        for item in answer.data.result {
+            let samples = item
+                .values
+                .into_iter()
+                .map(fast_point)
+                .collect::<Option<Vec<_>>>()?;
+            series.push(RangeSeries {
+                labels: item.metric.into_iter().collect(),
+                samples,
+            });
+        }
+        Some(Evaluated {
+            answer: Answer::Matrix(series),
+            samples_touched: touched(answer.data.stats),
+            warnings: answer.warnings,
+        })
+    } else {
+        let answer: FastAnswer<FastSample> = serde_json::from_slice(body).ok()?;
+        if answer.status != "success" || answer.data.result_type != "vector" {
+            return None;
+        }
+        let mut samples = Vec::with_capacity(answer.data.result.len());
+        for item in answer.data.result {
+            let (at, value) = fast_point(item.value)?;
+            samples.push(Sample {
+                labels: item.metric.into_iter().collect(),
+                at,
+                value,
+            });
+        }
+        Some(Evaluated {
+            answer: Answer::Vector(samples),
+            samples_touched: touched(answer.data.stats),
+            warnings: answer.warnings,
+        })
+    }
+}
+
+/// A query answer: the typed fast path for well-formed vectors and matrices, the general
+/// parser (with its precise error messages) for everything else.
+pub fn parse_answer(body: &[u8]) -> Result<Evaluated, ApiError> {
+    if let Some(evaluated) = parse_fast(body) {
+        for warning in &evaluated.warnings {
+            tracing::warn!(warning = %bounded(warning), "Prometheus warning");
+        }
+        return Ok(evaluated);
+    }
+    parse_evaluated(parse_body(200, body)?)
 }
 
 /// Reads `data` of a query answer: `resultType` and `result`, plus stats.
@@ -604,6 +730,30 @@ mod tests {
         assert_eq!(samples[0].at, 1_700_000_000_500);
         assert_eq!(samples[1].value, f64::INFINITY);
         assert_eq!(samples[2].value, 0.25);
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_the_general_parser_reads() {
+        let bodies = [
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"route":"b"},"value":[1700000000.5,"NaN"]},{"metric":{},"value":[1700000000,"0.25"]}],"stats":{"samples":{"totalQueryableSamples":12}}}}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"x","a":"b \"q\""},"values":[[1700000000,"1"],[1700000030.5,"+Inf"]]}]},"warnings":["w"]}"#,
+        ];
+        for body in bodies {
+            let fast = parse_fast(body.as_bytes()).expect("fast path reads it");
+            let general = parse_evaluated(parse_body(200, body.as_bytes()).unwrap()).unwrap();
+            assert_eq!(format!("{:?}", fast), format!("{:?}", general), "{body}");
+            assert_eq!(
+                format!("{:?}", parse_answer(body.as_bytes()).unwrap()),
+                format!("{general:?}")
+            );
+        }
+        // Anything odd goes to the general parser and its message.
+        let odd = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,2]]}]}}"#;
+        assert!(parse_fast(odd.as_bytes()).is_none());
+        assert_eq!(
+            parse_answer(odd.as_bytes()).unwrap_err().to_string(),
+            "malformed answer from Prometheus: a sample is not [time, \"value\"]"
+        );
     }
 
     #[test]
