@@ -79,7 +79,16 @@ impl Ring {
             self.buckets.reserve_exact(self.capacity + 1);
         }
         if index < self.first_index {
-            return; // older than the ring keeps
+            // Older than the oldest bucket so far (another series began earlier): extend the
+            // ring backwards while it stays within its capacity.
+            let missing = (self.first_index - index) as usize;
+            if self.buckets.len() + missing > self.capacity {
+                return; // older than the ring keeps
+            }
+            for _ in 0..missing {
+                self.buckets.push_front([0.0; 2]);
+            }
+            self.first_index = index;
         }
         while self.first_index + self.buckets.len() as i64 <= index {
             self.buckets.push_back([0.0; 2]);
@@ -433,23 +442,35 @@ impl Incremental {
                     continue;
                 }
                 let expr = format!("sum{by} (increase({}[{}ms]))", selector(&query), width);
-                let points = client
-                    .query_range(&expr, first, until, Duration::from_millis(width as u64))
-                    .await?;
-                queries += 1;
-                for series in points {
-                    let instance: InstanceLabels = group_key(&query, &series.labels);
-                    let buckets = self.buckets(&instance);
-                    let ring = if width == HOUR {
-                        &mut buckets.coarse
-                    } else {
-                        &mut buckets.medium
-                    };
-                    for (end, increase) in series.samples {
-                        if increase.is_finite() {
-                            ring.add(end - width, role, increase);
+                // Half a day of points per request: one answer never holds the whole period
+                // of every instance.
+                let mut slice_first = first;
+                while slice_first <= until {
+                    let slice_until = until.min(slice_first + 12 * HOUR - width);
+                    let points = client
+                        .query_range(
+                            &expr,
+                            slice_first,
+                            slice_until,
+                            Duration::from_millis(width as u64),
+                        )
+                        .await?;
+                    queries += 1;
+                    for series in points {
+                        let instance: InstanceLabels = group_key(&query, &series.labels);
+                        let buckets = self.buckets(&instance);
+                        let ring = if width == HOUR {
+                            &mut buckets.coarse
+                        } else {
+                            &mut buckets.medium
+                        };
+                        for (end, increase) in series.samples {
+                            if increase.is_finite() {
+                                ring.add(end - width, role, increase);
+                            }
                         }
                     }
+                    slice_first = slice_until + width;
                 }
             }
         }
@@ -652,6 +673,12 @@ mod tests {
             ring.sum(15 * MINUTE + 30_000, 17 * MINUTE + 30_000),
             [2.5, 150.0],
         );
+        // A series that begins earlier than those seen so far extends the ring backwards.
+        let mut late_first = Ring::new(MINUTE, 10 * MINUTE);
+        late_first.add(8 * MINUTE, Role::Numerator, 1.0);
+        late_first.add(2 * MINUTE, Role::Total, 60.0);
+        late_first.add(8 * MINUTE, Role::Total, 60.0);
+        near(late_first.sum(0, 8 * MINUTE + 30_000), [1.0, 120.0]);
         // Older than kept: only what is kept counts, and late samples that old are dropped.
         let newest = 19 * MINUTE + 30_000;
         near(ring.sum(0, newest), [12.0, 720.0]);
