@@ -116,62 +116,47 @@ pub fn recording_text() -> String {
         }
     }
     let mut out = String::with_capacity(scrapes as usize * ROUTES.len() * 8 * 90);
-    let series_label = |route: &str| {
-        format!(
-            "route=\"{}\",service=\"order-service\"",
-            escape_label_value(route)
-        )
+    // One series: `key` (name and labels) with one sample per scrape.
+    let series = |out: &mut String,
+                  key: &str,
+                  samples: &[RouteCounters],
+                  value: &dyn Fn(&RouteCounters) -> f64| {
+        for (scrape, counters) in samples.iter().enumerate() {
+            let at = START + scrape as i64 * SCRAPE_SECONDS;
+            let _ = writeln!(out, "{key} {} {at}", value(counters));
+        }
     };
-    let _ = writeln!(out, "# TYPE http_requests counter");
-    for (code, pick) in [("200", 0usize), ("500", 1)] {
-        for (route_index, (route, _)) in ROUTES.iter().enumerate() {
-            for (scrape, counters) in history[route_index].iter().enumerate() {
-                let value = if pick == 0 {
-                    counters.ok
-                } else {
-                    counters.failed
-                };
-                let at = START + scrape as i64 * SCRAPE_SECONDS;
-                let _ = writeln!(
-                    out,
-                    "http_requests_total{{code=\"{code}\",{}}} {value} {at}",
-                    series_label(route)
-                );
-            }
+    let labels: Vec<String> = ROUTES
+        .iter()
+        .map(|(route, _)| {
+            format!(
+                "route=\"{}\",service=\"order-service\"",
+                escape_label_value(route)
+            )
+        })
+        .collect();
+    out.push_str("# TYPE http_requests counter\n");
+    for (code, failed) in [("200", false), ("500", true)] {
+        for (route_index, labels) in labels.iter().enumerate() {
+            let key = format!("http_requests_total{{code=\"{code}\",{labels}}}");
+            let value =
+                |counters: &RouteCounters| if failed { counters.failed } else { counters.ok };
+            series(&mut out, &key, &history[route_index], &value);
         }
     }
-    let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
-    for (route_index, (route, _)) in ROUTES.iter().enumerate() {
+    out.push_str("# TYPE http_request_duration_seconds histogram\n");
+    for (route_index, labels) in labels.iter().enumerate() {
         let samples = &history[route_index];
         for (bucket, (le, _, _)) in BUCKETS.iter().enumerate() {
-            for (scrape, counters) in samples.iter().enumerate() {
-                let at = START + scrape as i64 * SCRAPE_SECONDS;
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{le=\"{le}\",{}}} {} {at}",
-                    series_label(route),
-                    counters.buckets[bucket]
-                );
-            }
+            let key = format!("http_request_duration_seconds_bucket{{le=\"{le}\",{labels}}}");
+            series(&mut out, &key, samples, &|counters| {
+                counters.buckets[bucket]
+            });
         }
-        for (scrape, counters) in samples.iter().enumerate() {
-            let at = START + scrape as i64 * SCRAPE_SECONDS;
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{le=\"+Inf\",{}}} {} {at}",
-                series_label(route),
-                counters.count
-            );
-        }
-        for (scrape, counters) in samples.iter().enumerate() {
-            let at = START + scrape as i64 * SCRAPE_SECONDS;
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{{}}} {} {at}",
-                series_label(route),
-                counters.count
-            );
-        }
+        let key = format!("http_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}}");
+        series(&mut out, &key, samples, &|counters| counters.count);
+        let key = format!("http_request_duration_seconds_count{{{labels}}}");
+        series(&mut out, &key, samples, &|counters| counters.count);
     }
     out.push_str("# EOF\n");
     out
