@@ -75,6 +75,17 @@ fn data() -> String {
     out
 }
 
+/// A Prometheus holding `data()`, a runtime and a client for it.
+fn fixture() -> (Prometheus, tokio::runtime::Runtime, Client) {
+    let prometheus = Prometheus::start(&data());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(&Endpoint::new(prometheus.url())).unwrap();
+    (prometheus, runtime, client)
+}
+
 fn slo() -> Slo {
     match load_str("spec.yaml", SPEC, Path::new(".")) {
         Ok(Document::Slos(mut slos)) => slos.remove(0),
@@ -84,12 +95,7 @@ fn slo() -> Slo {
 
 #[test]
 fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
-    let prometheus = Prometheus::start(&data());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = Client::new(&Endpoint::new(prometheus.url())).unwrap();
+    let (_prometheus, runtime, client) = fixture();
     let slo = slo();
     let mut incremental = Incremental::new(&slo).unwrap();
     let interval = Duration::from_secs(30);
@@ -187,12 +193,7 @@ fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
 #[test]
 fn a_checkpointed_state_resumes_without_a_warm_start() {
     use burnwatch::source::incremental::Checkpoint;
-    let prometheus = Prometheus::start(&data());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = Client::new(&Endpoint::new(prometheus.url())).unwrap();
+    let (_prometheus, runtime, client) = fixture();
     let slo = slo();
     let interval = Duration::from_secs(30);
     let first = (BURST.0 - 600) * 1000;
@@ -236,13 +237,8 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
 fn replay_from_prometheus_matches_replay_from_the_recording() {
     use burnwatch::replay::{self, Range};
     use burnwatch::source::openmetrics;
+    let (_prometheus, runtime, client) = fixture();
     let text = data();
-    let prometheus = Prometheus::start(&text);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = Client::new(&Endpoint::new(prometheus.url())).unwrap();
     let slos = vec![slo()];
     let range = Range {
         from: (BURST.0 - 3_600) * 1000,
