@@ -32,6 +32,9 @@ pub struct Event {
     pub time_to_exhaustion: Option<Duration>,
     /// When the incident started firing, for firing, reminder and resolved.
     pub firing_since: Option<Millis>,
+    /// Share of the period's error budget left when the incident fired (so a message can say
+    /// how much this incident cost), for reminder and resolved.
+    pub budget_at_firing: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -39,6 +42,8 @@ struct Entry {
     alert: Alert,
     /// The pair that tripped when the incident fired, to report on resolve.
     tripped: Option<WindowPair>,
+    /// Budget remaining when the incident fired.
+    budget_at_firing: Option<f64>,
 }
 
 /// Alert state of one SLO instance: one entry per tier kind (page, ticket).
@@ -68,6 +73,8 @@ pub struct SavedAlert {
     pub tier: TierKind,
     pub alert: Alert,
     pub tripped: Option<WindowPair>,
+    #[serde(default)]
+    pub budget_at_firing: Option<f64>,
 }
 
 fn slot(kind: TierKind) -> usize {
@@ -126,7 +133,13 @@ impl Engine {
             if kind == TierKind::Page {
                 page_firing = entry.alert.is_firing();
             }
-            let Some(change) = change else { continue };
+            let Some(change) = change else {
+                if !entry.alert.is_firing() {
+                    // Resolved without a word (never announced): forget its budget too.
+                    entry.budget_at_firing = None;
+                }
+                continue;
+            };
             let pair_reading = match (change, entry.tripped) {
                 (Change::Resolved, Some(pair)) => {
                     *reading.pair(pair).unwrap_or(reading.leading_pair())
@@ -134,15 +147,28 @@ impl Engine {
                 _ => *reading.leading_pair(),
             };
             let firing_since = entry.alert.firing_since().or(firing_before);
-            if change == Change::Resolved {
-                entry.tripped = None;
-            }
             changes.push((kind, change, pair_reading, firing_since));
         }
         if changes.is_empty() {
             return Vec::new();
         }
         let budget_remaining = burn::budget_remaining(measure(slo.period), slo.objective);
+        let mut budgets = [None; 2];
+        for (kind, change, _, _) in &changes {
+            let entry = &mut instance.tiers[slot(*kind)];
+            match change {
+                Change::Firing if entry.budget_at_firing.is_none() => {
+                    entry.budget_at_firing = Some(budget_remaining)
+                }
+                Change::Resolved => {
+                    entry.tripped = None;
+                    budgets[slot(*kind)] = entry.budget_at_firing.take();
+                    continue;
+                }
+                _ => {}
+            }
+            budgets[slot(*kind)] = entry.budget_at_firing;
+        }
         changes
             .into_iter()
             .map(|(tier, change, reading, firing_since)| Event {
@@ -162,6 +188,10 @@ impl Engine {
                     Change::Firing | Change::Reminder | Change::Resolved => firing_since,
                     Change::Pending | Change::InsufficientData => None,
                 },
+                budget_at_firing: match change {
+                    Change::Firing | Change::Reminder | Change::Resolved => budgets[slot(tier)],
+                    Change::Pending | Change::InsufficientData => None,
+                },
             })
             .collect()
     }
@@ -179,6 +209,7 @@ impl Engine {
                         tier: kind,
                         alert: entry.alert,
                         tripped: entry.tripped,
+                        budget_at_firing: entry.budget_at_firing,
                     });
                 }
             }
@@ -206,6 +237,7 @@ impl Engine {
             self.instances[id.0].tiers[slot(alert.tier)] = Entry {
                 alert: alert.alert,
                 tripped: alert.tripped,
+                budget_at_firing: alert.budget_at_firing,
             };
         }
     }

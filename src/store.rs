@@ -127,7 +127,7 @@ impl Store {
             for alert in alerts {
                 let labels = serde_json::to_string(&alert.labels)
                     .map_err(|error| StoreError(error.to_string()))?;
-                let state = serde_json::to_string(&(alert.alert, alert.tripped))
+                let state = serde_json::to_string(&(alert.alert, alert.tripped, alert.budget_at_firing))
                     .map_err(|error| StoreError(error.to_string()))?;
                 insert
                     .execute(params![alert.slo_id, labels, alert.tier.as_str(), state])
@@ -160,13 +160,19 @@ impl Store {
             let parsed = (|| {
                 let labels = serde_json::from_str(&labels).ok()?;
                 let tier = serde_json::from_value(serde_json::Value::String(tier)).ok()?;
-                let (alert, tripped) = serde_json::from_str(&state).ok()?;
+                // Schema 2 saved (alert, tripped); later versions add the budget at firing.
+                let (alert, tripped, budget_at_firing) = serde_json::from_str(&state)
+                    .or_else(|_| {
+                        serde_json::from_str(&state).map(|(alert, tripped)| (alert, tripped, None))
+                    })
+                    .ok()?;
                 Some(SavedAlert {
                     slo_id: slo_id.clone(),
                     labels,
                     tier,
                     alert,
                     tripped,
+                    budget_at_firing,
                 })
             })();
             match parsed {
@@ -260,6 +266,7 @@ mod tests {
             tripped: Some(
                 WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap(),
             ),
+            budget_at_firing: Some(0.75),
         }];
         {
             let mut store = Store::open(dir.path()).unwrap();

@@ -40,6 +40,7 @@ pub struct File {
     strategy: Option<Spanned<String>>,
     web: Option<RawWeb>,
     rules: Spanned<Vec<String>>,
+    notify: Option<super::notify::RawNotify>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +67,7 @@ struct RawBasicAuth {
 struct RawWeb {
     listen: Option<Spanned<String>>,
     reload_token_file: Option<String>,
+    external_url: Option<Spanned<String>>,
 }
 
 /// How window values are fetched from Prometheus.
@@ -100,8 +102,11 @@ pub struct DaemonConfig {
     pub strategy: Strategy,
     pub listen: SocketAddr,
     pub reload_token_file: Option<PathBuf>,
+    /// How people reach this burnwatch (links in Alertmanager's `generatorURL`).
+    pub external_url: Option<String>,
     /// Spec files and folders, resolved against the config file's folder.
     pub rules: Vec<PathBuf>,
+    pub notify: super::notify::NotifyConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9099";
@@ -179,6 +184,22 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
             }
         },
     };
+    let external_url = raw
+        .web
+        .as_ref()
+        .and_then(|web| web.external_url.as_ref())
+        .map(|url| {
+            let text = url.value.trim().trim_end_matches('/').to_string();
+            if !(text.starts_with("http://") || text.starts_with("https://")) {
+                problems.at(
+                    url,
+                    "web.external_url",
+                    format!("{text:?} is not an http:// or https:// URL"),
+                );
+            }
+            text
+        });
+    let notify = super::notify::load(&mut problems, raw.notify, base);
     let (listen, reload_token_file) = match raw.web {
         Some(web) => {
             let listen = match &web.listen {
@@ -217,7 +238,9 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
         strategy: strategy.unwrap_or(Strategy::Auto),
         listen: listen.unwrap_or(([127, 0, 0, 1], 9099).into()),
         reload_token_file,
+        external_url,
         rules,
+        notify,
     };
     problems.into_result(config)
 }

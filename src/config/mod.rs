@@ -9,6 +9,7 @@
 //! line/column for syntax errors and for any value through `Spanned<T>`.
 
 mod daemon;
+pub mod notify;
 mod native;
 mod sloth;
 

@@ -1,2 +1,7 @@
+//! Talking to people: rendering alert changes into messages, and delivering them through a
+//! durable outbox to Slack (Web API or incoming webhook), Alertmanager, generic webhooks and
+//! the console.
+
 pub mod console;
+pub mod matcher;
 pub mod render;

@@ -28,6 +28,92 @@ pub struct Message {
     pub plain: String,
 }
 
+/// Slack's limit on a section block's text; longer (hostile) texts are cut.
+const SECTION_LIMIT: usize = 3_000;
+
+fn cut(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    // Never leave half an escape (`&am`) behind.
+    let kept = &text[..end];
+    let kept = match kept.rfind('&') {
+        Some(at) if !kept[at..].contains(';') => &kept[..at],
+        _ => kept,
+    };
+    format!("{kept}...")
+}
+
+impl Message {
+    /// Block Kit: the headline and body as one mrkdwn section, links in a context block.
+    /// The plain text goes alongside as the notification fallback.
+    pub fn blocks(&self) -> serde_json::Value {
+        let (body, links): (Vec<&str>, Vec<&str>) = self
+            .mrkdwn
+            .lines()
+            .partition(|line| !(line.starts_with("*Runbook* ") || line.starts_with("*Dashboard* ")));
+        let mut blocks = vec![serde_json::json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": cut(&body.join("\n"), SECTION_LIMIT)},
+        })];
+        if !links.is_empty() {
+            blocks.push(serde_json::json!({
+                "type": "context",
+                "elements": links
+                    .iter()
+                    .map(|line| serde_json::json!({"type": "mrkdwn", "text": cut(line, SECTION_LIMIT)}))
+                    .collect::<Vec<_>>(),
+            }));
+        }
+        serde_json::Value::Array(blocks)
+    }
+
+    /// The plain-text fallback, cut to what Slack shows.
+    pub fn fallback(&self) -> String {
+        cut(&self.plain, SECTION_LIMIT)
+    }
+}
+
+/// The labels a notification carries, for routes, silences and Alertmanager: the SLO's and the
+/// tier's labels, the instance's labels, then `alertname`, `service`, `slo`, `sloth_id`,
+/// `sloth_service`, `sloth_slo`, `tier` (page, ticket) and `severity` (the tier's own, else
+/// critical for a page and warning for a ticket). Sorted by name.
+pub fn alert_labels(slo: &Slo, tier: TierKind, instance: &[(String, String)]) -> Vec<(String, String)> {
+    let mut labels: std::collections::BTreeMap<String, String> = slo.labels.clone();
+    if let Some(spec_tier) = slo.tier(tier) {
+        labels.extend(spec_tier.labels.clone());
+    }
+    for (name, value) in instance {
+        labels.insert(name.clone(), value.clone());
+    }
+    labels
+        .entry("severity".to_string())
+        .or_insert_with(|| match tier {
+            TierKind::Page => "critical".to_string(),
+            TierKind::Ticket => "warning".to_string(),
+        });
+    let alertname = slo
+        .alert_name
+        .clone()
+        .unwrap_or_else(|| "ErrorBudgetBurn".to_string());
+    for (name, value) in [
+        ("alertname", alertname),
+        ("service", slo.service.clone()),
+        ("slo", slo.name.clone()),
+        ("sloth_id", slo.id.clone()),
+        ("sloth_service", slo.service.clone()),
+        ("sloth_slo", slo.name.clone()),
+        ("tier", tier.as_str().to_string()),
+    ] {
+        labels.insert(name.to_string(), value);
+    }
+    labels.into_iter().collect()
+}
+
 /// Escapes text for Slack mrkdwn: `&`, `<` and `>` are the only control characters.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -145,6 +231,9 @@ pub fn render(slo: &Slo, event: &Event) -> Message {
         ));
     }
     lines.push(("Error budget".to_string(), budget));
+    if let Some(spent) = budget_spent(slo, event) {
+        lines.push(("Budget spent".to_string(), spent));
+    }
     let mut links = Vec::new();
     if let Some(runbook) = &slo.runbook {
         links.push(("Runbook", runbook));
@@ -166,6 +255,32 @@ pub fn render(slo: &Slo, event: &Event) -> Message {
         title,
         mrkdwn,
         plain,
+    }
+}
+
+/// What the incident has cost: since it fired (reminder, resolved), or over the tripped long
+/// window when it fires (the burn that tripped it, at that window's average traffic).
+fn budget_spent(slo: &Slo, event: &Event) -> Option<String> {
+    let period = format_duration(slo.period);
+    match (event.change, event.budget_at_firing) {
+        (Change::Reminder | Change::Resolved, Some(at_firing))
+            if at_firing.is_finite() && event.budget_remaining.is_finite() =>
+        {
+            Some(format!(
+                "{} of the {period} budget since it fired",
+                format_percent((at_firing - event.budget_remaining).max(0.0))
+            ))
+        }
+        (Change::Firing, _) if event.reading.burn_long.is_finite() => {
+            let window = event.reading.pair.long;
+            let share = event.reading.burn_long * window.as_secs_f64() / slo.period.as_secs_f64();
+            Some(format!(
+                "{} of the {period} budget in the last {}",
+                format_percent(share),
+                format_duration(window)
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -220,6 +335,7 @@ mod tests {
             budget_remaining: 0.381,
             time_to_exhaustion: Some(Duration::from_secs(67_920)),
             firing_since: Some(1_700_000_000_000),
+            budget_at_firing: Some(0.412),
         }
     }
 
@@ -232,6 +348,7 @@ mod tests {
             *Burning* 14.5x over 1h and 54.3x over 5m (threshold 14.4x)
             *Errors* 1.45% over 1h: 314 of 21623 events failed
             *Error budget* 38.1% left of 30d; runs out in 18h 52m at this rate
+            *Budget spent* 2.02% of the 30d budget in the last 1h
             *Runbook* <https://runbooks.example.com/a?b=1&amp;c=&lt;2&gt;>"#]]
         .assert_eq(&message.mrkdwn);
         assert!(
@@ -252,8 +369,74 @@ mod tests {
             *Recovered* Burned for 33m (since 2023-11-14T22:13:20Z); now 14.5x over 1h and 54.3x over 5m (threshold 14.4x)
             *Errors* 1.45% over 1h: 314 of 21623 events failed
             *Error budget* 38.1% left of 30d
+            *Budget spent* 3.10% of the 30d budget since it fired
             *Runbook* <https://runbooks.example.com/a?b=1&amp;c=&lt;2&gt;>"#]]
         .assert_eq(&message.mrkdwn);
+    }
+
+    #[test]
+    fn block_kit_with_links_in_context_and_a_plain_fallback() {
+        let message = render(&slo(), &event(Change::Firing));
+        expect![[r#"
+            [
+              {
+                "type": "section",
+                "text": {
+                  "type": "mrkdwn",
+                  "text": ":rotating_light: *CRITICAL: Fast error budget burn on orders &amp; &lt;co&gt;*\n*SLO* availability: 99.9% over 30d · route=\"&lt;!channel&gt; \\\"POST\\\" /orders\"\n*Burning* 14.5x over 1h and 54.3x over 5m (threshold 14.4x)\n*Errors* 1.45% over 1h: 314 of 21623 events failed\n*Error budget* 38.1% left of 30d; runs out in 18h 52m at this rate\n*Budget spent* 2.02% of the 30d budget in the last 1h"
+                }
+              },
+              {
+                "type": "context",
+                "elements": [
+                  {
+                    "type": "mrkdwn",
+                    "text": "*Runbook* <https://runbooks.example.com/a?b=1&amp;c=&lt;2&gt;>"
+                  }
+                ]
+              }
+            ]"#]]
+        .assert_eq(&serde_json::to_string_pretty(&message.blocks()).unwrap());
+        // Slack's own types accept the blocks.
+        let _: Vec<slack_morphism::prelude::SlackBlock> =
+            serde_json::from_value(message.blocks()).unwrap();
+        assert!(message.fallback().starts_with("CRITICAL: Fast error budget burn"));
+    }
+
+    #[test]
+    fn hostile_long_labels_are_cut_to_slack_limits_without_half_escapes() {
+        let mut event = event(Change::Firing);
+        event.labels = vec![("route".to_string(), "<&>".repeat(2_000))];
+        let message = render(&slo(), &event);
+        let text = message.blocks()[0]["text"]["text"].as_str().unwrap().to_string();
+        assert!(text.len() <= SECTION_LIMIT, "{}", text.len());
+        assert!(text.ends_with("..."));
+        let before_dots = &text[..text.len() - 3];
+        let last_amp = before_dots.rfind('&').unwrap();
+        assert!(before_dots[last_amp..].contains(';'), "{}", &before_dots[last_amp..]);
+        assert!(message.fallback().len() <= SECTION_LIMIT);
+    }
+
+    #[test]
+    fn alert_labels_carry_identity_tier_and_severity() {
+        let labels = alert_labels(
+            &slo(),
+            TierKind::Page,
+            &[("route".to_string(), "POST /orders".to_string())],
+        );
+        let get = |name: &str| {
+            labels
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(get("severity"), Some("critical"));
+        assert_eq!(get("tier"), Some("page"));
+        assert_eq!(get("sloth_id"), Some("orders & <co>-availability"));
+        assert_eq!(get("route"), Some("POST /orders"));
+        assert_eq!(get("alertname"), Some("ErrorBudgetBurn"));
+        let ticket = alert_labels(&slo(), TierKind::Ticket, &[]);
+        assert!(ticket.contains(&("severity".to_string(), "warning".to_string())));
     }
 
     #[test]
