@@ -14,9 +14,9 @@ use crate::engine::SavedAlert;
 use crate::slo::Millis;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
     CREATE TABLE alerts (
         slo_id TEXT NOT NULL,
@@ -37,6 +37,7 @@ const MIGRATIONS: [&str; 2] = [
         data     BLOB NOT NULL      -- MessagePack of the incremental state
     );
 ",
+    crate::notify::outbox::SCHEMA,
 ];
 
 #[derive(Debug)]
@@ -50,7 +51,7 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+pub(crate) fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |error| StoreError(format!("{context}: {error}"))
 }
 
@@ -87,6 +88,39 @@ impl Store {
         &self.path
     }
 
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
+    /// A random id of this database, made once: it tells this burnwatch's notification keys
+    /// from another's in a shared Slack channel.
+    pub fn database_id(&mut self) -> Result<String, StoreError> {
+        if let Some(id) = self.meta("database_id")? {
+            return Ok(id);
+        }
+        let id = format!("bw{:016x}", fastrand::u64(..));
+        self.set_meta("database_id", &id)?;
+        Ok(id)
+    }
+
+    /// Saves the alert states and, in the same transaction, whatever `also` writes (the
+    /// notifications those states caused): both or neither survive a crash.
+    pub fn save_cycle<T>(
+        &mut self,
+        alerts: &[SavedAlert],
+        also: impl FnOnce(&rusqlite::Transaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let transaction = self.connection.transaction().map_err(failed("begin"))?;
+        write_alerts(&transaction, alerts)?;
+        let result = also(&transaction)?;
+        transaction.commit().map_err(failed("commit"))?;
+        Ok(result)
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
         let version: i64 = self
             .connection
@@ -116,26 +150,9 @@ impl Store {
 
     /// Replaces the saved alert states with `alerts`, atomically.
     pub fn save_alerts(&mut self, alerts: &[SavedAlert]) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction().map_err(failed("begin"))?;
-        transaction
-            .execute("DELETE FROM alerts", [])
-            .map_err(failed("clear alerts"))?;
-        {
-            let mut insert = transaction
-                .prepare("INSERT INTO alerts (slo_id, labels, tier, state) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(failed("prepare insert"))?;
-            for alert in alerts {
-                let labels = serde_json::to_string(&alert.labels)
-                    .map_err(|error| StoreError(error.to_string()))?;
-                let state = serde_json::to_string(&(alert.alert, alert.tripped, alert.budget_at_firing))
-                    .map_err(|error| StoreError(error.to_string()))?;
-                insert
-                    .execute(params![alert.slo_id, labels, alert.tier.as_str(), state])
-                    .map_err(failed("insert alert"))?;
-            }
-        }
-        transaction.commit().map_err(failed("commit"))
+        self.save_cycle(alerts, |_| Ok(()))
     }
+
 
     /// The saved alert states; rows that cannot be read are skipped with a warning (a bad row
     /// must not keep the daemon from starting).
@@ -238,6 +255,26 @@ impl Store {
             .optional()
             .map_err(failed("read meta"))
     }
+}
+
+/// Replaces the saved alert states with `alerts` inside `transaction`.
+fn write_alerts(transaction: &rusqlite::Transaction, alerts: &[SavedAlert]) -> Result<(), StoreError> {
+    transaction
+            .execute("DELETE FROM alerts", [])
+            .map_err(failed("clear alerts"))?;
+    let mut insert = transaction
+        .prepare_cached("INSERT INTO alerts (slo_id, labels, tier, state) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(failed("prepare insert"))?;
+    for alert in alerts {
+        let labels = serde_json::to_string(&alert.labels)
+            .map_err(|error| StoreError(error.to_string()))?;
+        let state = serde_json::to_string(&(alert.alert, alert.tripped, alert.budget_at_firing))
+            .map_err(|error| StoreError(error.to_string()))?;
+        insert
+            .execute(params![alert.slo_id, labels, alert.tier.as_str(), state])
+            .map_err(failed("insert alert"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,4 +4,6 @@
 
 pub mod console;
 pub mod matcher;
+pub mod outbox;
 pub mod render;
+pub mod sinks;

@@ -1,0 +1,804 @@
+//! The durable outbox: every notification is a row in the embedded database, written in the
+//! same transaction as the alert state that caused it, before anything is sent.
+//!
+//! - **Nothing lost.** A crash before the commit loses the alert change too, so the next
+//!   evaluation makes it again; after the commit the row is there until delivered.
+//! - **Nothing twice.** A row is marked `in_flight_since` (committed) before its request goes
+//!   out. A row found in flight when picked again (after a crash, a timeout, a dropped
+//!   connection, a 5xx) is first looked up at the receiver: Slack messages carry the row's
+//!   key in their metadata and are searched in the channel's history or the thread; updates
+//!   and Alertmanager posts are idempotent; webhooks carry the key as `Idempotency-Key`.
+//! - **In order.** Rows with the same `order_key` (one Slack incident thread, one SLO instance
+//!   at a webhook) go out one at a time in creation order.
+//!
+//! Slack incidents: one row per (channel, SLO instance) while any of its tiers fires. The first
+//! firing tier posts the root message; later changes update the root in place and reply in
+//! its thread (escalation from ticket to page is broadcast to the channel); when the last tier
+//! resolves the root turns RESOLVED and the incident closes.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::alert::Change;
+use crate::config::notify::{NotifyConfig, Silence};
+use crate::engine::Event;
+use crate::notify::matcher::{self, Matcher};
+use crate::notify::render::{self, Message};
+use crate::replay::format_time;
+use crate::slo::{Millis, Slo};
+use crate::store::{Store, StoreError, failed};
+
+/// Schema of the outbox (migration 3 of the store).
+pub const SCHEMA: &str = "
+    CREATE TABLE incidents (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink        TEXT NOT NULL,              -- slack
+        target      TEXT NOT NULL,              -- the routed channel, as configured
+        slo_id      TEXT NOT NULL,
+        labels      TEXT NOT NULL,              -- JSON array of [name, value]
+        opened_at   INTEGER NOT NULL,
+        closed_at   INTEGER,
+        tiers       TEXT NOT NULL,              -- JSON: firing tier -> its current root message
+        channel_id  TEXT,                       -- from Slack, once the root is posted
+        root_ts     TEXT
+    );
+    CREATE UNIQUE INDEX incidents_open ON incidents (sink, target, slo_id, labels)
+        WHERE closed_at IS NULL;
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        natural_key     TEXT NOT NULL UNIQUE,   -- what caused it; enqueueing twice is a no-op
+        sink            TEXT NOT NULL,          -- slack | slack-webhook | webhook:<name> | alertmanager
+        order_key       TEXT NOT NULL,
+        incident_id     INTEGER REFERENCES incidents (id),
+        kind            TEXT NOT NULL,          -- post | reply | update | send
+        payload         TEXT NOT NULL,          -- JSON
+        created_at      INTEGER NOT NULL,
+        state           TEXT NOT NULL,          -- pending | delivered | failed
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        in_flight_since INTEGER,
+        last_error      TEXT,
+        delivered_at    INTEGER,
+        result          TEXT                    -- e.g. the Slack ts
+    );
+    CREATE INDEX outbox_pending ON outbox (state, sink, order_key, id);
+    CREATE TABLE silences (
+        id         TEXT PRIMARY KEY,
+        matchers   TEXT NOT NULL,               -- JSON array of matcher strings
+        starts_at  INTEGER NOT NULL,
+        ends_at    INTEGER NOT NULL,
+        comment    TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    );
+";
+
+/// How long delivered rows are kept (for inspection) before they are pruned.
+pub const KEEP_DELIVERED: Millis = 7 * 86_400_000;
+
+/// A Slack message as queued: the routed channel, the fallback text and the blocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlackPayload {
+    pub channel: String,
+    pub text: String,
+    pub blocks: Value,
+    #[serde(default)]
+    pub broadcast: bool,
+}
+
+impl SlackPayload {
+    fn new(channel: &str, message: &Message, broadcast: bool) -> SlackPayload {
+        SlackPayload {
+            channel: channel.to_string(),
+            text: message.fallback(),
+            blocks: message.blocks(),
+            broadcast,
+        }
+    }
+}
+
+/// One row ready to be delivered.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub sink: String,
+    pub kind: String,
+    pub payload: Value,
+    pub incident_id: Option<i64>,
+    pub attempts: i64,
+    pub created_at: Millis,
+    pub in_flight_since: Option<Millis>,
+}
+
+impl Row {
+    /// The key receivers see (Slack metadata, `Idempotency-Key`): stable across retries and
+    /// restarts, unique within this database.
+    pub fn key(&self, database: &str) -> String {
+        format!("{database}-{}", self.id)
+    }
+}
+
+/// What planning one cycle's events did, for logs and metrics.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Planned {
+    pub queued: usize,
+    pub silenced: usize,
+}
+
+/// What the planner needs besides the events.
+pub struct Plan<'a> {
+    pub notify: &'a NotifyConfig,
+    /// Silences added through the API (config silences are in `notify`).
+    pub silences: &'a [Silence],
+    /// Whether the Slack Web API (threads, updates) or an incoming webhook is configured.
+    pub slack: Option<SlackKind>,
+    pub external_url: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlackKind {
+    WebApi,
+    Webhook,
+}
+
+fn labels_json(labels: &[(String, String)]) -> String {
+    serde_json::to_string(labels).unwrap_or_default()
+}
+
+struct Enqueue<'a> {
+    sink: &'a str,
+    order_key: &'a str,
+    incident_id: Option<i64>,
+    kind: &'a str,
+    payload: Value,
+    natural_key: String,
+}
+
+fn enqueue(tx: &Transaction, now: Millis, row: Enqueue) -> Result<bool, StoreError> {
+    let inserted = tx
+        .execute(
+            "INSERT OR IGNORE INTO outbox
+                (natural_key, sink, order_key, incident_id, kind, payload, created_at, state, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
+            params![
+                row.natural_key,
+                row.sink,
+                row.order_key,
+                row.incident_id,
+                row.kind,
+                row.payload.to_string(),
+                now
+            ],
+        )
+        .map_err(failed("queue a notification"))?;
+    Ok(inserted == 1)
+}
+
+/// The first route whose matchers match decides the Slack channel.
+pub fn route<'a>(notify: &'a NotifyConfig, labels: &[(String, String)]) -> Option<&'a str> {
+    notify
+        .routes
+        .iter()
+        .find(|route| matcher::all_match(&route.matchers, labels))
+        .and_then(|route| route.slack_channel.as_deref())
+}
+
+fn silenced(plan: &Plan, labels: &[(String, String)], now: Millis) -> bool {
+    plan.notify
+        .silences
+        .iter()
+        .chain(plan.silences)
+        .any(|silence| silence.active(now) && matcher::all_match(&silence.matchers, labels))
+}
+
+fn severity_rank(tier: &str) -> u8 {
+    match tier {
+        "page" => 2,
+        _ => 1,
+    }
+}
+
+/// Queues the notifications of `events` (each with its SLO) inside `tx`. Pending and
+/// insufficient-data changes are not notifications.
+pub fn plan(
+    tx: &Transaction,
+    plan: &Plan,
+    events: &[(&Slo, &Event)],
+    now: Millis,
+) -> Result<Planned, StoreError> {
+    let mut planned = Planned::default();
+    for (slo, event) in events {
+        if !matches!(
+            event.change,
+            Change::Firing | Change::Reminder | Change::Resolved
+        ) {
+            continue;
+        }
+        let labels = render::alert_labels(slo, event.tier, &event.labels);
+        let is_silenced = silenced(plan, &labels, now);
+        if is_silenced && event.change != Change::Resolved {
+            planned.silenced += 1;
+            continue;
+        }
+        let message = render::render(slo, event);
+        let instance = labels_json(&event.labels);
+        let cause = format!(
+            "{}|{}|{}|{}|{}",
+            slo.id,
+            instance,
+            event.tier.as_str(),
+            event.change.as_str(),
+            event.at
+        );
+        let channel = route(plan.notify, &labels);
+        match (plan.slack, channel) {
+            (Some(SlackKind::WebApi), Some(channel)) => {
+                planned.queued += plan_slack_thread(tx, slo, event, channel, &instance, &cause, now)?;
+            }
+            (Some(SlackKind::Webhook), Some(_)) if !is_silenced => {
+                let order_key = format!("slack-webhook|{}|{instance}", slo.id);
+                let payload = SlackPayload::new("", &message, false);
+                planned.queued += usize::from(enqueue(
+                    tx,
+                    now,
+                    Enqueue {
+                        sink: "slack-webhook",
+                        order_key: &order_key,
+                        incident_id: None,
+                        kind: "send",
+                        payload: serde_json::to_value(payload).unwrap_or_default(),
+                        natural_key: format!("slack-webhook|{cause}"),
+                    },
+                )?);
+            }
+            _ => {}
+        }
+        if is_silenced {
+            continue;
+        }
+        for webhook in &plan.notify.webhooks {
+            let sink = format!("webhook:{}", webhook.name);
+            let order_key = format!("{sink}|{}|{instance}", slo.id);
+            planned.queued += usize::from(enqueue(
+                tx,
+                now,
+                Enqueue {
+                    sink: &sink,
+                    order_key: &order_key,
+                    incident_id: None,
+                    kind: "send",
+                    payload: webhook_document(slo, event, &labels, &message),
+                    natural_key: format!("{sink}|{cause}"),
+                },
+            )?);
+        }
+        if plan.notify.alertmanager.is_some() && event.change != Change::Reminder {
+            let order_key = format!("alertmanager|{}|{instance}|{}", slo.id, event.tier.as_str());
+            planned.queued += usize::from(enqueue(
+                tx,
+                now,
+                Enqueue {
+                    sink: "alertmanager",
+                    order_key: &order_key,
+                    incident_id: None,
+                    kind: "send",
+                    payload: alertmanager_alert(slo, event, &labels, &message, plan.external_url, None),
+                    natural_key: format!("alertmanager|{cause}"),
+                },
+            )?);
+        }
+    }
+    Ok(planned)
+}
+
+/// One Slack incident thread: open, escalate, remind, resolve.
+fn plan_slack_thread(
+    tx: &Transaction,
+    slo: &Slo,
+    event: &Event,
+    channel: &str,
+    instance: &str,
+    cause: &str,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let open: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT id, tiers FROM incidents
+             WHERE sink = 'slack' AND target = ?1 AND slo_id = ?2 AND labels = ?3 AND closed_at IS NULL",
+            params![channel, slo.id, instance],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(failed("read incident"))?;
+    let tier = event.tier.as_str();
+    // Reminders refresh the root with current figures under the firing headline.
+    let mut as_firing = event.clone();
+    if as_firing.change == Change::Reminder {
+        as_firing.change = Change::Firing;
+    }
+    let root_now = SlackPayload::new(channel, &render::render(slo, &as_firing), false);
+    let message = render::render(slo, event);
+    let mut rows: Vec<(&str, SlackPayload)> = Vec::new();
+    let incident_id = match (open, event.change) {
+        (None, Change::Resolved) => return Ok(0),
+        (None, _) => {
+            // A new incident (or one whose firing was silenced until now).
+            let tiers = json!({ tier: root_now });
+            tx.execute(
+                "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
+                 VALUES ('slack', ?1, ?2, ?3, ?4, ?5)",
+                params![channel, slo.id, instance, now, tiers.to_string()],
+            )
+            .map_err(failed("open incident"))?;
+            rows.push(("post", root_now));
+            tx.last_insert_rowid()
+        }
+        (Some((id, tiers)), change) => {
+            let mut tiers: serde_json::Map<String, Value> =
+                serde_json::from_str(&tiers).unwrap_or_default();
+            let top_before = tiers.keys().map(|t| severity_rank(t)).max().unwrap_or(0);
+            match change {
+                Change::Resolved => {
+                    tiers.remove(tier);
+                }
+                _ => {
+                    tiers.insert(
+                        tier.to_string(),
+                        serde_json::to_value(&root_now).unwrap_or_default(),
+                    );
+                }
+            }
+            let top = tiers
+                .iter()
+                .max_by_key(|(name, _)| severity_rank(name))
+                .map(|(name, root)| (name.clone(), root.clone()));
+            let escalation =
+                change == Change::Firing && severity_rank(tier) > top_before && top_before > 0;
+            match top {
+                None => {
+                    // The last firing tier resolved: the root says RESOLVED, the thread says
+                    // how it ended, the incident closes.
+                    rows.push(("update", SlackPayload::new(channel, &message, false)));
+                    rows.push(("reply", SlackPayload::new(channel, &message, false)));
+                    tx.execute(
+                        "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
+                        params![now, id],
+                    )
+                    .map_err(failed("close incident"))?;
+                }
+                Some((top_tier, root)) => {
+                    if top_tier == tier || change == Change::Resolved {
+                        if let Ok(root) = serde_json::from_value::<SlackPayload>(root) {
+                            rows.push(("update", root));
+                        }
+                    }
+                    rows.push(("reply", SlackPayload::new(channel, &message, escalation)));
+                    tx.execute(
+                        "UPDATE incidents SET tiers = ?1 WHERE id = ?2",
+                        params![Value::Object(tiers).to_string(), id],
+                    )
+                    .map_err(failed("update incident"))?;
+                }
+            }
+            id
+        }
+    };
+    let order_key = format!("slack|{incident_id}");
+    let mut queued = 0;
+    for (index, (kind, payload)) in rows.into_iter().enumerate() {
+        queued += usize::from(enqueue(
+            tx,
+            now,
+            Enqueue {
+                sink: "slack",
+                order_key: &order_key,
+                incident_id: Some(incident_id),
+                kind,
+                payload: serde_json::to_value(payload).unwrap_or_default(),
+                natural_key: format!("slack|{channel}|{cause}|{index}"),
+            },
+        )?);
+    }
+    Ok(queued)
+}
+
+/// The generic webhook's JSON document (stable; documented in the README).
+pub fn webhook_document(
+    slo: &Slo,
+    event: &Event,
+    labels: &[(String, String)],
+    message: &Message,
+) -> Value {
+    let reading = &event.reading;
+    json!({
+        "version": "1",
+        "status": match event.change { Change::Resolved => "resolved", _ => "firing" },
+        "change": event.change.as_str(),
+        "at": format_time(event.at),
+        "slo": {
+            "id": slo.id,
+            "service": slo.service,
+            "name": slo.name,
+            "objective": slo.objective.percent(),
+            "period": crate::slo::format_duration(slo.period),
+        },
+        "tier": event.tier.as_str(),
+        "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "instance": event.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "firing_since": event.firing_since.map(format_time),
+        "windows": {
+            "long": crate::slo::format_duration(reading.pair.long),
+            "short": crate::slo::format_duration(reading.pair.short),
+            "factor": reading.pair.factor,
+            "burn_rate_long": finite(reading.burn_long),
+            "burn_rate_short": finite(reading.burn_short),
+        },
+        "error_ratio": reading.long.map(|value| finite(value.error_ratio)),
+        "events": reading.long.map(|value| json!({"bad": finite(value.bad), "total": finite(value.total)})),
+        "budget_remaining": finite(event.budget_remaining),
+        "budget_at_firing": event.budget_at_firing.and_then(finite),
+        "time_to_exhaustion_seconds": event.time_to_exhaustion.map(|d| d.as_secs()),
+        "runbook_url": slo.runbook,
+        "dashboard_url": slo.dashboard,
+        "title": message.title,
+        "text": message.plain,
+    })
+}
+
+fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+/// One alert as Alertmanager's `POST /api/v2/alerts` takes it. `ends_at`: for a firing alert,
+/// how long Alertmanager may keep it without hearing again; resolved alerts end at the event.
+pub fn alertmanager_alert(
+    slo: &Slo,
+    event: &Event,
+    labels: &[(String, String)],
+    message: &Message,
+    external_url: &str,
+    ends_at: Option<Millis>,
+) -> Value {
+    let mut annotations = serde_json::Map::new();
+    if let Some(tier) = slo.tier(event.tier) {
+        for (name, value) in &tier.annotations {
+            annotations.insert(name.clone(), json!(value));
+        }
+    }
+    annotations.insert("summary".to_string(), json!(message.title));
+    annotations.insert("description".to_string(), json!(message.plain));
+    if let Some(runbook) = &slo.runbook {
+        annotations.insert("runbook_url".to_string(), json!(runbook));
+    }
+    if let Some(dashboard) = &slo.dashboard {
+        annotations.insert("dashboard_url".to_string(), json!(dashboard));
+    }
+    annotations.insert(
+        "burn_rate".to_string(),
+        json!(render_rate(event.reading.burn_long)),
+    );
+    let starts_at = event.firing_since.unwrap_or(event.at);
+    let ends_at = match event.change {
+        Change::Resolved => Some(event.at),
+        _ => ends_at,
+    };
+    let mut alert = json!({
+        "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "annotations": annotations,
+        "startsAt": format_time(starts_at),
+        "generatorURL": format!("{external_url}/api/v1/slos?slo={}", percent_encode(&slo.id)),
+    });
+    if let Some(ends_at) = ends_at {
+        alert["endsAt"] = json!(format_time(ends_at));
+    }
+    alert
+}
+
+fn render_rate(value: f64) -> String {
+    crate::replay::format_rate(value)
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+// ---- the delivery side ----
+
+impl Store {
+    /// Rows of `sink` (or of every sink starting with `sink` and `:`) that are due at `now`
+    /// and first in their order, oldest first.
+    pub fn due(&self, sink: &str, now: Millis, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached(
+                "SELECT id, sink, kind, payload, incident_id, attempts, created_at, in_flight_since
+                 FROM outbox AS o
+                 WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
+                   AND next_attempt_at <= ?2
+                   AND NOT EXISTS (SELECT 1 FROM outbox AS p
+                       WHERE p.state = 'pending' AND p.order_key = o.order_key AND p.id < o.id)
+                 ORDER BY id LIMIT ?3",
+            )
+            .map_err(failed("prepare due"))?;
+        let rows = query
+            .query_map(params![sink, now, limit as i64], |row| {
+                let payload: String = row.get(3)?;
+                Ok(Row {
+                    id: row.get(0)?,
+                    sink: row.get(1)?,
+                    kind: row.get(2)?,
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                    incident_id: row.get(4)?,
+                    attempts: row.get(5)?,
+                    created_at: row.get(6)?,
+                    in_flight_since: row.get(7)?,
+                })
+            })
+            .map_err(failed("select due"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("read due"))
+    }
+
+    /// When the next pending row of `sink` falls due, if any.
+    pub fn next_due(&self, sink: &str) -> Result<Option<Millis>, StoreError> {
+        self.connection()
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox
+                 WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')",
+                params![sink],
+                |row| row.get(0),
+            )
+            .map_err(failed("next due"))
+    }
+
+    /// Marks a row as on its way (committed before the request goes out); keeps an earlier
+    /// mark, so an ambiguous earlier attempt is still looked up.
+    pub fn mark_in_flight(&mut self, id: i64, now: Millis) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "UPDATE outbox SET in_flight_since = COALESCE(in_flight_since, ?2),
+                    attempts = attempts + 1 WHERE id = ?1",
+                params![id, now],
+            )
+            .map(|_| ())
+            .map_err(failed("mark in flight"))
+    }
+
+    pub fn mark_delivered(
+        &mut self,
+        id: i64,
+        now: Millis,
+        result: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
+                    in_flight_since = NULL, last_error = NULL WHERE id = ?1",
+                params![id, now, result],
+            )
+            .map(|_| ())
+            .map_err(failed("mark delivered"))
+    }
+
+    /// A failed attempt: try again at `retry_at`, or give up (`None`). `ambiguous`: the
+    /// receiver may have acted on it, so the row stays marked in flight.
+    pub fn mark_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+        ambiguous: bool,
+    ) -> Result<(), StoreError> {
+        let connection = self.connection();
+        let result = match retry_at {
+            Some(at) => connection.execute(
+                "UPDATE outbox SET next_attempt_at = ?2, last_error = ?3,
+                    in_flight_since = CASE WHEN ?4 THEN in_flight_since ELSE NULL END
+                 WHERE id = ?1",
+                params![id, at, error, ambiguous],
+            ),
+            None => connection.execute(
+                "UPDATE outbox SET state = 'failed', last_error = ?2, in_flight_since = NULL
+                 WHERE id = ?1",
+                params![id, error],
+            ),
+        };
+        result.map(|_| ()).map_err(failed("mark failed"))
+    }
+
+    /// Clears the in-flight mark after a lookup found no trace of an earlier attempt.
+    pub fn clear_in_flight(&mut self, id: i64) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "UPDATE outbox SET in_flight_since = NULL WHERE id = ?1",
+                params![id],
+            )
+            .map(|_| ())
+            .map_err(failed("clear in flight"))
+    }
+
+    /// The Slack channel id and root `ts` of an incident, once its root is posted.
+    pub fn incident_root(&self, id: i64) -> Result<(Option<String>, Option<String>), StoreError> {
+        self.connection()
+            .query_row(
+                "SELECT channel_id, root_ts FROM incidents WHERE id = ?1",
+                params![id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(failed("read incident root"))
+    }
+
+    /// Records the root message of an incident and marks its row delivered, atomically.
+    pub fn root_posted(
+        &mut self,
+        row: i64,
+        incident: i64,
+        channel_id: &str,
+        ts: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .connection_mut()
+            .transaction()
+            .map_err(failed("begin"))?;
+        tx.execute(
+            "UPDATE incidents SET channel_id = ?2, root_ts = ?3 WHERE id = ?1",
+            params![incident, channel_id, ts],
+        )
+        .map_err(failed("record root"))?;
+        tx.execute(
+            "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
+                in_flight_since = NULL, last_error = NULL WHERE id = ?1",
+            params![row, now, ts],
+        )
+        .map_err(failed("mark delivered"))?;
+        tx.commit().map_err(failed("commit"))
+    }
+
+    /// A channel id Slack gave for a channel name before, if any.
+    pub fn known_channel_id(&self, target: &str) -> Result<Option<String>, StoreError> {
+        self.connection()
+            .query_row(
+                "SELECT channel_id FROM incidents WHERE target = ?1 AND channel_id IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![target],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed("read channel id"))
+    }
+
+    /// Pending rows by sink (`webhook:<name>` counted under its own name).
+    pub fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached("SELECT sink, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY sink")
+            .map_err(failed("prepare depth"))?;
+        let rows = query
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(failed("select depth"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("read depth"))
+    }
+
+    /// Every row, oldest first: (id, sink, kind, state, attempts, result, last_error).
+    pub fn outbox_rows(&self) -> Result<Vec<Value>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare(
+                "SELECT id, sink, kind, state, attempts, result, last_error, created_at, delivered_at, order_key
+                 FROM outbox ORDER BY id",
+            )
+            .map_err(failed("prepare rows"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok(json!({
+                    "id": row.get::<_, i64>(0)?,
+                    "sink": row.get::<_, String>(1)?,
+                    "kind": row.get::<_, String>(2)?,
+                    "state": row.get::<_, String>(3)?,
+                    "attempts": row.get::<_, i64>(4)?,
+                    "result": row.get::<_, Option<String>>(5)?,
+                    "last_error": row.get::<_, Option<String>>(6)?,
+                    "created_at": row.get::<_, i64>(7)?,
+                    "delivered_at": row.get::<_, Option<i64>>(8)?,
+                    "order_key": row.get::<_, String>(9)?,
+                }))
+            })
+            .map_err(failed("select rows"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("read rows"))
+    }
+
+    /// Drops delivered and failed rows older than [`KEEP_DELIVERED`], and closed incidents
+    /// without rows.
+    pub fn prune_outbox(&mut self, now: Millis) -> Result<(), StoreError> {
+        let connection = self.connection();
+        connection
+            .execute(
+                "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?1",
+                params![now - KEEP_DELIVERED],
+            )
+            .map_err(failed("prune outbox"))?;
+        connection
+            .execute(
+                "DELETE FROM incidents WHERE closed_at IS NOT NULL AND closed_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.incident_id = incidents.id)",
+                params![now - KEEP_DELIVERED],
+            )
+            .map_err(failed("prune incidents"))?;
+        Ok(())
+    }
+
+    pub fn save_silence(&mut self, silence: &Silence) -> Result<(), StoreError> {
+        let matchers: Vec<String> = silence.matchers.iter().map(Matcher::to_string).collect();
+        self.connection()
+            .execute(
+                "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET matchers = excluded.matchers,
+                    starts_at = excluded.starts_at, ends_at = excluded.ends_at,
+                    comment = excluded.comment, created_by = excluded.created_by",
+                params![
+                    silence.id,
+                    serde_json::to_string(&matchers).unwrap_or_default(),
+                    silence.starts_at,
+                    silence.ends_at,
+                    silence.comment,
+                    silence.created_by
+                ],
+            )
+            .map(|_| ())
+            .map_err(failed("save silence"))
+    }
+
+    /// Silences added through the API that have not ended by `now`.
+    pub fn silences(&self, now: Millis) -> Result<Vec<Silence>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached(
+                "SELECT id, matchers, starts_at, ends_at, comment, created_by FROM silences
+                 WHERE ends_at > ?1 ORDER BY starts_at, id",
+            )
+            .map_err(failed("prepare silences"))?;
+        let rows = query
+            .query_map(params![now], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .map_err(failed("select silences"))?;
+        let mut silences = Vec::new();
+        for row in rows {
+            let (id, matchers, starts_at, ends_at, comment, created_by) =
+                row.map_err(failed("read silence"))?;
+            let texts: Vec<String> = serde_json::from_str(&matchers).unwrap_or_default();
+            let Ok(matchers) = texts.iter().map(|text| Matcher::parse(text)).collect() else {
+                tracing::warn!(%id, "skipping a silence with unreadable matchers");
+                continue;
+            };
+            silences.push(Silence {
+                id,
+                matchers,
+                starts_at,
+                ends_at,
+                comment,
+                created_by,
+            });
+        }
+        Ok(silences)
+    }
+}
