@@ -18,14 +18,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::burn::WindowValue;
+use crate::config::notify::{NotifyConfig, SecretSource, Silence, SlackMode};
 use crate::config::{self, DaemonConfig, Document, Strategy};
 use crate::engine::{Engine, Event, InstanceLabels, SavedAlert};
 use crate::metrics::{Metrics, labels};
 use crate::notify::console;
+use crate::notify::deliver::{self, Sinks};
+use crate::notify::outbox::{self, SlackKind};
+use crate::notify::sinks::{Http, SlackApi};
 use crate::replay::format_time;
 use crate::slo::{Millis, Slo, millis};
 use crate::source::incremental::{Checkpoint, Incremental};
@@ -51,12 +55,59 @@ struct Loaded {
     slos: Vec<Slo>,
     client: Client,
     reload_token: Option<Secret>,
+    sinks: Arc<Sinks>,
 }
 
 fn read_secret(path: &Path, what: &str) -> Result<Secret> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {what} file {}", path.display()))?;
     Ok(Secret::new(text.trim().to_string()))
+}
+
+fn read_source(source: &SecretSource, what: &str) -> Result<Secret> {
+    match source {
+        SecretSource::File(path) => read_secret(path, what),
+        SecretSource::Env(name) => match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim().to_string())),
+            _ => anyhow::bail!("environment variable {name} ({what}) is not set"),
+        },
+    }
+}
+
+/// The receivers of `notify`, with their secrets read.
+fn build_sinks(notify: &NotifyConfig) -> Result<Sinks> {
+    let (slack_api, slack_webhook) = match &notify.slack {
+        None => (None, None),
+        Some(slack) => match &slack.mode {
+            SlackMode::WebApi { token, api_url } => {
+                let token = read_source(token, "Slack bot token")?;
+                (Some(SlackApi::new(api_url, &token, slack.timeout)?), None)
+            }
+            SlackMode::Webhook { url } => (
+                None,
+                Some((read_source(url, "Slack webhook URL")?, slack.timeout)),
+            ),
+        },
+    };
+    let webhooks = notify
+        .webhooks
+        .iter()
+        .map(|hook| {
+            let what = format!("webhook {:?} URL", hook.name);
+            Ok((
+                hook.name.clone(),
+                read_source(&hook.url, &what)?,
+                hook.timeout,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Sinks {
+        slack_api,
+        slack_webhook,
+        webhooks,
+        alertmanager: notify.alertmanager.clone(),
+        http: Http::new()?,
+    })
 }
 
 fn load(config_path: &Path) -> Result<Loaded> {
@@ -99,11 +150,13 @@ fn load(config_path: &Path) -> Result<Loaded> {
         Some(path) => Some(read_secret(path, "reload token")?),
         None => None,
     };
+    let sinks = Arc::new(build_sinks(&config.notify)?);
     Ok(Loaded {
         config,
         slos,
         client,
         reload_token,
+        sinks,
     })
 }
 
@@ -153,6 +206,9 @@ pub struct Shared {
     pub metrics: Mutex<Metrics>,
     pub reload_token: RwLock<Option<Secret>>,
     pub reloads: mpsc::Sender<ReloadRequest>,
+    pub store: Arc<Mutex<Store>>,
+    /// Silences from the config file (API silences live in the store).
+    pub config_silences: RwLock<Vec<Silence>>,
 }
 
 fn finite(value: f64) -> Option<f64> {
@@ -186,6 +242,10 @@ pub async fn run(
     let config_path = options.config_path.clone();
     let mut loaded = tokio::task::spawn_blocking(move || load(&config_path)).await??;
     let store = Arc::new(Mutex::new(Store::open(&options.state_dir)?));
+    let database_id = store
+        .lock()
+        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+        .database_id()?;
     let mut engine = Engine::new();
     {
         let saved = store
@@ -200,6 +260,8 @@ pub async fn run(
         metrics: Mutex::new(Metrics::new()),
         reload_token: RwLock::new(loaded.reload_token.clone()),
         reloads: reload_sender,
+        store: store.clone(),
+        config_silences: RwLock::new(loaded.config.notify.silences.clone()),
     });
     let listen = options.listen.unwrap_or(loaded.config.listen);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -222,6 +284,7 @@ pub async fn run(
         }
     }
 
+    let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone());
     let mut health: Vec<(String, SloHealth)> = Vec::new();
     let mut states = resume_incremental(&store, &loaded)?;
     let mut last_checkpoint = wall_clock();
@@ -240,6 +303,8 @@ pub async fn run(
                         health.retain(|(id, _)| ids.contains(id));
                         states.retain(|id, _| ids.contains(id));
                         *shared.reload_token.write().unwrap_or_else(|e| e.into_inner()) = new.reload_token.clone();
+                        *shared.config_silences.write().unwrap_or_else(|e| e.into_inner()) = new.config.notify.silences.clone();
+                        let _ = delivery.sinks.send(new.sinks.clone());
                         tracing::info!(slos = new.slos.len(), "configuration reloaded");
                         loaded = new;
                         Ok(())
@@ -259,8 +324,15 @@ pub async fn run(
         let started = Instant::now();
         let events = cycle(&loaded, &mut engine, &mut health, &mut states, &shared, now).await;
         let failed = health.iter().any(|(_, slo)| slo.last_error.is_some());
-        for event in &events {
-            if let Some(slo) = loaded.slos.iter().find(|slo| slo.id == event.slo_id) {
+        let with_slos: Vec<(Slo, Event)> = events
+            .into_iter()
+            .filter_map(|event| {
+                let slo = loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
+                Some((slo.clone(), event))
+            })
+            .collect();
+        if loaded.config.notify.console {
+            for (slo, event) in &with_slos {
                 console::emit(slo, event);
             }
         }
@@ -272,20 +344,40 @@ pub async fn run(
             &shared,
         );
         let saved = engine.export();
+        let planner = PlanInput::new(&loaded, &options, with_slos);
         let (store_handle, to_save) = (store.clone(), saved.clone());
         match tokio::task::spawn_blocking(move || {
-            store_handle
+            let mut store = store_handle
                 .lock()
-                .map_err(|_| "store lock poisoned".to_string())?
-                .save_alerts(&to_save)
+                .map_err(|_| "store lock poisoned".to_string())?;
+            planner
+                .save(&mut store, &to_save, now)
                 .map_err(|e| e.to_string())
         })
         .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(planned)) => {
+                if let Ok(metrics) = shared.metrics.lock() {
+                    metrics.notifications_queued.inc_by(planned.queued as u64);
+                    metrics
+                        .notifications_silenced
+                        .inc_by(planned.silenced as u64);
+                }
+                if planned.silenced > 0 {
+                    tracing::info!(silenced = planned.silenced, "alert changes silenced");
+                }
+                if planned.queued > 0 {
+                    delivery.wake();
+                }
+            }
+            // Neither the alert states nor their notifications were saved: the next
+            // evaluation makes the same changes again.
             Ok(Err(error)) => tracing::error!(%error, "could not persist alert state"),
             Err(error) => tracing::error!(%error, "could not persist alert state"),
         }
+        let _ = delivery
+            .active
+            .send(alertmanager_active(&loaded, &options, &saved));
         {
             let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
             status.alerts = saved.clone();
@@ -312,8 +404,15 @@ pub async fn run(
         if CHECKPOINT_EVERY <= now - last_checkpoint {
             last_checkpoint = now;
             let (store, checkpoints) = (store.clone(), encode_checkpoints(&loaded, &states));
-            if let Ok(Err(error)) =
-                tokio::task::spawn_blocking(move || save_checkpoints(&store, &checkpoints)).await
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
+                save_checkpoints(&store, &checkpoints)?;
+                store
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+                    .prune_outbox(now)?;
+                anyhow::Ok(())
+            })
+            .await
             {
                 tracing::error!("could not checkpoint incremental state: {error:#}");
             }
@@ -327,8 +426,170 @@ pub async fn run(
         .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
         .save_alerts(&saved)?;
     tracing::info!(alerts = saved.len(), "alert state saved; shutting down");
+    delivery.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     Ok(())
+}
+
+/// The delivery workers and what the loop tells them.
+struct Delivery {
+    sinks: watch::Sender<Arc<Sinks>>,
+    active: watch::Sender<Vec<serde_json::Value>>,
+    wakes: Vec<Arc<Notify>>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Delivery {
+    fn start(shared: &Arc<Shared>, database_id: String, sinks: Arc<Sinks>) -> Delivery {
+        let (sinks_tx, sinks_rx) = watch::channel(sinks);
+        let (active_tx, active_rx) = watch::channel(Vec::new());
+        let stop = CancellationToken::new();
+        let metrics = {
+            let metrics = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
+            deliver::DeliveryMetrics {
+                depth: metrics.outbox_depth.clone(),
+                delivered: metrics.notifications_delivered.clone(),
+                failures: metrics.delivery_failures.clone(),
+                delay: metrics.notification_delay.clone(),
+            }
+        };
+        let mut wakes = Vec::new();
+        let mut tasks = Vec::new();
+        let context = |wake: Arc<Notify>| deliver::Context {
+            store: shared.store.clone(),
+            database_id: database_id.clone(),
+            sinks: sinks_rx.clone(),
+            metrics: metrics.clone(),
+            wake,
+            shutdown: stop.clone(),
+        };
+        for family in deliver::FAMILIES {
+            let wake = Arc::new(Notify::new());
+            wakes.push(wake.clone());
+            tasks.push(tokio::spawn(deliver::worker(family, context(wake))));
+        }
+        tasks.push(tokio::spawn(deliver::alertmanager_resender(
+            context(Arc::new(Notify::new())),
+            active_rx,
+        )));
+        Delivery {
+            sinks: sinks_tx,
+            active: active_tx,
+            wakes,
+            stop,
+            tasks,
+        }
+    }
+
+    fn wake(&self) {
+        for wake in &self.wakes {
+            wake.notify_one();
+        }
+    }
+
+    /// Lets each worker finish the request in flight; what is still queued goes out after
+    /// the next start.
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+/// The base of links back to this burnwatch (`web.external_url`, else the listen address).
+fn external_url(loaded: &Loaded, options: &Options) -> String {
+    loaded
+        .config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", options.listen.unwrap_or(loaded.config.listen)))
+}
+
+/// What planning a cycle's notifications needs, owned so it can run off the async threads.
+struct PlanInput {
+    notify: NotifyConfig,
+    slack: Option<SlackKind>,
+    external_url: String,
+    events: Vec<(Slo, Event)>,
+}
+
+impl PlanInput {
+    fn new(loaded: &Loaded, options: &Options, events: Vec<(Slo, Event)>) -> PlanInput {
+        let slack = loaded
+            .config
+            .notify
+            .slack
+            .as_ref()
+            .map(|slack| match slack.mode {
+                SlackMode::WebApi { .. } => SlackKind::WebApi,
+                SlackMode::Webhook { .. } => SlackKind::Webhook,
+            });
+        PlanInput {
+            // Only planning with events reads the routes and silences.
+            notify: if events.is_empty() {
+                NotifyConfig::default()
+            } else {
+                loaded.config.notify.clone()
+            },
+            slack,
+            external_url: external_url(loaded, options),
+            events,
+        }
+    }
+
+    /// Saves the alert states and queues their notifications in one transaction.
+    fn save(
+        &self,
+        store: &mut Store,
+        alerts: &[SavedAlert],
+        now: Millis,
+    ) -> Result<outbox::Planned, crate::store::StoreError> {
+        let silences = if self.events.is_empty() {
+            Vec::new()
+        } else {
+            store.silences(now)?
+        };
+        let plan = outbox::Plan {
+            notify: &self.notify,
+            silences: &silences,
+            slack: self.slack,
+            external_url: &self.external_url,
+        };
+        let events: Vec<(&Slo, &Event)> = self
+            .events
+            .iter()
+            .map(|(slo, event)| (slo, event))
+            .collect();
+        store.save_cycle(alerts, |tx| outbox::plan(tx, &plan, &events, now))
+    }
+}
+
+/// The alerts Alertmanager should keep active: every announced firing alert.
+fn alertmanager_active(
+    loaded: &Loaded,
+    options: &Options,
+    saved: &[SavedAlert],
+) -> Vec<serde_json::Value> {
+    if loaded.config.notify.alertmanager.is_none() {
+        return Vec::new();
+    }
+    let base = external_url(loaded, options);
+    saved
+        .iter()
+        .filter(|alert| alert.alert.is_firing() && alert.alert.announced)
+        .filter_map(|alert| {
+            let slo = loaded.slos.iter().find(|slo| slo.id == alert.slo_id)?;
+            Some(outbox::alertmanager_resend(
+                slo,
+                alert.tier,
+                &alert.labels,
+                alert.alert.firing_since()?,
+                &base,
+            ))
+        })
+        .collect()
 }
 
 /// Evaluates every SLO at `now`; returns the alert changes.

@@ -159,6 +159,14 @@ pub struct Metrics {
     pub alerts: Family<Labels, Gauge>,
     pub last_evaluation: FloatGauge,
     pub stale: Gauge,
+    /// Pending notifications by sink family.
+    pub outbox_depth: Family<Labels, Gauge>,
+    pub notifications_queued: Counter,
+    pub notifications_silenced: Counter,
+    pub notifications_delivered: Family<Labels, Counter>,
+    pub delivery_failures: Family<Labels, Counter>,
+    /// From queueing a notification to its delivery.
+    pub notification_delay: Histogram,
     slo_series: Arc<SloSeries>,
     /// The metadata of each SLO, reused across evaluations while the SLO is unchanged.
     slo_meta: Vec<(String, Arc<SloMeta>)>,
@@ -215,9 +223,52 @@ impl Metrics {
             "1 while evaluation has failed for longer than stale_after",
             stale.clone(),
         );
+        let outbox_depth = Family::<Labels, Gauge>::default();
+        registry.register(
+            "burnwatch_outbox_depth",
+            "Notifications waiting in the outbox, by sink",
+            outbox_depth.clone(),
+        );
+        let notifications_queued = Counter::default();
+        registry.register(
+            "burnwatch_notifications_queued",
+            "Notifications written to the outbox",
+            notifications_queued.clone(),
+        );
+        let notifications_silenced = Counter::default();
+        registry.register(
+            "burnwatch_notifications_silenced",
+            "Alert changes not notified because a silence matched",
+            notifications_silenced.clone(),
+        );
+        let notifications_delivered = Family::<Labels, Counter>::default();
+        registry.register(
+            "burnwatch_notifications_delivered",
+            "Notifications delivered, by sink",
+            notifications_delivered.clone(),
+        );
+        let delivery_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "burnwatch_notification_delivery_failures",
+            "Failed delivery attempts, by sink and reason (Slack error code, http_<status>, timeout, ...)",
+            delivery_failures.clone(),
+        );
+        let notification_delay =
+            Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
+        registry.register(
+            "burnwatch_notification_delay_seconds",
+            "Time from queueing a notification to its delivery",
+            notification_delay.clone(),
+        );
         let slo_series = Arc::new(SloSeries::default());
         registry.register_collector(Box::new(slo_series.clone()));
         Metrics {
+            outbox_depth,
+            notifications_queued,
+            notifications_silenced,
+            notifications_delivered,
+            delivery_failures,
+            notification_delay,
             registry,
             cycle_seconds,
             queries,

@@ -51,6 +51,12 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> StoreError {
+        StoreError(message.into())
+    }
+}
+
 pub(crate) fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |error| StoreError(format!("{context}: {error}"))
 }
@@ -152,7 +158,6 @@ impl Store {
     pub fn save_alerts(&mut self, alerts: &[SavedAlert]) -> Result<(), StoreError> {
         self.save_cycle(alerts, |_| Ok(()))
     }
-
 
     /// The saved alert states; rows that cannot be read are skipped with a warning (a bad row
     /// must not keep the daemon from starting).
@@ -258,16 +263,19 @@ impl Store {
 }
 
 /// Replaces the saved alert states with `alerts` inside `transaction`.
-fn write_alerts(transaction: &rusqlite::Transaction, alerts: &[SavedAlert]) -> Result<(), StoreError> {
+fn write_alerts(
+    transaction: &rusqlite::Transaction,
+    alerts: &[SavedAlert],
+) -> Result<(), StoreError> {
     transaction
-            .execute("DELETE FROM alerts", [])
-            .map_err(failed("clear alerts"))?;
+        .execute("DELETE FROM alerts", [])
+        .map_err(failed("clear alerts"))?;
     let mut insert = transaction
         .prepare_cached("INSERT INTO alerts (slo_id, labels, tier, state) VALUES (?1, ?2, ?3, ?4)")
         .map_err(failed("prepare insert"))?;
     for alert in alerts {
-        let labels = serde_json::to_string(&alert.labels)
-            .map_err(|error| StoreError(error.to_string()))?;
+        let labels =
+            serde_json::to_string(&alert.labels).map_err(|error| StoreError(error.to_string()))?;
         let state = serde_json::to_string(&(alert.alert, alert.tripped, alert.budget_at_firing))
             .map_err(|error| StoreError(error.to_string()))?;
         insert

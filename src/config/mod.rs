@@ -9,8 +9,8 @@
 //! line/column for syntax errors and for any value through `Spanned<T>`.
 
 mod daemon;
-pub mod notify;
 mod native;
+pub mod notify;
 mod sloth;
 
 use std::fmt;

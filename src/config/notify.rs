@@ -329,7 +329,11 @@ pub(super) fn load(problems: &mut Problems, raw: Option<RawNotify>, base: &Path)
                     problems.at(route, format!("{path}.slack_channel"), "is empty");
                 }
                 Route {
-                    matchers: matchers(problems, &route.value.matchers, &format!("{path}.matchers")),
+                    matchers: matchers(
+                        problems,
+                        &route.value.matchers,
+                        &format!("{path}.matchers"),
+                    ),
                     slack_channel: route.value.slack_channel.clone(),
                 }
             })

@@ -3,6 +3,7 @@
 //! the console.
 
 pub mod console;
+pub mod deliver;
 pub mod matcher;
 pub mod outbox;
 pub mod render;

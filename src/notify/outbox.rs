@@ -233,7 +233,8 @@ pub fn plan(
         let channel = route(plan.notify, &labels);
         match (plan.slack, channel) {
             (Some(SlackKind::WebApi), Some(channel)) => {
-                planned.queued += plan_slack_thread(tx, slo, event, channel, &instance, &cause, now)?;
+                planned.queued +=
+                    plan_slack_thread(tx, slo, event, channel, &instance, &cause, now)?;
             }
             (Some(SlackKind::Webhook), Some(_)) if !is_silenced => {
                 let order_key = format!("slack-webhook|{}|{instance}", slo.id);
@@ -282,7 +283,14 @@ pub fn plan(
                     order_key: &order_key,
                     incident_id: None,
                     kind: "send",
-                    payload: alertmanager_alert(slo, event, &labels, &message, plan.external_url, None),
+                    payload: alertmanager_alert(
+                        slo,
+                        event,
+                        &labels,
+                        &message,
+                        plan.external_url,
+                        None,
+                    ),
                     natural_key: format!("alertmanager|{cause}"),
                 },
             )?);
@@ -367,10 +375,10 @@ fn plan_slack_thread(
                     .map_err(failed("close incident"))?;
                 }
                 Some((top_tier, root)) => {
-                    if top_tier == tier || change == Change::Resolved {
-                        if let Ok(root) = serde_json::from_value::<SlackPayload>(root) {
-                            rows.push(("update", root));
-                        }
+                    if (top_tier == tier || change == Change::Resolved)
+                        && let Ok(root) = serde_json::from_value::<SlackPayload>(root)
+                    {
+                        rows.push(("update", root));
                     }
                     rows.push(("reply", SlackPayload::new(channel, &message, escalation)));
                     tx.execute(
@@ -395,7 +403,7 @@ fn plan_slack_thread(
                 incident_id: Some(incident_id),
                 kind,
                 payload: serde_json::to_value(payload).unwrap_or_default(),
-                natural_key: format!("slack|{channel}|{cause}|{index}"),
+                natural_key: format!("slack|{incident_id}|{cause}|{index}"),
             },
         )?);
     }
@@ -492,6 +500,40 @@ pub fn alertmanager_alert(
         alert["endsAt"] = json!(format_time(ends_at));
     }
     alert
+}
+
+/// A firing alert as re-sent to Alertmanager between changes (labels, links, start; the
+/// figures went with the firing notification).
+pub fn alertmanager_resend(
+    slo: &Slo,
+    tier: crate::slo::TierKind,
+    instance: &[(String, String)],
+    firing_since: Millis,
+    external_url: &str,
+) -> Value {
+    let labels = render::alert_labels(slo, tier, instance);
+    let mut annotations = serde_json::Map::new();
+    if let Some(spec_tier) = slo.tier(tier) {
+        for (name, value) in &spec_tier.annotations {
+            annotations.insert(name.clone(), json!(value));
+        }
+    }
+    annotations.insert(
+        "summary".to_string(),
+        json!(render::title(slo, tier, Change::Firing)),
+    );
+    if let Some(runbook) = &slo.runbook {
+        annotations.insert("runbook_url".to_string(), json!(runbook));
+    }
+    if let Some(dashboard) = &slo.dashboard {
+        annotations.insert("dashboard_url".to_string(), json!(dashboard));
+    }
+    json!({
+        "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "annotations": annotations,
+        "startsAt": format_time(firing_since),
+        "generatorURL": format!("{external_url}/api/v1/slos?slo={}", percent_encode(&slo.id)),
+    })
 }
 
 fn render_rate(value: f64) -> String {
@@ -682,7 +724,9 @@ impl Store {
     pub fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut query = self
             .connection()
-            .prepare_cached("SELECT sink, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY sink")
+            .prepare_cached(
+                "SELECT sink, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY sink",
+            )
             .map_err(failed("prepare depth"))?;
         let rows = query
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -800,5 +844,264 @@ impl Store {
             });
         }
         Ok(silences)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::burn::{PairReading, Verdict, WindowValue};
+    use crate::config::{Document, load_str};
+    use crate::slo::{TierKind, WindowPair};
+    use std::time::Duration;
+
+    fn slo() -> Slo {
+        let spec = "version: burnwatch/v1\nservice: order-service\nslos:\n  - name: availability\n    objective: 99.9\n    runbook: https://runbooks.example.com/orders\n    sli:\n      ratio:\n        errors: requests_total{code=\"500\"}\n        total: requests_total\n";
+        match load_str("spec.yaml", spec, std::path::Path::new(".")) {
+            Ok(Document::Slos(mut slos)) => slos.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn event(tier: TierKind, change: Change, at: Millis) -> Event {
+        let pair =
+            WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap();
+        Event {
+            at,
+            slo_id: slo().id,
+            labels: vec![("route".to_string(), "POST /orders".to_string())],
+            tier,
+            change,
+            reading: PairReading {
+                pair,
+                long: Some(WindowValue::new(314.0, 21_623.0)),
+                short: Some(WindowValue::new(98.0, 1_806.0)),
+                burn_long: 14.52,
+                burn_short: 54.26,
+                verdict: Verdict::Burning,
+            },
+            budget_remaining: 0.381,
+            time_to_exhaustion: Some(Duration::from_secs(67_920)),
+            firing_since: Some(at),
+            budget_at_firing: Some(0.4),
+        }
+    }
+
+    /// (kind, channel, headline, broadcast) of every queued row, oldest first.
+    fn queued(store: &Store) -> Vec<(String, String, String, bool)> {
+        let mut query = store
+            .connection()
+            .prepare("SELECT sink, kind, payload FROM outbox ORDER BY id")
+            .unwrap();
+        query
+            .query_map([], |row| {
+                let (sink, kind, payload): (String, String, String) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                let payload: Value = serde_json::from_str(&payload).unwrap();
+                let headline = payload["text"]
+                    .as_str()
+                    .map(|text| text.lines().next().unwrap_or("").to_string())
+                    .unwrap_or_else(|| payload["labels"]["alertname"].to_string());
+                Ok((
+                    format!("{sink}:{kind}"),
+                    payload["channel"].as_str().unwrap_or("").to_string(),
+                    headline,
+                    payload["broadcast"].as_bool().unwrap_or(false),
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn run(store: &mut Store, notify: &NotifyConfig, events: &[Event], now: Millis) -> Planned {
+        let slo = slo();
+        let context = Plan {
+            notify,
+            silences: &[],
+            slack: Some(SlackKind::WebApi),
+            external_url: "http://burnwatch:9099",
+        };
+        let pairs: Vec<(&Slo, &Event)> = events.iter().map(|event| (&slo, event)).collect();
+        store
+            .save_cycle(&[], |tx| plan(tx, &context, &pairs, now))
+            .unwrap()
+    }
+
+    #[test]
+    fn one_thread_per_incident_across_tiers_in_one_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut notify = NotifyConfig::default();
+        notify.routes = vec![crate::config::notify::Route {
+            matchers: Vec::new(),
+            slack_channel: Some("#incidents".to_string()),
+        }];
+        let t = 1_700_000_000_000;
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Ticket, Change::Firing, t)],
+            t,
+        );
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Page, Change::Firing, t + 1)],
+            t + 1,
+        );
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Page, Change::Reminder, t + 2)],
+            t + 2,
+        );
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Page, Change::Resolved, t + 3)],
+            t + 3,
+        );
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Ticket, Change::Resolved, t + 4)],
+            t + 4,
+        );
+        // Resolved again (a replayed cycle) with no open incident: nothing.
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Ticket, Change::Resolved, t + 5)],
+            t + 5,
+        );
+        let rows: Vec<String> = queued(&store)
+            .into_iter()
+            .map(|(kind, channel, headline, broadcast)| {
+                format!(
+                    "{kind} {channel} {headline}{}",
+                    if broadcast { " (broadcast)" } else { "" }
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "slack:post #incidents WARNING: Slow error budget burn on order-service",
+                "slack:update #incidents CRITICAL: Fast error budget burn on order-service",
+                "slack:reply #incidents CRITICAL: Fast error budget burn on order-service (broadcast)",
+                "slack:update #incidents CRITICAL: Fast error budget burn on order-service",
+                "slack:reply #incidents STILL FIRING: Fast error budget burn on order-service",
+                "slack:update #incidents WARNING: Slow error budget burn on order-service",
+                "slack:reply #incidents RESOLVED: Fast error budget burn on order-service",
+                "slack:update #incidents RESOLVED: Slow error budget burn on order-service",
+                "slack:reply #incidents RESOLVED: Slow error budget burn on order-service",
+            ]
+        );
+        let open: i64 = store
+            .connection()
+            .query_row(
+                "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(open, 0);
+        // Firing again after the close opens a new incident with its own root.
+        let before = queued(&store).len();
+        let again = run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Ticket, Change::Firing, t + 9)],
+            t + 9,
+        );
+        assert_eq!(again.queued, 1, "a new incident opens: {again:?}");
+        assert_eq!(queued(&store)[before].0, "slack:post");
+    }
+
+    #[test]
+    fn default_routes_silences_and_other_sinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut notify = NotifyConfig::default();
+        notify.alertmanager = Some(crate::config::notify::AlertmanagerConfig {
+            url: "http://am:9093".to_string(),
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        });
+        let t = 1_700_000_000_000;
+        notify.silences = vec![Silence {
+            id: "s1".to_string(),
+            matchers: vec![Matcher::parse("tier=\"ticket\"").unwrap()],
+            starts_at: t - 1,
+            ends_at: t + 10,
+            comment: String::new(),
+            created_by: String::new(),
+        }];
+        let planned = run(
+            &mut store,
+            &notify,
+            &[
+                event(TierKind::Page, Change::Firing, t),
+                event(TierKind::Ticket, Change::Firing, t),
+            ],
+            t,
+        );
+        assert_eq!(
+            planned,
+            Planned {
+                queued: 2,
+                silenced: 1
+            }
+        );
+        // After the silence ends, the ticket's next reminder opens its thread in #slo-alerts.
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Ticket, Change::Reminder, t + 20)],
+            t + 20,
+        );
+        let rows = queued(&store);
+        assert_eq!(rows[0].0, "slack:post");
+        assert_eq!(rows[0].1, "#incidents");
+        assert_eq!(rows[1].0, "alertmanager:send");
+        assert_eq!(
+            (rows[2].0.as_str(), rows[2].1.as_str()),
+            ("slack:post", "#slo-alerts")
+        );
+        assert_eq!(
+            rows[2].2,
+            "WARNING: Slow error budget burn on order-service"
+        );
+        assert_eq!(
+            rows.len(),
+            3,
+            "reminders are not sent to Alertmanager: {rows:?}"
+        );
+    }
+
+    #[test]
+    fn alertmanager_alerts_carry_labels_links_and_times() {
+        let slo = slo();
+        let firing = event(TierKind::Page, Change::Firing, 1_700_000_000_000);
+        let labels = render::alert_labels(&slo, TierKind::Page, &firing.labels);
+        let message = render::render(&slo, &firing);
+        let alert = alertmanager_alert(&slo, &firing, &labels, &message, "http://bw:9099", None);
+        assert_eq!(alert["labels"]["severity"], "critical");
+        assert_eq!(alert["labels"]["route"], "POST /orders");
+        assert_eq!(
+            alert["annotations"]["runbook_url"],
+            "https://runbooks.example.com/orders"
+        );
+        assert_eq!(alert["startsAt"], "2023-11-14T22:13:20Z");
+        assert!(alert.get("endsAt").is_none());
+        assert_eq!(
+            alert["generatorURL"],
+            "http://bw:9099/api/v1/slos?slo=order-service-availability"
+        );
+        let mut resolved = event(TierKind::Page, Change::Resolved, 1_700_000_600_000);
+        resolved.firing_since = Some(1_700_000_000_000);
+        let alert = alertmanager_alert(&slo, &resolved, &labels, &message, "http://bw:9099", None);
+        assert_eq!(alert["endsAt"], "2023-11-14T22:23:20Z");
     }
 }

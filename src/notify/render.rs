@@ -52,10 +52,9 @@ impl Message {
     /// Block Kit: the headline and body as one mrkdwn section, links in a context block.
     /// The plain text goes alongside as the notification fallback.
     pub fn blocks(&self) -> serde_json::Value {
-        let (body, links): (Vec<&str>, Vec<&str>) = self
-            .mrkdwn
-            .lines()
-            .partition(|line| !(line.starts_with("*Runbook* ") || line.starts_with("*Dashboard* ")));
+        let (body, links): (Vec<&str>, Vec<&str>) = self.mrkdwn.lines().partition(|line| {
+            !(line.starts_with("*Runbook* ") || line.starts_with("*Dashboard* "))
+        });
         let mut blocks = vec![serde_json::json!({
             "type": "section",
             "text": {"type": "mrkdwn", "text": cut(&body.join("\n"), SECTION_LIMIT)},
@@ -82,7 +81,11 @@ impl Message {
 /// tier's labels, the instance's labels, then `alertname`, `service`, `slo`, `sloth_id`,
 /// `sloth_service`, `sloth_slo`, `tier` (page, ticket) and `severity` (the tier's own, else
 /// critical for a page and warning for a ticket). Sorted by name.
-pub fn alert_labels(slo: &Slo, tier: TierKind, instance: &[(String, String)]) -> Vec<(String, String)> {
+pub fn alert_labels(
+    slo: &Slo,
+    tier: TierKind,
+    instance: &[(String, String)],
+) -> Vec<(String, String)> {
     let mut labels: std::collections::BTreeMap<String, String> = slo.labels.clone();
     if let Some(spec_tier) = slo.tier(tier) {
         labels.extend(spec_tier.labels.clone());
@@ -133,13 +136,22 @@ fn link(url: &str) -> String {
     format!("<{}>", escape(url).replace('|', "%7C"))
 }
 
+/// `CRITICAL: Fast error budget burn on order-service`
+pub fn title(slo: &Slo, tier: TierKind, change: Change) -> String {
+    headline_of(slo, tier, change).1
+}
+
 fn headline(slo: &Slo, event: &Event) -> (String, String) {
-    let speed = match event.tier {
+    headline_of(slo, event.tier, event.change)
+}
+
+fn headline_of(slo: &Slo, tier: TierKind, change: Change) -> (String, String) {
+    let speed = match tier {
         TierKind::Page => "Fast",
         TierKind::Ticket => "Slow",
     };
     let what = format!("{speed} error budget burn on {}", slo.service);
-    let (emoji, status) = match (event.change, event.tier) {
+    let (emoji, status) = match (change, tier) {
         (Change::Firing, TierKind::Page) => (":rotating_light:", "CRITICAL"),
         (Change::Firing, TierKind::Ticket) => (":warning:", "WARNING"),
         (Change::Reminder, _) => (":repeat:", "STILL FIRING"),
@@ -400,7 +412,11 @@ mod tests {
         // Slack's own types accept the blocks.
         let _: Vec<slack_morphism::prelude::SlackBlock> =
             serde_json::from_value(message.blocks()).unwrap();
-        assert!(message.fallback().starts_with("CRITICAL: Fast error budget burn"));
+        assert!(
+            message
+                .fallback()
+                .starts_with("CRITICAL: Fast error budget burn")
+        );
     }
 
     #[test]
@@ -408,12 +424,19 @@ mod tests {
         let mut event = event(Change::Firing);
         event.labels = vec![("route".to_string(), "<&>".repeat(2_000))];
         let message = render(&slo(), &event);
-        let text = message.blocks()[0]["text"]["text"].as_str().unwrap().to_string();
+        let text = message.blocks()[0]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(text.len() <= SECTION_LIMIT, "{}", text.len());
         assert!(text.ends_with("..."));
         let before_dots = &text[..text.len() - 3];
         let last_amp = before_dots.rfind('&').unwrap();
-        assert!(before_dots[last_amp..].contains(';'), "{}", &before_dots[last_amp..]);
+        assert!(
+            before_dots[last_amp..].contains(';'),
+            "{}",
+            &before_dots[last_amp..]
+        );
         assert!(message.fallback().len() <= SECTION_LIMIT);
     }
 

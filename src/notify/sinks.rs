@@ -83,10 +83,7 @@ fn from_slack(error: SlackClientError) -> Failure {
                 .map(|cause| format!("{cause:?}"))
                 .unwrap_or_default();
             let refused = text.contains("ConnectionRefused") || text.contains("Connect");
-            Failure::transient(
-                if refused { "connect" } else { "connection" },
-                !refused,
-            )
+            Failure::transient(if refused { "connect" } else { "connection" }, !refused)
         }
         SlackClientError::EndOfStream(_) => Failure::transient("connection", true),
         SlackClientError::ProtocolError(_) => Failure::transient("bad_response", true),
@@ -238,7 +235,9 @@ impl SlackApi {
     pub async fn channel_id(&self, channel: &str) -> Result<String, Failure> {
         let looks_like_id = channel.len() >= 9
             && channel.starts_with(['C', 'G', 'D'])
-            && channel.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            && channel
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
         if looks_like_id {
             return Ok(channel.to_string());
         }
@@ -409,14 +408,9 @@ impl Http {
         key: &str,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        self.post_json(
-            url.expose(),
-            document,
-            timeout,
-            &[("Idempotency-Key", key)],
-        )
-        .await
-        .map(|_| ())
+        self.post_json(url.expose(), document, timeout, &[("Idempotency-Key", key)])
+            .await
+            .map(|_| ())
     }
 }
 
@@ -432,7 +426,10 @@ mod tests {
                 reason: "channel_not_found".to_string()
             }
         );
-        assert!(matches!(slack_code("invalid_auth"), Failure::Permanent { .. }));
+        assert!(matches!(
+            slack_code("invalid_auth"),
+            Failure::Permanent { .. }
+        ));
         assert_eq!(
             slack_code("internal_error"),
             Failure::transient("internal_error", true)

@@ -1,8 +1,10 @@
 //! Integration tests (one test binary, `cargo test --test it`).
 
+mod alertmanager;
 mod cli;
 mod differential;
 mod engine;
+mod fake_slack;
 mod prom;
 mod serve;
 mod strategies;
