@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod cli;
+mod delivery;
 mod differential;
 mod engine;
 mod fake_slack;

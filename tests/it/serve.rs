@@ -27,22 +27,22 @@ use serde_json::Value;
 use crate::prom::{Prometheus, SCRAPE_JOB};
 
 /// Upper bound of every wait; waits normally end within seconds.
-const PATIENCE: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(100);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
-const SLO_ID: &str = "order-service-requests-availability";
-const ROUTE: &str = "POST /orders";
+pub(crate) const SLO_ID: &str = "order-service-requests-availability";
+pub(crate) const ROUTE: &str = "POST /orders";
 /// The page threshold on the error ratio: factor 10 × error budget (1 − 0.999).
-const PAGE_THRESHOLD: f64 = 10.0 * (1.0 - 0.999);
-const RESOLVE_TIMEOUT_MS: i64 = 3_000;
-const STALE_AFTER_MS: i64 = 3_000;
-const PAGE_FIRING: &str = "CRITICAL: Fast error budget burn on order-service";
-const PAGE_RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
-const STALE_FIRING: &str = "CRITICAL: burnwatch evaluation stale since ";
-const STALE_RESOLVED: &str = "RESOLVED: burnwatch evaluation recovered";
-const RELOAD_TOKEN: &str = "s3cr3t-reload-token";
+pub(crate) const PAGE_THRESHOLD: f64 = 10.0 * (1.0 - 0.999);
+pub(crate) const RESOLVE_TIMEOUT_MS: i64 = 3_000;
+pub(crate) const STALE_AFTER_MS: i64 = 3_000;
+pub(crate) const PAGE_FIRING: &str = "CRITICAL: Fast error budget burn on order-service";
+pub(crate) const PAGE_RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
+pub(crate) const STALE_FIRING: &str = "CRITICAL: burnwatch evaluation stale since ";
+pub(crate) const STALE_RESOLVED: &str = "RESOLVED: burnwatch evaluation recovered";
+pub(crate) const RELOAD_TOKEN: &str = "s3cr3t-reload-token";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -51,14 +51,14 @@ fn now_ms() -> i64 {
 
 // ---- a tiny HTTP server: live scrape targets and fake Prometheus APIs ----
 
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     content_type: &'static str,
     body: String,
 }
 
 impl Reply {
-    fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Reply {
+    pub(crate) fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Reply {
         Reply {
             status,
             content_type,
@@ -66,24 +66,26 @@ impl Reply {
         }
     }
 
-    fn json(status: u16, body: impl Into<String>) -> Reply {
+    pub(crate) fn json(status: u16, body: impl Into<String>) -> Reply {
         Reply::new(status, "application/json", body)
     }
 }
 
 /// `handler(method, target, head)`: `head` is the request line and headers as received.
-type Handler = dyn Fn(&str, &str, &str) -> Reply + Send + Sync;
+pub(crate) type Handler = dyn Fn(&str, &str, &str) -> Reply + Send + Sync;
 
 /// Answers every request on 127.0.0.1:<free port> with `handler(method, target, head)`, one thread
 /// per connection, `Connection: close`. Stops accepting on drop.
-struct HttpStub {
+pub(crate) struct HttpStub {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl HttpStub {
-    fn start(handler: impl Fn(&str, &str, &str) -> Reply + Send + Sync + 'static) -> HttpStub {
+    pub(crate) fn start(
+        handler: impl Fn(&str, &str, &str) -> Reply + Send + Sync + 'static,
+    ) -> HttpStub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -109,11 +111,11 @@ impl HttpStub {
     }
 
     /// `127.0.0.1:PORT`
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         self.addr.to_string()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
@@ -129,7 +131,7 @@ impl Drop for HttpStub {
     }
 }
 
-fn answer(mut stream: TcpStream, handler: &Handler) {
+pub(crate) fn answer(mut stream: TcpStream, handler: &Handler) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
@@ -161,12 +163,12 @@ fn answer(mut stream: TcpStream, handler: &Handler) {
 
 // ---- a live scrape target: request counters the test steers ----
 
-const REQUESTS_PER_SECOND: f64 = 200.0;
+pub(crate) const REQUESTS_PER_SECOND: f64 = 200.0;
 
 /// `http_requests_total{code, route="POST /orders"}` counting REQUESTS_PER_SECOND requests,
 /// a share `error_ratio` of them with code 500. The counters advance with real time
 /// (integrated whenever they are read or the ratio changes).
-struct Traffic {
+pub(crate) struct Traffic {
     ok: f64,
     errors: f64,
     error_ratio: f64,
@@ -174,7 +176,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn advance(&mut self) {
+    pub(crate) fn advance(&mut self) {
         let now = Instant::now();
         let requests = (now - self.last).as_secs_f64() * REQUESTS_PER_SECOND;
         self.errors += requests * self.error_ratio;
@@ -183,13 +185,13 @@ impl Traffic {
     }
 }
 
-struct LiveTarget {
+pub(crate) struct LiveTarget {
     traffic: Arc<Mutex<Traffic>>,
-    stub: HttpStub,
+    pub(crate) stub: HttpStub,
 }
 
 impl LiveTarget {
-    fn start(error_ratio: f64) -> LiveTarget {
+    pub(crate) fn start(error_ratio: f64) -> LiveTarget {
         let traffic = Arc::new(Mutex::new(Traffic {
             ok: 1000.0,
             errors: 0.0,
@@ -221,7 +223,7 @@ impl LiveTarget {
         LiveTarget { traffic, stub }
     }
 
-    fn set_error_ratio(&self, error_ratio: f64) {
+    pub(crate) fn set_error_ratio(&self, error_ratio: f64) {
         let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
         traffic.advance();
         traffic.error_ratio = error_ratio;
@@ -232,13 +234,13 @@ impl LiveTarget {
 
 /// One printed alert change: `[<time>] firing|reminder|resolved` and the message below it.
 #[derive(Debug, Clone)]
-struct Block {
+pub(crate) struct Block {
     at: i64,
     kind: String,
     text: String,
 }
 
-fn parse_blocks(stdout: &str) -> Vec<Block> {
+pub(crate) fn parse_blocks(stdout: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut current: Option<Block> = None;
     for line in stdout.lines() {
@@ -271,7 +273,7 @@ fn parse_blocks(stdout: &str) -> Vec<Block> {
     blocks
 }
 
-fn capture(mut reader: impl BufRead + Send + 'static) -> Arc<Mutex<String>> {
+pub(crate) fn capture(mut reader: impl BufRead + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     thread::spawn({
         let text = text.clone();
@@ -289,7 +291,7 @@ fn capture(mut reader: impl BufRead + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 /// `burnwatch serve --listen 127.0.0.1:0` with `BURNWATCH_LOG=info`; killed on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Mutex<Child>,
     pid: u32,
     base: String,
@@ -299,7 +301,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(config: &Path, state_dir: &Path) -> Serve {
+    pub(crate) fn start(config: &Path, state_dir: &Path) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
             .arg("serve")
             .arg("--config")
@@ -346,33 +348,46 @@ impl Serve {
         serve
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    /// `http://127.0.0.1:PORT{path}`
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub(crate) fn stdout(&self) -> String {
         self.stdout
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn blocks(&self) -> Vec<Block> {
+    pub(crate) fn blocks(&self) -> Vec<Block> {
         parse_blocks(&self.stdout())
     }
 
     /// Blocks of `kind` whose message starts with `headline`.
-    fn blocks_of(&self, kind: &str, headline: &str) -> Vec<Block> {
+    pub(crate) fn blocks_of(&self, kind: &str, headline: &str) -> Vec<Block> {
         self.blocks()
             .into_iter()
             .filter(|block| block.kind == kind && block.text.starts_with(headline))
             .collect()
     }
 
-    fn diagnostics(&self) -> String {
+    pub(crate) fn diagnostics(&self) -> String {
         let stderr = self.stderr();
         let tail: String = stderr
             .lines()
@@ -389,7 +404,7 @@ impl Serve {
         )
     }
 
-    fn exited(&self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&self) -> Option<ExitStatus> {
         self.child
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -397,7 +412,7 @@ impl Serve {
             .expect("poll burnwatch")
     }
 
-    fn assert_running(&self) {
+    pub(crate) fn assert_running(&self) {
         if let Some(status) = self.exited() {
             panic!(
                 "burnwatch serve exited ({status}) but should be running\n{}",
@@ -407,7 +422,7 @@ impl Serve {
     }
 
     /// Polls `check` until it returns Some, failing if serve exits or PATIENCE runs out.
-    fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    pub(crate) fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(value) = check() {
@@ -433,7 +448,11 @@ impl Serve {
         }
     }
 
-    fn request(&self, request: reqwest::blocking::RequestBuilder, what: &str) -> (u16, String) {
+    pub(crate) fn request(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        what: &str,
+    ) -> (u16, String) {
         let response = request
             .send()
             .unwrap_or_else(|e| panic!("{what}: {e}\n{}", self.diagnostics()));
@@ -444,19 +463,19 @@ impl Serve {
         (status, body)
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         let url = format!("{}{path}", self.base);
         self.request(self.http.get(&url), &format!("GET {path}"))
     }
 
-    fn json(&self, path: &str) -> Value {
+    pub(crate) fn json(&self, path: &str) -> Value {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
     }
 
     /// POST /-/reload with an optional `Authorization` header value.
-    fn reload(&self, authorization: Option<&str>) -> (u16, String) {
+    pub(crate) fn reload(&self, authorization: Option<&str>) -> (u16, String) {
         let mut request = self.http.post(format!("{}/-/reload", self.base));
         if let Some(value) = authorization {
             request = request.header("Authorization", value);
@@ -464,11 +483,11 @@ impl Serve {
         self.request(request, "POST /-/reload")
     }
 
-    fn slos(&self) -> Value {
+    pub(crate) fn slos(&self) -> Value {
         self.json("/api/v1/slos")
     }
 
-    fn alerts(&self) -> Vec<Value> {
+    pub(crate) fn alerts(&self) -> Vec<Value> {
         self.json("/api/v1/alerts")["alerts"]
             .as_array()
             .unwrap_or_else(|| panic!("alerts is not an array"))
@@ -476,21 +495,21 @@ impl Serve {
     }
 
     /// The firing page alert of the route, once the API shows it.
-    fn firing_page(&self) -> Option<Value> {
+    pub(crate) fn firing_page(&self) -> Option<Value> {
         self.alerts().into_iter().find(|alert| {
             alert["tier"] == "page" && alert["state"] == "firing" && alert["slo"] == SLO_ID
         })
     }
 
     /// `last_evaluation` of `/api/v1/slos` in milliseconds.
-    fn last_evaluation(&self) -> Option<i64> {
+    pub(crate) fn last_evaluation(&self) -> Option<i64> {
         self.slos()["last_evaluation"]
             .as_str()
             .map(|text| parse_time(text).expect("last_evaluation is a time"))
     }
 
     /// Waits until `count` more evaluations (ticks) have completed than the last one now.
-    fn wait_evaluations(&self, count: i64) -> i64 {
+    pub(crate) fn wait_evaluations(&self, count: i64) -> i64 {
         let from = self.last_evaluation().unwrap_or(0);
         self.wait_for(&format!("{count} more evaluations after {from}"), || {
             self.last_evaluation()
@@ -498,7 +517,7 @@ impl Serve {
         })
     }
 
-    fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         self.wait_for("/-/ready to answer 200", || {
             (self.get("/-/ready").0 == 200).then_some(())
         });
@@ -506,7 +525,7 @@ impl Serve {
 
     /// Waits for the first page `firing` block and the API's firing page alert; checks they
     /// agree. Returns the alert's `since`.
-    fn wait_page_firing(&self) -> String {
+    pub(crate) fn wait_page_firing(&self) -> String {
         let block = self.wait_for("a page firing block on stdout", || {
             self.blocks_of("firing", PAGE_FIRING).into_iter().next()
         });
@@ -535,7 +554,7 @@ impl Serve {
         since
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args(["-s", signal, &self.pid.to_string()])
             .status()
@@ -544,7 +563,7 @@ impl Serve {
     }
 
     /// Sends `signal` (TERM or INT), then waits for the exit.
-    fn stop(&self, signal: &str) -> ExitStatus {
+    pub(crate) fn stop(&self, signal: &str) -> ExitStatus {
         self.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -572,7 +591,7 @@ impl Drop for Serve {
 
 // ---- specs, configs and the SLO status ----
 
-fn spec(description: &str, objective: &str) -> String {
+pub(crate) fn spec(description: &str, objective: &str) -> String {
     format!(
         r#"version: burnwatch/v1
 service: order-service
@@ -597,12 +616,12 @@ slos:
 }
 
 /// A temp dir with `slos.yaml`, `burnwatch.yaml` (plus `extra` config lines) and `state/`.
-struct Setup {
-    dir: tempfile::TempDir,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new(prometheus_url: &str, extra: &str) -> Setup {
+    pub(crate) fn new(prometheus_url: &str, extra: &str) -> Setup {
         let dir = tempfile::Builder::new()
             .prefix("burnwatch-serve-")
             .tempdir()
@@ -620,7 +639,7 @@ impl Setup {
         setup
     }
 
-    fn with_reload_token(prometheus_url: &str) -> Setup {
+    pub(crate) fn with_reload_token(prometheus_url: &str) -> Setup {
         let setup = Setup::new(prometheus_url, "web:\n  reload_token_file: reload-token\n");
         std::fs::write(
             setup.dir.path().join("reload-token"),
@@ -630,35 +649,35 @@ impl Setup {
         setup
     }
 
-    fn spec_path(&self) -> PathBuf {
+    pub(crate) fn spec_path(&self) -> PathBuf {
         self.dir.path().join("slos.yaml")
     }
 
-    fn write_spec(&self, text: &str) {
+    pub(crate) fn write_spec(&self, text: &str) {
         std::fs::write(self.spec_path(), text).expect("write spec");
     }
 
-    fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.dir.path().join("burnwatch.yaml")
     }
 
-    fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
-    fn serve(&self) -> Serve {
+    pub(crate) fn serve(&self) -> Serve {
         Serve::start(&self.config(), &self.state())
     }
 }
 
 /// A live target at `error_ratio`, a Prometheus scraping it every second, and a setup.
-struct Live {
-    target: LiveTarget,
-    prom: Prometheus,
-    setup: Setup,
+pub(crate) struct Live {
+    pub(crate) target: LiveTarget,
+    pub(crate) prom: Prometheus,
+    pub(crate) setup: Setup,
 }
 
-fn live(error_ratio: f64, with_token: bool) -> Live {
+pub(crate) fn live(error_ratio: f64, with_token: bool) -> Live {
     let target = LiveTarget::start(error_ratio);
     let prom = Prometheus::start_scraping(&[target.stub.address()], Duration::from_secs(1));
     prom.wait_until_up(1);
@@ -675,21 +694,21 @@ fn live(error_ratio: f64, with_token: bool) -> Live {
 }
 
 /// The SLO's status in `/api/v1/slos`, once it has been evaluated.
-fn find_slo(slos: &Value) -> Option<Value> {
+pub(crate) fn find_slo(slos: &Value) -> Option<Value> {
     slos["slos"]
         .as_array()
         .and_then(|all| all.iter().find(|slo| slo["id"] == SLO_ID))
         .cloned()
 }
 
-fn slo_status(slos: &Value) -> Value {
+pub(crate) fn slo_status(slos: &Value) -> Value {
     find_slo(slos).unwrap_or_else(|| panic!("{SLO_ID} not in /api/v1/slos: {slos}"))
 }
 
 /// What one evaluation of the route's page condition said, from an SLO status: its time
 /// (`last_success`) and Some(burning) — None when a window had no value (no decision) or a
 /// value too close to the threshold to call.
-fn page_condition(slo: &Value) -> Option<(i64, Option<bool>)> {
+pub(crate) fn page_condition(slo: &Value) -> Option<(i64, Option<bool>)> {
     let at = parse_time(slo["last_success"].as_str()?).ok()?;
     let instance = slo["instances"]
         .as_array()?
@@ -711,7 +730,7 @@ fn page_condition(slo: &Value) -> Option<(i64, Option<bool>)> {
 }
 
 /// `name{labels} value` lines of Prometheus/OpenMetrics text.
-fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+pub(crate) fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     let mut samples = Vec::new();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -775,7 +794,7 @@ fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     samples
 }
 
-fn metric_value(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric_value(text: &str, name: &str) -> Option<f64> {
     parse_metrics(text)
         .into_iter()
         .find(|(found, labels, _)| found == name && labels.is_empty())
@@ -1065,7 +1084,7 @@ fn reload_keeps_state_and_rejects_a_bad_config() {
 }
 
 /// A fake Prometheus whose every query answers an empty vector.
-fn empty_prometheus() -> HttpStub {
+pub(crate) fn empty_prometheus() -> HttpStub {
     HttpStub::start(|_, _, _| {
         Reply::json(
             200,
@@ -1416,7 +1435,7 @@ fn malformed_prometheus_answers_are_errors_not_panics() {
 
 /// Two routes of `http_requests_total` every 15s for 2h, ending a minute ago, with an
 /// error ratio that varies over time (so each window has its own value).
-fn backfill(end: i64) -> String {
+pub(crate) fn backfill(end: i64) -> String {
     let steps = 2 * 3600 / 15;
     let start = end - 15 * steps;
     let mut text = String::from("# TYPE http_requests counter\n");
@@ -1449,7 +1468,7 @@ fn backfill(end: i64) -> String {
 }
 
 /// Grouped by route, windows 5m, 30m, 1h, 2h and the period 1d, over `backfill`'s series.
-const BACKFILL_SPEC: &str = r#"version: burnwatch/v1
+pub(crate) const BACKFILL_SPEC: &str = r#"version: burnwatch/v1
 service: order-service
 slos:
   - name: requests-availability
@@ -1469,7 +1488,7 @@ slos:
 
 /// Prometheus with `backfill`ed data up to a minute ago, and serve evaluating
 /// BACKFILL_SPEC against it, once it has evaluated both routes.
-fn backfilled_serve() -> (Prometheus, Setup, Serve) {
+pub(crate) fn backfilled_serve() -> (Prometheus, Setup, Serve) {
     let end = now_ms() / 1000 - 60;
     let prom = Prometheus::start(&backfill(end));
     let setup = Setup::new(&prom.url(), "");
@@ -1671,7 +1690,7 @@ fn metrics_responses_are_consistent_snapshots_of_one_evaluation() {
 
 /// The value of `parameter` in a request target's query string (percent-decoded enough for
 /// numbers).
-fn parameter(target: &str, parameter: &str) -> Option<f64> {
+pub(crate) fn parameter(target: &str, parameter: &str) -> Option<f64> {
     let query = target.split_once('?')?.1;
     query
         .split('&')

@@ -1,0 +1,619 @@
+//! Delivery end to end: the real `burnwatch serve` against a real Prometheus 2.42 scraping a
+//! live target (see serve.rs), notifying a fake Slack Web API that behaves like Slack
+//! (fake_slack.rs) and a real Alertmanager 0.25 (alertmanager.rs).
+//!
+//! The spec pages when the error ratio over 20s and over 5s exceeds 1% (objective 99.9%,
+//! factor 10), resolves after `resolve_timeout: 3s`, and reminds every `repeat_interval`.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::alertmanager::Alertmanager;
+use crate::fake_slack::{FakeMessage, FakeSlack, Fault, Snapshot};
+use crate::prom::SCRAPE_JOB;
+use crate::serve::{Live, Serve, live};
+
+const TOKEN: &str = "xoxb-1234-s3cr3t-slack-bot-token";
+const WAIT: Duration = Duration::from_secs(90);
+const BURNING: f64 = 0.05;
+const THRESHOLD: f64 = 10.0 * (1.0 - 0.999);
+const CRITICAL: &str = "CRITICAL: Fast error budget burn on order-service";
+const RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
+const STILL_FIRING: &str = "STILL FIRING: Fast error budget burn on order-service";
+
+fn spec(repeat_interval: &str) -> String {
+    format!(
+        r#"version: burnwatch/v1
+service: order-service
+slos:
+  - name: requests-availability
+    objective: 99.9
+    period: 1h
+    sli:
+      ratio:
+        errors: http_requests_total{{job="{SCRAPE_JOB}",code=~"5.."}}
+        total: http_requests_total{{job="{SCRAPE_JOB}"}}
+    group_by: [route]
+    runbook: https://runbooks.example.com/order-service/availability
+    dashboard: https://grafana.example.com/d/orders
+    alerting:
+      resolve_timeout: 3s
+      repeat_interval: {repeat_interval}
+      page:
+        windows: [{{long: 20s, short: 5s, factor: 10}}]
+      ticket: {{disable: true}}
+"#
+    )
+}
+
+/// A live setup whose config sends to `notify` (YAML lines under `notify:`), with the bot token
+/// in `slack-token`.
+fn setup(error_ratio: f64, repeat_interval: &str, notify: &str) -> Live {
+    let live = live(error_ratio, false);
+    live.setup.write_spec(&spec(repeat_interval));
+    let dir = live.setup.dir.path();
+    std::fs::write(dir.join("slack-token"), format!("{TOKEN}\n")).expect("write token");
+    let config = std::fs::read_to_string(live.setup.config()).expect("read config");
+    std::fs::write(live.setup.config(), format!("{config}notify:\n{notify}"))
+        .expect("write config");
+    live
+}
+
+fn slack_notify(slack: &FakeSlack) -> String {
+    format!(
+        "  slack:\n    token_file: slack-token\n    api_url: {}\n    timeout: 2s\n",
+        slack.api_url()
+    )
+}
+
+fn key_of(message: &FakeMessage) -> Option<String> {
+    message.metadata.as_ref()?["event_payload"]["key"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn headline(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// Converts an `Instant` of this process to wall-clock milliseconds.
+fn instant_ms(at: Instant) -> i64 {
+    let now = Instant::now();
+    wall_ms() - now.saturating_duration_since(at).as_millis() as i64
+}
+
+/// The Slack rows of the outbox, and whether every one of them is delivered.
+fn slack_rows(serve: &Serve) -> Vec<Value> {
+    serve.json("/api/v1/outbox")["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|row| row["sink"] == "slack")
+        .collect()
+}
+
+fn all_delivered(rows: &[Value]) -> bool {
+    !rows.is_empty() && rows.iter().all(|row| row["state"] == "delivered")
+}
+
+/// The first time (Unix seconds, 0.1s steps from `from`) at which Prometheus says the page
+/// condition holds: the error ratio over 20s and over 5s both above the threshold.
+fn condition_true_at(live: &Live, from: f64, until: f64) -> Option<f64> {
+    let ratio = |window: &str| {
+        format!(
+            "sum by (route) (rate(http_requests_total{{job=\"{SCRAPE_JOB}\",code=~\"5..\"}}[{window}])) \
+             / sum by (route) (rate(http_requests_total{{job=\"{SCRAPE_JOB}\"}}[{window}]))"
+        )
+    };
+    let expr = format!(
+        "({} > {THRESHOLD}) and ({} > {THRESHOLD})",
+        ratio("20s"),
+        ratio("5s")
+    );
+    let mut at = from;
+    while at <= until {
+        if live.prom.query_one(&expr, at).is_some() {
+            return Some(at);
+        }
+        at += 0.1;
+    }
+    None
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Seed incident → CRITICAL root in #incidents (latency from the condition turning true in
+/// Prometheus to Slack's request) → RESOLVED in place after resolve_timeout, with the thread
+/// telling the same story. Secrets never show.
+#[test]
+fn slack_pages_in_incidents_and_resolves_in_place() {
+    let slack = FakeSlack::start(TOKEN);
+    let live = setup(0.0, "1h", &slack_notify(&slack));
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    let burn_from = wall_ms() as f64 / 1000.0;
+    live.target.set_error_ratio(BURNING);
+    let snapshot = slack.wait_for("the CRITICAL root in #incidents", WAIT, |s| {
+        !s.top_level("#incidents").is_empty()
+    });
+    let root = snapshot.top_level("#incidents")[0].clone();
+    assert_eq!(headline(&root.text), CRITICAL, "{}", root.text);
+    assert!(
+        root.text
+            .contains("Runbook: https://runbooks.example.com/order-service/availability")
+    );
+    let blocks = root.blocks.to_string();
+    assert!(
+        blocks.contains("*Burning*") && blocks.contains("(threshold 10.0x)"),
+        "{blocks}"
+    );
+    assert!(blocks.contains("Dashboard"), "{blocks}");
+    assert!(
+        key_of(&root).is_some(),
+        "the root carries its outbox key: {root:?}"
+    );
+    let post = snapshot.calls_to("chat.postMessage")[0].clone();
+    assert_eq!(
+        post.authorization.as_deref(),
+        Some(&*format!("Bearer {TOKEN}"))
+    );
+
+    // Latency: from the condition turning true (Prometheus, same data) to Slack's request.
+    let requested = instant_ms(post.at) as f64 / 1000.0;
+    let became_true = condition_true_at(&live, burn_from, requested)
+        .unwrap_or_else(|| {
+            let probe = format!(
+                "sum by (route) (rate(http_requests_total{{job=\"{SCRAPE_JOB}\",code=~\"5..\"}}[20s])) / sum by (route) (rate(http_requests_total{{job=\"{SCRAPE_JOB}\"}}[20s]))"
+            );
+            panic!(
+                "Prometheus never saw the condition between {burn_from} and {requested}: 20s ratio then {:?}",
+                live.prom.query(&probe, requested)
+            )
+        });
+    let latency = requested - became_true;
+    eprintln!(
+        "latency from the condition turning true to the Slack request: {:.2}s (evaluation interval 1s)",
+        latency
+    );
+    assert!(
+        (0.0..=3.0).contains(&latency),
+        "latency {latency:.2}s exceeds the evaluation interval (1s) + 2s"
+    );
+
+    live.target.set_error_ratio(0.0);
+    let snapshot = slack.wait_for("the root updated to RESOLVED", WAIT, |s| {
+        s.message(&root.ts)
+            .is_some_and(|message| headline(&message.text) == RESOLVED)
+    });
+    let resolved_root = snapshot.message(&root.ts).expect("root").clone();
+    assert_eq!(resolved_root.edits.len(), 1, "{resolved_root:?}");
+    assert!(
+        resolved_root.text.contains("Burned for"),
+        "{}",
+        resolved_root.text
+    );
+    assert!(
+        resolved_root.text.contains("since it fired"),
+        "{}",
+        resolved_root.text
+    );
+    let snapshot = slack.wait_for("the RESOLVED reply in the thread", WAIT, |s| {
+        s.thread("#incidents", &root.ts)
+            .iter()
+            .any(|reply| headline(&reply.text) == RESOLVED)
+    });
+    assert_eq!(
+        snapshot.top_level("#incidents").len(),
+        1,
+        "one incident, one root"
+    );
+    assert!(snapshot.top_level("#slo-alerts").is_empty());
+    // Resolved no earlier than resolve_timeout after the root went out.
+    let resolved_at = resolved_root.updated_at.expect("updated");
+    assert!(resolved_at.duration_since(root.received_at) >= Duration::from_secs(3));
+
+    serve.wait_for("the outbox drained", || {
+        all_delivered(&slack_rows(&serve)).then_some(())
+    });
+    let (_, metrics) = serve.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "burnwatch_outbox_depth", &[("sink", "slack")]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "burnwatch_notifications_delivered_total",
+            &[("sink", "slack")]
+        )
+        .is_some_and(|count| count >= 3.0),
+        "{metrics}"
+    );
+    for (what, text) in [
+        ("stdout", serve.stdout()),
+        ("stderr", serve.stderr()),
+        ("/metrics", metrics),
+        ("/api/v1/outbox", serve.get("/api/v1/outbox").1),
+    ] {
+        assert!(!text.contains("s3cr3t"), "the Slack token shows in {what}");
+    }
+}
+
+/// A wrong token: Slack says `invalid_auth`, nothing is retried forever, the failure is on
+/// /metrics by reason, and the token shows nowhere.
+#[test]
+fn slack_invalid_auth_is_a_permanent_failure_without_leaking_the_token() {
+    let slack = FakeSlack::start("xoxb-the-right-one");
+    let live = setup(BURNING, "1h", &slack_notify(&slack));
+    let serve = live.setup.serve();
+    serve.wait_for("the root failing with invalid_auth", || {
+        slack_rows(&serve)
+            .iter()
+            .any(|row| row["state"] == "failed" && row["last_error"] == "invalid_auth")
+            .then_some(())
+    });
+    let (_, metrics) = serve.get("/metrics");
+    assert!(
+        metric(
+            &metrics,
+            "burnwatch_notification_delivery_failures_total",
+            &[("sink", "slack"), ("reason", "invalid_auth")]
+        )
+        .is_some_and(|count| count >= 1.0),
+        "{metrics}"
+    );
+    let calls = slack.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|call| call.method == "chat.postMessage")
+            .count(),
+        1,
+        "invalid_auth is not retried: {calls:?}"
+    );
+    for text in [serve.stdout(), serve.stderr(), metrics] {
+        assert!(!text.contains("s3cr3t"), "the Slack token shows: {text}");
+    }
+}
+
+/// The checks every fault test ends with: each outbox row delivered, each Slack message posted
+/// exactly once (by its metadata key), thread order equal to outbox order.
+/// Returns (expected, delivered, duplicated).
+fn exactly_once(slack: &Snapshot, rows: &[Value]) -> (usize, usize, usize) {
+    let posted: Vec<&FakeMessage> = slack.messages.iter().filter(|m| !m.webhook).collect();
+    let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
+    for message in &posted {
+        *by_key
+            .entry(key_of(message).unwrap_or_else(|| panic!("message without a key: {message:?}")))
+            .or_default() += 1;
+    }
+    let expected: Vec<&Value> = rows
+        .iter()
+        .filter(|row| row["kind"] == "post" || row["kind"] == "reply")
+        .collect();
+    let duplicated: usize = by_key.values().map(|count| count - 1).sum();
+    let delivered = by_key.len();
+    for row in &expected {
+        assert_eq!(row["state"], "delivered", "{row}");
+    }
+    // Each delivered row's result is the ts of a message carrying that row's key.
+    for row in &expected {
+        let ts = row["result"].as_str().expect("ts");
+        let message = slack
+            .message(ts)
+            .unwrap_or_else(|| panic!("row {row} names a message Slack does not have"));
+        let key = key_of(message).expect("key");
+        assert!(key.ends_with(&format!("-{}", row["id"])), "{row} ↔ {key}");
+    }
+    // In order per incident: thread replies' ts ascend with their rows' ids.
+    let mut by_incident: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for row in &expected {
+        by_incident
+            .entry(row["order_key"].as_str().unwrap_or("").to_string())
+            .or_default()
+            .push((
+                row["id"].as_i64().unwrap(),
+                row["result"].as_str().unwrap().to_string(),
+            ));
+    }
+    for (incident, mut sent) in by_incident {
+        sent.sort();
+        let ts: Vec<f64> = sent.iter().map(|(_, ts)| ts.parse().unwrap()).collect();
+        assert!(
+            ts.windows(2).all(|pair| pair[0] < pair[1]),
+            "{incident}: messages out of order: {sent:?}"
+        );
+    }
+    (expected.len(), delivered, duplicated)
+}
+
+/// 30% of Slack calls fail (429 with Retry-After, 500, 503, internal_error, fatal_error, and a
+/// dropped connection after Slack acted): every message is delivered exactly once, in order.
+#[test]
+fn slack_faults_deliver_every_message_exactly_once_in_order() {
+    let slack = FakeSlack::start(TOKEN);
+    let mut kinds = Fault::RETRYABLE.to_vec();
+    kinds.push(Fault::DropAfterEffect);
+    slack.fail_share_with(0.3, 7, kinds);
+    let live = setup(0.0, "2s", &slack_notify(&slack));
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    slack.wait_for("eight reminders in the thread", WAIT, |s| {
+        s.messages
+            .iter()
+            .filter(|m| headline(&m.text) == STILL_FIRING)
+            .count()
+            >= 8
+    });
+    live.target.set_error_ratio(0.0);
+    slack.wait_for("the RESOLVED reply", WAIT, |s| {
+        s.messages
+            .iter()
+            .any(|m| m.is_reply() && headline(&m.text) == RESOLVED)
+    });
+    let rows = serve.wait_for("the outbox drained", || {
+        let rows = slack_rows(&serve);
+        all_delivered(&rows).then_some(rows)
+    });
+    let snapshot = slack.snapshot();
+    let (expected, delivered, duplicated) = exactly_once(&snapshot, &rows);
+    let failed_calls = snapshot.calls.iter().filter(|call| !call.ok()).count();
+    eprintln!(
+        "30% faults: {} Slack calls, {failed_calls} failed; messages expected {expected}, delivered {delivered}, duplicated {duplicated}",
+        snapshot.calls.len()
+    );
+    assert!(
+        failed_calls >= 5,
+        "the faults were exercised: {failed_calls}"
+    );
+    assert_eq!((delivered, duplicated), (expected, 0));
+    let root = &snapshot.top_level("#incidents")[0];
+    assert_eq!(headline(&root.text), RESOLVED, "the root ends RESOLVED");
+}
+
+fn kill(serve: &Serve) {
+    let status = Command::new("kill")
+        .args(["-s", "KILL", &serve.pid().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    serve.wait_for("the killed process to exit", || serve.exited().map(|_| ()));
+}
+
+/// SIGKILL at random points, 100 times, while an incident fires and reminds every second:
+/// no message lost, none duplicated.
+#[test]
+fn slack_survives_100_sigkills_without_loss_or_duplicates() {
+    let slack = FakeSlack::start(TOKEN);
+    // A slow Slack widens the window between a request and its acknowledgement.
+    slack.latency(Duration::from_millis(80));
+    let live = setup(BURNING, "1s", &slack_notify(&slack));
+    let config = live.setup.config();
+    let state = live.setup.state();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut recovered = 0;
+    for round in 0..100 {
+        let serve = Serve::start(&config, &state);
+        // Up to 2.5s: before, during and after evaluations and deliveries.
+        sleep(Duration::from_millis(random() % 2_500));
+        kill(&serve);
+        recovered += serve
+            .stderr()
+            .matches("found the message of an earlier attempt")
+            .count();
+        if round == 70 {
+            live.target.set_error_ratio(0.0);
+        }
+    }
+    let serve = Serve::start(&config, &state);
+    slack.wait_for("the RESOLVED reply", WAIT, |s| {
+        s.messages
+            .iter()
+            .any(|m| m.is_reply() && headline(&m.text) == RESOLVED)
+    });
+    let rows = serve.wait_for("the outbox drained", || {
+        let rows = slack_rows(&serve);
+        all_delivered(&rows).then_some(rows)
+    });
+    let snapshot = slack.snapshot();
+    let (expected, delivered, duplicated) = exactly_once(&snapshot, &rows);
+    eprintln!(
+        "100 SIGKILLs: messages expected {expected}, delivered {delivered}, duplicated {duplicated}; \
+         {recovered} in-flight messages found by key after a kill"
+    );
+    assert_eq!((delivered, duplicated), (expected, 0));
+    assert_eq!(
+        snapshot.top_level("#incidents").len(),
+        1,
+        "one incident, one root"
+    );
+    assert!(expected >= 10, "the incident produced messages: {expected}");
+}
+
+/// Alertmanager v2 with its own routing: firing with labels, annotations and generatorURL,
+/// kept active by re-sends (endsAt ahead), then resolved with endsAt; a generic webhook gets the
+/// same changes with an Idempotency-Key; a Slack incoming webhook one message per change.
+#[test]
+fn alertmanager_webhook_and_slack_incoming_webhook() {
+    let alertmanager = Alertmanager::start();
+    let slack = FakeSlack::start(TOKEN);
+    let live = live(0.0, false);
+    live.setup.write_spec(&spec("1h"));
+    let dir = live.setup.dir.path();
+    std::fs::write(dir.join("hook-url"), alertmanager.webhook_url()).expect("write");
+    std::fs::write(dir.join("slack-webhook"), slack.webhook_url()).expect("write");
+    let config = std::fs::read_to_string(live.setup.config()).expect("read config");
+    std::fs::write(
+        live.setup.config(),
+        format!(
+            "{config}web:\n  external_url: http://burnwatch.example.com\nnotify:\n  \
+             slack:\n    webhook_url_file: slack-webhook\n  \
+             alertmanager:\n    url: {}\n    resend_interval: 1s\n  \
+             webhooks:\n    - name: ops\n      url_file: hook-url\n",
+            alertmanager.url()
+        ),
+    )
+    .expect("write config");
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    let firing = alertmanager.wait_for_notification("a firing notification", WAIT, |all| {
+        all.iter()
+            .any(|n| n["version"] == "4" && n["status"] == "firing")
+    });
+    let notification = firing.iter().find(|n| n["version"] == "4").expect("am");
+    let alert = &notification["alerts"][0];
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["tier"], "page");
+    assert_eq!(alert["labels"]["route"], "POST /orders");
+    assert_eq!(
+        alert["labels"]["sloth_id"],
+        "order-service-requests-availability"
+    );
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "https://runbooks.example.com/order-service/availability"
+    );
+    assert_eq!(
+        alert["generatorURL"],
+        "http://burnwatch.example.com/api/v1/slos?slo=order-service-requests-availability"
+    );
+    // Re-sent while firing: Alertmanager's endsAt stays ahead of now.
+    sleep(Duration::from_secs(3));
+    let active = alertmanager.alerts();
+    let ends_at = active[0]["endsAt"].as_str().expect("endsAt");
+    let ends_at = burnwatch::replay::parse_time(ends_at).expect("time");
+    assert!(ends_at > wall_ms() + 2_000, "endsAt {ends_at} is not ahead");
+
+    live.target.set_error_ratio(0.0);
+    let all = alertmanager.wait_for_notification("a resolved notification", WAIT, |all| {
+        all.iter()
+            .any(|n| n["version"] == "4" && n["status"] == "resolved")
+    });
+    let resolved = all
+        .iter()
+        .find(|n| n["version"] == "4" && n["status"] == "resolved")
+        .expect("resolved");
+    assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+
+    // The generic webhook: our document, firing then resolved, in order.
+    let ours: Vec<&Value> = all.iter().filter(|n| n["version"] == "1").collect();
+    let changes: Vec<&str> = ours.iter().map(|n| n["change"].as_str().unwrap()).collect();
+    assert_eq!(changes, ["firing", "resolved"], "{ours:?}");
+    assert_eq!(ours[0]["slo"]["id"], "order-service-requests-availability");
+    assert!(ours[0]["windows"]["burn_rate_long"].as_f64().unwrap() > 10.0);
+
+    // The Slack incoming webhook: one message per change, no updates.
+    let snapshot = slack.wait_for("two webhook messages", WAIT, |s| {
+        s.messages.iter().filter(|m| m.webhook).count() >= 2
+    });
+    let texts: Vec<&str> = snapshot
+        .messages
+        .iter()
+        .filter(|m| m.webhook)
+        .map(|m| headline(&m.text))
+        .collect();
+    assert_eq!(texts, [CRITICAL, RESOLVED]);
+    assert!(snapshot.calls_to("chat.update").is_empty());
+}
+
+/// A silence added through the API keeps the page out of Slack; expiring it lets the next
+/// reminder open the incident thread.
+#[test]
+fn silences_hold_notifications_until_they_expire() {
+    let slack = FakeSlack::start(TOKEN);
+    let live = setup(0.0, "2s", &slack_notify(&slack));
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    let ends_at = burnwatch::replay::format_time(wall_ms() + 3_600_000);
+    let body = serde_json::json!({
+        "matchers": ["service=\"order-service\"", {"name": "tier", "value": "page"}],
+        "endsAt": ends_at,
+        "comment": "planned failover",
+        "createdBy": "sre@example.com",
+    });
+    let (status, answer) = serve.request(
+        serve.http().post(serve.url("/api/v1/silences")).json(&body),
+        "add a silence",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let id = serde_json::from_str::<Value>(&answer).expect("json")["silenceID"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let listed = serve.json("/api/v1/silences");
+    assert_eq!(
+        listed["silences"][0]["matchers"][1], "tier=\"page\"",
+        "{listed}"
+    );
+
+    live.target.set_error_ratio(BURNING);
+    serve.wait_for("the page firing", || serve.firing_page());
+    serve.wait_for("a silenced change on /metrics", || {
+        metric(
+            &serve.get("/metrics").1,
+            "burnwatch_notifications_silenced_total",
+            &[],
+        )
+        .filter(|count| *count >= 2.0)
+    });
+    assert!(
+        slack.messages().is_empty(),
+        "silenced, yet Slack got {:?}",
+        slack.messages()
+    );
+
+    let (status, answer) = serve.request(
+        serve
+            .http()
+            .delete(serve.url(&format!("/api/v1/silences/{id}"))),
+        "expire the silence",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let snapshot = slack.wait_for("the incident opened by a reminder", WAIT, |s| {
+        !s.top_level("#incidents").is_empty()
+    });
+    assert_eq!(
+        headline(&snapshot.top_level("#incidents")[0].text),
+        CRITICAL
+    );
+    let (status, _) = serve.request(
+        serve
+            .http()
+            .post(serve.url("/api/v1/silences"))
+            .json(&serde_json::json!({"matchers": [], "endsAt": ends_at})),
+        "an empty silence",
+    );
+    assert_eq!(status, 400);
+}
