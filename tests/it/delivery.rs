@@ -653,7 +653,7 @@ fn slack_paces_a_channel_and_honours_retry_after() {
     let live = setup(0.0, "1h", &slack_notify(&slack));
     let one = spec("1h");
     let body = one.split_once("slos:\n").expect("slos").1;
-    let mut three = format!("version: burnwatch/v1\nservice: order-service\nslos:\n");
+    let mut three = "version: burnwatch/v1\nservice: order-service\nslos:\n".to_string();
     for name in ["checkout", "payments", "search"] {
         three.push_str(&body.replace("requests-availability", name));
     }
