@@ -373,3 +373,121 @@ fn sloth_plugin_chains_are_accepted_and_ignored() {
     );
     assert_eq!(slos(&text).len(), 3);
 }
+
+const DAEMON: &str = r##"prometheus:
+  url: http://127.0.0.1:9090
+rules: [rules]
+notify:
+  slack:
+    token_env: SLACK_BOT_TOKEN
+  routes:
+    - matchers: ['service=~"pay.*"', 'tier="page"']
+      slack_channel: "#payments-oncall"
+    - matchers: ['tier="ticket"']
+    - slack_channel: "#incidents"
+  alertmanager:
+    url: http://alertmanager:9093/
+  webhooks:
+    - name: ops
+      url_file: secrets/ops-url
+  silences:
+    - matchers: ['slo="availability"']
+      ends_at: 2026-12-01T00:00:00Z
+      comment: migration
+  console: false
+"##;
+
+#[test]
+fn notify_section_maps_routes_sinks_and_silences() {
+    let config = match load_str("burnwatch.yaml", DAEMON, Path::new("/etc/burnwatch")) {
+        Ok(Document::Daemon(config)) => config,
+        other => panic!("expected a daemon config, got {other:?}"),
+    };
+    let notify = &config.notify;
+    use super::notify::{SecretSource, SlackMode};
+    assert_eq!(
+        notify.slack.as_ref().map(|slack| &slack.mode),
+        Some(&SlackMode::WebApi {
+            token: SecretSource::Env("SLACK_BOT_TOKEN".to_string()),
+            api_url: "https://slack.com/api".to_string(),
+        })
+    );
+    let channels: Vec<Option<&str>> = notify
+        .routes
+        .iter()
+        .map(|route| route.slack_channel.as_deref())
+        .collect();
+    assert_eq!(
+        channels,
+        [Some("#payments-oncall"), None, Some("#incidents")]
+    );
+    assert_eq!(
+        notify.routes[0].matchers[0].to_string(),
+        "service=~\"pay.*\""
+    );
+    let am = notify.alertmanager.as_ref().expect("alertmanager");
+    assert_eq!(am.url, "http://alertmanager:9093");
+    assert_eq!(am.resend_interval, Duration::from_secs(60));
+    assert_eq!(
+        notify.webhooks[0].url,
+        SecretSource::File("/etc/burnwatch/secrets/ops-url".into())
+    );
+    assert_eq!(notify.silences[0].ends_at, 1_796_083_200_000);
+    assert!(!notify.console);
+    // Without a notify section: console only, default routes.
+    let bare = "prometheus:\n  url: http://127.0.0.1:9090\nrules: [rules]\n";
+    let Ok(Document::Daemon(config)) = load_str("b.yaml", bare, Path::new(".")) else {
+        panic!("bare config")
+    };
+    assert!(config.notify.slack.is_none() && config.notify.console);
+    assert_eq!(config.notify.routes.len(), 2);
+}
+
+#[test]
+fn bad_notify_sections_name_file_line_column_and_field() {
+    let cases = [
+        (
+            "notify:\n  slack:\n    api_url: http://x\n",
+            "burnwatch.yaml:6:5: notify.slack: needs token_file or token_env (a bot token), or webhook_url_file",
+        ),
+        (
+            "notify:\n  slack:\n    token_file: t\n    webhook_url_file: w\n",
+            "notify.slack: set a bot token (Web API) or webhook_url_file (incoming webhook), not both",
+        ),
+        (
+            "notify:\n  routes:\n    - matchers: ['tier=~\"(\"']\n      slack_channel: '#x'\n",
+            "burnwatch.yaml:6:18: notify.routes[0].matchers[0]: \"tier=~\\\"(\\\"\": bad regex",
+        ),
+        (
+            "notify:\n  alertmanager:\n    url: alertmanager:9093\n",
+            "burnwatch.yaml:6:10: notify.alertmanager.url: \"alertmanager:9093\" is not an http:// or https:// URL",
+        ),
+        (
+            "notify:\n  silences:\n    - matchers: ['a=\"b\"']\n      ends_at: tomorrow\n",
+            "burnwatch.yaml:7:16: notify.silences[0].ends_at:",
+        ),
+        (
+            "notify:\n  webhooks:\n    - name: ops\n",
+            "burnwatch.yaml:6:7: notify.webhooks[0]: needs url_file or url_env",
+        ),
+        (
+            "notify:\n  slack:\n    token_file: t\n    channel: '#x'\n",
+            "burnwatch.yaml:7:5: notify.slack.channel: unknown field `channel`",
+        ),
+    ];
+    for (notify, expected) in cases {
+        let text = format!("prometheus:\n  url: http://127.0.0.1:9090\nrules: [rules]\n{notify}");
+        let errors = match load_str("burnwatch.yaml", &text, Path::new(".")) {
+            Ok(document) => panic!("{notify}: expected errors, got {document:?}"),
+            Err(errors) => errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        assert!(
+            errors.contains(expected),
+            "{notify}\nexpected {expected}\ngot {errors}"
+        );
+    }
+}
