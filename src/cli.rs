@@ -87,6 +87,16 @@ pub enum Command {
         /// Write the seed incident's recording (OpenMetrics) to this file and exit.
         #[arg(long)]
         write_data: Option<PathBuf>,
+        /// Post the messages to Slack for real with the bot token in this file (or in
+        /// $SLACK_BOT_TOKEN). Pages go to #incidents, tickets to #slo-alerts.
+        #[arg(long)]
+        slack_token_file: Option<PathBuf>,
+        /// With a token: post every message to this channel instead.
+        #[arg(long)]
+        slack_channel: Option<String>,
+        /// Slack's Web API base URL.
+        #[arg(long, default_value = crate::config::notify::DEFAULT_SLACK_API)]
+        slack_api_url: String,
     },
 }
 
@@ -189,6 +199,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             pace,
             no_wait,
             write_data,
+            slack_token_file,
+            slack_channel,
+            slack_api_url,
         } => {
             if let Some(path) = write_data {
                 std::fs::write(&path, crate::demo::recording_text())
@@ -197,7 +210,26 @@ pub fn run(cli: Cli) -> Result<i32> {
                 return Ok(0);
             }
             let pace = if no_wait { Duration::ZERO } else { pace };
-            crate::demo::run(&mut io::stdout().lock(), pace)?;
+            let token = match &slack_token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| {
+                            format!("cannot read Slack token file {}", path.display())
+                        })?
+                        .trim()
+                        .to_string(),
+                ),
+                None => std::env::var("SLACK_BOT_TOKEN")
+                    .ok()
+                    .map(|token| token.trim().to_string())
+                    .filter(|token| !token.is_empty()),
+            };
+            let slack = token.map(|token| crate::demo::DemoSlack {
+                api_url: slack_api_url,
+                token: crate::source::prometheus::Secret::new(token),
+                channel: slack_channel,
+            });
+            crate::demo::run(&mut io::stdout().lock(), pace, slack)?;
             Ok(0)
         }
     }

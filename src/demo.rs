@@ -11,12 +11,22 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
 use crate::alert::Change;
+use crate::config::notify::{NotifyConfig, Route};
 use crate::config::{self, Document};
-use crate::notify::render;
+use crate::notify::deliver::{self, Sinks};
+use crate::notify::outbox::{self, SlackKind};
+use crate::notify::sinks::{Http, SlackApi};
 use crate::replay::{Range, Replay, format_percent, format_rate, format_time};
-use crate::slo::{Millis, Slo, TierKind};
+use crate::slo::{Millis, Slo};
 use crate::source::openmetrics::{self, Recording, escape_label_value};
+use crate::source::prometheus::Secret;
+use crate::store::Store;
 
 /// The spec the demo runs: the repository's `rules/order-service.yaml`.
 pub const SPEC: &str = include_str!("../rules/order-service.yaml");
@@ -183,9 +193,172 @@ pub fn range() -> Range {
     }
 }
 
+/// Where the demo posts for real, when asked to.
+pub struct DemoSlack {
+    pub api_url: String,
+    pub token: Secret,
+    /// Every message to this channel; else pages to `#incidents`, tickets to `#slo-alerts`.
+    pub channel: Option<String>,
+}
+
+/// The demo's notification path: the daemon's outbox planner (in memory) and, with a Slack
+/// token, the daemon's delivery worker.
+struct Notifier {
+    store: Arc<Mutex<Store>>,
+    notify: NotifyConfig,
+    last_row: i64,
+    delivery: Option<(tokio::runtime::Runtime, Arc<Notify>, CancellationToken)>,
+}
+
+impl Notifier {
+    fn new(slack: Option<DemoSlack>) -> anyhow::Result<Notifier> {
+        let store = Arc::new(Mutex::new(Store::in_memory()?));
+        let mut notify = NotifyConfig::default();
+        if let Some(channel) = slack.as_ref().and_then(|slack| slack.channel.clone()) {
+            notify.routes = vec![Route {
+                matchers: Vec::new(),
+                slack_channel: Some(channel),
+            }];
+        }
+        let delivery = match slack {
+            None => None,
+            Some(slack) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()?;
+                let api = {
+                    let _entered = runtime.enter();
+                    SlackApi::new(&slack.api_url, &slack.token, Duration::from_secs(10))?
+                };
+                let sinks = Arc::new(Sinks {
+                    slack_api: Some(api),
+                    slack_webhook: None,
+                    webhooks: Vec::new(),
+                    alertmanager: None,
+                    http: Http::new()?,
+                });
+                let (_, receiver) = tokio::sync::watch::channel(sinks);
+                let wake = Arc::new(Notify::new());
+                let stop = CancellationToken::new();
+                let database_id = store
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+                    .database_id()?;
+                let context = deliver::Context {
+                    store: store.clone(),
+                    database_id,
+                    sinks: receiver,
+                    metrics: deliver::DeliveryMetrics {
+                        depth: Default::default(),
+                        delivered: Default::default(),
+                        failures: Default::default(),
+                        delay: prometheus_client::metrics::histogram::Histogram::new([1.0]),
+                    },
+                    wake: wake.clone(),
+                    shutdown: stop.clone(),
+                };
+                runtime.spawn(deliver::worker("slack", context));
+                Some((runtime, wake, stop))
+            }
+        };
+        Ok(Notifier {
+            store,
+            notify,
+            last_row: 0,
+            delivery,
+        })
+    }
+
+    /// Queues the notifications of `events` and returns what was queued: (kind, channel,
+    /// mrkdwn).
+    fn queue(
+        &mut self,
+        slos: &[Slo],
+        events: &[crate::engine::Event],
+    ) -> anyhow::Result<Vec<(String, String, String)>> {
+        let pairs: Vec<(&Slo, &crate::engine::Event)> = events
+            .iter()
+            .filter_map(|event| Some((slos.iter().find(|slo| slo.id == event.slo_id)?, event)))
+            .collect();
+        let plan = outbox::Plan {
+            notify: &self.notify,
+            silences: &[],
+            slack: Some(SlackKind::WebApi),
+            external_url: "http://127.0.0.1:9099",
+        };
+        let mut store = self
+            .store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        store.save_cycle(&[], |tx| {
+            outbox::plan(tx, &plan, &pairs, deliver::wall_clock())
+        })?;
+        let rows = store.queued_after(self.last_row)?;
+        drop(store);
+        if let Some((_, wake, _)) = &self.delivery {
+            wake.notify_one();
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(id, _, kind, payload)| {
+                self.last_row = self.last_row.max(id);
+                let mrkdwn = payload["blocks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|block| {
+                        let mut texts =
+                            vec![block["text"]["text"].as_str().unwrap_or("").to_string()];
+                        for element in block["elements"].as_array().into_iter().flatten() {
+                            texts.push(element["text"].as_str().unwrap_or("").to_string());
+                        }
+                        texts
+                    })
+                    .filter(|text| !text.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                (
+                    kind,
+                    payload["channel"].as_str().unwrap_or("").to_string(),
+                    mrkdwn,
+                )
+            })
+            .collect())
+    }
+
+    /// Waits (up to a minute) until everything queued is delivered; returns what is left.
+    fn drain(self) -> anyhow::Result<i64> {
+        let Some((runtime, _, stop)) = self.delivery else {
+            return Ok(0);
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let pending = loop {
+            let pending: i64 = self
+                .store
+                .lock()
+                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+                .depth()?
+                .iter()
+                .map(|(_, count)| count)
+                .sum();
+            if pending == 0 || deadline < std::time::Instant::now() {
+                break pending;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        stop.cancel();
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        Ok(pending)
+    }
+}
+
 /// Replays the seed incident, printing a status line every five virtual minutes and every
-/// Slack message as it would be posted. `pace` is the real time per 30 s evaluation step.
-pub fn run(out: &mut impl Write, pace: Duration) -> io::Result<()> {
+/// Slack message as serve would send it (post, update in place, thread reply). With `slack`
+/// the messages are posted for real. `pace` is the real time per 30 s evaluation step.
+pub fn run(out: &mut impl Write, pace: Duration, slack: Option<DemoSlack>) -> anyhow::Result<()> {
+    let posting = slack.is_some();
+    let mut notifier = Notifier::new(slack)?;
     let (slos, recording) = load().map_err(io::Error::other)?;
     let range = range();
     let (mut replay, skipped) = Replay::new(&slos, &recording);
@@ -220,37 +393,13 @@ pub fn run(out: &mut impl Write, pace: Duration) -> io::Result<()> {
             status_line(out, &mut replay, &recording, availability, now)?;
         }
         for event in &events {
-            let Some(slo) = slos.iter().find(|slo| slo.id == event.slo_id) else {
-                continue;
-            };
-            let channel = slo
-                .tier(event.tier)
-                .and_then(|tier| tier.labels.get("channel").cloned())
-                .unwrap_or_else(|| "#incidents".to_string());
-            let notifies = event.tier == TierKind::Page
-                && matches!(
-                    event.change,
-                    Change::Firing | Change::Reminder | Change::Resolved
-                );
-            if notifies {
-                let verb = match event.change {
-                    Change::Firing => "chat.postMessage",
-                    _ => "chat.update (and a reply in the thread)",
-                };
-                let message = render::render(slo, event);
+            if !matches!(
+                event.change,
+                Change::Firing | Change::Reminder | Change::Resolved
+            ) {
                 writeln!(
                     out,
-                    "\n┌─ Slack {channel} · {verb} · {}",
-                    format_time(event.at)
-                )?;
-                for line in message.mrkdwn.lines() {
-                    writeln!(out, "│ {line}")?;
-                }
-                writeln!(out, "└─\n")?;
-            } else {
-                writeln!(
-                    out,
-                    "{}  {} {} {} (not paged)",
+                    "{}  {} {} {}",
                     clock(event.at),
                     event.slo_id,
                     event.tier,
@@ -258,9 +407,29 @@ pub fn run(out: &mut impl Write, pace: Duration) -> io::Result<()> {
                 )?;
             }
         }
+        for (kind, channel, mrkdwn) in notifier.queue(&slos, &events)? {
+            let verb = match kind.as_str() {
+                "post" => "chat.postMessage (new incident)",
+                "update" => "chat.update (the incident's root message)",
+                _ => "chat.postMessage (reply in the incident's thread)",
+            };
+            writeln!(out, "\n┌─ Slack {channel} · {verb} · {}", format_time(now))?;
+            for line in mrkdwn.lines() {
+                writeln!(out, "│ {line}")?;
+            }
+            writeln!(out, "└─\n")?;
+        }
         out.flush()?;
         if !pace.is_zero() {
             std::thread::sleep(pace);
+        }
+    }
+    if posting {
+        let left = notifier.drain()?;
+        if left == 0 {
+            writeln!(out, "every message was delivered to Slack")?;
+        } else {
+            anyhow::bail!("{left} messages could not be delivered to Slack (see the log)");
         }
     }
     Ok(())

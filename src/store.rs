@@ -90,6 +90,17 @@ impl Store {
         Ok(store)
     }
 
+    /// A database that lives in memory only (the demo's outbox).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let connection = Connection::open_in_memory().map_err(failed("open"))?;
+        let mut store = Store {
+            connection,
+            path: PathBuf::from(":memory:"),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

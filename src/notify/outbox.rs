@@ -734,6 +734,30 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(failed("read depth"))
     }
 
+    /// Rows queued after row `after`, oldest first: (id, sink, kind, payload).
+    pub fn queued_after(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String, String, Value)>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached("SELECT id, sink, kind, payload FROM outbox WHERE id > ?1 ORDER BY id")
+            .map_err(failed("prepare queued"))?;
+        let rows = query
+            .query_map(params![after], |row| {
+                let payload: String = row.get(3)?;
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    serde_json::from_str(&payload).unwrap_or(Value::Null),
+                ))
+            })
+            .map_err(failed("select queued"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read queued"))
+    }
+
     /// Every row, oldest first: (id, sink, kind, state, attempts, result, last_error).
     pub fn outbox_rows(&self) -> Result<Vec<Value>, StoreError> {
         let mut query = self

@@ -161,6 +161,7 @@ impl SlackApi {
     /// `api_url` is `https://slack.com/api` in production (plain http is allowed for a local
     /// Slack-compatible server).
     pub fn new(api_url: &str, token: &Secret, timeout: Duration) -> anyhow::Result<SlackApi> {
+        crate::source::prometheus::install_crypto_provider();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
@@ -334,6 +335,7 @@ pub struct Http {
 
 impl Http {
     pub fn new() -> anyhow::Result<Http> {
+        crate::source::prometheus::install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("burnwatch/", env!("CARGO_PKG_VERSION")))
             .build()?;

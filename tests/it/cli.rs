@@ -181,7 +181,9 @@ fn demo_prints_firing_then_resolved_with_the_runbook() {
         1,
         "one page, no re-page:\n{stdout}"
     );
-    assert_eq!(stdout.matches("RESOLVED").count(), 1);
+    // The root message updated in place, and the reply in its thread.
+    assert_eq!(stdout.matches("RESOLVED").count(), 2, "{stdout}");
+    assert!(stdout.contains("chat.update (the incident's root message)"));
     let firing_message = &stdout[firing..resolved];
     for needle in [
         "route=\"POST /orders\"",

@@ -691,3 +691,40 @@ fn slack_paces_a_channel_and_honours_retry_after() {
         );
     }
 }
+
+/// `burnwatch demo` with a Slack token posts the seed incident for real: the CRITICAL root,
+/// updated to RESOLVED, with the resolution in its thread.
+#[test]
+fn demo_posts_the_seed_incident_to_slack() {
+    let slack = FakeSlack::start(TOKEN);
+    slack.fail_share(0.3, 11);
+    let output = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(["demo", "--no-wait", "--slack-api-url", &slack.api_url()])
+        .env("SLACK_BOT_TOKEN", TOKEN)
+        .output()
+        .expect("run burnwatch demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("every message was delivered to Slack"),
+        "{stdout}"
+    );
+    let snapshot = slack.snapshot();
+    let roots = snapshot.top_level("#incidents");
+    assert_eq!(roots.len(), 1, "{snapshot}");
+    assert_eq!(headline(&roots[0].text), RESOLVED);
+    assert_eq!(roots[0].edits.len(), 1);
+    assert!(roots[0].edits[0].starts_with(CRITICAL));
+    // The thread: the root, then the resolution.
+    let thread = snapshot.thread("#incidents", &roots[0].ts);
+    assert_eq!(
+        thread
+            .iter()
+            .skip(1)
+            .map(|m| headline(&m.text))
+            .collect::<Vec<_>>(),
+        [RESOLVED]
+    );
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+}
