@@ -430,17 +430,35 @@ async fn slack(
                 None
             };
             if let Some(since) = row.in_flight_since {
-                let channel = match &channel_id {
-                    Some(known) => known.clone(),
-                    None => api.channel_id(&payload.channel).await?,
-                };
-                let since = since as f64 / 1000.0 - LOOKUP_MARGIN_SECS;
-                if let Some(ts) = api.find(&channel, thread_ts.as_deref(), key, since).await? {
-                    tracing::info!(
-                        id,
-                        "found the message of an earlier attempt; not posting again"
-                    );
-                    return record_post(context, row, kind, &channel, &ts).await;
+                match look_up(
+                    context,
+                    api,
+                    &payload.channel,
+                    channel_id.as_deref(),
+                    thread_ts.as_deref(),
+                    key,
+                    since,
+                )
+                .await
+                {
+                    Ok(Some((channel, ts))) => {
+                        tracing::info!(
+                            id,
+                            "found the message of an earlier attempt; not posting again"
+                        );
+                        return record_post(context, row, kind, &channel, &ts).await;
+                    }
+                    Ok(None) => {}
+                    Err(Failure::Permanent { reason }) => {
+                        // The lookup itself cannot work (say, no channels:read scope): post
+                        // again rather than lose the message.
+                        tracing::warn!(
+                            id,
+                            reason,
+                            "cannot tell whether an earlier attempt was posted; posting again"
+                        );
+                    }
+                    Err(failure) => return Err(failure),
                 }
                 with_store(store, move |store| store.clear_in_flight(id))
                     .await
@@ -464,6 +482,38 @@ async fn slack(
             record_post(context, row, kind, &posted.channel_id, &posted.ts).await
         }
     }
+}
+
+/// Looks for the message an earlier attempt at this row may have posted: by the row's key in
+/// the metadata of the channel's recent messages, or of the incident's thread.
+async fn look_up(
+    context: &Context,
+    api: &SlackApi,
+    target: &str,
+    channel_id: Option<&str>,
+    thread_ts: Option<&str>,
+    key: &str,
+    since: Millis,
+) -> Result<Option<(String, String)>, Failure> {
+    let channel = match channel_id {
+        Some(known) => known.to_string(),
+        None => {
+            let name = target.to_string();
+            let learned = with_store(&context.store, move |store| store.known_channel_id(&name))
+                .await
+                .ok()
+                .flatten();
+            match learned {
+                Some(id) => id,
+                None => api.channel_id(target).await?,
+            }
+        }
+    };
+    let since = since as f64 / 1000.0 - LOOKUP_MARGIN_SECS;
+    Ok(api
+        .find(&channel, thread_ts, key, since)
+        .await?
+        .map(|ts| (channel, ts)))
 }
 
 async fn record_post(

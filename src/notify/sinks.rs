@@ -294,7 +294,7 @@ impl SlackApi {
                 let request = SlackApiConversationsHistoryRequest::new()
                     .with_channel(SlackChannelId(channel_id.to_string()))
                     .with_oldest(SlackTs(oldest))
-                    .with_limit(200)
+                    .with_limit(999)
                     .with_include_all_metadata(true);
                 self.timed(session.conversations_history(&request))
                     .await?
