@@ -336,7 +336,7 @@ pub async fn run(
                 console::emit(slo, event);
             }
         }
-        update_staleness(
+        let meta = update_staleness(
             &mut staleness,
             failed,
             now,
@@ -344,7 +344,8 @@ pub async fn run(
             &shared,
         );
         let saved = engine.export();
-        let planner = PlanInput::new(&loaded, &options, with_slos);
+        let mut planner = PlanInput::new(&loaded, &options, with_slos);
+        planner.meta = meta;
         let (store_handle, to_save) = (store.clone(), saved.clone());
         match tokio::task::spawn_blocking(move || {
             let mut store = store_handle
@@ -375,9 +376,14 @@ pub async fn run(
             Ok(Err(error)) => tracing::error!(%error, "could not persist alert state"),
             Err(error) => tracing::error!(%error, "could not persist alert state"),
         }
-        let _ = delivery
-            .active
-            .send(alertmanager_active(&loaded, &options, &saved));
+        let mut active = alertmanager_active(&loaded, &options, &saved);
+        if loaded.config.notify.alertmanager.is_some()
+            && staleness.firing
+            && let Some(since) = staleness.failing_since
+        {
+            active.push(outbox::meta_alert(true, since, now, &external_url(&loaded, &options)).1);
+        }
+        let _ = delivery.active.send(active);
         {
             let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
             status.alerts = saved.clone();
@@ -513,6 +519,8 @@ struct PlanInput {
     slack: Option<SlackKind>,
     external_url: String,
     events: Vec<(Slo, Event)>,
+    /// The "evaluation stale" meta alert changed: (firing, stale since).
+    meta: Option<(bool, Millis)>,
 }
 
 impl PlanInput {
@@ -527,15 +535,12 @@ impl PlanInput {
                 SlackMode::Webhook { .. } => SlackKind::Webhook,
             });
         PlanInput {
-            // Only planning with events reads the routes and silences.
-            notify: if events.is_empty() {
-                NotifyConfig::default()
-            } else {
-                loaded.config.notify.clone()
-            },
+            // Only planning reads the routes and silences.
+            notify: loaded.config.notify.clone(),
             slack,
             external_url: external_url(loaded, options),
             events,
+            meta: None,
         }
     }
 
@@ -546,7 +551,7 @@ impl PlanInput {
         alerts: &[SavedAlert],
         now: Millis,
     ) -> Result<outbox::Planned, crate::store::StoreError> {
-        let silences = if self.events.is_empty() {
+        let silences = if self.events.is_empty() && self.meta.is_none() {
             Vec::new()
         } else {
             store.silences(now)?
@@ -562,7 +567,15 @@ impl PlanInput {
             .iter()
             .map(|(slo, event)| (slo, event))
             .collect();
-        store.save_cycle(alerts, |tx| outbox::plan(tx, &plan, &events, now))
+        store.save_cycle(alerts, |tx| {
+            let mut planned = outbox::plan(tx, &plan, &events, now)?;
+            if let Some((firing, since)) = self.meta {
+                let meta = outbox::plan_meta(tx, &plan, firing, since, now)?;
+                planned.queued += meta.queued;
+                planned.silenced += meta.silenced;
+            }
+            Ok(planned)
+        })
     }
 }
 
@@ -853,23 +866,27 @@ fn instance_status(
 }
 
 /// Raises the "evaluation stale" meta alert after `stale_after` of failures, resolves it on
-/// the first fully successful cycle.
+/// the first fully successful cycle. Returns the change, if any: (firing, stale since).
 fn update_staleness(
     staleness: &mut Staleness,
     failed: bool,
     now: Millis,
     stale_after: Duration,
     shared: &Shared,
-) {
+) -> Option<(bool, Millis)> {
+    let mut change = None;
     if failed {
         let since = *staleness.failing_since.get_or_insert(now);
         if !staleness.firing && millis(stale_after) <= now - since {
             staleness.firing = true;
             console::emit_meta(true, since, now);
+            change = Some((true, since));
         }
     } else {
         if staleness.firing {
-            console::emit_meta(false, staleness.failing_since.unwrap_or(now), now);
+            let since = staleness.failing_since.unwrap_or(now);
+            console::emit_meta(false, since, now);
+            change = Some((false, since));
         }
         *staleness = Staleness::default();
     }
@@ -881,6 +898,7 @@ fn update_staleness(
     if let Ok(metrics) = shared.metrics.lock() {
         metrics.stale.set(i64::from(staleness.firing));
     }
+    change
 }
 
 /// The first multiple of `interval` after `now` (ticks align to the clock, as Prometheus's do).

@@ -299,6 +299,199 @@ pub fn plan(
     Ok(planned)
 }
 
+/// The labels of the "evaluation stale" meta alert.
+pub fn meta_labels() -> Vec<(String, String)> {
+    [
+        ("alertname", "BurnwatchEvaluationStale"),
+        ("service", "burnwatch"),
+        ("severity", "critical"),
+        ("tier", "page"),
+    ]
+    .iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect()
+}
+
+/// The meta alert's message and its Alertmanager alert.
+pub fn meta_alert(
+    firing: bool,
+    since: Millis,
+    now: Millis,
+    external_url: &str,
+) -> (Message, Value) {
+    let (emoji, title, body) = if firing {
+        (
+            ":rotating_light:",
+            "CRITICAL: burnwatch evaluation stale".to_string(),
+            format!(
+                "Prometheus has not answered since {}: SLO alerts are held, neither firing nor resolving.",
+                format_time(since)
+            ),
+        )
+    } else {
+        (
+            ":white_check_mark:",
+            "RESOLVED: burnwatch evaluation stale".to_string(),
+            format!(
+                "Evaluation recovered at {} (stale since {}).",
+                format_time(now),
+                format_time(since)
+            ),
+        )
+    };
+    let message = Message {
+        mrkdwn: format!(
+            "{emoji} *{}*\n{}",
+            render::escape(&title),
+            render::escape(&body)
+        ),
+        plain: format!("{title}\n{body}"),
+        title: title.clone(),
+    };
+    let mut alert = json!({
+        "labels": meta_labels().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "annotations": {"summary": title, "description": body},
+        "startsAt": format_time(since),
+        "generatorURL": format!("{external_url}/api/v1/slos"),
+    });
+    if !firing {
+        alert["endsAt"] = json!(format_time(now));
+    }
+    (message, alert)
+}
+
+/// Queues the "evaluation stale" meta alert's change: a Slack thread in the routed channel (as
+/// an SLO incident has), Alertmanager, webhooks.
+pub fn plan_meta(
+    tx: &Transaction,
+    plan: &Plan,
+    firing: bool,
+    since: Millis,
+    now: Millis,
+) -> Result<Planned, StoreError> {
+    let labels = meta_labels();
+    let mut planned = Planned::default();
+    if firing && silenced(plan, &labels, now) {
+        planned.silenced += 1;
+        return Ok(planned);
+    }
+    let (message, alert) = meta_alert(firing, since, now, plan.external_url);
+    let change = if firing { "firing" } else { "resolved" };
+    let cause = format!("burnwatch|meta|{change}|{since}");
+    let order_key_of = |sink: &str| format!("{sink}|burnwatch|meta");
+    if let Some(channel) = route(plan.notify, &labels) {
+        match plan.slack {
+            Some(SlackKind::WebApi) => {
+                let open: Option<i64> = tx
+                    .query_row(
+                        "SELECT id FROM incidents WHERE sink = 'slack' AND target = ?1
+                         AND slo_id = 'burnwatch' AND labels = '[]' AND closed_at IS NULL",
+                        params![channel],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(failed("read incident"))?;
+                let payload = serde_json::to_value(SlackPayload::new(channel, &message, false))
+                    .unwrap_or_default();
+                let (incident, kinds): (Option<i64>, &[&str]) = match (open, firing) {
+                    (None, true) => {
+                        tx.execute(
+                            "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
+                             VALUES ('slack', ?1, 'burnwatch', '[]', ?2, '{}')",
+                            params![channel, now],
+                        )
+                        .map_err(failed("open incident"))?;
+                        (Some(tx.last_insert_rowid()), &["post"])
+                    }
+                    (Some(id), false) => {
+                        tx.execute(
+                            "UPDATE incidents SET closed_at = ?1 WHERE id = ?2",
+                            params![now, id],
+                        )
+                        .map_err(failed("close incident"))?;
+                        (Some(id), &["update", "reply"])
+                    }
+                    _ => (None, &[]),
+                };
+                if let Some(incident) = incident {
+                    let order_key = format!("slack|{incident}");
+                    for (index, kind) in kinds.iter().enumerate() {
+                        planned.queued += usize::from(enqueue(
+                            tx,
+                            now,
+                            Enqueue {
+                                sink: "slack",
+                                order_key: &order_key,
+                                incident_id: Some(incident),
+                                kind,
+                                payload: payload.clone(),
+                                natural_key: format!("slack|{incident}|{cause}|{index}"),
+                            },
+                        )?);
+                    }
+                }
+            }
+            Some(SlackKind::Webhook) => {
+                planned.queued += usize::from(enqueue(
+                    tx,
+                    now,
+                    Enqueue {
+                        sink: "slack-webhook",
+                        order_key: &order_key_of("slack-webhook"),
+                        incident_id: None,
+                        kind: "send",
+                        payload: serde_json::to_value(SlackPayload::new("", &message, false))
+                            .unwrap_or_default(),
+                        natural_key: format!("slack-webhook|{cause}"),
+                    },
+                )?);
+            }
+            None => {}
+        }
+    }
+    for webhook in &plan.notify.webhooks {
+        let sink = format!("webhook:{}", webhook.name);
+        let document = json!({
+            "version": "1",
+            "status": change,
+            "change": change,
+            "at": format_time(now),
+            "meta": "evaluation_stale",
+            "stale_since": format_time(since),
+            "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "title": message.title,
+            "text": message.plain,
+        });
+        planned.queued += usize::from(enqueue(
+            tx,
+            now,
+            Enqueue {
+                sink: &sink,
+                order_key: &order_key_of(&sink),
+                incident_id: None,
+                kind: "send",
+                payload: document,
+                natural_key: format!("{sink}|{cause}"),
+            },
+        )?);
+    }
+    if plan.notify.alertmanager.is_some() {
+        planned.queued += usize::from(enqueue(
+            tx,
+            now,
+            Enqueue {
+                sink: "alertmanager",
+                order_key: &order_key_of("alertmanager"),
+                incident_id: None,
+                kind: "send",
+                payload: alert,
+                natural_key: format!("alertmanager|{cause}"),
+            },
+        )?);
+    }
+    Ok(planned)
+}
+
 /// One Slack incident thread: open, escalate, remind, resolve.
 fn plan_slack_thread(
     tx: &Transaction,

@@ -728,3 +728,26 @@ fn demo_posts_the_seed_incident_to_slack() {
     );
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
 }
+
+/// Prometheus goes away: after `stale_after` the on-call channel hears that evaluation is
+/// stale (alerts are held); when Prometheus is back, the same message turns RESOLVED.
+#[test]
+fn slack_hears_when_evaluation_goes_stale_and_recovers() {
+    let slack = FakeSlack::start(TOKEN);
+    let mut live = setup(0.0, "1h", &slack_notify(&slack));
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.prom.stop();
+    let snapshot = slack.wait_for("the stale message in #incidents", WAIT, |s| {
+        !s.top_level("#incidents").is_empty()
+    });
+    let root = snapshot.top_level("#incidents")[0].clone();
+    assert_eq!(headline(&root.text), "CRITICAL: burnwatch evaluation stale");
+    assert!(root.text.contains("alerts are held"), "{}", root.text);
+    live.prom.restart();
+    slack.wait_for("the stale message resolved in place", WAIT, |s| {
+        s.message(&root.ts)
+            .is_some_and(|m| headline(&m.text) == "RESOLVED: burnwatch evaluation stale")
+            && s.thread("#incidents", &root.ts).len() == 2
+    });
+}
