@@ -376,7 +376,7 @@ pub async fn run(
             Ok(Err(error)) => tracing::error!(%error, "could not persist alert state"),
             Err(error) => tracing::error!(%error, "could not persist alert state"),
         }
-        let mut active = alertmanager_active(&loaded, &options, &saved);
+        let mut active = alertmanager_active(&loaded, &options, &shared, &saved, now);
         if loaded.config.notify.alertmanager.is_some()
             && staleness.firing
             && let Some(since) = staleness.failing_since
@@ -579,14 +579,29 @@ impl PlanInput {
     }
 }
 
-/// The alerts Alertmanager should keep active: every announced firing alert.
+/// The alerts Alertmanager should keep active: every announced firing alert that no silence
+/// matches (a silenced alert was never sent, so it is not re-sent either).
 fn alertmanager_active(
     loaded: &Loaded,
     options: &Options,
+    shared: &Shared,
     saved: &[SavedAlert],
+    now: Millis,
 ) -> Vec<serde_json::Value> {
     if loaded.config.notify.alertmanager.is_none() {
         return Vec::new();
+    }
+    let mut silences = shared
+        .config_silences
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match shared.store.lock() {
+        Ok(store) => match store.silences(now) {
+            Ok(stored) => silences.extend(stored),
+            Err(error) => tracing::warn!(%error, "cannot read silences"),
+        },
+        Err(_) => tracing::warn!("store lock poisoned"),
     }
     let base = external_url(loaded, options);
     saved
@@ -594,6 +609,13 @@ fn alertmanager_active(
         .filter(|alert| alert.alert.is_firing() && alert.alert.announced)
         .filter_map(|alert| {
             let slo = loaded.slos.iter().find(|slo| slo.id == alert.slo_id)?;
+            let labels = crate::notify::render::alert_labels(slo, alert.tier, &alert.labels);
+            let silenced = silences.iter().any(|silence| {
+                silence.active(now) && crate::notify::matcher::all_match(&silence.matchers, &labels)
+            });
+            if silenced {
+                return None;
+            }
             Some(outbox::alertmanager_resend(
                 slo,
                 alert.tier,

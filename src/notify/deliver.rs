@@ -167,7 +167,10 @@ pub async fn worker(family: &'static str, context: Context) {
         if sent > 0 {
             continue;
         }
-        let next_due = with_store(&context.store, move |store| store.next_due(family))
+        // Rows due now were all held by the pacer (or there were none): wait for the first
+        // hold to end or the next row to fall due, whichever is first.
+        let now = wall_clock();
+        let next_due = with_store(&context.store, move |store| store.next_due(family, now))
             .await
             .ok()
             .flatten()
@@ -458,7 +461,14 @@ async fn slack(
                             "cannot tell whether an earlier attempt was posted; posting again"
                         );
                     }
-                    Err(failure) => return Err(failure),
+                    // The earlier attempt is still unaccounted for: keep the row in flight so
+                    // the next attempt looks again (a 429 here waits by backoff instead).
+                    Err(failure) => {
+                        return Err(Failure::Transient {
+                            reason: failure.reason().to_string(),
+                            ambiguous: true,
+                        });
+                    }
                 }
                 with_store(store, move |store| store.clear_in_flight(id))
                     .await

@@ -782,13 +782,14 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(failed("read due"))
     }
 
-    /// When the next pending row of `sink` falls due, if any.
-    pub fn next_due(&self, sink: &str) -> Result<Option<Millis>, StoreError> {
+    /// When the next pending row of `sink` falls due after `now`, if any.
+    pub fn next_due(&self, sink: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         self.connection()
             .query_row(
                 "SELECT MIN(next_attempt_at) FROM outbox
-                 WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')",
-                params![sink],
+                 WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
+                   AND next_attempt_at > ?2",
+                params![sink, now],
                 |row| row.get(0),
             )
             .map_err(failed("next due"))

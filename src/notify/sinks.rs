@@ -75,16 +75,8 @@ fn from_slack(error: SlackClientError) -> Failure {
             Failure::RateLimited(error.retry_after.unwrap_or(Duration::from_secs(1)))
         }
         SlackClientError::HttpError(error) => http_status(error.status_code.as_u16(), None),
-        SlackClientError::HttpProtocolError(error) => {
-            // A refused connection never reached Slack; anything later may have.
-            let text = error
-                .cause
-                .as_ref()
-                .map(|cause| format!("{cause:?}"))
-                .unwrap_or_default();
-            let refused = text.contains("ConnectionRefused") || text.contains("Connect");
-            Failure::transient(if refused { "connect" } else { "connection" }, !refused)
-        }
+        // A transport error may come after Slack acted on the request: look before retrying.
+        SlackClientError::HttpProtocolError(_) => Failure::transient("connection", true),
         SlackClientError::EndOfStream(_) => Failure::transient("connection", true),
         SlackClientError::ProtocolError(_) => Failure::transient("bad_response", true),
         SlackClientError::SystemError(_) | SlackClientError::SocketModeProtocolError(_) => {

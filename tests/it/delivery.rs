@@ -331,6 +331,37 @@ fn exactly_once(slack: &Snapshot, rows: &[Value]) -> (usize, usize, usize) {
         .filter(|row| row["kind"] == "post" || row["kind"] == "reply")
         .collect();
     let duplicated: usize = by_key.values().map(|count| count - 1).sum();
+    for (key, count) in &by_key {
+        if *count > 1 {
+            let copies: Vec<_> = posted
+                .iter()
+                .filter(|m| key_of(m).as_deref() == Some(key.as_str()))
+                .map(|m| {
+                    (
+                        m.ts.clone(),
+                        m.thread_ts.clone(),
+                        headline(&m.text).to_string(),
+                    )
+                })
+                .collect();
+            let calls: Vec<_> = slack
+                .calls
+                .iter()
+                .filter(|call| {
+                    call.body.contains(key.as_str()) || call.target.contains("conversations")
+                })
+                .map(|call| {
+                    (
+                        call.method.clone(),
+                        call.status,
+                        call.error.clone(),
+                        call.fault,
+                    )
+                })
+                .collect();
+            eprintln!("duplicated {key}: {copies:?}\ncalls: {calls:?}");
+        }
+    }
     let delivered = by_key.len();
     for row in &expected {
         assert_eq!(row["state"], "delivered", "{row}");
@@ -374,16 +405,16 @@ fn slack_faults_deliver_every_message_exactly_once_in_order() {
     let mut kinds = Fault::RETRYABLE.to_vec();
     kinds.push(Fault::DropAfterEffect);
     slack.fail_share_with(0.3, 7, kinds);
-    let live = setup(0.0, "2s", &slack_notify(&slack));
+    let live = setup(0.0, "1s", &slack_notify(&slack));
     let serve = live.setup.serve();
     serve.wait_ready();
     live.target.set_error_ratio(BURNING);
-    slack.wait_for("eight reminders in the thread", WAIT, |s| {
+    slack.wait_for("twenty reminders in the thread", WAIT, |s| {
         s.messages
             .iter()
             .filter(|m| headline(&m.text) == STILL_FIRING)
             .count()
-            >= 8
+            >= 20
     });
     live.target.set_error_ratio(0.0);
     slack.wait_for("the RESOLVED reply", WAIT, |s| {
