@@ -74,6 +74,14 @@ fn read_source(source: &SecretSource, what: &str) -> Result<Secret> {
     }
 }
 
+/// A URL read from a secret must be an http(s) URL; the error does not repeat it.
+fn check_url(url: &Secret, what: &str) -> Result<()> {
+    match reqwest::Url::parse(url.expose()) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+        _ => anyhow::bail!("the {what} is not an http:// or https:// URL"),
+    }
+}
+
 /// The receivers of `notify`, with their secrets read.
 fn build_sinks(notify: &NotifyConfig) -> Result<Sinks> {
     let (slack_api, slack_webhook) = match &notify.slack {
@@ -83,10 +91,11 @@ fn build_sinks(notify: &NotifyConfig) -> Result<Sinks> {
                 let token = read_source(token, "Slack bot token")?;
                 (Some(SlackApi::new(api_url, &token, slack.timeout)?), None)
             }
-            SlackMode::Webhook { url } => (
-                None,
-                Some((read_source(url, "Slack webhook URL")?, slack.timeout)),
-            ),
+            SlackMode::Webhook { url } => {
+                let url = read_source(url, "Slack webhook URL")?;
+                check_url(&url, "Slack webhook URL")?;
+                (None, Some((url, slack.timeout)))
+            }
         },
     };
     let webhooks = notify
@@ -289,6 +298,18 @@ pub async fn run(
     let mut states = resume_incremental(&store, &loaded)?;
     let mut last_checkpoint = wall_clock();
     let mut staleness = Staleness::default();
+    // Stale when the last run stopped: the first good evaluation resolves it.
+    if let Ok(Some(since)) = store
+        .lock()
+        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+        .open_meta_incident()
+    {
+        staleness.failing_since = Some(since);
+        staleness.firing = true;
+    }
+    // Changes whose save failed, planned again with the next cycle's.
+    let mut unsaved: Vec<(Slo, Event)> = Vec::new();
+    let mut unsaved_meta: Option<(bool, Millis)> = None;
     let mut next_tick = aligned_after(wall_clock(), loaded.config.evaluation_interval);
     loop {
         let wait = Duration::from_millis((next_tick - wall_clock()).max(0) as u64);
@@ -324,15 +345,13 @@ pub async fn run(
         let started = Instant::now();
         let events = cycle(&loaded, &mut engine, &mut health, &mut states, &shared, now).await;
         let failed = health.iter().any(|(_, slo)| slo.last_error.is_some());
-        let with_slos: Vec<(Slo, Event)> = events
-            .into_iter()
-            .filter_map(|event| {
-                let slo = loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
-                Some((slo.clone(), event))
-            })
-            .collect();
+        let mut with_slos: Vec<(Slo, Event)> = std::mem::take(&mut unsaved);
+        with_slos.extend(events.into_iter().filter_map(|event| {
+            let slo = loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
+            Some((slo.clone(), event))
+        }));
         if loaded.config.notify.console {
-            for (slo, event) in &with_slos {
+            for (slo, event) in with_slos.iter().filter(|(_, event)| event.at == now) {
                 console::emit(slo, event);
             }
         }
@@ -345,18 +364,29 @@ pub async fn run(
         );
         let saved = engine.export();
         let mut planner = PlanInput::new(&loaded, &options, with_slos);
-        planner.meta = meta;
-        let (store_handle, to_save) = (store.clone(), saved.clone());
-        match tokio::task::spawn_blocking(move || {
-            let mut store = store_handle
-                .lock()
-                .map_err(|_| "store lock poisoned".to_string())?;
-            planner
-                .save(&mut store, &to_save, now)
-                .map_err(|e| e.to_string())
-        })
-        .await
+        planner.meta = meta.or(unsaved_meta.take());
+        // Alertmanager's re-sends stop carrying a resolved alert before its resolution is
+        // committed (its worker may send the resolution at once).
+        let mut active = alertmanager_active(&loaded, &options, &shared, &saved, now);
+        if loaded.config.notify.alertmanager.is_some()
+            && staleness.firing
+            && let Some(since) = staleness.failing_since
         {
+            active.push(outbox::meta_alert(true, since, now, &external_url(&loaded, &options)).1);
+        }
+        let _ = delivery.active.send(active);
+        let (store_handle, to_save) = (store.clone(), saved.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = match store_handle.lock() {
+                Ok(mut store) => planner
+                    .save(&mut store, &to_save, now)
+                    .map_err(|e| e.to_string()),
+                Err(_) => Err("store lock poisoned".to_string()),
+            };
+            result.map_err(|error| (error, Box::new(planner)))
+        })
+        .await;
+        match outcome {
             Ok(Ok(planned)) => {
                 if let Ok(metrics) = shared.metrics.lock() {
                     metrics.notifications_queued.inc_by(planned.queued as u64);
@@ -371,19 +401,16 @@ pub async fn run(
                     delivery.wake();
                 }
             }
-            // Neither the alert states nor their notifications were saved: the next
-            // evaluation makes the same changes again.
-            Ok(Err(error)) => tracing::error!(%error, "could not persist alert state"),
+            // The engine has moved on; its changes are planned again with the next cycle's
+            // (queueing is idempotent by each change's natural key).
+            Ok(Err((error, planner))) => {
+                tracing::error!(%error, "could not persist alert state and notifications; retrying next cycle");
+                let planner = *planner;
+                unsaved = planner.events;
+                unsaved_meta = planner.meta;
+            }
             Err(error) => tracing::error!(%error, "could not persist alert state"),
         }
-        let mut active = alertmanager_active(&loaded, &options, &shared, &saved, now);
-        if loaded.config.notify.alertmanager.is_some()
-            && staleness.firing
-            && let Some(since) = staleness.failing_since
-        {
-            active.push(outbox::meta_alert(true, since, now, &external_url(&loaded, &options)).1);
-        }
-        let _ = delivery.active.send(active);
         {
             let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
             status.alerts = saved.clone();
@@ -462,12 +489,14 @@ impl Delivery {
         };
         let mut wakes = Vec::new();
         let mut tasks = Vec::new();
+        let alertmanager_lock = Arc::new(tokio::sync::Mutex::new(()));
         let context = |wake: Arc<Notify>| deliver::Context {
             store: shared.store.clone(),
             database_id: database_id.clone(),
             sinks: sinks_rx.clone(),
             metrics: metrics.clone(),
             wake,
+            alertmanager_lock: alertmanager_lock.clone(),
             shutdown: stop.clone(),
         };
         for family in deliver::FAMILIES {

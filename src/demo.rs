@@ -256,6 +256,7 @@ impl Notifier {
                         delay: prometheus_client::metrics::histogram::Histogram::new([1.0]),
                     },
                     wake: wake.clone(),
+                    alertmanager_lock: Default::default(),
                     shutdown: stop.clone(),
                 };
                 runtime.spawn(deliver::worker("slack", context));
@@ -327,7 +328,8 @@ impl Notifier {
             .collect())
     }
 
-    /// Waits (up to a minute) until everything queued is delivered; returns what is left.
+    /// Waits (up to a minute) until everything queued is delivered or given up; returns how
+    /// many were not delivered.
     fn drain(self) -> anyhow::Result<i64> {
         let Some((runtime, _, stop)) = self.delivery else {
             return Ok(0);
@@ -349,7 +351,15 @@ impl Notifier {
         };
         stop.cancel();
         runtime.shutdown_timeout(Duration::from_secs(5));
-        Ok(pending)
+        let failed = self
+            .store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+            .outbox_rows()?
+            .iter()
+            .filter(|row| row["state"] == "failed")
+            .count() as i64;
+        Ok(pending + failed)
     }
 }
 

@@ -66,6 +66,9 @@ pub struct Context {
     pub metrics: DeliveryMetrics,
     /// Signalled after rows are queued.
     pub wake: Arc<Notify>,
+    /// Held across each Alertmanager request, so a re-send read before a resolution was
+    /// committed cannot land after that resolution.
+    pub alertmanager_lock: Arc<tokio::sync::Mutex<()>>,
     pub shutdown: CancellationToken,
 }
 
@@ -329,7 +332,7 @@ async fn attempt(context: &Context, sinks: &Sinks, row: &Row, key: &str) -> Resu
                 tracing::error!(%error, id, "cannot mark a notification in flight");
                 Failure::Transient {
                     reason: "store".to_string(),
-                    ambiguous: false,
+                    ambiguous: true,
                 }
             })
     };
@@ -358,6 +361,7 @@ async fn attempt(context: &Context, sinks: &Sinks, row: &Row, key: &str) -> Resu
         }
         "alertmanager" => {
             let config = sinks.alertmanager.as_ref().ok_or_else(not_configured)?;
+            let _one_at_a_time = context.alertmanager_lock.lock().await;
             let alert = with_ends_at(row.payload.clone(), config);
             mark_in_flight().await?;
             sinks
@@ -404,13 +408,13 @@ async fn slack(
         .await
         .map_err(|_| Failure::Transient {
             reason: "store".to_string(),
-            ambiguous: false,
+            ambiguous: true,
         })?;
     let store_failure = |error: crate::store::StoreError| {
         tracing::error!(%error, id, "outbox store error");
         Failure::Transient {
             reason: "store".to_string(),
-            ambiguous: false,
+            ambiguous: true,
         }
     };
     match row.kind.as_str() {
@@ -576,6 +580,7 @@ pub async fn alertmanager_resender(context: Context, mut active: watch::Receiver
         if let Some(config) = &sinks.alertmanager
             && due
         {
+            let _one_at_a_time = context.alertmanager_lock.lock().await;
             let alerts: Vec<Value> = active
                 .borrow_and_update()
                 .iter()
@@ -589,6 +594,8 @@ pub async fn alertmanager_resender(context: Context, mut active: watch::Receiver
                 {
                     Ok(()) => last_sent = Some(Instant::now()),
                     Err(failure) => {
+                        // Tried again after another interval, not at once.
+                        last_sent = Some(Instant::now());
                         context
                             .metrics
                             .failures

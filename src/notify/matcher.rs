@@ -42,7 +42,9 @@ impl PartialEq for Matcher {
 
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
+        // JSON string quoting, which `parse` reads back exactly.
+        let quoted = serde_json::to_string(&self.value).map_err(|_| fmt::Error)?;
+        write!(f, "{}{}{quoted}", self.name, self.op.as_str())
     }
 }
 
@@ -164,6 +166,13 @@ mod tests {
             Matcher::parse("service=~\"order-.*\"").unwrap().to_string(),
             "service=~\"order-.*\""
         );
+        // Whatever a matcher holds, its text parses back to it.
+        let odd = Matcher::parse(&format!(
+            "route={}",
+            serde_json::json!("a\u{0}\u{200b}\u{7f}\"\\b")
+        ))
+        .unwrap();
+        assert_eq!(Matcher::parse(&odd.to_string()).unwrap(), odd);
     }
 
     #[test]

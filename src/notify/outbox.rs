@@ -63,6 +63,7 @@ pub const SCHEMA: &str = "
         result          TEXT                    -- e.g. the Slack ts
     );
     CREATE INDEX outbox_pending ON outbox (state, sink, order_key, id);
+    CREATE INDEX outbox_order ON outbox (order_key, state, id);
     CREATE TABLE silences (
         id         TEXT PRIMARY KEY,
         matchers   TEXT NOT NULL,               -- JSON array of matcher strings
@@ -90,7 +91,7 @@ impl SlackPayload {
     fn new(channel: &str, message: &Message, broadcast: bool) -> SlackPayload {
         SlackPayload {
             channel: channel.to_string(),
-            text: message.fallback(),
+            text: message.slack_text(),
             blocks: message.blocks(),
             broadcast,
         }
@@ -215,8 +216,9 @@ pub fn plan(
             continue;
         }
         let labels = render::alert_labels(slo, event.tier, &event.labels);
-        let is_silenced = silenced(plan, &labels, now);
-        if is_silenced && event.change != Change::Resolved {
+        // A silence holds new and continuing burns; a resolution always goes out, so nothing
+        // that was told about the burn is left believing it still burns.
+        if event.change != Change::Resolved && silenced(plan, &labels, now) {
             planned.silenced += 1;
             continue;
         }
@@ -232,11 +234,11 @@ pub fn plan(
         );
         let channel = route(plan.notify, &labels);
         match (plan.slack, channel) {
-            (Some(SlackKind::WebApi), Some(channel)) => {
+            (Some(SlackKind::WebApi), _) => {
                 planned.queued +=
                     plan_slack_thread(tx, slo, event, channel, &instance, &cause, now)?;
             }
-            (Some(SlackKind::Webhook), Some(_)) if !is_silenced => {
+            (Some(SlackKind::Webhook), Some(_)) => {
                 let order_key = format!("slack-webhook|{}|{instance}", slo.id);
                 let payload = SlackPayload::new("", &message, false);
                 planned.queued += usize::from(enqueue(
@@ -253,9 +255,6 @@ pub fn plan(
                 )?);
             }
             _ => {}
-        }
-        if is_silenced {
-            continue;
         }
         for webhook in &plan.notify.webhooks {
             let sink = format!("webhook:{}", webhook.name);
@@ -411,7 +410,10 @@ pub fn plan_meta(
                         .map_err(failed("close incident"))?;
                         (Some(id), &["update", "reply"])
                     }
-                    _ => (None, &[]),
+                    // Stale again while the last episode's message is still open (a restart
+                    // forgot it): the same thread says so.
+                    (Some(id), true) => (Some(id), &["update", "reply"]),
+                    (None, false) => (None, &[]),
                 };
                 if let Some(incident) = incident {
                     let order_key = format!("slack|{incident}");
@@ -493,24 +495,76 @@ pub fn plan_meta(
 }
 
 /// One Slack incident thread: open, escalate, remind, resolve.
+///
+/// A burn (firing, reminder) goes to the incident in the channel it routes to now; a
+/// resolution goes to every open incident of the instance where that tier fires, wherever it
+/// was routed (routes may have changed since).
 fn plan_slack_thread(
     tx: &Transaction,
     slo: &Slo,
     event: &Event,
-    channel: &str,
+    channel: Option<&str>,
     instance: &str,
     cause: &str,
     now: Millis,
 ) -> Result<usize, StoreError> {
-    let open: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT id, tiers FROM incidents
-             WHERE sink = 'slack' AND target = ?1 AND slo_id = ?2 AND labels = ?3 AND closed_at IS NULL",
-            params![channel, slo.id, instance],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()
-        .map_err(failed("read incident"))?;
+    let mut open: Vec<(i64, String, String)> = {
+        let mut query = tx
+            .prepare_cached(
+                "SELECT id, target, tiers FROM incidents
+                 WHERE sink = 'slack' AND slo_id = ?1 AND labels = ?2 AND closed_at IS NULL
+                 ORDER BY id",
+            )
+            .map_err(failed("prepare incidents"))?;
+        let rows = query
+            .query_map(params![slo.id, instance], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(failed("read incidents"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read incident"))?
+    };
+    let tier = event.tier.as_str();
+    if event.change == Change::Resolved {
+        let mut queued = 0;
+        for (id, target, tiers) in open {
+            let firing: serde_json::Map<String, Value> =
+                serde_json::from_str(&tiers).unwrap_or_default();
+            if firing.contains_key(tier) {
+                queued += advance_thread(
+                    tx,
+                    slo,
+                    event,
+                    &target,
+                    Some((id, tiers)),
+                    instance,
+                    cause,
+                    now,
+                )?;
+            }
+        }
+        return Ok(queued);
+    }
+    let Some(channel) = channel else {
+        return Ok(0);
+    };
+    open.retain(|(_, target, _)| target == channel);
+    let open = open.pop().map(|(id, _, tiers)| (id, tiers));
+    advance_thread(tx, slo, event, channel, open, instance, cause, now)
+}
+
+/// One change in one incident thread (`open`: its id and firing tiers), or a new incident.
+#[allow(clippy::too_many_arguments)]
+fn advance_thread(
+    tx: &Transaction,
+    slo: &Slo,
+    event: &Event,
+    channel: &str,
+    open: Option<(i64, String)>,
+    instance: &str,
+    cause: &str,
+    now: Millis,
+) -> Result<usize, StoreError> {
     let tier = event.tier.as_str();
     // Reminders refresh the root with current figures under the firing headline.
     let mut as_firing = event.clone();
@@ -800,8 +854,7 @@ impl Store {
     pub fn mark_in_flight(&mut self, id: i64, now: Millis) -> Result<(), StoreError> {
         self.connection()
             .execute(
-                "UPDATE outbox SET in_flight_since = COALESCE(in_flight_since, ?2),
-                    attempts = attempts + 1 WHERE id = ?1",
+                "UPDATE outbox SET in_flight_since = COALESCE(in_flight_since, ?2) WHERE id = ?1",
                 params![id, now],
             )
             .map(|_| ())
@@ -817,7 +870,7 @@ impl Store {
         self.connection()
             .execute(
                 "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
-                    in_flight_since = NULL, last_error = NULL WHERE id = ?1",
+                    in_flight_since = NULL, last_error = NULL, attempts = attempts + 1 WHERE id = ?1",
                 params![id, now, result],
             )
             .map(|_| ())
@@ -836,14 +889,14 @@ impl Store {
         let connection = self.connection();
         let result = match retry_at {
             Some(at) => connection.execute(
-                "UPDATE outbox SET next_attempt_at = ?2, last_error = ?3,
+                "UPDATE outbox SET next_attempt_at = ?2, last_error = ?3, attempts = attempts + 1,
                     in_flight_since = CASE WHEN ?4 THEN in_flight_since ELSE NULL END
                  WHERE id = ?1",
                 params![id, at, error, ambiguous],
             ),
             None => connection.execute(
-                "UPDATE outbox SET state = 'failed', last_error = ?2, in_flight_since = NULL
-                 WHERE id = ?1",
+                "UPDATE outbox SET state = 'failed', last_error = ?2, in_flight_since = NULL,
+                    attempts = attempts + 1 WHERE id = ?1",
                 params![id, error],
             ),
         };
@@ -894,11 +947,23 @@ impl Store {
         .map_err(failed("record root"))?;
         tx.execute(
             "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
-                in_flight_since = NULL, last_error = NULL WHERE id = ?1",
+                in_flight_since = NULL, last_error = NULL, attempts = attempts + 1 WHERE id = ?1",
             params![row, now, ts],
         )
         .map_err(failed("mark delivered"))?;
         tx.commit().map_err(failed("commit"))
+    }
+
+    /// When the open "evaluation stale" incident was opened, if one is open (a restart while
+    /// stale must still resolve it).
+    pub fn open_meta_incident(&self) -> Result<Option<Millis>, StoreError> {
+        self.connection()
+            .query_row(
+                "SELECT MIN(opened_at) FROM incidents WHERE slo_id = 'burnwatch' AND closed_at IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(failed("read meta incident"))
     }
 
     /// A channel id Slack gave for a channel name before, if any.
@@ -952,13 +1017,13 @@ impl Store {
             .map_err(failed("read queued"))
     }
 
-    /// Every row, oldest first: (id, sink, kind, state, attempts, result, last_error).
+    /// The newest 1,000 rows, oldest first: (id, sink, kind, state, attempts, result, last_error).
     pub fn outbox_rows(&self) -> Result<Vec<Value>, StoreError> {
         let mut query = self
             .connection()
             .prepare(
-                "SELECT id, sink, kind, state, attempts, result, last_error, created_at, delivered_at, order_key
-                 FROM outbox ORDER BY id",
+                "SELECT * FROM (SELECT id, sink, kind, state, attempts, result, last_error, created_at,
+                    delivered_at, order_key FROM outbox ORDER BY id DESC LIMIT 1000) ORDER BY id",
             )
             .map_err(failed("prepare rows"))?;
         let rows = query
@@ -997,6 +1062,12 @@ impl Store {
                 params![now - KEEP_DELIVERED],
             )
             .map_err(failed("prune incidents"))?;
+        connection
+            .execute(
+                "DELETE FROM silences WHERE ends_at < ?1",
+                params![now - KEEP_DELIVERED],
+            )
+            .map_err(failed("prune silences"))?;
         Ok(())
     }
 

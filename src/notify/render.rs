@@ -75,6 +75,12 @@ impl Message {
     pub fn fallback(&self) -> String {
         cut(&self.plain, SECTION_LIMIT)
     }
+
+    /// The fallback as Slack's top-level `text` (shown in notifications, parsed as mrkdwn):
+    /// escaped, so a label value cannot mention `<!channel>` or forge a link there either.
+    pub fn slack_text(&self) -> String {
+        cut(&escape(&self.plain), SECTION_LIMIT)
+    }
 }
 
 /// The labels a notification carries, for routes, silences and Alertmanager: the SLO's and the

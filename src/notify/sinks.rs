@@ -52,8 +52,26 @@ fn slack_code(code: &str) -> Failure {
             Failure::transient(code, true)
         }
         _ => Failure::Permanent {
-            reason: code.to_string(),
+            reason: code_label(code),
         },
+    }
+}
+
+/// The longest `Retry-After` honoured as given (a larger one is read as this).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
+/// A Slack error code as a metric label: Slack's codes are short snake_case words; anything
+/// else (a misbehaving server) is reported as `unexpected_error`.
+fn code_label(code: &str) -> String {
+    if !code.is_empty()
+        && code.len() <= 40
+        && code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+    {
+        code.to_string()
+    } else {
+        "unexpected_error".to_string()
     }
 }
 
@@ -71,9 +89,12 @@ fn http_status(status: u16, retry_after: Option<Duration>) -> Failure {
 fn from_slack(error: SlackClientError) -> Failure {
     match error {
         SlackClientError::ApiError(error) => slack_code(&error.code),
-        SlackClientError::RateLimitError(error) => {
-            Failure::RateLimited(error.retry_after.unwrap_or(Duration::from_secs(1)))
-        }
+        SlackClientError::RateLimitError(error) => Failure::RateLimited(
+            error
+                .retry_after
+                .unwrap_or(Duration::from_secs(1))
+                .min(MAX_RETRY_AFTER),
+        ),
         SlackClientError::HttpError(error) => http_status(error.status_code.as_u16(), None),
         // A transport error may come after Slack acted on the request: look before retrying.
         SlackClientError::HttpProtocolError(_) => Failure::transient("connection", true),
@@ -102,7 +123,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .parse::<f64>()
         .ok()
         .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .map(|secs| Duration::from_secs_f64(secs.min(3_600.0)))
+        .map(|secs| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 /// A message as sent to Slack.
@@ -244,6 +265,10 @@ impl SlackApi {
             let request = SlackApiConversationsListRequest::new()
                 .with_limit(1000)
                 .with_exclude_archived(true)
+                .with_types(vec![
+                    SlackConversationType::Public,
+                    SlackConversationType::Private,
+                ])
                 .opt_cursor(cursor.clone());
             let response = self.timed(session.conversations_list(&request)).await?;
             if let Some(found) = response
@@ -271,7 +296,9 @@ impl SlackApi {
     }
 
     /// Looks for a message carrying `key` in its metadata, posted since `since` (Unix
-    /// seconds): at the top of `channel_id`, or in the thread under `thread_ts`.
+    /// seconds): at the top of `channel_id`, or in the thread under `thread_ts`. Pages through
+    /// the answers (up to 10 pages); the messages are read as plain JSON, since other apps'
+    /// metadata need not fit slack-morphism's types.
     pub async fn find(
         &self,
         channel_id: &str,
@@ -281,41 +308,43 @@ impl SlackApi {
     ) -> Result<Option<String>, Failure> {
         let session = self.client.open_session(&self.token);
         let oldest = format!("{:.6}", since.max(0.0));
-        let messages: Vec<SlackHistoryMessage> = match thread_ts {
-            None => {
-                let request = SlackApiConversationsHistoryRequest::new()
-                    .with_channel(SlackChannelId(channel_id.to_string()))
-                    .with_oldest(SlackTs(oldest))
-                    .with_limit(999)
-                    .with_include_all_metadata(true);
-                self.timed(session.conversations_history(&request))
-                    .await?
-                    .messages
-            }
-            Some(thread_ts) => {
-                let params = vec![
-                    ("channel", Some(channel_id.to_string())),
-                    ("ts", Some(thread_ts.to_string())),
-                    ("oldest", Some(oldest)),
-                    ("limit", Some("1000".to_string())),
-                    ("include_all_metadata", Some("true".to_string())),
-                ];
-                let response: SlackApiConversationsRepliesResponse = self
-                    .timed(session.http_session_api.http_get(
-                        "conversations.replies",
-                        &params,
-                        None,
-                    ))
-                    .await?;
-                response.messages
-            }
+        let (method, limit) = match thread_ts {
+            None => ("conversations.history", "999"),
+            Some(_) => ("conversations.replies", "1000"),
         };
-        Ok(messages.into_iter().find_map(|message| {
-            let metadata = message.content.metadata?;
-            let carried = metadata.event_payload?.get("key").cloned()?;
-            (metadata.event_type == METADATA_EVENT && carried == key)
-                .then(|| message.origin.ts.to_string())
-        }))
+        let mut cursor: Option<String> = None;
+        for _ in 0..10 {
+            let params = vec![
+                ("channel", Some(channel_id.to_string())),
+                ("ts", thread_ts.map(str::to_string)),
+                ("oldest", Some(oldest.clone())),
+                ("limit", Some(limit.to_string())),
+                ("include_all_metadata", Some("true".to_string())),
+                ("cursor", cursor.clone()),
+            ];
+            let page: Value = self
+                .timed(session.http_session_api.http_get(method, &params, None))
+                .await?;
+            let found = page["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|message| {
+                    message["metadata"]["event_type"] == METADATA_EVENT
+                        && message["metadata"]["event_payload"]["key"] == key
+                });
+            if let Some(message) = found {
+                return Ok(message["ts"].as_str().map(str::to_string));
+            }
+            cursor = page["response_metadata"]["next_cursor"]
+                .as_str()
+                .filter(|next| !next.is_empty())
+                .map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -340,7 +369,7 @@ impl Http {
         body: &Value,
         timeout: Duration,
         headers: &[(&str, &str)],
-    ) -> Result<(u16, String), Failure> {
+    ) -> Result<u16, Failure> {
         let mut request = self.client.post(url).timeout(timeout).json(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -351,9 +380,10 @@ impl Http {
             .map_err(|error| from_reqwest(&error.without_url()))?;
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        // The status says it all; the body (unbounded, maybe huge) is not read.
+        drop(response);
         if (200..300).contains(&status) {
-            Ok((status, text))
+            Ok(status)
         } else {
             Err(http_status(status, wait))
         }
@@ -444,5 +474,9 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
         headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "1e300".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        assert_eq!(code_label("channel_not_found"), "channel_not_found");
+        assert_eq!(code_label("<script>"), "unexpected_error");
     }
 }
