@@ -1309,6 +1309,57 @@ mod tests {
     }
 
     #[test]
+    fn a_resolution_finds_its_thread_after_routes_change_and_is_never_silenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let t = 1_700_000_000_000;
+        let mut notify = NotifyConfig::default();
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Page, Change::Firing, t)],
+            t,
+        );
+        // A reload sends pages elsewhere and silences everything.
+        notify.routes = vec![crate::config::notify::Route {
+            matchers: Vec::new(),
+            slack_channel: Some("#elsewhere".to_string()),
+        }];
+        notify.silences = vec![Silence {
+            id: "all".to_string(),
+            matchers: vec![Matcher::parse("service=~\".+\"").unwrap()],
+            starts_at: t,
+            ends_at: t + 100,
+            comment: String::new(),
+            created_by: String::new(),
+        }];
+        let planned = run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Page, Change::Resolved, t + 1)],
+            t + 1,
+        );
+        assert_eq!(
+            planned,
+            Planned {
+                queued: 2,
+                silenced: 0
+            }
+        );
+        let rows = queued(&store);
+        assert_eq!(
+            rows.iter()
+                .map(|(kind, channel, _, _)| format!("{kind} {channel}"))
+                .collect::<Vec<_>>(),
+            [
+                "slack:post #incidents",
+                "slack:update #incidents",
+                "slack:reply #incidents"
+            ]
+        );
+    }
+
+    #[test]
     fn default_routes_silences_and_other_sinks() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
