@@ -320,6 +320,29 @@ pub async fn run(
                 let outcome = match tokio::task::spawn_blocking(move || load(&config_path)).await {
                     Ok(Ok(new)) => {
                         let ids: Vec<String> = new.slos.iter().map(|slo| slo.id.clone()).collect();
+                        let removed: Vec<String> = loaded
+                            .slos
+                            .iter()
+                            .map(|slo| slo.id.clone())
+                            .filter(|id| !ids.contains(id))
+                            .collect();
+                        if !removed.is_empty() {
+                            let store = store.clone();
+                            let now = wall_clock();
+                            match tokio::task::spawn_blocking(move || {
+                                let mut store = store.lock().map_err(|_| "store lock poisoned".to_string())?;
+                                store
+                                    .save_cycle_notifications(|tx| outbox::plan_removed(tx, &removed, now))
+                                    .map_err(|error| error.to_string())
+                            })
+                            .await
+                            {
+                                Ok(Ok(queued)) if queued > 0 => delivery.wake(),
+                                Ok(Ok(_)) => {}
+                                Ok(Err(error)) => tracing::error!(%error, "could not close the incidents of removed SLOs"),
+                                Err(error) => tracing::error!(%error, "could not close the incidents of removed SLOs"),
+                            }
+                        }
                         engine.retain_slos(|id| ids.iter().any(|kept| kept == id));
                         health.retain(|(id, _)| ids.contains(id));
                         states.retain(|id, _| ids.contains(id));

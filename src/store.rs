@@ -166,6 +166,17 @@ impl Store {
     }
 
     /// Replaces the saved alert states with `alerts`, atomically.
+    /// Runs `work` in a transaction that leaves the alert states alone.
+    pub fn save_cycle_notifications<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let transaction = self.connection.transaction().map_err(failed("begin"))?;
+        let result = work(&transaction)?;
+        transaction.commit().map_err(failed("commit"))?;
+        Ok(result)
+    }
+
     pub fn save_alerts(&mut self, alerts: &[SavedAlert]) -> Result<(), StoreError> {
         self.save_cycle(alerts, |_| Ok(()))
     }

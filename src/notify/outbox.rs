@@ -494,6 +494,69 @@ pub fn plan_meta(
     Ok(planned)
 }
 
+/// Closes the open Slack incidents of SLOs that a reload removed: their roots and threads say
+/// the SLO is no longer evaluated (else they would show it burning forever).
+pub fn plan_removed(
+    tx: &Transaction,
+    slo_ids: &[String],
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let mut queued = 0;
+    for slo_id in slo_ids {
+        let open: Vec<(i64, String)> = {
+            let mut query = tx
+                .prepare_cached(
+                    "SELECT id, target FROM incidents
+                     WHERE sink = 'slack' AND slo_id = ?1 AND closed_at IS NULL",
+                )
+                .map_err(failed("prepare incidents"))?;
+            let rows = query
+                .query_map(params![slo_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(failed("read incidents"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(failed("read incident"))?
+        };
+        for (id, target) in open {
+            let title = format!("ENDED: {slo_id} is no longer evaluated");
+            let body = format!(
+                "The SLO was removed from burnwatch's configuration at {}; this incident is closed without a verdict.",
+                format_time(now)
+            );
+            let message = Message {
+                mrkdwn: format!(
+                    ":heavy_minus_sign: *{}*\n{}",
+                    render::escape(&title),
+                    render::escape(&body)
+                ),
+                plain: format!("{title}\n{body}"),
+                title,
+            };
+            let payload = serde_json::to_value(SlackPayload::new(&target, &message, false))
+                .unwrap_or_default();
+            tx.execute(
+                "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
+                params![now, id],
+            )
+            .map_err(failed("close incident"))?;
+            for (index, kind) in ["update", "reply"].iter().enumerate() {
+                queued += usize::from(enqueue(
+                    tx,
+                    now,
+                    Enqueue {
+                        sink: "slack",
+                        order_key: &format!("slack|{id}"),
+                        incident_id: Some(id),
+                        kind,
+                        payload: payload.clone(),
+                        natural_key: format!("slack|{id}|removed|{now}|{index}"),
+                    },
+                )?);
+            }
+        }
+    }
+    Ok(queued)
+}
+
 /// One Slack incident thread: open, escalate, remind, resolve.
 ///
 /// A burn (firing, reminder) goes to the incident in the channel it routes to now; a
@@ -1357,6 +1420,36 @@ mod tests {
                 "slack:reply #incidents"
             ]
         );
+    }
+
+    #[test]
+    fn removing_an_slo_closes_its_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let t = 1_700_000_000_000;
+        run(
+            &mut store,
+            &NotifyConfig::default(),
+            &[event(TierKind::Page, Change::Firing, t)],
+            t,
+        );
+        let queued = store
+            .save_cycle(&[], |tx| plan_removed(tx, &[slo().id], t + 1))
+            .unwrap();
+        assert_eq!(queued, 2);
+        let rows = queued(&store);
+        assert_eq!(
+            rows[1].2,
+            "ENDED: order-service-availability is no longer evaluated"
+        );
+        assert_eq!(
+            (rows[1].0.as_str(), rows[2].0.as_str()),
+            ("slack:update", "slack:reply")
+        );
+        let again = store
+            .save_cycle(&[], |tx| plan_removed(tx, &[slo().id], t + 2))
+            .unwrap();
+        assert_eq!(again, 0, "closed once");
     }
 
     #[test]
