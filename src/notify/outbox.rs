@@ -1433,10 +1433,10 @@ mod tests {
             &[event(TierKind::Page, Change::Firing, t)],
             t,
         );
-        let queued = store
+        let closed = store
             .save_cycle(&[], |tx| plan_removed(tx, &[slo().id], t + 1))
             .unwrap();
-        assert_eq!(queued, 2);
+        assert_eq!(closed, 2);
         let rows = queued(&store);
         assert_eq!(
             rows[1].2,
