@@ -142,7 +142,7 @@ pub async fn worker(family: &'static str, context: Context) {
             return;
         }
         let now = wall_clock();
-        let rows = match with_store(&context.store, move |store| store.due(family, now, 64)).await {
+        let rows = match with_store(&context.store, move |store| store.due(family, now, 256)).await {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(%error, family, "cannot read the outbox");
