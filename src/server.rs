@@ -308,6 +308,14 @@ fn parse_silence(body: &[u8], now: crate::slo::Millis) -> Result<Silence, String
     })
 }
 
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "missing or wrong bearer token (or not on loopback)\n",
+    )
+        .into_response()
+}
+
 async fn add_silence(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -315,11 +323,7 @@ async fn add_silence(
     body: axum::body::Bytes,
 ) -> Response {
     if !authorised(&shared, peer, &headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "missing or wrong bearer token (or not on loopback)\n",
-        )
-            .into_response();
+        return forbidden();
     }
     let silence = match parse_silence(&body, now()) {
         Ok(silence) => silence,
@@ -343,11 +347,7 @@ async fn expire_silence(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     if !authorised(&shared, peer, &headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "missing or wrong bearer token (or not on loopback)\n",
-        )
-            .into_response();
+        return forbidden();
     }
     let now = now();
     let result = with_store(&shared, move |store| {

@@ -29,7 +29,6 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{ConfigError, Problems};
-use crate::slo;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,23 +112,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9099";
 
 pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<ConfigError>> {
     let mut problems = Problems::new(file);
-    let duration = |problems: &mut Problems,
-                    value: &Option<Spanned<String>>,
-                    path: &str,
-                    default: Duration| match value {
-        None => Some(default),
-        Some(value) => match slo::parse_duration(&value.value) {
-            Ok(parsed) if parsed >= Duration::from_secs(1) => Some(parsed),
-            Ok(_) => {
-                problems.at(value, path, "must be at least 1s");
-                None
-            }
-            Err(message) => {
-                problems.at(value, path, message);
-                None
-            }
-        },
-    };
+    let duration = super::duration_at_least_1s;
     let evaluation_interval = duration(
         &mut problems,
         &raw.evaluation_interval,

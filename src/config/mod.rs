@@ -109,6 +109,30 @@ impl<'a> Problems<'a> {
     }
 }
 
+/// A duration of at least one second (`default` when absent); `None`, with the problem
+/// recorded at the value, when it is not one.
+pub(crate) fn duration_at_least_1s(
+    problems: &mut Problems,
+    value: &Option<Spanned<String>>,
+    path: &str,
+    default: std::time::Duration,
+) -> Option<std::time::Duration> {
+    match value {
+        None => Some(default),
+        Some(value) => match crate::slo::parse_duration(&value.value) {
+            Ok(parsed) if parsed >= std::time::Duration::from_secs(1) => Some(parsed),
+            Ok(_) => {
+                problems.at(value, path, "must be at least 1s");
+                None
+            }
+            Err(message) => {
+                problems.at(value, path, message);
+                None
+            }
+        },
+    }
+}
+
 /// Maps every raw SLO of a spec file with `map_slo(problems, "slos[i]", service, raw)`,
 /// collecting located problems across all of them.
 fn map_spec_file<R>(

@@ -34,7 +34,7 @@ use serde_saphyr::Spanned;
 
 use super::Problems;
 use crate::notify::matcher::Matcher;
-use crate::slo::{self, Millis};
+use crate::slo::Millis;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -218,20 +218,7 @@ fn duration(
     path: &str,
     default: Duration,
 ) -> Duration {
-    match value {
-        None => default,
-        Some(value) => match slo::parse_duration(&value.value) {
-            Ok(parsed) if parsed >= Duration::from_secs(1) => parsed,
-            Ok(_) => {
-                problems.at(value, path, "must be at least 1s");
-                default
-            }
-            Err(message) => {
-                problems.at(value, path, message);
-                default
-            }
-        },
-    }
+    super::duration_at_least_1s(problems, value, path, default).unwrap_or(default)
 }
 
 fn matchers(problems: &mut Problems, raw: &[Spanned<String>], path: &str) -> Vec<Matcher> {

@@ -142,7 +142,8 @@ pub async fn worker(family: &'static str, context: Context) {
             return;
         }
         let now = wall_clock();
-        let rows = match with_store(&context.store, move |store| store.due(family, now, 256)).await {
+        let rows = match with_store(&context.store, move |store| store.due(family, now, 256)).await
+        {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(%error, family, "cannot read the outbox");
@@ -310,6 +311,15 @@ async fn deliver(
     }
 }
 
+/// The outbox itself failed: retry later, keeping any in-flight mark of an earlier attempt.
+fn store_failure(id: i64, error: &crate::store::StoreError) -> Failure {
+    tracing::error!(%error, id, "outbox store error");
+    Failure::Transient {
+        reason: "store".to_string(),
+        ambiguous: true,
+    }
+}
+
 /// How a successful attempt was recorded.
 enum Done {
     /// Mark the row delivered with this result.
@@ -328,13 +338,7 @@ async fn attempt(context: &Context, sinks: &Sinks, row: &Row, key: &str) -> Resu
         let now = wall_clock();
         with_store(store, move |store| store.mark_in_flight(id, now))
             .await
-            .map_err(|error| {
-                tracing::error!(%error, id, "cannot mark a notification in flight");
-                Failure::Transient {
-                    reason: "store".to_string(),
-                    ambiguous: true,
-                }
-            })
+            .map_err(|error| store_failure(id, &error))
     };
     match row.sink.as_str() {
         "slack" => {
@@ -406,17 +410,7 @@ async fn slack(
     let incident = row.incident_id.unwrap_or_default();
     let (channel_id, root_ts) = with_store(store, move |store| store.incident_root(incident))
         .await
-        .map_err(|_| Failure::Transient {
-            reason: "store".to_string(),
-            ambiguous: true,
-        })?;
-    let store_failure = |error: crate::store::StoreError| {
-        tracing::error!(%error, id, "outbox store error");
-        Failure::Transient {
-            reason: "store".to_string(),
-            ambiguous: true,
-        }
-    };
+        .map_err(|error| store_failure(id, &error))?;
     match row.kind.as_str() {
         "update" => {
             let (Some(channel_id), Some(root_ts)) = (channel_id, root_ts) else {
@@ -476,12 +470,12 @@ async fn slack(
                 }
                 with_store(store, move |store| store.clear_in_flight(id))
                     .await
-                    .map_err(store_failure)?;
+                    .map_err(|error| store_failure(id, &error))?;
             }
             let now = wall_clock();
             with_store(store, move |store| store.mark_in_flight(id, now))
                 .await
-                .map_err(store_failure)?;
+                .map_err(|error| store_failure(id, &error))?;
             let target = channel_id.as_deref().unwrap_or(&payload.channel);
             let posted = api
                 .post(&Outgoing {

@@ -4,6 +4,8 @@
 
 pub mod console;
 pub mod deliver;
+#[cfg(test)]
+mod fixtures;
 pub mod matcher;
 pub mod outbox;
 pub mod render;

@@ -1202,41 +1202,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::burn::{PairReading, Verdict, WindowValue};
-    use crate::config::{Document, load_str};
-    use crate::slo::{TierKind, WindowPair};
+    use crate::notify::fixtures;
+    use crate::slo::TierKind;
     use std::time::Duration;
 
     fn slo() -> Slo {
-        let spec = "version: burnwatch/v1\nservice: order-service\nslos:\n  - name: availability\n    objective: 99.9\n    runbook: https://runbooks.example.com/orders\n    sli:\n      ratio:\n        errors: requests_total{code=\"500\"}\n        total: requests_total\n";
-        match load_str("spec.yaml", spec, std::path::Path::new(".")) {
-            Ok(Document::Slos(mut slos)) => slos.remove(0),
-            other => panic!("{other:?}"),
-        }
+        fixtures::slo("order-service", "https://runbooks.example.com/orders")
     }
 
     fn event(tier: TierKind, change: Change, at: Millis) -> Event {
-        let pair =
-            WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap();
-        Event {
-            at,
-            slo_id: slo().id,
-            labels: vec![("route".to_string(), "POST /orders".to_string())],
-            tier,
-            change,
-            reading: PairReading {
-                pair,
-                long: Some(WindowValue::new(314.0, 21_623.0)),
-                short: Some(WindowValue::new(98.0, 1_806.0)),
-                burn_long: 14.52,
-                burn_short: 54.26,
-                verdict: Verdict::Burning,
-            },
-            budget_remaining: 0.381,
-            time_to_exhaustion: Some(Duration::from_secs(67_920)),
-            firing_since: Some(at),
-            budget_at_firing: Some(0.4),
-        }
+        fixtures::event(&slo().id, "POST /orders", tier, change, at, at)
     }
 
     /// (kind, channel, headline, broadcast) of every queued row, oldest first.

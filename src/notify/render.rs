@@ -317,44 +317,22 @@ fn trim_number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::burn::{PairReading, Verdict, WindowValue};
-    use crate::config::{Document, load_str};
-    use crate::slo::WindowPair;
+    use crate::notify::fixtures;
     use expect_test::expect;
 
     fn slo() -> Slo {
-        let spec = "version: burnwatch/v1\nservice: orders & <co>\nslos:\n  - name: availability\n    objective: 99.9\n    runbook: https://runbooks.example.com/a?b=1&c=<2>\n    sli:\n      ratio:\n        errors: requests_total{code=\"500\"}\n        total: requests_total\n";
-        match load_str("spec.yaml", spec, std::path::Path::new(".")) {
-            Ok(Document::Slos(mut slos)) => slos.remove(0),
-            other => panic!("{other:?}"),
-        }
+        fixtures::slo("orders & <co>", "https://runbooks.example.com/a?b=1&c=<2>")
     }
 
     fn event(change: Change) -> Event {
-        let pair =
-            WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap();
-        Event {
-            at: 1_700_002_000_000,
-            slo_id: "orders-availability".to_string(),
-            labels: vec![(
-                "route".to_string(),
-                "<!channel> \"POST\" /orders".to_string(),
-            )],
-            tier: TierKind::Page,
+        fixtures::event(
+            "orders-availability",
+            "<!channel> \"POST\" /orders",
+            TierKind::Page,
             change,
-            reading: PairReading {
-                pair,
-                long: Some(WindowValue::new(314.0, 21_623.0)),
-                short: Some(WindowValue::new(98.0, 1_806.0)),
-                burn_long: 14.52,
-                burn_short: 54.26,
-                verdict: Verdict::Burning,
-            },
-            budget_remaining: 0.381,
-            time_to_exhaustion: Some(Duration::from_secs(67_920)),
-            firing_since: Some(1_700_000_000_000),
-            budget_at_firing: Some(0.412),
-        }
+            1_700_002_000_000,
+            1_700_000_000_000,
+        )
     }
 
     #[test]

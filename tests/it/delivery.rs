@@ -315,6 +315,19 @@ fn slack_invalid_auth_is_a_permanent_failure_without_leaking_the_token() {
     }
 }
 
+/// Waits for the RESOLVED reply and an outbox with every Slack row delivered; returns the rows.
+fn resolved_and_drained(slack: &FakeSlack, serve: &Serve) -> Vec<Value> {
+    slack.wait_for("the RESOLVED reply", WAIT, |s| {
+        s.messages
+            .iter()
+            .any(|m| m.is_reply() && headline(&m.text) == RESOLVED)
+    });
+    serve.wait_for("the outbox drained", || {
+        let rows = slack_rows(serve);
+        all_delivered(&rows).then_some(rows)
+    })
+}
+
 /// The checks every fault test ends with: each outbox row delivered, each Slack message posted
 /// exactly once (by its metadata key), thread order equal to outbox order.
 /// Returns (expected, delivered, duplicated).
@@ -417,15 +430,7 @@ fn slack_faults_deliver_every_message_exactly_once_in_order() {
             >= 20
     });
     live.target.set_error_ratio(0.0);
-    slack.wait_for("the RESOLVED reply", WAIT, |s| {
-        s.messages
-            .iter()
-            .any(|m| m.is_reply() && headline(&m.text) == RESOLVED)
-    });
-    let rows = serve.wait_for("the outbox drained", || {
-        let rows = slack_rows(&serve);
-        all_delivered(&rows).then_some(rows)
-    });
+    let rows = resolved_and_drained(&slack, &serve);
     let snapshot = slack.snapshot();
     let (expected, delivered, duplicated) = exactly_once(&snapshot, &rows);
     let failed_calls = snapshot.calls.iter().filter(|call| !call.ok()).count();
@@ -484,15 +489,7 @@ fn slack_survives_100_sigkills_without_loss_or_duplicates() {
         }
     }
     let serve = Serve::start(&config, &state);
-    slack.wait_for("the RESOLVED reply", WAIT, |s| {
-        s.messages
-            .iter()
-            .any(|m| m.is_reply() && headline(&m.text) == RESOLVED)
-    });
-    let rows = serve.wait_for("the outbox drained", || {
-        let rows = slack_rows(&serve);
-        all_delivered(&rows).then_some(rows)
-    });
+    let rows = resolved_and_drained(&slack, &serve);
     let snapshot = slack.snapshot();
     let (expected, delivered, duplicated) = exactly_once(&snapshot, &rows);
     eprintln!(
