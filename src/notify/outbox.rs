@@ -872,13 +872,14 @@ impl Store {
         let mut query = self
             .connection()
             .prepare_cached(
-                "SELECT id, sink, kind, payload, incident_id, attempts, created_at, in_flight_since
+                "SELECT o.id, o.sink, o.kind, o.payload, o.incident_id, o.attempts, o.created_at,
+                        o.in_flight_since
                  FROM outbox AS o
-                 WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
-                   AND next_attempt_at <= ?2
-                   AND NOT EXISTS (SELECT 1 FROM outbox AS p
-                       WHERE p.state = 'pending' AND p.order_key = o.order_key AND p.id < o.id)
-                 ORDER BY id LIMIT ?3",
+                 JOIN (SELECT MIN(id) AS head FROM outbox
+                       WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
+                       GROUP BY order_key) AS heads ON o.id = heads.head
+                 WHERE o.next_attempt_at <= ?2
+                 ORDER BY o.id LIMIT ?3",
             )
             .map_err(failed("prepare due"))?;
         let rows = query
@@ -1395,6 +1396,58 @@ mod tests {
                 "slack:reply #incidents"
             ]
         );
+    }
+
+    #[test]
+    fn due_rows_are_the_heads_of_their_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let t = 1_700_000_000_000;
+        let notify = NotifyConfig::default();
+        // Incident A: post, then update + reply; incident B (a ticket, other channel): post.
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Page, Change::Firing, t)],
+            t,
+        );
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Page, Change::Resolved, t + 1)],
+            t + 1,
+        );
+        run(
+            &mut store,
+            &notify,
+            &[event(TierKind::Ticket, Change::Firing, t + 2)],
+            t + 2,
+        );
+        let ids = |rows: Vec<Row>| {
+            rows.iter()
+                .map(|row| (row.id, row.kind.clone()))
+                .collect::<Vec<_>>()
+        };
+        let now = crate::notify::deliver::wall_clock();
+        assert_eq!(
+            ids(store.due("slack", now, 10).unwrap()),
+            [(1, "post".to_string()), (4, "post".to_string())]
+        );
+        assert!(store.due("webhook", now, 10).unwrap().is_empty());
+        store
+            .mark_failed(1, "http_503", Some(now + 60_000), true)
+            .unwrap();
+        assert_eq!(
+            ids(store.due("slack", now, 10).unwrap()),
+            [(4, "post".to_string())],
+            "a row waiting for its retry holds back its order only"
+        );
+        store.mark_delivered(1, now, Some("1.0")).unwrap();
+        assert_eq!(
+            ids(store.due("slack", now, 10).unwrap()),
+            [(2, "update".to_string()), (4, "post".to_string())]
+        );
+        assert_eq!(store.next_due("slack", now).unwrap(), None);
     }
 
     #[test]

@@ -1,0 +1,107 @@
+//! The outbox's delivery query at depth: how long a worker's `due` (the head row of every
+//! incident, oldest first) takes with many notifications waiting, as after a long Slack
+//! outage, against a baseline measured in the same run: `depth` (one counting pass over the
+//! pending rows).
+//!
+//! `cargo bench --bench outbox` queues 750 and 15,000 pending Slack rows (three per incident:
+//! the post, the update and the reply of an incident that fired and resolved). Under
+//! `cargo test` (no `--bench` argument) it runs a small smoke size.
+
+use std::time::{Duration, Instant};
+
+use burnwatch::alert::Change;
+use burnwatch::burn::{PairReading, Verdict, WindowValue};
+use burnwatch::config::notify::NotifyConfig;
+use burnwatch::config::{Document, load_str};
+use burnwatch::engine::Event;
+use burnwatch::notify::outbox::{self, Plan, SlackKind};
+use burnwatch::slo::{Slo, TierKind, WindowPair};
+use burnwatch::store::Store;
+
+fn slo() -> Slo {
+    let spec = "version: burnwatch/v1\nservice: order-service\nslos:\n  - name: availability\n    objective: 99.9\n    sli:\n      ratio:\n        errors: requests_total{code=\"500\"}\n        total: requests_total\n";
+    match load_str("spec.yaml", spec, std::path::Path::new(".")) {
+        Ok(Document::Slos(mut slos)) => slos.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn event(slo: &Slo, route: usize, change: Change, at: i64) -> Event {
+    Event {
+        at,
+        slo_id: slo.id.clone(),
+        labels: vec![("route".to_string(), format!("/route/{route}"))],
+        tier: TierKind::Page,
+        change,
+        reading: PairReading {
+            pair: WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4)
+                .expect("pair"),
+            long: Some(WindowValue::new(314.0, 21_623.0)),
+            short: Some(WindowValue::new(98.0, 1_806.0)),
+            burn_long: 14.52,
+            burn_short: 54.26,
+            verdict: Verdict::Burning,
+        },
+        budget_remaining: 0.381,
+        time_to_exhaustion: None,
+        firing_since: Some(at),
+        budget_at_firing: Some(0.4),
+    }
+}
+
+/// A store with `incidents` incidents that fired and resolved: three rows each.
+fn filled(incidents: usize) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(dir.path()).expect("store");
+    let slo = slo();
+    let notify = NotifyConfig::default();
+    let plan = Plan {
+        notify: &notify,
+        silences: &[],
+        slack: Some(SlackKind::WebApi),
+        external_url: "http://127.0.0.1:9099",
+    };
+    let t = 1_700_000_000_000;
+    for (offset, change) in [(0, Change::Firing), (1, Change::Resolved)] {
+        let events: Vec<Event> = (0..incidents)
+            .map(|route| event(&slo, route, change, t + offset))
+            .collect();
+        let pairs: Vec<(&Slo, &Event)> = events.iter().map(|event| (&slo, event)).collect();
+        store
+            .save_cycle(&[], |tx| outbox::plan(tx, &plan, &pairs, t + offset))
+            .expect("plan");
+    }
+    (dir, store)
+}
+
+fn time(runs: u32, mut work: impl FnMut()) -> Duration {
+    work();
+    let started = Instant::now();
+    for _ in 0..runs {
+        work();
+    }
+    started.elapsed() / runs
+}
+
+fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let sizes: &[usize] = if full { &[250, 5_000] } else { &[50] };
+    for &incidents in sizes {
+        let (_dir, store) = filled(incidents);
+        let pending: i64 = store.depth().expect("depth").iter().map(|(_, n)| n).sum();
+        let now = i64::MAX / 2;
+        let due = time(20, || {
+            let rows = store.due("slack", now, 256).expect("due");
+            assert_eq!(rows.len(), incidents.min(256));
+        });
+        let baseline = time(20, || {
+            store.depth().expect("depth");
+        });
+        println!(
+            "{pending} pending rows in {incidents} incidents: due {:.2} ms, depth (baseline) {:.2} ms: {:.2}x the baseline",
+            due.as_secs_f64() * 1e3,
+            baseline.as_secs_f64() * 1e3,
+            due.as_secs_f64() / baseline.as_secs_f64()
+        );
+    }
+}
