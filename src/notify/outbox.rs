@@ -571,7 +571,7 @@ fn plan_slack_thread(
     cause: &str,
     now: Millis,
 ) -> Result<usize, StoreError> {
-    let mut open: Vec<(i64, String, String)> = {
+    let open: Vec<(i64, String, String)> = {
         let mut query = tx
             .prepare_cached(
                 "SELECT id, target, tiers FROM incidents
@@ -611,9 +611,49 @@ fn plan_slack_thread(
     let Some(channel) = channel else {
         return Ok(0);
     };
-    open.retain(|(_, target, _)| target == channel);
-    let open = open.pop().map(|(id, _, tiers)| (id, tiers));
-    advance_thread(tx, slo, event, channel, open, instance, cause, now)
+    let (here, elsewhere): (Vec<_>, Vec<_>) = open
+        .into_iter()
+        .partition(|(_, target, _)| target == channel);
+    let mut queued = advance_thread(
+        tx,
+        slo,
+        event,
+        channel,
+        here.into_iter().next().map(|(id, _, tiers)| (id, tiers)),
+        instance,
+        cause,
+        now,
+    )?;
+    // A page while the ticket's thread is open in another channel: the page goes where pages
+    // go, and the ticket's thread says where the incident went.
+    if event.change == Change::Firing && event.tier == crate::slo::TierKind::Page {
+        for (id, target, _) in elsewhere {
+            let page = render::render(slo, event);
+            let note = Message {
+                title: format!("Escalated: paging in {channel}"),
+                mrkdwn: format!(
+                    ":arrow_double_up: *Escalated: paging in {}*\n{}",
+                    render::escape(channel),
+                    page.mrkdwn
+                ),
+                plain: format!("Escalated: paging in {channel}\n{}", page.plain),
+            };
+            queued += usize::from(enqueue(
+                tx,
+                now,
+                Enqueue {
+                    sink: "slack",
+                    order_key: &format!("slack|{id}"),
+                    incident_id: Some(id),
+                    kind: "reply",
+                    payload: serde_json::to_value(SlackPayload::new(&target, &note, false))
+                        .unwrap_or_default(),
+                    natural_key: format!("slack|{id}|{cause}|escalated"),
+                },
+            )?);
+        }
+    }
+    Ok(queued)
 }
 
 /// One change in one incident thread (`open`: its id and firing tiers), or a new incident.
