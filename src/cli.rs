@@ -70,6 +70,13 @@ pub enum Command {
         /// Listen address, overriding `web.listen` in the config.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Rehearse the past: evaluate from this time (RFC 3339 or Unix seconds) on, as the
+        /// daemon would have, sending notifications for real (point them at a test channel).
+        #[arg(long)]
+        rehearse_from: Option<String>,
+        /// With --rehearse-from: how many times faster than real time the clock runs.
+        #[arg(long, default_value_t = 1.0, requires = "rehearse_from")]
+        speed: f64,
     },
     /// Exit 0 if a running burnwatch answers its health check (for container HEALTHCHECKs).
     Healthcheck {
@@ -187,11 +194,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             config,
             state_dir,
             listen,
+            rehearse_from,
+            speed,
         } => {
+            if !(speed.is_finite() && speed > 0.0 && speed <= 10_000.0) {
+                anyhow::bail!("--speed must be a number above 0 and at most 10000");
+            }
+            let rehearse = rehearse_from
+                .map(|from| {
+                    crate::replay::parse_time(&from)
+                        .map(|from| crate::daemon::Rehearsal { from, speed })
+                        .map_err(|error| anyhow::anyhow!("--rehearse-from: {error}"))
+                })
+                .transpose()?;
             serve(crate::daemon::Options {
                 config_path: config,
                 state_dir,
                 listen,
+                rehearse,
             })?;
             Ok(0)
         }

@@ -47,6 +47,48 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Overrides `web.listen` (tests bind 127.0.0.1:0).
     pub listen: Option<SocketAddr>,
+    /// Rehearsal: evaluate from this past time on, `speed` times faster than real time.
+    pub rehearse: Option<Rehearsal>,
+}
+
+/// A rehearsal of the past through the whole daemon: the clock starts at `from` and runs
+/// `speed` times faster than real time. Notifications go out for real (to the configured sinks)
+/// and are timed by the real clock (retries, silences); alerts and messages by the virtual one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rehearsal {
+    pub from: Millis,
+    pub speed: f64,
+}
+
+/// The daemon's clock: the wall clock, or a rehearsal's.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    rehearsal: Option<Rehearsal>,
+    started: Millis,
+}
+
+impl Clock {
+    fn new(rehearsal: Option<Rehearsal>) -> Clock {
+        Clock {
+            rehearsal,
+            started: wall_clock(),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        match self.rehearsal {
+            None => wall_clock(),
+            Some(Rehearsal { from, speed }) => {
+                from + ((wall_clock() - self.started) as f64 * speed) as Millis
+            }
+        }
+    }
+
+    /// The real time until `at` on this clock.
+    fn until(&self, at: Millis) -> Duration {
+        let speed = self.rehearsal.map_or(1.0, |rehearsal| rehearsal.speed);
+        Duration::from_millis(((at - self.now()).max(0) as f64 / speed) as u64)
+    }
 }
 
 /// Everything a config file yields, built before it replaces the running one.
@@ -295,8 +337,12 @@ pub async fn run(
 
     let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone());
     let mut health: Vec<(String, SloHealth)> = Vec::new();
-    let mut states = resume_incremental(&store, &loaded)?;
-    let mut last_checkpoint = wall_clock();
+    let clock = Clock::new(options.rehearse);
+    if let Some(rehearsal) = options.rehearse {
+        tracing::info!(from = %format_time(rehearsal.from), speed = rehearsal.speed, "rehearsing the past");
+    }
+    let mut states = resume_incremental(&store, &loaded, clock.now())?;
+    let mut last_checkpoint = clock.now();
     let mut staleness = Staleness::default();
     // Stale when the last run stopped: the first good evaluation resolves it.
     if let Ok(Some(since)) = store
@@ -310,9 +356,9 @@ pub async fn run(
     // Changes whose save failed, planned again with the next cycle's.
     let mut unsaved: Vec<(Slo, Event)> = Vec::new();
     let mut unsaved_meta: Option<(bool, Millis)> = None;
-    let mut next_tick = aligned_after(wall_clock(), loaded.config.evaluation_interval);
+    let mut next_tick = aligned_after(clock.now(), loaded.config.evaluation_interval);
     loop {
-        let wait = Duration::from_millis((next_tick - wall_clock()).max(0) as u64);
+        let wait = clock.until(next_tick);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(reply) = reloads.recv() => {
@@ -401,8 +447,9 @@ pub async fn run(
         let (store_handle, to_save) = (store.clone(), saved.clone());
         let outcome = tokio::task::spawn_blocking(move || {
             let result = match store_handle.lock() {
+                // The outbox keeps real time (retries, silences), also in a rehearsal.
                 Ok(mut store) => planner
-                    .save(&mut store, &to_save, now)
+                    .save(&mut store, &to_save, wall_clock())
                     .map_err(|e| e.to_string()),
                 Err(_) => Err("store lock poisoned".to_string()),
             };
@@ -459,7 +506,10 @@ pub async fn run(
         }
         if CHECKPOINT_EVERY <= now - last_checkpoint {
             last_checkpoint = now;
-            let (store, checkpoints) = (store.clone(), encode_checkpoints(&loaded, &states));
+            let (store, checkpoints) = (
+                store.clone(),
+                encode_checkpoints(&loaded, &states, clock.now()),
+            );
             if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
                 save_checkpoints(&store, &checkpoints)?;
                 store
@@ -473,9 +523,9 @@ pub async fn run(
                 tracing::error!("could not checkpoint incremental state: {error:#}");
             }
         }
-        next_tick = aligned_after(wall_clock().max(now), loaded.config.evaluation_interval);
+        next_tick = aligned_after(clock.now().max(now), loaded.config.evaluation_interval);
     }
-    save_checkpoints(&store, &encode_checkpoints(&loaded, &states))?;
+    save_checkpoints(&store, &encode_checkpoints(&loaded, &states, clock.now()))?;
     let saved = engine.export();
     store
         .lock()
@@ -688,12 +738,15 @@ type IncrementalStates = HashMap<String, (String, Incremental)>;
 const CHECKPOINT_EVERY: Millis = 3_600_000;
 
 /// Incremental states from the store's checkpoints, for SLOs whose SLI is unchanged.
-fn resume_incremental(store: &Mutex<Store>, loaded: &Loaded) -> Result<IncrementalStates> {
+fn resume_incremental(
+    store: &Mutex<Store>,
+    loaded: &Loaded,
+    now: Millis,
+) -> Result<IncrementalStates> {
     let saved = store
         .lock()
         .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
         .load_checkpoints()?;
-    let now = wall_clock();
     let mut states = IncrementalStates::new();
     for (slo_id, _, data) in saved {
         let Some(slo) = loaded
@@ -721,8 +774,8 @@ fn resume_incremental(store: &Mutex<Store>, loaded: &Loaded) -> Result<Increment
 fn encode_checkpoints(
     loaded: &Loaded,
     states: &IncrementalStates,
+    now: Millis,
 ) -> Vec<(String, Millis, Vec<u8>)> {
-    let now = wall_clock();
     loaded
         .slos
         .iter()

@@ -6,6 +6,7 @@
 //! factor 10), resolves after `resolve_timeout: 3s`, and reminds every `repeat_interval`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -778,4 +779,74 @@ fn slack_hears_when_evaluation_goes_stale_and_recovers() {
             .is_some_and(|m| headline(&m.text) == "RESOLVED: burnwatch evaluation stale")
             && s.thread("#incidents", &root.ts).len() == 2
     });
+}
+
+/// The seed incident end to end: its recording backfilled into a real Prometheus, `serve`
+/// rehearsing that past at 60× speed, Slack hearing it: the CRITICAL root in #incidents with
+/// the very figures `burnwatch demo` (a replay of the same recording) shows, turned RESOLVED in
+/// place after resolve_timeout (5m), with the resolution in its thread.
+#[test]
+fn slack_hears_the_seed_incident_rehearsed_from_prometheus() {
+    use burnwatch::demo;
+    let slack = FakeSlack::start(TOKEN);
+    let prom = crate::prom::Prometheus::start(&demo::recording_text());
+    let dir = tempfile::Builder::new()
+        .prefix("burnwatch-rehearsal-")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::write(dir.path().join("slack-token"), TOKEN).expect("write token");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/order-service.yaml");
+    std::fs::write(
+        dir.path().join("burnwatch.yaml"),
+        format!(
+            "prometheus:\n  url: {}\nevaluation_interval: 30s\nrules:\n  - {}\nnotify:\n{}",
+            prom.url(),
+            rules.display(),
+            slack_notify(&slack)
+        ),
+    )
+    .expect("write config");
+    let from = (demo::BURST_START - 600).to_string();
+    let serve = Serve::start_with(
+        &dir.path().join("burnwatch.yaml"),
+        &dir.path().join("state"),
+        &["--rehearse-from", &from, "--speed", "60"],
+    );
+    let snapshot = slack.wait_for("the CRITICAL root in #incidents", WAIT, |s| {
+        !s.top_level("#incidents").is_empty()
+    });
+    let root = snapshot.top_level("#incidents")[0].clone();
+    assert_eq!(headline(&root.text), CRITICAL, "{}", root.text);
+
+    // The same figures as the demo's replay of the recording.
+    let demo = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(["demo", "--no-wait"])
+        .output()
+        .expect("run demo");
+    let demo = String::from_utf8_lossy(&demo.stdout);
+    let burning = demo
+        .lines()
+        .find(|line| line.starts_with("│ *Burning*"))
+        .expect("the demo's Burning line")
+        .trim_start_matches("│ ");
+    let blocks = root.blocks.to_string();
+    assert!(blocks.contains(burning), "{burning:?} not in {blocks}");
+
+    let snapshot = slack.wait_for("the root turned RESOLVED, with a reply", WAIT, |s| {
+        s.message(&root.ts)
+            .is_some_and(|m| headline(&m.text) == RESOLVED)
+            && s.thread("#incidents", &root.ts).len() == 2
+    });
+    let resolved = snapshot.message(&root.ts).expect("root");
+    let recovered = demo
+        .lines()
+        .find(|line| line.starts_with("│ *Recovered*"))
+        .expect("the demo's Recovered line")
+        .trim_start_matches("│ *Recovered* ");
+    assert!(
+        resolved.text.contains(recovered),
+        "{recovered:?} not in {}",
+        resolved.text
+    );
+    assert!(serve.exited().is_none());
 }

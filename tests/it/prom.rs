@@ -73,9 +73,12 @@ impl Prometheus {
         fs::write(&input, text).expect("write openmetrics input");
         fs::write(&config, CONFIG).expect("write prometheus config");
 
+        // Large blocks: the default 2h blocks make a month of data hundreds of blocks, and
+        // promtool takes minutes to write them.
         let out = run_tool(
             Command::new("promtool")
                 .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg("--max-block-duration=744h")
                 .arg(&input)
                 .arg(&data),
             "promtool",

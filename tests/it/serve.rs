@@ -302,6 +302,11 @@ pub(crate) struct Serve {
 
 impl Serve {
     pub(crate) fn start(config: &Path, state_dir: &Path) -> Serve {
+        Serve::start_with(config, state_dir, &[])
+    }
+
+    /// `start` with more command-line arguments.
+    pub(crate) fn start_with(config: &Path, state_dir: &Path, args: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
             .arg("serve")
             .arg("--config")
@@ -309,6 +314,7 @@ impl Serve {
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .env("BURNWATCH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
