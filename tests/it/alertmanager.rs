@@ -28,7 +28,7 @@
 //! several in parallel.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -38,6 +38,8 @@ use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
+
+use crate::prom::{Retry, log_tail, wait_http_ready};
 
 /// The Alertmanager minor version the delivery tests are written against.
 const EXPECTED_VERSION: &str = "0.25.";
@@ -300,34 +302,16 @@ impl Alertmanager {
     /// have been taken by another process between picking and binding it): its config must
     /// name our webhook.
     fn wait_ready(&mut self, hook_url: &str) -> Result<(), Retry> {
-        let deadline = Instant::now() + READY_TIMEOUT;
         let ready = format!("{}/-/ready", self.url());
-        loop {
-            let child = self.child.as_mut().expect("alertmanager was started");
-            if let Some(status) = child.try_wait().expect("poll alertmanager") {
-                let log = self.log_tail();
-                if log.contains("address already in use") {
-                    return Err(Retry(format!("address already in use ({status})")));
-                }
-                panic!("alertmanager exited during startup ({status}):\n{log}");
-            }
-            let ok = self
-                .client
-                .get(&ready)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
-            if ok {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "alertmanager not ready at {ready} after {READY_TIMEOUT:?}:\n{}",
-                    self.log_tail()
-                );
-            }
-            sleep(Duration::from_millis(50));
-        }
+        let child = self.child.as_mut().expect("alertmanager was started");
+        wait_http_ready(
+            "alertmanager",
+            child,
+            &self.client,
+            &ready,
+            READY_TIMEOUT,
+            &self.log_path,
+        )?;
         let url = format!("{}/api/v2/status", self.url());
         let status: Value = self
             .client
@@ -346,19 +330,7 @@ impl Alertmanager {
 
     /// The last few KiB of Alertmanager's output.
     fn log_tail(&self) -> String {
-        const TAIL: u64 = 8 * 1024;
-        let mut buf = String::new();
-        if let Ok(mut f) = File::open(&self.log_path) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
-            let mut bytes = Vec::new();
-            let _ = f.read_to_end(&mut bytes);
-            buf = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        format!(
-            "--- alertmanager log ({}) ---\n{buf}",
-            self.log_path.display()
-        )
+        log_tail("alertmanager", &self.log_path)
     }
 }
 
@@ -368,8 +340,6 @@ impl Drop for Alertmanager {
         // Then `webhook` drops, which stops the receiver.
     }
 }
-
-struct Retry(String);
 
 /// Routes everything to the webhook, one group per alert, notifying at once.
 fn config_yaml(hook_url: &str) -> String {

@@ -326,34 +326,16 @@ impl Prometheus {
     /// Waits for `/-/ready`, then checks that the answering server is ours (the port may
     /// have been taken by another process between picking and binding it).
     fn wait_ready(&mut self) -> Result<(), Retry> {
-        let deadline = Instant::now() + READY_TIMEOUT;
         let ready = format!("{}/-/ready", self.url());
-        loop {
-            let child = self.child.as_mut().expect("prometheus was started");
-            if let Some(status) = child.try_wait().expect("poll prometheus") {
-                let log = self.log_tail();
-                if log.contains("address already in use") {
-                    return Err(Retry(format!("address already in use ({status})")));
-                }
-                panic!("prometheus exited during startup ({status}):\n{log}");
-            }
-            let ok = self
-                .client
-                .get(&ready)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
-            if ok {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "prometheus not ready at {ready} after {READY_TIMEOUT:?}:\n{}",
-                    self.log_tail()
-                );
-            }
-            sleep(Duration::from_millis(50));
-        }
+        let child = self.child.as_mut().expect("prometheus was started");
+        wait_http_ready(
+            "prometheus",
+            child,
+            &self.client,
+            &ready,
+            READY_TIMEOUT,
+            &self.log_path,
+        )?;
         let flags = self.get_json(&format!("{}/api/v1/status/flags", self.url()));
         let path = flags["data"]["storage.tsdb.path"].as_str().unwrap_or("");
         if Path::new(path) != self.data {
@@ -402,19 +384,7 @@ impl Prometheus {
 
     /// The last few KiB of prometheus' stdout/stderr.
     fn log_tail(&self) -> String {
-        const TAIL: u64 = 8 * 1024;
-        let mut buf = String::new();
-        if let Ok(mut f) = File::open(&self.log_path) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
-            let mut bytes = Vec::new();
-            let _ = f.read_to_end(&mut bytes);
-            buf = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        format!(
-            "--- prometheus log ({}) ---\n{buf}",
-            self.log_path.display()
-        )
+        log_tail("prometheus", &self.log_path)
     }
 }
 
@@ -424,7 +394,62 @@ impl Drop for Prometheus {
     }
 }
 
-struct Retry(String);
+/// Why a fixture's start-up should be tried again on another port.
+pub struct Retry(pub String);
+
+/// The last 8 KiB of a child's log file, headed with `name` and the path.
+pub fn log_tail(name: &str, path: &Path) -> String {
+    const TAIL: u64 = 8 * 1024;
+    let mut buf = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        buf = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    format!("--- {name} log ({}) ---\n{buf}", path.display())
+}
+
+/// Polls `ready` until it answers 200 within `timeout`. A child that exits because its port
+/// is taken is a [`Retry`]; any other exit, or no answer in time, panics with the log tail.
+pub fn wait_http_ready(
+    name: &str,
+    child: &mut Child,
+    client: &reqwest::blocking::Client,
+    ready: &str,
+    timeout: Duration,
+    log_path: &Path,
+) -> Result<(), Retry> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("poll {name}: {e}"))
+        {
+            let log = log_tail(name, log_path);
+            if log.contains("address already in use") {
+                return Err(Retry(format!("address already in use ({status})")));
+            }
+            panic!("{name} exited during startup ({status}):\n{log}");
+        }
+        let ok = client
+            .get(ready)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{name} not ready at {ready} after {timeout:?}:\n{}",
+                log_tail(name, log_path)
+            );
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
 
 /// One row of promtool's block table.
 #[derive(Debug)]
