@@ -202,9 +202,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             let rehearse = rehearse_from
                 .map(|from| {
-                    crate::replay::parse_time(&from)
-                        .map(|from| crate::daemon::Rehearsal { from, speed })
-                        .map_err(|error| anyhow::anyhow!("--rehearse-from: {error}"))
+                    let from = crate::replay::parse_time(&from)
+                        .map_err(|error| anyhow::anyhow!("--rehearse-from: {error}"))?;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| since.as_millis() as i64);
+                    if !(0..now).contains(&from) {
+                        anyhow::bail!("--rehearse-from must be in the past (after 1970)");
+                    }
+                    Ok(crate::daemon::Rehearsal { from, speed })
                 })
                 .transpose()?;
             serve(crate::daemon::Options {

@@ -31,6 +31,7 @@ use crate::notify::deliver::{self, Sinks};
 use crate::notify::outbox::{self, SlackKind};
 use crate::notify::sinks::{Http, SlackApi};
 use crate::replay::format_time;
+use crate::slo::TierKind;
 use crate::slo::{Millis, Slo, millis};
 use crate::source::incremental::{Checkpoint, Incremental};
 use crate::source::live::{self, Snapshot};
@@ -60,34 +61,57 @@ pub struct Rehearsal {
     pub speed: f64,
 }
 
-/// The daemon's clock: the wall clock, or a rehearsal's.
-#[derive(Debug, Clone, Copy)]
+/// The daemon's clock: the wall clock, or a rehearsal's. A rehearsal's clock runs `speed`
+/// times faster than real time (measured on the monotonic clock), pauses while a cycle runs
+/// over (so no evaluation is skipped), and never passes the present: once there, the
+/// rehearsal simply goes on live.
+#[derive(Debug)]
 struct Clock {
     rehearsal: Option<Rehearsal>,
-    started: Millis,
+    started: Instant,
+    /// Virtual time the clock was held back by (overrunning cycles).
+    paused: Millis,
 }
 
 impl Clock {
     fn new(rehearsal: Option<Rehearsal>) -> Clock {
         Clock {
             rehearsal,
-            started: wall_clock(),
+            started: Instant::now(),
+            paused: 0,
         }
+    }
+
+    fn virtual_now(&self, rehearsal: Rehearsal) -> Millis {
+        let elapsed = self.started.elapsed().as_secs_f64() * 1000.0 * rehearsal.speed;
+        rehearsal.from + elapsed.min(1e15) as Millis - self.paused
     }
 
     fn now(&self) -> Millis {
         match self.rehearsal {
             None => wall_clock(),
-            Some(Rehearsal { from, speed }) => {
-                from + ((wall_clock() - self.started) as f64 * speed) as Millis
-            }
+            Some(rehearsal) => self.virtual_now(rehearsal).min(wall_clock()),
         }
     }
 
     /// The real time until `at` on this clock.
     fn until(&self, at: Millis) -> Duration {
-        let speed = self.rehearsal.map_or(1.0, |rehearsal| rehearsal.speed);
-        Duration::from_millis(((at - self.now()).max(0) as f64 / speed) as u64)
+        let wait = (at - self.now()).max(0);
+        let speed = match self.rehearsal {
+            Some(rehearsal) if self.virtual_now(rehearsal) < wall_clock() => rehearsal.speed,
+            _ => 1.0,
+        };
+        Duration::from_millis((wait as f64 / speed) as u64)
+    }
+
+    /// A rehearsal's clock waits for a cycle that ran past `at`: it resumes from `at`.
+    fn hold_at(&mut self, at: Millis) {
+        if let Some(rehearsal) = self.rehearsal {
+            let ahead = self.virtual_now(rehearsal) - at;
+            if ahead > 0 {
+                self.paused += ahead;
+            }
+        }
     }
 }
 
@@ -305,6 +329,23 @@ pub async fn run(
             .load_alerts()?;
         tracing::info!(alerts = saved.len(), "restored alert state");
         engine.restore(saved);
+        // SLOs removed from the config while burnwatch was down: forget their alerts and
+        // close their Slack threads.
+        let configured: Vec<&str> = loaded.slos.iter().map(|slo| slo.id.as_str()).collect();
+        engine.retain_slos(|id| configured.contains(&id));
+        let mut store = store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let orphaned: Vec<String> = store
+            .open_incident_slos()?
+            .into_iter()
+            .filter(|id| !configured.contains(&id.as_str()))
+            .collect();
+        if !orphaned.is_empty() {
+            let closed = store
+                .save_cycle_notifications(|tx| outbox::plan_removed(tx, &orphaned, wall_clock()))?;
+            tracing::info!(slos = ?orphaned, closed, "closed the incidents of SLOs no longer configured");
+        }
     }
     let shared = Arc::new(Shared {
         status: RwLock::new(Status::default()),
@@ -337,25 +378,38 @@ pub async fn run(
 
     let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone());
     let mut health: Vec<(String, SloHealth)> = Vec::new();
-    let clock = Clock::new(options.rehearse);
     if let Some(rehearsal) = options.rehearse {
+        let store = store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        if !store.load_alerts()?.is_empty() || !store.load_checkpoints()?.is_empty() {
+            anyhow::bail!(
+                "{} holds alert state: a rehearsal starts from a new --state-dir",
+                options.state_dir.display()
+            );
+        }
         tracing::info!(from = %format_time(rehearsal.from), speed = rehearsal.speed, "rehearsing the past");
     }
+    let mut clock = Clock::new(options.rehearse);
     let mut states = resume_incremental(&store, &loaded, clock.now())?;
     let mut last_checkpoint = clock.now();
     let mut staleness = Staleness::default();
     // Stale when the last run stopped: the first good evaluation resolves it.
-    if let Ok(Some(since)) = store
+    if let Some(since) = store
         .lock()
         .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-        .open_meta_incident()
+        .meta(STALE_SINCE)?
+        .and_then(|since| since.parse().ok())
     {
         staleness.failing_since = Some(since);
         staleness.firing = true;
     }
     // Changes whose save failed, planned again with the next cycle's.
     let mut unsaved: Vec<(Slo, Event)> = Vec::new();
-    let mut unsaved_meta: Option<(bool, Millis)> = None;
+    let mut unsaved_meta: Vec<MetaChange> = Vec::new();
+    // The last full Alertmanager alert of each firing alert, for the re-sends.
+    let mut am_payloads: HashMap<(String, InstanceLabels, TierKind), serde_json::Value> =
+        HashMap::new();
     let mut next_tick = aligned_after(clock.now(), loaded.config.evaluation_interval);
     loop {
         let wait = clock.until(next_tick);
@@ -366,6 +420,12 @@ pub async fn run(
                 let outcome = match tokio::task::spawn_blocking(move || load(&config_path)).await {
                     Ok(Ok(new)) => {
                         let ids: Vec<String> = new.slos.iter().map(|slo| slo.id.clone()).collect();
+                        unsaved.retain(|(slo, _)| ids.contains(&slo.id));
+                        for (slo, _) in &mut unsaved {
+                            if let Some(current) = new.slos.iter().find(|known| known.id == slo.id) {
+                                *slo = current.clone();
+                            }
+                        }
                         let removed: Vec<String> = loaded
                             .slos
                             .iter()
@@ -432,11 +492,23 @@ pub async fn run(
             &shared,
         );
         let saved = engine.export();
+        if loaded.config.notify.alertmanager.is_some() {
+            remember_alertmanager_payloads(
+                &mut am_payloads,
+                &with_slos,
+                &external_url(&loaded, &options),
+            );
+        }
         let mut planner = PlanInput::new(&loaded, &options, with_slos);
-        planner.meta = meta.or(unsaved_meta.take());
+        planner.meta = std::mem::take(&mut unsaved_meta);
+        planner.meta.extend(meta.map(|(firing, since)| MetaChange {
+            firing,
+            since,
+            at: now,
+        }));
         // Alertmanager's re-sends stop carrying a resolved alert before its resolution is
         // committed (its worker may send the resolution at once).
-        let mut active = alertmanager_active(&loaded, &options, &shared, &saved, now);
+        let mut active = alertmanager_active(&loaded, &options, &shared, &saved, &am_payloads);
         if loaded.config.notify.alertmanager.is_some()
             && staleness.firing
             && let Some(since) = staleness.failing_since
@@ -515,7 +587,7 @@ pub async fn run(
                 store
                     .lock()
                     .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-                    .prune_outbox(now)?;
+                    .prune_outbox(wall_clock())?;
                 anyhow::Ok(())
             })
             .await
@@ -523,14 +595,21 @@ pub async fn run(
                 tracing::error!("could not checkpoint incremental state: {error:#}");
             }
         }
+        clock.hold_at(now);
         next_tick = aligned_after(clock.now().max(now), loaded.config.evaluation_interval);
     }
     save_checkpoints(&store, &encode_checkpoints(&loaded, &states, clock.now()))?;
     let saved = engine.export();
-    store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-        .save_alerts(&saved)?;
+    // Changes whose save failed go with the last save (or the alert state stays as it was,
+    // and the next start makes them again).
+    let mut planner = PlanInput::new(&loaded, &options, unsaved);
+    planner.meta = unsaved_meta;
+    {
+        let mut store = store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        planner.save(&mut store, &saved, wall_clock())?;
+    }
     tracing::info!(alerts = saved.len(), "alert state saved; shutting down");
     delivery.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
@@ -621,9 +700,20 @@ struct PlanInput {
     slack: Option<SlackKind>,
     external_url: String,
     events: Vec<(Slo, Event)>,
-    /// The "evaluation stale" meta alert changed: (firing, stale since).
-    meta: Option<(bool, Millis)>,
+    /// Changes of the "evaluation stale" meta alert, oldest first.
+    meta: Vec<MetaChange>,
 }
+
+/// A change of the "evaluation stale" meta alert at evaluation time `at`.
+#[derive(Debug, Clone, Copy)]
+struct MetaChange {
+    firing: bool,
+    since: Millis,
+    at: Millis,
+}
+
+/// The `meta` key that holds since when evaluation is stale, while it is.
+const STALE_SINCE: &str = "stale_since";
 
 impl PlanInput {
     fn new(loaded: &Loaded, options: &Options, events: Vec<(Slo, Event)>) -> PlanInput {
@@ -642,7 +732,7 @@ impl PlanInput {
             slack,
             external_url: external_url(loaded, options),
             events,
-            meta: None,
+            meta: Vec::new(),
         }
     }
 
@@ -653,7 +743,7 @@ impl PlanInput {
         alerts: &[SavedAlert],
         now: Millis,
     ) -> Result<outbox::Planned, crate::store::StoreError> {
-        let silences = if self.events.is_empty() && self.meta.is_none() {
+        let silences = if self.events.is_empty() && self.meta.is_empty() {
             Vec::new()
         } else {
             store.silences(now)?
@@ -671,13 +761,57 @@ impl PlanInput {
             .collect();
         store.save_cycle(alerts, |tx| {
             let mut planned = outbox::plan(tx, &plan, &events, now)?;
-            if let Some((firing, since)) = self.meta {
-                let meta = outbox::plan_meta(tx, &plan, firing, since, now)?;
+            for change in &self.meta {
+                let meta =
+                    outbox::plan_meta(tx, &plan, change.firing, change.since, change.at, now)?;
                 planned.queued += meta.queued;
                 planned.silenced += meta.silenced;
+                let stored = if change.firing {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        rusqlite::params![STALE_SINCE, change.since.to_string()],
+                    )
+                } else {
+                    tx.execute(
+                        "DELETE FROM meta WHERE key = ?1",
+                        rusqlite::params![STALE_SINCE],
+                    )
+                };
+                stored.map_err(|error| {
+                    crate::store::StoreError::new(format!("save staleness: {error}"))
+                })?;
             }
             Ok(planned)
         })
+    }
+}
+
+/// Keeps the full Alertmanager alert (figures in its annotations) of every firing alert, as of
+/// its last firing or reminder, so re-sends do not strip the figures.
+fn remember_alertmanager_payloads(
+    payloads: &mut HashMap<(String, InstanceLabels, TierKind), serde_json::Value>,
+    events: &[(Slo, Event)],
+    external_url: &str,
+) {
+    for (slo, event) in events {
+        let key = (event.slo_id.clone(), event.labels.clone(), event.tier);
+        match event.change {
+            crate::alert::Change::Firing | crate::alert::Change::Reminder => {
+                let labels = crate::notify::render::alert_labels(slo, event.tier, &event.labels);
+                let message = crate::notify::render::render(slo, event);
+                let mut alert =
+                    outbox::alertmanager_alert(slo, event, &labels, &message, external_url, None);
+                if let Some(object) = alert.as_object_mut() {
+                    object.remove("endsAt");
+                }
+                payloads.insert(key, alert);
+            }
+            crate::alert::Change::Resolved => {
+                payloads.remove(&key);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -688,11 +822,13 @@ fn alertmanager_active(
     options: &Options,
     shared: &Shared,
     saved: &[SavedAlert],
-    now: Millis,
+    payloads: &HashMap<(String, InstanceLabels, TierKind), serde_json::Value>,
 ) -> Vec<serde_json::Value> {
     if loaded.config.notify.alertmanager.is_none() {
         return Vec::new();
     }
+    // Silences keep real time, also in a rehearsal.
+    let now = wall_clock();
     let mut silences = shared
         .config_silences
         .read()
@@ -717,6 +853,10 @@ fn alertmanager_active(
             });
             if silenced {
                 return None;
+            }
+            let key = (alert.slo_id.clone(), alert.labels.clone(), alert.tier);
+            if let Some(full) = payloads.get(&key) {
+                return Some(full.clone());
             }
             Some(outbox::alertmanager_resend(
                 slo,

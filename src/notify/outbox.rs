@@ -359,13 +359,15 @@ pub fn meta_alert(
     (message, alert)
 }
 
-/// Queues the "evaluation stale" meta alert's change: a Slack thread in the routed channel (as
-/// an SLO incident has), Alertmanager, webhooks.
+/// Queues the "evaluation stale" meta alert's change at evaluation time `at`: a Slack thread in
+/// the routed channel (as an SLO incident has; resolved wherever it was opened),
+/// Alertmanager, webhooks. `now` is the outbox's (real) time.
 pub fn plan_meta(
     tx: &Transaction,
     plan: &Plan,
     firing: bool,
     since: Millis,
+    at: Millis,
     now: Millis,
 ) -> Result<Planned, StoreError> {
     let labels = meta_labels();
@@ -374,13 +376,52 @@ pub fn plan_meta(
         planned.silenced += 1;
         return Ok(planned);
     }
-    let (message, alert) = meta_alert(firing, since, now, plan.external_url);
+    let (message, alert) = meta_alert(firing, since, at, plan.external_url);
+    if !firing && plan.slack == Some(SlackKind::WebApi) {
+        // Resolve every open stale thread, wherever routes sent it.
+        let open: Vec<(i64, String)> = {
+            let mut query = tx
+                .prepare_cached(
+                    "SELECT id, target FROM incidents
+                     WHERE sink = 'slack' AND slo_id = 'burnwatch' AND closed_at IS NULL",
+                )
+                .map_err(failed("prepare incidents"))?;
+            let rows = query
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(failed("read incidents"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(failed("read incident"))?
+        };
+        for (id, target) in open {
+            tx.execute(
+                "UPDATE incidents SET closed_at = ?1 WHERE id = ?2",
+                params![now, id],
+            )
+            .map_err(failed("close incident"))?;
+            let payload = serde_json::to_value(SlackPayload::new(&target, &message, false))
+                .unwrap_or_default();
+            for (index, kind) in ["update", "reply"].iter().enumerate() {
+                planned.queued += usize::from(enqueue(
+                    tx,
+                    now,
+                    Enqueue {
+                        sink: "slack",
+                        order_key: &format!("slack|{id}"),
+                        incident_id: Some(id),
+                        kind,
+                        payload: payload.clone(),
+                        natural_key: format!("slack|{id}|burnwatch|meta|resolved|{since}|{index}"),
+                    },
+                )?);
+            }
+        }
+    }
     let change = if firing { "firing" } else { "resolved" };
     let cause = format!("burnwatch|meta|{change}|{since}");
     let order_key_of = |sink: &str| format!("{sink}|burnwatch|meta");
     if let Some(channel) = route(plan.notify, &labels) {
         match plan.slack {
-            Some(SlackKind::WebApi) => {
+            Some(SlackKind::WebApi) if firing => {
                 let open: Option<i64> = tx
                     .query_row(
                         "SELECT id FROM incidents WHERE sink = 'slack' AND target = ?1
@@ -392,29 +433,21 @@ pub fn plan_meta(
                     .map_err(failed("read incident"))?;
                 let payload = serde_json::to_value(SlackPayload::new(channel, &message, false))
                     .unwrap_or_default();
-                let (incident, kinds): (Option<i64>, &[&str]) = match (open, firing) {
-                    (None, true) => {
+                let (incident, kinds): (i64, &[&str]) = match open {
+                    None => {
                         tx.execute(
                             "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
                              VALUES ('slack', ?1, 'burnwatch', '[]', ?2, '{}')",
                             params![channel, now],
                         )
                         .map_err(failed("open incident"))?;
-                        (Some(tx.last_insert_rowid()), &["post"])
+                        (tx.last_insert_rowid(), &["post"])
                     }
-                    (Some(id), false) => {
-                        tx.execute(
-                            "UPDATE incidents SET closed_at = ?1 WHERE id = ?2",
-                            params![now, id],
-                        )
-                        .map_err(failed("close incident"))?;
-                        (Some(id), &["update", "reply"])
-                    }
-                    // Stale again while the last episode's message is still open (a restart
-                    // forgot it): the same thread says so.
-                    (Some(id), true) => (Some(id), &["update", "reply"]),
-                    (None, false) => (None, &[]),
+                    // Stale again while an earlier episode's thread is still open: the same
+                    // thread says so.
+                    Some(id) => (id, &["update", "reply"]),
                 };
+                let incident = Some(incident);
                 if let Some(incident) = incident {
                     let order_key = format!("slack|{incident}");
                     for (index, kind) in kinds.iter().enumerate() {
@@ -448,7 +481,7 @@ pub fn plan_meta(
                     },
                 )?);
             }
-            None => {}
+            Some(SlackKind::WebApi) | None => {}
         }
     }
     for webhook in &plan.notify.webhooks {
@@ -1058,16 +1091,20 @@ impl Store {
         tx.commit().map_err(failed("commit"))
     }
 
-    /// When the open "evaluation stale" incident was opened, if one is open (a restart while
-    /// stale must still resolve it).
-    pub fn open_meta_incident(&self) -> Result<Option<Millis>, StoreError> {
-        self.connection()
-            .query_row(
-                "SELECT MIN(opened_at) FROM incidents WHERE slo_id = 'burnwatch' AND closed_at IS NULL",
-                [],
-                |row| row.get(0),
+    /// The SLOs with an open Slack incident.
+    pub fn open_incident_slos(&self) -> Result<Vec<String>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare(
+                "SELECT DISTINCT slo_id FROM incidents
+                 WHERE closed_at IS NULL AND slo_id != 'burnwatch' ORDER BY slo_id",
             )
-            .map_err(failed("read meta incident"))
+            .map_err(failed("prepare incidents"))?;
+        let rows = query
+            .query_map([], |row| row.get(0))
+            .map_err(failed("read incidents"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read incident"))
     }
 
     /// A channel id Slack gave for a channel name before, if any.
