@@ -321,6 +321,18 @@ pub async fn run(
         .lock()
         .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
         .database_id()?;
+    if let Some(rehearsal) = options.rehearse {
+        let store = store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        if !store.load_alerts()?.is_empty() || !store.load_checkpoints()?.is_empty() {
+            anyhow::bail!(
+                "{} holds alert state: a rehearsal starts from a new --state-dir",
+                options.state_dir.display()
+            );
+        }
+        tracing::info!(from = %format_time(rehearsal.from), speed = rehearsal.speed, "rehearsing the past");
+    }
     let mut engine = Engine::new();
     {
         let saved = store
@@ -378,18 +390,6 @@ pub async fn run(
 
     let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone());
     let mut health: Vec<(String, SloHealth)> = Vec::new();
-    if let Some(rehearsal) = options.rehearse {
-        let store = store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-        if !store.load_alerts()?.is_empty() || !store.load_checkpoints()?.is_empty() {
-            anyhow::bail!(
-                "{} holds alert state: a rehearsal starts from a new --state-dir",
-                options.state_dir.display()
-            );
-        }
-        tracing::info!(from = %format_time(rehearsal.from), speed = rehearsal.speed, "rehearsing the past");
-    }
     let mut clock = Clock::new(options.rehearse);
     let mut states = resume_incremental(&store, &loaded, clock.now())?;
     let mut last_checkpoint = clock.now();
@@ -1178,4 +1178,37 @@ fn wall_clock() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as Millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rehearsal_clock_runs_fast_pauses_for_overruns_and_stops_at_the_present() {
+        let from = 1_700_000_000_000;
+        let mut clock = Clock::new(Some(Rehearsal {
+            from,
+            speed: 1_000.0,
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+        let now = clock.now();
+        assert!(now >= from + 20_000, "{}", now - from);
+        // A cycle at `now` that ran over: the clock resumes from `now`.
+        std::thread::sleep(Duration::from_millis(20));
+        clock.hold_at(now);
+        assert!(clock.now() - now < 5_000, "{}", clock.now() - now);
+        // Waiting for a tick 30 s ahead takes 30 ms of real time at 1000x.
+        assert!(clock.until(now + 30_000) <= Duration::from_millis(31));
+        // A clock that would pass the present is the wall clock.
+        let late = Clock::new(Some(Rehearsal {
+            from: wall_clock() - 10,
+            speed: 10_000.0,
+        }));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(late.now() <= wall_clock());
+        assert!(late.until(wall_clock() + 1_000) >= Duration::from_millis(900));
+        // No rehearsal: the wall clock.
+        assert!((Clock::new(None).now() - wall_clock()).abs() < 1_000);
+    }
 }
