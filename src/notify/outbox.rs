@@ -1319,6 +1319,17 @@ mod tests {
             .collect()
     }
 
+    /// Plans one change of `tier` at `at`.
+    fn step(
+        store: &mut Store,
+        notify: &NotifyConfig,
+        tier: TierKind,
+        change: Change,
+        at: Millis,
+    ) -> Planned {
+        run(store, notify, &[event(tier, change, at)], at)
+    }
+
     fn run(store: &mut Store, notify: &NotifyConfig, events: &[Event], now: Millis) -> Planned {
         let slo = slo();
         let context = Plan {
@@ -1343,41 +1354,23 @@ mod tests {
             slack_channel: Some("#incidents".to_string()),
         }];
         let t = 1_700_000_000_000;
-        run(
+        step(&mut store, &notify, TierKind::Ticket, Change::Firing, t);
+        step(&mut store, &notify, TierKind::Page, Change::Firing, t + 1);
+        step(&mut store, &notify, TierKind::Page, Change::Reminder, t + 2);
+        step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 3);
+        step(
             &mut store,
             &notify,
-            &[event(TierKind::Ticket, Change::Firing, t)],
-            t,
-        );
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Page, Change::Firing, t + 1)],
-            t + 1,
-        );
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Page, Change::Reminder, t + 2)],
-            t + 2,
-        );
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Page, Change::Resolved, t + 3)],
-            t + 3,
-        );
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Ticket, Change::Resolved, t + 4)],
+            TierKind::Ticket,
+            Change::Resolved,
             t + 4,
         );
         // Resolved again (a replayed cycle) with no open incident: nothing.
-        run(
+        step(
             &mut store,
             &notify,
-            &[event(TierKind::Ticket, Change::Resolved, t + 5)],
+            TierKind::Ticket,
+            Change::Resolved,
             t + 5,
         );
         let rows: Vec<String> = queued(&store)
@@ -1414,12 +1407,7 @@ mod tests {
         assert_eq!(open, 0);
         // Firing again after the close opens a new incident with its own root.
         let before = queued(&store).len();
-        let again = run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Ticket, Change::Firing, t + 9)],
-            t + 9,
-        );
+        let again = step(&mut store, &notify, TierKind::Ticket, Change::Firing, t + 9);
         assert_eq!(again.queued, 1, "a new incident opens: {again:?}");
         assert_eq!(queued(&store)[before].0, "slack:post");
     }
@@ -1430,12 +1418,7 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let t = 1_700_000_000_000;
         let mut notify = NotifyConfig::default();
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Page, Change::Firing, t)],
-            t,
-        );
+        step(&mut store, &notify, TierKind::Page, Change::Firing, t);
         // A reload sends pages elsewhere and silences everything.
         notify.routes = vec![crate::config::notify::Route {
             matchers: Vec::new(),
@@ -1449,12 +1432,7 @@ mod tests {
             comment: String::new(),
             created_by: String::new(),
         }];
-        let planned = run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Page, Change::Resolved, t + 1)],
-            t + 1,
-        );
+        let planned = step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 1);
         assert_eq!(
             planned,
             Planned {
@@ -1482,24 +1460,9 @@ mod tests {
         let t = 1_700_000_000_000;
         let notify = NotifyConfig::default();
         // Incident A: post, then update + reply; incident B (a ticket, other channel): post.
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Page, Change::Firing, t)],
-            t,
-        );
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Page, Change::Resolved, t + 1)],
-            t + 1,
-        );
-        run(
-            &mut store,
-            &notify,
-            &[event(TierKind::Ticket, Change::Firing, t + 2)],
-            t + 2,
-        );
+        step(&mut store, &notify, TierKind::Page, Change::Firing, t);
+        step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 1);
+        step(&mut store, &notify, TierKind::Ticket, Change::Firing, t + 2);
         let ids = |rows: Vec<Row>| {
             rows.iter()
                 .map(|row| (row.id, row.kind.clone()))
@@ -1593,10 +1556,11 @@ mod tests {
             }
         );
         // After the silence ends, the ticket's next reminder opens its thread in #slo-alerts.
-        run(
+        step(
             &mut store,
             &notify,
-            &[event(TierKind::Ticket, Change::Reminder, t + 20)],
+            TierKind::Ticket,
+            Change::Reminder,
             t + 20,
         );
         let rows = queued(&store);
