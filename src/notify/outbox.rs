@@ -298,6 +298,30 @@ pub fn plan(
     Ok(planned)
 }
 
+/// The open Slack incidents of `slo_id` (of one instance, when `labels` is given), oldest
+/// first: (id, target channel, firing tiers as JSON).
+fn open_incidents(
+    tx: &Transaction,
+    slo_id: &str,
+    labels: Option<&str>,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
+    let mut query = tx
+        .prepare_cached(
+            "SELECT id, target, tiers FROM incidents
+             WHERE sink = 'slack' AND slo_id = ?1 AND (?2 IS NULL OR labels = ?2)
+               AND closed_at IS NULL
+             ORDER BY id",
+        )
+        .map_err(failed("prepare incidents"))?;
+    let rows = query
+        .query_map(params![slo_id, labels], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .map_err(failed("read incidents"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(failed("read incident"))
+}
+
 /// The labels of the "evaluation stale" meta alert.
 pub fn meta_labels() -> Vec<(String, String)> {
     [
@@ -338,15 +362,7 @@ pub fn meta_alert(
             ),
         )
     };
-    let message = Message {
-        mrkdwn: format!(
-            "{emoji} *{}*\n{}",
-            render::escape(&title),
-            render::escape(&body)
-        ),
-        plain: format!("{title}\n{body}"),
-        title: title.clone(),
-    };
+    let message = Message::notice(emoji, title.clone(), &body);
     let mut alert = json!({
         "labels": meta_labels().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "annotations": {"summary": title, "description": body},
@@ -379,20 +395,8 @@ pub fn plan_meta(
     let (message, alert) = meta_alert(firing, since, at, plan.external_url);
     if !firing && plan.slack == Some(SlackKind::WebApi) {
         // Resolve every open stale thread, wherever routes sent it.
-        let open: Vec<(i64, String)> = {
-            let mut query = tx
-                .prepare_cached(
-                    "SELECT id, target FROM incidents
-                     WHERE sink = 'slack' AND slo_id = 'burnwatch' AND closed_at IS NULL",
-                )
-                .map_err(failed("prepare incidents"))?;
-            let rows = query
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-                .map_err(failed("read incidents"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(failed("read incident"))?
-        };
-        for (id, target) in open {
+        let open = open_incidents(tx, "burnwatch", None)?;
+        for (id, target, _) in open {
             tx.execute(
                 "UPDATE incidents SET closed_at = ?1 WHERE id = ?2",
                 params![now, id],
@@ -536,34 +540,14 @@ pub fn plan_removed(
 ) -> Result<usize, StoreError> {
     let mut queued = 0;
     for slo_id in slo_ids {
-        let open: Vec<(i64, String)> = {
-            let mut query = tx
-                .prepare_cached(
-                    "SELECT id, target FROM incidents
-                     WHERE sink = 'slack' AND slo_id = ?1 AND closed_at IS NULL",
-                )
-                .map_err(failed("prepare incidents"))?;
-            let rows = query
-                .query_map(params![slo_id], |row| Ok((row.get(0)?, row.get(1)?)))
-                .map_err(failed("read incidents"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(failed("read incident"))?
-        };
-        for (id, target) in open {
+        let open = open_incidents(tx, slo_id, None)?;
+        for (id, target, _) in open {
             let title = format!("ENDED: {slo_id} is no longer evaluated");
             let body = format!(
                 "The SLO was removed from burnwatch's configuration at {}; this incident is closed without a verdict.",
                 format_time(now)
             );
-            let message = Message {
-                mrkdwn: format!(
-                    ":heavy_minus_sign: *{}*\n{}",
-                    render::escape(&title),
-                    render::escape(&body)
-                ),
-                plain: format!("{title}\n{body}"),
-                title,
-            };
+            let message = Message::notice(":heavy_minus_sign:", title, &body);
             let payload = serde_json::to_value(SlackPayload::new(&target, &message, false))
                 .unwrap_or_default();
             tx.execute(
@@ -604,22 +588,7 @@ fn plan_slack_thread(
     cause: &str,
     now: Millis,
 ) -> Result<usize, StoreError> {
-    let open: Vec<(i64, String, String)> = {
-        let mut query = tx
-            .prepare_cached(
-                "SELECT id, target, tiers FROM incidents
-                 WHERE sink = 'slack' AND slo_id = ?1 AND labels = ?2 AND closed_at IS NULL
-                 ORDER BY id",
-            )
-            .map_err(failed("prepare incidents"))?;
-        let rows = query
-            .query_map(params![slo.id, instance], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .map_err(failed("read incidents"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(failed("read incident"))?
-    };
+    let open = open_incidents(tx, &slo.id, Some(instance))?;
     let tier = event.tier.as_str();
     if event.change == Change::Resolved {
         let mut queued = 0;

@@ -28,6 +28,17 @@ pub struct Message {
     pub plain: String,
 }
 
+impl Message {
+    /// A message of burnwatch's own (not an SLO's): a headline and one paragraph.
+    pub fn notice(emoji: &str, title: String, body: &str) -> Message {
+        Message {
+            mrkdwn: format!("{emoji} *{}*\n{}", escape(&title), escape(body)),
+            plain: format!("{title}\n{body}"),
+            title,
+        }
+    }
+}
+
 /// Slack's limit on a section block's text; longer (hostile) texts are cut.
 const SECTION_LIMIT: usize = 3_000;
 
