@@ -298,6 +298,39 @@ pub fn plan(
     Ok(planned)
 }
 
+/// Closes a Slack incident: its root turns to `payload` and the same goes in its thread.
+/// `cause` tells this closing from any other in the rows' natural keys.
+fn close_incident(
+    tx: &Transaction,
+    id: i64,
+    payload: &SlackPayload,
+    cause: &str,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    tx.execute(
+        "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
+        params![now, id],
+    )
+    .map_err(failed("close incident"))?;
+    let payload = serde_json::to_value(payload).unwrap_or_default();
+    let mut queued = 0;
+    for (index, kind) in ["update", "reply"].iter().enumerate() {
+        queued += usize::from(enqueue(
+            tx,
+            now,
+            Enqueue {
+                sink: "slack",
+                order_key: &format!("slack|{id}"),
+                incident_id: Some(id),
+                kind,
+                payload: payload.clone(),
+                natural_key: format!("slack|{id}|{cause}|{index}"),
+            },
+        )?);
+    }
+    Ok(queued)
+}
+
 /// The open Slack incidents of `slo_id` (of one instance, when `labels` is given), oldest
 /// first: (id, target channel, firing tiers as JSON).
 fn open_incidents(
@@ -397,27 +430,13 @@ pub fn plan_meta(
         // Resolve every open stale thread, wherever routes sent it.
         let open = open_incidents(tx, "burnwatch", None)?;
         for (id, target, _) in open {
-            tx.execute(
-                "UPDATE incidents SET closed_at = ?1 WHERE id = ?2",
-                params![now, id],
-            )
-            .map_err(failed("close incident"))?;
-            let payload = serde_json::to_value(SlackPayload::new(&target, &message, false))
-                .unwrap_or_default();
-            for (index, kind) in ["update", "reply"].iter().enumerate() {
-                planned.queued += usize::from(enqueue(
-                    tx,
-                    now,
-                    Enqueue {
-                        sink: "slack",
-                        order_key: &format!("slack|{id}"),
-                        incident_id: Some(id),
-                        kind,
-                        payload: payload.clone(),
-                        natural_key: format!("slack|{id}|burnwatch|meta|resolved|{since}|{index}"),
-                    },
-                )?);
-            }
+            planned.queued += close_incident(
+                tx,
+                id,
+                &SlackPayload::new(&target, &message, false),
+                &format!("burnwatch|meta|resolved|{since}"),
+                now,
+            )?;
         }
     }
     let change = if firing { "firing" } else { "resolved" };
@@ -548,27 +567,13 @@ pub fn plan_removed(
                 format_time(now)
             );
             let message = Message::notice(":heavy_minus_sign:", title, &body);
-            let payload = serde_json::to_value(SlackPayload::new(&target, &message, false))
-                .unwrap_or_default();
-            tx.execute(
-                "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
-                params![now, id],
-            )
-            .map_err(failed("close incident"))?;
-            for (index, kind) in ["update", "reply"].iter().enumerate() {
-                queued += usize::from(enqueue(
-                    tx,
-                    now,
-                    Enqueue {
-                        sink: "slack",
-                        order_key: &format!("slack|{id}"),
-                        incident_id: Some(id),
-                        kind,
-                        payload: payload.clone(),
-                        natural_key: format!("slack|{id}|removed|{now}|{index}"),
-                    },
-                )?);
-            }
+            queued += close_incident(
+                tx,
+                id,
+                &SlackPayload::new(&target, &message, false),
+                &format!("removed|{now}"),
+                now,
+            )?;
         }
     }
     Ok(queued)

@@ -27,29 +27,17 @@ const CRITICAL: &str = "CRITICAL: Fast error budget burn on order-service";
 const RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
 const STILL_FIRING: &str = "STILL FIRING: Fast error budget burn on order-service";
 
+/// The serve tests' spec (see serve.rs) with a dashboard link and `repeat_interval`.
 fn spec(repeat_interval: &str) -> String {
-    format!(
-        r#"version: burnwatch/v1
-service: order-service
-slos:
-  - name: requests-availability
-    objective: 99.9
-    period: 1h
-    sli:
-      ratio:
-        errors: http_requests_total{{job="{SCRAPE_JOB}",code=~"5.."}}
-        total: http_requests_total{{job="{SCRAPE_JOB}"}}
-    group_by: [route]
-    runbook: https://runbooks.example.com/order-service/availability
-    dashboard: https://grafana.example.com/d/orders
-    alerting:
-      resolve_timeout: 3s
-      repeat_interval: {repeat_interval}
-      page:
-        windows: [{{long: 20s, short: 5s, factor: 10}}]
-      ticket: {{disable: true}}
-"#
-    )
+    crate::serve::spec("Requests that do not fail.", "99.9")
+        .replace(
+            "    alerting:\n",
+            "    dashboard: https://grafana.example.com/d/orders\n    alerting:\n",
+        )
+        .replace(
+            "      resolve_timeout: 3s\n",
+            &format!("      resolve_timeout: 3s\n      repeat_interval: {repeat_interval}\n"),
+        )
 }
 
 /// A live setup whose config sends to `notify` (YAML lines under `notify:`), with the bot token
