@@ -45,7 +45,7 @@ fn event(slo: &Slo, route: usize, change: Change, at: i64) -> Event {
         budget_remaining: 0.381,
         time_to_exhaustion: None,
         firing_since: Some(at),
-        budget_at_firing: Some(0.4),
+        budget_spent: Some(0.02),
     }
 }
 

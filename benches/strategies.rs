@@ -65,7 +65,7 @@ fn main() {
     let interval = Duration::from_secs(30);
     let first = (END - 3_600) * 1000;
     let warm = runtime
-        .block_on(incremental.fetch(&client, &slo, first, interval))
+        .block_on(incremental.fetch(&client, &slo, first, interval, &[]))
         .expect("warm start");
     let cycles = 20;
     let (mut query_samples, mut incremental_samples) = (0, 0);
@@ -74,12 +74,12 @@ fn main() {
         let now = first + cycle * 30_000;
         let started = Instant::now();
         let by_query = runtime
-            .block_on(fetch_by_query(&client, &slo, now))
+            .block_on(fetch_by_query(&client, &slo, now, &[]))
             .expect("query");
         query_time += started.elapsed();
         let started = Instant::now();
         let by_increment = runtime
-            .block_on(incremental.fetch(&client, &slo, now, interval))
+            .block_on(incremental.fetch(&client, &slo, now, interval, &[]))
             .expect("incremental");
         incremental_time += started.elapsed();
         query_samples += by_query.samples_touched;

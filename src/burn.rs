@@ -150,6 +150,30 @@ pub fn budget_remaining(period: Option<WindowValue>, objective: Objective) -> f6
     })
 }
 
+/// Share of the period's error budget consumed by the events of `since` (a window ending now):
+/// its bad events ÷ the bad events the period allows ((1 − objective) × the period's events).
+/// Where the SLI has no event counts (a raw error ratio), the ratio over `since` times its share
+/// of the period. Unlike a difference of budgets remaining, this does not shrink as old errors
+/// slide out of the period window.
+pub fn budget_spent(
+    since: WindowValue,
+    since_length: Duration,
+    period: Option<WindowValue>,
+    period_length: Duration,
+    objective: Objective,
+) -> Option<f64> {
+    let budget = objective.error_budget();
+    let by_events = period
+        .map(|period| since.bad / (budget * period.total))
+        .filter(|share| share.is_finite());
+    let by_ratio = || {
+        let share =
+            since.error_ratio / budget * since_length.as_secs_f64() / period_length.as_secs_f64();
+        share.is_finite().then_some(share)
+    };
+    by_events.or_else(by_ratio).map(|share| share.max(0.0))
+}
+
 /// Time until the remaining budget is spent at `burn_rate`, or `None` if it never is (or is
 /// already spent).
 pub fn time_to_exhaustion(

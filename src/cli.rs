@@ -400,16 +400,41 @@ fn check(paths: &[PathBuf]) -> Result<i32> {
             }
         }
     }
-    for (index, slo) in all_slos.iter().enumerate() {
-        if let Some(first) = all_slos[..index].iter().find(|other| other.id == slo.id) {
-            failed = true;
+    // The spec files given are one set, as `serve` loads its rules: SLO ids must be unique
+    // across them. A verdict of its own, so stdout never says only SUCCESS when this fails.
+    let duplicates = duplicate_ids(&all_slos);
+    if !duplicates.is_empty() {
+        failed = true;
+        writeln!(stdout, "Checking SLO ids across the files")?;
+        writeln!(
+            stdout,
+            "  FAILED: {} SLO id(s) defined twice",
+            duplicates.len()
+        )?;
+        for (first, again) in duplicates {
+            writeln!(
+                stdout,
+                "  - {:?}: {} and {}",
+                again.id, first.origin, again.origin
+            )?;
             eprintln!(
                 "{}: SLO id {:?} is already defined at {}",
-                slo.origin, slo.id, first.origin
+                again.origin, again.id, first.origin
             );
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// Each SLO whose id an earlier one already has, with that earlier one.
+fn duplicate_ids(slos: &[Slo]) -> Vec<(&Slo, &Slo)> {
+    slos.iter()
+        .enumerate()
+        .filter_map(|(index, slo)| {
+            let first = slos[..index].iter().find(|other| other.id == slo.id)?;
+            Some((first, slo))
+        })
+        .collect()
 }
 
 fn describe(out: &mut impl Write, slos: &[Slo]) -> io::Result<()> {

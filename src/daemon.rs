@@ -321,18 +321,15 @@ pub async fn run(
         .lock()
         .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
         .database_id()?;
-    if let Some(rehearsal) = options.rehearse {
-        let store = store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-        if !store.load_alerts()?.is_empty() || !store.load_checkpoints()?.is_empty() {
-            anyhow::bail!(
-                "{} holds alert state: a rehearsal starts from a new --state-dir",
-                options.state_dir.display()
-            );
+    let rehearsal = match options.rehearse {
+        Some(rehearsal) => {
+            let mut store = store
+                .lock()
+                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+            Some(start_rehearsal(&mut store, rehearsal, &options.state_dir)?)
         }
-        tracing::info!(from = %format_time(rehearsal.from), speed = rehearsal.speed, "rehearsing the past");
-    }
+        None => None,
+    };
     let mut engine = Engine::new();
     {
         let saved = store
@@ -390,7 +387,7 @@ pub async fn run(
 
     let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone());
     let mut health: Vec<(String, SloHealth)> = Vec::new();
-    let mut clock = Clock::new(options.rehearse);
+    let mut clock = Clock::new(rehearsal);
     let mut states = resume_incremental(&store, &loaded, clock.now())?;
     let mut last_checkpoint = clock.now();
     let mut staleness = Staleness::default();
@@ -500,6 +497,7 @@ pub async fn run(
             );
         }
         let mut planner = PlanInput::new(&loaded, &options, with_slos);
+        planner.rehearsal_reached = rehearsal.map(|_| now);
         planner.meta = std::mem::take(&mut unsaved_meta);
         planner.meta.extend(meta.map(|(firing, since)| MetaChange {
             firing,
@@ -702,6 +700,9 @@ struct PlanInput {
     events: Vec<(Slo, Event)>,
     /// Changes of the "evaluation stale" meta alert, oldest first.
     meta: Vec<MetaChange>,
+    /// In a rehearsal, the evaluation time saved with this cycle's state: a restart resumes
+    /// after it.
+    rehearsal_reached: Option<Millis>,
 }
 
 /// A change of the "evaluation stale" meta alert at evaluation time `at`.
@@ -714,6 +715,48 @@ struct MetaChange {
 
 /// The `meta` key that holds since when evaluation is stale, while it is.
 const STALE_SINCE: &str = "stale_since";
+/// The `meta` keys of a rehearsal's state dir: the `--rehearse-from` it was started with, and
+/// the last evaluation time saved.
+const REHEARSAL_FROM: &str = "rehearsal_from";
+const REHEARSAL_REACHED: &str = "rehearsal_reached";
+
+/// Checks the state dir for a rehearsal and says where its clock starts. A new state dir is
+/// marked as this rehearsal's; a dir this rehearsal (the same `--rehearse-from`) left behind,
+/// after a crash or a stop, resumes after its last saved evaluation, Slack threads and all.
+/// Anything else is refused: a live daemon's state, or another rehearsal's.
+fn start_rehearsal(store: &mut Store, rehearsal: Rehearsal, state_dir: &Path) -> Result<Rehearsal> {
+    let dir = state_dir.display();
+    match store.meta(REHEARSAL_FROM)? {
+        Some(from) if from == rehearsal.from.to_string() => {
+            let reached = store
+                .meta(REHEARSAL_REACHED)?
+                .and_then(|at| at.parse::<Millis>().ok())
+                .unwrap_or(rehearsal.from);
+            tracing::info!(from = %format_time(rehearsal.from), resumed_at = %format_time(reached), speed = rehearsal.speed, "resuming the rehearsal");
+            Ok(Rehearsal {
+                from: reached.max(rehearsal.from),
+                speed: rehearsal.speed,
+            })
+        }
+        Some(from) => {
+            let from = from.parse::<Millis>().map_or(from.clone(), format_time);
+            anyhow::bail!(
+                "{dir} holds a rehearsal from {from}: resume it with --rehearse-from {from}, or rehearse {} in a new --state-dir",
+                format_time(rehearsal.from)
+            )
+        }
+        None => {
+            if !store.load_alerts()?.is_empty() || !store.load_checkpoints()?.is_empty() {
+                anyhow::bail!(
+                    "{dir} holds the alert state of a live burnwatch: a rehearsal starts from a new --state-dir"
+                );
+            }
+            store.set_meta(REHEARSAL_FROM, &rehearsal.from.to_string())?;
+            tracing::info!(from = %format_time(rehearsal.from), speed = rehearsal.speed, "rehearsing the past");
+            Ok(rehearsal)
+        }
+    }
+}
 
 impl PlanInput {
     fn new(loaded: &Loaded, options: &Options, events: Vec<(Slo, Event)>) -> PlanInput {
@@ -733,6 +776,7 @@ impl PlanInput {
             external_url: external_url(loaded, options),
             events,
             meta: Vec::new(),
+            rehearsal_reached: None,
         }
     }
 
@@ -780,6 +824,16 @@ impl PlanInput {
                 };
                 stored.map_err(|error| {
                     crate::store::StoreError::new(format!("save staleness: {error}"))
+                })?;
+            }
+            if let Some(reached) = self.rehearsal_reached {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    rusqlite::params![REHEARSAL_REACHED, reached.to_string()],
+                )
+                .map_err(|error| {
+                    crate::store::StoreError::new(format!("save rehearsal time: {error}"))
                 })?;
             }
             Ok(planned)
@@ -956,8 +1010,13 @@ async fn cycle(
 ) -> Vec<Event> {
     let mut tasks = tokio::task::JoinSet::new();
     let interval = loaded.config.evaluation_interval;
+    let firing_windows = engine.firing_windows(now);
     for (index, slo) in loaded.slos.iter().enumerate() {
         let client = loaded.client.clone();
+        let extra = firing_windows
+            .get(slo.id.as_str())
+            .cloned()
+            .unwrap_or_default();
         let slo = slo.clone();
         let incremental = if incremental_for(loaded.config.strategy, &slo) {
             let template = slo.sli.error_ratio_template();
@@ -977,9 +1036,11 @@ async fn cycle(
                     } else {
                         interval.max(Duration::from_secs(120))
                     };
-                    let fetched =
-                        tokio::time::timeout(timeout, state.fetch(&client, &slo, now, interval))
-                            .await;
+                    let fetched = tokio::time::timeout(
+                        timeout,
+                        state.fetch(&client, &slo, now, interval, &extra),
+                    )
+                    .await;
                     (
                         index,
                         Some(state),
@@ -987,9 +1048,11 @@ async fn cycle(
                     )
                 }
                 None => {
-                    let fetched =
-                        tokio::time::timeout(interval, live::fetch_by_query(&client, &slo, now))
-                            .await;
+                    let fetched = tokio::time::timeout(
+                        interval,
+                        live::fetch_by_query(&client, &slo, now, &extra),
+                    )
+                    .await;
                     (index, None, fetched.unwrap_or(Err(ApiError::Timeout)))
                 }
             }

@@ -32,9 +32,10 @@ pub struct Event {
     pub time_to_exhaustion: Option<Duration>,
     /// When the incident started firing, for firing, reminder and resolved.
     pub firing_since: Option<Millis>,
-    /// Share of the period's error budget left when the incident fired (so a message can say
-    /// how much this incident cost), for reminder and resolved.
-    pub budget_at_firing: Option<f64>,
+    /// Share of the period's error budget this incident has consumed since it fired (its bad
+    /// events ÷ the bad events the period allows), for reminder and resolved; `None` where the
+    /// source cannot measure the window since firing.
+    pub budget_spent: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,8 +43,6 @@ struct Entry {
     alert: Alert,
     /// The pair that tripped when the incident fired, to report on resolve.
     tripped: Option<WindowPair>,
-    /// Budget remaining when the incident fired.
-    budget_at_firing: Option<f64>,
 }
 
 /// Alert state of one SLO instance: one entry per tier kind (page, ticket).
@@ -73,8 +72,14 @@ pub struct SavedAlert {
     pub tier: TierKind,
     pub alert: Alert,
     pub tripped: Option<WindowPair>,
-    #[serde(default)]
-    pub budget_at_firing: Option<f64>,
+}
+
+/// The window from an incident's firing time to `now`, in whole seconds (what PromQL's range
+/// selectors take), or `None` before a second has passed. Sources are asked for these windows
+/// ([`Engine::firing_windows`]) so the engine can measure what an incident has cost.
+pub fn since_window(now: Millis, since: Millis) -> Option<Duration> {
+    let seconds = (now - since).div_euclid(1000);
+    (0 < seconds).then(|| Duration::from_secs(seconds as u64))
 }
 
 fn slot(kind: TierKind) -> usize {
@@ -133,13 +138,7 @@ impl Engine {
             if kind == TierKind::Page {
                 page_firing = entry.alert.is_firing();
             }
-            let Some(change) = change else {
-                if !entry.alert.is_firing() {
-                    // Resolved without a word (never announced): forget its budget too.
-                    entry.budget_at_firing = None;
-                }
-                continue;
-            };
+            let Some(change) = change else { continue };
             let pair_reading = match (change, entry.tripped) {
                 (Change::Resolved, Some(pair)) => {
                     *reading.pair(pair).unwrap_or(reading.leading_pair())
@@ -152,26 +151,21 @@ impl Engine {
         if changes.is_empty() {
             return Vec::new();
         }
-        let budget_remaining = burn::budget_remaining(measure(slo.period), slo.objective);
-        let mut budgets = [None; 2];
-        for (kind, change, _, _) in &changes {
-            let entry = &mut instance.tiers[slot(*kind)];
-            match change {
-                Change::Firing if entry.budget_at_firing.is_none() => {
-                    entry.budget_at_firing = Some(budget_remaining)
-                }
-                Change::Resolved => {
-                    entry.tripped = None;
-                    budgets[slot(*kind)] = entry.budget_at_firing.take();
-                    continue;
-                }
-                _ => {}
+        let period = measure(slo.period);
+        let budget_remaining = burn::budget_remaining(period, slo.objective);
+        let mut spent = |change: Change, firing_since: Option<Millis>| {
+            if !matches!(change, Change::Reminder | Change::Resolved) {
+                return None;
             }
-            budgets[slot(*kind)] = entry.budget_at_firing;
-        }
-        changes
-            .into_iter()
-            .map(|(tier, change, reading, firing_since)| Event {
+            let window = since_window(now, firing_since?)?;
+            burn::budget_spent(measure(window)?, window, period, slo.period, slo.objective)
+        };
+        let mut events = Vec::with_capacity(changes.len());
+        for (tier, change, reading, firing_since) in changes {
+            if change == Change::Resolved {
+                instance.tiers[slot(tier)].tripped = None;
+            }
+            events.push(Event {
                 at: now,
                 slo_id: instance.slo_id.clone(),
                 labels: instance.labels.clone(),
@@ -188,12 +182,32 @@ impl Engine {
                     Change::Firing | Change::Reminder | Change::Resolved => firing_since,
                     Change::Pending | Change::InsufficientData => None,
                 },
-                budget_at_firing: match change {
-                    Change::Firing | Change::Reminder | Change::Resolved => budgets[slot(tier)],
-                    Change::Pending | Change::InsufficientData => None,
-                },
-            })
-            .collect()
+                budget_spent: spent(change, firing_since),
+            });
+        }
+        events
+    }
+
+    /// Per SLO id, the windows since firing of its firing alerts at `now` (see
+    /// [`since_window`]): what a source must measure besides the tiers' windows and the
+    /// period so that reminders and resolutions can say what the incident cost.
+    pub fn firing_windows(&self, now: Millis) -> HashMap<&str, Vec<Duration>> {
+        let mut windows: HashMap<&str, Vec<Duration>> = HashMap::new();
+        for instance in &self.instances {
+            for entry in &instance.tiers {
+                if let Some(window) = entry
+                    .alert
+                    .firing_since()
+                    .and_then(|since| since_window(now, since))
+                {
+                    let known = windows.entry(instance.slo_id.as_str()).or_default();
+                    if !known.contains(&window) {
+                        known.push(window);
+                    }
+                }
+            }
+        }
+        windows
     }
 
     /// Every alert that is not simply inactive, in registration order.
@@ -209,7 +223,6 @@ impl Engine {
                         tier: kind,
                         alert: entry.alert,
                         tripped: entry.tripped,
-                        budget_at_firing: entry.budget_at_firing,
                     });
                 }
             }
@@ -237,7 +250,6 @@ impl Engine {
             self.instances[id.0].tiers[slot(alert.tier)] = Entry {
                 alert: alert.alert,
                 tripped: alert.tripped,
-                budget_at_firing: alert.budget_at_firing,
             };
         }
     }

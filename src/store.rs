@@ -204,10 +204,12 @@ impl Store {
             let parsed = (|| {
                 let labels = serde_json::from_str(&labels).ok()?;
                 let tier = serde_json::from_value(serde_json::Value::String(tier)).ok()?;
-                // Schema 2 saved (alert, tripped); later versions add the budget at firing.
-                let (alert, tripped, budget_at_firing) = serde_json::from_str(&state)
+                // (alert, tripped); schema-3 databases of earlier releases add the budget left
+                // at firing, which is no longer used.
+                let (alert, tripped) = serde_json::from_str(&state)
                     .or_else(|_| {
-                        serde_json::from_str(&state).map(|(alert, tripped)| (alert, tripped, None))
+                        serde_json::from_str::<(_, _, Option<f64>)>(&state)
+                            .map(|(alert, tripped, _)| (alert, tripped))
                     })
                     .ok()?;
                 Some(SavedAlert {
@@ -216,7 +218,6 @@ impl Store {
                     tier,
                     alert,
                     tripped,
-                    budget_at_firing,
                 })
             })();
             match parsed {
@@ -298,7 +299,7 @@ fn write_alerts(
     for alert in alerts {
         let labels =
             serde_json::to_string(&alert.labels).map_err(|error| StoreError(error.to_string()))?;
-        let state = serde_json::to_string(&(alert.alert, alert.tripped, alert.budget_at_firing))
+        let state = serde_json::to_string(&(alert.alert, alert.tripped))
             .map_err(|error| StoreError(error.to_string()))?;
         insert
             .execute(params![alert.slo_id, labels, alert.tier.as_str(), state])
@@ -333,7 +334,6 @@ mod tests {
             tripped: Some(
                 WindowPair::new(Duration::from_secs(3600), Duration::from_secs(300), 14.4).unwrap(),
             ),
-            budget_at_firing: Some(0.75),
         }];
         {
             let mut store = Store::open(dir.path()).unwrap();

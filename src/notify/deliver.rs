@@ -232,14 +232,17 @@ async fn deliver(
 ) {
     let key = row.key(&context.database_id);
     let outcome = attempt(context, sinks, row, &key).await;
+    // Every attempt counts against the channel's pace, whatever its outcome: a request that
+    // failed (a dropped connection, a 5xx) may still have posted, and the rows behind it must
+    // not rush out.
+    if let Some(channel) = channel {
+        pacer.sent(channel);
+    }
     let now = wall_clock();
     let sink = sink_label(row);
     let id = row.id;
     match outcome {
         Ok(result) => {
-            if let Some(channel) = channel {
-                pacer.sent(channel);
-            }
             context
                 .metrics
                 .delivered

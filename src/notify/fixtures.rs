@@ -48,6 +48,6 @@ pub fn event(
         budget_remaining: 0.381,
         time_to_exhaustion: Some(Duration::from_secs(67_920)),
         firing_since: Some(firing_since),
-        budget_at_firing: Some(0.412),
+        budget_spent: Some(0.031),
     }
 }

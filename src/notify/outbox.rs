@@ -801,7 +801,7 @@ pub fn webhook_document(
         "error_ratio": reading.long.map(|value| finite(value.error_ratio)),
         "events": reading.long.map(|value| json!({"bad": finite(value.bad), "total": finite(value.total)})),
         "budget_remaining": finite(event.budget_remaining),
-        "budget_at_firing": event.budget_at_firing.and_then(finite),
+        "budget_spent_since_firing": event.budget_spent.and_then(finite),
         "time_to_exhaustion_seconds": event.time_to_exhaustion.map(|d| d.as_secs()),
         "runbook_url": slo.runbook,
         "dashboard_url": slo.dashboard,
@@ -842,6 +842,12 @@ pub fn alertmanager_alert(
         "burn_rate".to_string(),
         json!(render_rate(event.reading.burn_long)),
     );
+    if let Some(spent) = event.budget_spent.filter(|spent| spent.is_finite()) {
+        annotations.insert(
+            "budget_spent_since_firing".to_string(),
+            json!(crate::replay::format_percent(spent)),
+        );
+    }
     let starts_at = event.firing_since.unwrap_or(event.at);
     let ends_at = match event.change {
         Change::Resolved => Some(event.at),

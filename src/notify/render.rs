@@ -291,15 +291,11 @@ pub fn render(slo: &Slo, event: &Event) -> Message {
 /// window when it fires (the burn that tripped it, at that window's average traffic).
 fn budget_spent(slo: &Slo, event: &Event) -> Option<String> {
     let period = format_duration(slo.period);
-    match (event.change, event.budget_at_firing) {
-        (Change::Reminder | Change::Resolved, Some(at_firing))
-            if at_firing.is_finite() && event.budget_remaining.is_finite() =>
-        {
-            Some(format!(
-                "{} of the {period} budget since it fired",
-                format_percent((at_firing - event.budget_remaining).max(0.0))
-            ))
-        }
+    match (event.change, event.budget_spent) {
+        (Change::Reminder | Change::Resolved, Some(spent)) if spent.is_finite() => Some(format!(
+            "{} of the {period} budget since it fired",
+            format_percent(spent)
+        )),
         (Change::Firing, _) if event.reading.burn_long.is_finite() => {
             let window = event.reading.pair.long;
             let share = event.reading.burn_long * window.as_secs_f64() / slo.period.as_secs_f64();

@@ -31,7 +31,7 @@ use crate::burn::WindowValue;
 use crate::engine::InstanceLabels;
 use crate::query::{CounterQuery, LocalSli};
 use crate::slo::{Millis, Slo, millis};
-use crate::source::live::{Snapshot, windows_with_period};
+use crate::source::live::{Snapshot, windows_and};
 use crate::source::prometheus::{Answer, ApiError, Client, RangeSeries};
 use crate::window::extrapolate;
 
@@ -347,13 +347,15 @@ impl Incremental {
         }
     }
 
-    /// Brings the state up to `now` (warm-starting on first use) and returns every window.
+    /// Brings the state up to `now` (warm-starting on first use) and returns every window,
+    /// and the `extra` ones.
     pub async fn fetch(
         &mut self,
         client: &Client,
         slo: &Slo,
         now: Millis,
         interval: Duration,
+        extra: &[Duration],
     ) -> Result<Snapshot, ApiError> {
         let mut queries = 0;
         self.samples_touched = 0;
@@ -382,9 +384,11 @@ impl Incremental {
             samples_touched: self.samples_touched,
             ..Snapshot::default()
         };
+        let windows = windows_and(slo, extra);
         for instance in self.instances.keys() {
-            let windows = windows_with_period(slo)
-                .into_iter()
+            let windows = windows
+                .iter()
+                .copied()
                 .filter_map(|window| {
                     self.measure(instance, now, window)
                         .map(|value| (window, value))

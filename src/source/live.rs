@@ -36,9 +36,17 @@ impl Snapshot {
 
 /// Every window the SLO needs at an evaluation: its tiers' windows and its period.
 pub fn windows_with_period(slo: &Slo) -> Vec<Duration> {
+    windows_and(slo, &[])
+}
+
+/// The SLO's windows and period, and `extra` windows (the windows since its firing alerts
+/// fired, see [`crate::engine::Engine::firing_windows`]), each once.
+pub fn windows_and(slo: &Slo, extra: &[Duration]) -> Vec<Duration> {
     let mut windows = slo.windows();
-    if !windows.contains(&slo.period) {
-        windows.push(slo.period);
+    for window in std::iter::once(&slo.period).chain(extra) {
+        if !windows.contains(window) {
+            windows.push(*window);
+        }
     }
     windows
 }
@@ -103,12 +111,17 @@ async fn vector(
     Ok((values, evaluated.samples_touched.unwrap_or(0)))
 }
 
-/// Fetches every window of `slo` at `at` with one ratio query (and one total query where the
-/// SLI has a total) per window, all in flight together.
-pub async fn fetch_by_query(client: &Client, slo: &Slo, at: Millis) -> Result<Snapshot, ApiError> {
+/// Fetches every window of `slo` (and `extra` ones) at `at` with one ratio query (and one total
+/// query where the SLI has a total) per window, all in flight together.
+pub async fn fetch_by_query(
+    client: &Client,
+    slo: &Slo,
+    at: Millis,
+    extra: &[Duration],
+) -> Result<Snapshot, ApiError> {
     let (ratio_template, total_template) = templates(slo);
     let mut tasks = JoinSet::new();
-    for (index, window) in windows_with_period(slo).into_iter().enumerate() {
+    for (index, window) in windows_and(slo, extra).into_iter().enumerate() {
         tasks.spawn({
             let client = client.clone();
             let expr = with_window(&ratio_template, window);

@@ -49,6 +49,77 @@ fn check_accepts_the_shipped_examples() {
     }
 }
 
+/// Every `burnwatch check` in the README's `sh` blocks runs as written and succeeds.
+#[test]
+fn the_readmes_check_commands_succeed() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let mut in_sh = false;
+    let mut ran = 0;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let command = line.split('#').next().unwrap_or("").trim();
+        let Some(args) = command
+            .strip_prefix("./target/release/burnwatch check ")
+            .or_else(|| command.strip_prefix("burnwatch check "))
+        else {
+            continue;
+        };
+        if !in_sh {
+            continue;
+        }
+        let mut argv = vec!["check"];
+        argv.extend(args.split_whitespace());
+        let output = burnwatch(&argv);
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "README: {command}\n{stdout}{}",
+            text(&output.stderr)
+        );
+        assert!(!stdout.contains("FAILED"), "README: {command}\n{stdout}");
+        ran += 1;
+    }
+    assert!(
+        ran >= 3,
+        "the README's check commands were not found ({ran})"
+    );
+}
+
+/// Regression: an SLO id defined in two files failed only on stderr while every file's line
+/// said SUCCESS. Now a verdict of its own names both places, and the exit code agrees.
+#[test]
+fn check_names_both_places_of_a_duplicate_slo_id() {
+    let output = burnwatch(&["check", "rules/", "examples/sloth/order-service.yml"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let verdict = stdout
+        .split_once("Checking SLO ids across the files\n")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no verdict on SLO ids: {stdout}"));
+    assert!(
+        verdict.starts_with("  FAILED: 1 SLO id(s) defined twice\n"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains(
+            "\"order-service-requests-availability\": rules/order-service.yaml:8:11 and examples/sloth/order-service.yml:9:11"
+        ),
+        "{verdict}"
+    );
+    assert!(
+        text(&output.stderr).contains(
+            "examples/sloth/order-service.yml:9:11: SLO id \"order-service-requests-availability\" is already defined at rules/order-service.yaml:8:11"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
 #[test]
 fn check_points_at_file_line_column_and_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -724,6 +724,67 @@ fn slack_paces_a_channel_and_honours_retry_after() {
     }
 }
 
+/// Regression: after a dropped connection, the rows behind the failed one went to the channel
+/// at once (four roots within 11 ms). Every attempt, failed or not, keeps about a second from
+/// the last one in its channel, retries and in-flight lookups included, and a Slack that
+/// enforces one message per second per channel never says 429.
+#[test]
+fn slack_keeps_a_channels_pace_after_dropped_connections() {
+    let slack = FakeSlack::start(TOKEN);
+    slack.rate_limit_per_channel(1.0);
+    slack.next_errors(vec![Fault::DropAfterEffect, Fault::DropBeforeEffect]);
+    let live = setup(0.0, "1h", &slack_notify(&slack));
+    let one = spec("1h");
+    let body = one.split_once("slos:\n").expect("slos").1;
+    let mut four = "version: burnwatch/v1\nservice: order-service\nslos:\n".to_string();
+    for name in ["checkout", "payments", "search", "shipping"] {
+        four.push_str(&body.replace("requests-availability", name));
+    }
+    live.setup.write_spec(&four);
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    let snapshot = slack.wait_for("four roots in #incidents", WAIT, |s| {
+        s.top_level("#incidents").len() >= 4
+    });
+    sleep(Duration::from_secs(3));
+    let snapshot_after = slack.snapshot();
+    assert_eq!(
+        snapshot_after.top_level("#incidents").len(),
+        4,
+        "one root per SLO, none posted twice"
+    );
+    let posts = snapshot.calls_to("chat.postMessage");
+    assert_eq!(
+        posts.first().and_then(|call| call.fault),
+        Some(Fault::DropAfterEffect),
+        "the first root's connection was dropped after it posted"
+    );
+    // The second drop hits the next call, whichever it is (the next root, or the lookup of
+    // the first one).
+    assert!(
+        snapshot
+            .calls
+            .iter()
+            .any(|call| call.fault == Some(Fault::DropBeforeEffect)),
+        "the second drop was injected"
+    );
+    assert!(
+        posts
+            .iter()
+            .all(|call| call.error.as_deref() != Some("ratelimited")),
+        "Slack's per-channel limiter tripped: {posts:?}"
+    );
+    for pair in posts.windows(2) {
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(900),
+            "two posts to #incidents {:?} apart: {posts:?}",
+            pair[1].at.duration_since(pair[0].at)
+        );
+    }
+    assert!(serve.exited().is_none());
+}
+
 /// `burnwatch demo` with a Slack token posts the seed incident for real: the CRITICAL root,
 /// updated to RESOLVED, with the resolution in its thread.
 #[test]
@@ -793,7 +854,10 @@ fn slack_hears_when_evaluation_goes_stale_and_recovers() {
 /// The seed incident end to end: its recording backfilled into a real Prometheus, `serve`
 /// rehearsing that past at 60× speed, Slack hearing it: the CRITICAL root in #incidents with
 /// the very figures `burnwatch demo` (a replay of the same recording) shows, turned RESOLVED in
-/// place after resolve_timeout (5m), with the resolution in its thread.
+/// place after resolve_timeout (5m), with the resolution in its thread. The rehearsal is
+/// killed mid-incident and resumed from its own state dir (regression: a crashed rehearsal was
+/// refused and left the root saying CRITICAL); another `--rehearse-from` on that dir is
+/// refused, naming the one to resume.
 #[test]
 fn slack_hears_the_seed_incident_rehearsed_from_prometheus() {
     use burnwatch::demo;
@@ -816,16 +880,50 @@ fn slack_hears_the_seed_incident_rehearsed_from_prometheus() {
     )
     .expect("write config");
     let from = (demo::BURST_START - 600).to_string();
-    let serve = Serve::start_with(
-        &dir.path().join("burnwatch.yaml"),
-        &dir.path().join("state"),
-        &["--rehearse-from", &from, "--speed", "60"],
-    );
+    let rehearse = || {
+        Serve::start_with(
+            &dir.path().join("burnwatch.yaml"),
+            &dir.path().join("state"),
+            &["--rehearse-from", &from, "--speed", "60"],
+        )
+    };
+    let serve = rehearse();
     let snapshot = slack.wait_for("the CRITICAL root in #incidents", WAIT, |s| {
         !s.top_level("#incidents").is_empty()
     });
     let root = snapshot.top_level("#incidents")[0].clone();
     assert_eq!(headline(&root.text), CRITICAL, "{}", root.text);
+    kill(&serve);
+    drop(serve);
+
+    let other = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.path().join("burnwatch.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--listen", "127.0.0.1:0", "--rehearse-from"])
+        .arg((demo::BURST_START - 7200).to_string())
+        .output()
+        .expect("run serve");
+    let refusal = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        refusal.contains(&format!(
+            "holds a rehearsal from {}: resume it with --rehearse-from {}",
+            burnwatch::replay::format_time((demo::BURST_START - 600) * 1000),
+            burnwatch::replay::format_time((demo::BURST_START - 600) * 1000)
+        )),
+        "{refusal}"
+    );
+
+    let serve = rehearse();
+    serve.wait_for("the rehearsal to resume", || {
+        serve
+            .stderr()
+            .contains("resuming the rehearsal")
+            .then_some(())
+    });
 
     // The same figures as the demo's replay of the recording.
     let demo = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
@@ -856,6 +954,11 @@ fn slack_hears_the_seed_incident_rehearsed_from_prometheus() {
         resolved.text.contains(recovered),
         "{recovered:?} not in {}",
         resolved.text
+    );
+    assert_eq!(
+        snapshot.top_level("#incidents").len(),
+        1,
+        "the resumed rehearsal posted a second root"
     );
     assert!(serve.exited().is_none());
 }

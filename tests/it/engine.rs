@@ -32,10 +32,10 @@ fn slo() -> Slo {
     }
 }
 
+/// Cumulative bad and total events at the end of every minute (index 0: nothing yet) of
 /// `phases`: `<minutes>x<error ratio>@<requests per minute>` separated by spaces, e.g.
-/// `4320x0.0005@1000 60x0.05@1000`. The engine evaluates every minute of the last
-/// `evaluate_last` minutes; earlier minutes are history.
-fn check(phases: &str, evaluate_last: usize, expected: Expect) {
+/// `4320x0.0005@1000 60x0.05@1000`.
+fn counters(phases: &str) -> (Vec<f64>, Vec<f64>) {
     let mut bad = vec![0.0];
     let mut total = vec![0.0];
     for phase in phases.split_whitespace() {
@@ -47,6 +47,14 @@ fn check(phases: &str, evaluate_last: usize, expected: Expect) {
             total.push(total.last().unwrap() + rate);
         }
     }
+    (bad, total)
+}
+
+/// The engine evaluates every minute of the last `evaluate_last` minutes of `phases` (see
+/// [`counters`]); earlier minutes are history. Reminders and resolutions show the budget spent
+/// since the incident fired.
+fn check(phases: &str, evaluate_last: usize, expected: Expect) {
+    let (bad, total) = counters(phases);
     let slo = slo();
     let mut engine = Engine::new();
     let instance = engine.instance(&slo, &Vec::new());
@@ -73,6 +81,9 @@ fn check(phases: &str, evaluate_last: usize, expected: Expect) {
                 reading.burn_short,
                 reading.pair.factor
             ));
+            if let Some(spent) = event.budget_spent {
+                out.insert_str(out.len() - 1, &format!(" spent {:.2}%", spent * 100.0));
+            }
         }
     }
     expected.assert_eq(&out);
@@ -86,7 +97,7 @@ fn fast_burn_pages_once_and_resolves_after_resolve_timeout() {
         300,
         expect![[r#"
             t+48m page   firing            60/5 burn 15.2/50.0 > 14.4
-            t+69m page   resolved          60/5 burn 25.2/0.3 > 14.4
+            t+69m page   resolved          60/5 burn 25.2/0.3 > 14.4 spent 13.83%
         "#]],
     );
 }
@@ -100,13 +111,13 @@ fn a_firing_page_inhibits_the_ticket_until_it_resolves() {
         1080,
         expect![[r#"
             t+214m page   firing            360/30 burn 6.0/10.0 > 6
-            t+334m page   reminder          360/30 burn 9.3/10.0 > 6
-            t+454m page   reminder          360/30 burn 10.0/10.0 > 6
-            t+498m page   resolved          360/30 burn 9.5/4.1 > 6
+            t+334m page   reminder          360/30 burn 9.3/10.0 > 6 spent 25.78%
+            t+454m page   reminder          360/30 burn 10.0/10.0 > 6 spent 50.27%
+            t+498m page   resolved          360/30 burn 9.5/4.1 > 6 spent 55.28%
             t+498m ticket firing            1440/120 burn 3.5/8.5 > 3
-            t+618m ticket reminder          4320/360 burn 1.3/6.2 > 1
-            t+738m ticket reminder          4320/360 burn 1.3/3.0 > 1
-            t+816m ticket resolved          4320/360 burn 1.3/0.9 > 1
+            t+618m ticket reminder          4320/360 burn 1.3/6.2 > 1 spent 26.28%
+            t+738m ticket reminder          4320/360 burn 1.3/3.0 > 1 spent 26.13%
+            t+816m ticket resolved          4320/360 burn 1.3/0.9 > 1 spent 26.04%
         "#]],
     );
 }
@@ -118,10 +129,10 @@ fn a_slow_burn_opens_a_ticket_with_reminders_and_no_page() {
         1440,
         expect![[r#"
             t+910m ticket firing            4320/360 burn 1.0/4.0 > 1
-            t+1030m ticket reminder          4320/360 burn 1.1/4.0 > 1
-            t+1150m ticket reminder          1440/120 burn 3.2/4.0 > 3
-            t+1270m ticket reminder          1440/120 burn 3.6/4.0 > 3
-            t+1390m ticket reminder          1440/120 burn 3.9/4.0 > 3
+            t+1030m ticket reminder          4320/360 burn 1.1/4.0 > 1 spent 8.97%
+            t+1150m ticket reminder          1440/120 burn 3.2/4.0 > 3 spent 17.55%
+            t+1270m ticket reminder          1440/120 burn 3.6/4.0 > 3 spent 25.76%
+            t+1390m ticket reminder          1440/120 burn 3.9/4.0 > 3 spent 33.63%
         "#]],
     );
 }
@@ -138,5 +149,61 @@ fn low_traffic_never_pages_while_long_windows_are_below_min_events() {
             t+0m page   insufficient_data 60/5 burn 0.0/0.0 > 14.4
             t+9m ticket firing            1440/120 burn 3.1/37.5 > 3
         "#]],
+    );
+}
+
+/// Regression: "budget spent since it fired" was the budget left at firing minus the budget
+/// left now, which shrinks as old errors slide out of the 30d window. Here a burst 30 days
+/// before the incident slides out while the incident burns at the same rate: the old figure
+/// was about 0%. The budget spent is the incident's own bad events ÷ the bad events the
+/// period allows.
+#[test]
+fn budget_spent_since_firing_counts_the_incidents_own_events() {
+    let phases = "60x0.05@2000 43140x0.0003@2000 30x0.05@2000 240x0.0003@2000";
+    check(
+        phases,
+        300,
+        expect![[r#"
+            t+48m page   firing            60/5 burn 15.2/50.0 > 14.4
+            t+69m page   resolved          60/5 burn 25.2/0.3 > 14.4 spent 1.40%
+        "#]],
+    );
+    // By hand: the page fires at minute 43218 (t+48m) and resolves at 43239 (t+69m). Since
+    // firing: 12 minutes at 5% of 2000 (1200 bad) and 9 quiet minutes at 0.03% (5.4 bad). The
+    // 30d window at 43239 holds minutes 40..=43239, 43200 × 2000 events, so the period allows
+    // 0.1% × 86,400,000 = 86,400 bad events: 1205.4 / 86,400 = 1.40%. (Meanwhile 2100 bad
+    // events of the old burst slid out of that window: budget left went up, not down.)
+    let (bad, total) = counters(phases);
+    let (fired, resolved) = (43_218, 43_239);
+    let own = bad[resolved] - bad[fired];
+    assert!((own - 1205.4).abs() < 1e-6, "{own}");
+    let allowed = 0.001 * (total[resolved] - total[resolved - 43_200]);
+    assert!((allowed - 86_400.0).abs() < 1e-6, "{allowed}");
+    let slo = slo();
+    let mut engine = Engine::new();
+    let instance = engine.instance(&slo, &Vec::new());
+    let mut resolution = None;
+    for minute in fired - 60..=resolved {
+        let mut measure = |window: Duration| {
+            let start = minute.saturating_sub(window.as_secs() as usize / 60);
+            Some(WindowValue::new(
+                bad[minute] - bad[start],
+                total[minute] - total[start],
+            ))
+        };
+        for event in engine.evaluate(minute as i64 * 60_000, &slo, instance, &mut measure) {
+            if event.change == burnwatch::alert::Change::Resolved {
+                resolution = Some(event);
+            }
+        }
+    }
+    let spent = resolution
+        .expect("resolved")
+        .budget_spent
+        .expect("a figure");
+    assert!(
+        (spent - own / allowed).abs() < 1e-12,
+        "{spent} vs {}",
+        own / allowed
     );
 }

@@ -106,11 +106,17 @@ fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
     let (mut query_samples, mut incremental_samples) = (0u64, 0u64);
     for cycle in 0..100 {
         let now = first + cycle * 30_000;
+        // The windows since two incidents fired (20 minutes and 5 hours before the first
+        // cycle), as the engine asks for them: raw and bucketed windows of every length.
+        let since_firing: Vec<Duration> = [first - 1_200_000, first - 18_000_000]
+            .iter()
+            .filter_map(|&since| burnwatch::engine::since_window(now, since))
+            .collect();
         let by_query = runtime
-            .block_on(fetch_by_query(&client, &slo, now))
+            .block_on(fetch_by_query(&client, &slo, now, &since_firing))
             .unwrap();
         let by_increment = runtime
-            .block_on(incremental.fetch(&client, &slo, now, interval))
+            .block_on(incremental.fetch(&client, &slo, now, interval, &since_firing))
             .unwrap();
         if cycle > 0 {
             query_samples += by_query.samples_touched;
@@ -167,8 +173,9 @@ fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
             }
         }
     }
-    // 100 cycles × 2 instances × 8 windows (5m … 3d and the 7d period).
-    assert_eq!(compared, 100 * 2 * 8);
+    // 100 cycles × 2 instances × 8 windows (5m … 3d and the 7d period) and the two since
+    // firing, but where those equal a tier's window (30m, 1h).
+    assert_eq!(compared, 100 * 2 * 10 - 2 * 2);
     eprintln!(
         "worst difference {:.4}%: {}; {beyond_one_percent} of {compared} comparisons beyond 1%, each within one edge's events",
         worst.0 * 100.0,
@@ -199,10 +206,10 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
     let first = (BURST.0 - 600) * 1000;
     let mut running = Incremental::new(&slo).unwrap();
     let warm = runtime
-        .block_on(running.fetch(&client, &slo, first, interval))
+        .block_on(running.fetch(&client, &slo, first, interval, &[]))
         .unwrap();
     runtime
-        .block_on(running.fetch(&client, &slo, first + 30_000, interval))
+        .block_on(running.fetch(&client, &slo, first + 30_000, interval, &[]))
         .unwrap();
     let bytes = running.checkpoint(&slo).unwrap().encode().unwrap();
     // A restart ten minutes later: the resumed state reads only the samples since.
@@ -211,10 +218,10 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
         Incremental::resume(&slo, Checkpoint::decode(&bytes).unwrap(), later).unwrap();
     assert!(resumed.is_warm());
     let from_checkpoint = runtime
-        .block_on(resumed.fetch(&client, &slo, later, interval))
+        .block_on(resumed.fetch(&client, &slo, later, interval, &[]))
         .unwrap();
     let continued = runtime
-        .block_on(running.fetch(&client, &slo, later, interval))
+        .block_on(running.fetch(&client, &slo, later, interval, &[]))
         .unwrap();
     assert_eq!(from_checkpoint.instances, continued.instances);
     assert!(
