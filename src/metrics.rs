@@ -159,6 +159,10 @@ pub struct Metrics {
     pub alerts: Family<Labels, Gauge>,
     pub last_evaluation: FloatGauge,
     pub stale: Gauge,
+    /// SLOs Prometheus has not answered for for `stale_after`.
+    pub stale_slos: Gauge,
+    /// Evaluations skipped because a cycle ran past them.
+    pub missed_evaluations: Counter,
     /// Pending notifications by sink family.
     pub outbox_depth: Family<Labels, Gauge>,
     pub notifications_queued: Counter,
@@ -220,8 +224,20 @@ impl Metrics {
         let stale = Gauge::default();
         registry.register(
             "burnwatch_evaluation_stale",
-            "1 while evaluation has failed for longer than stale_after",
+            "1 while the evaluation stale meta alert fires (some SLO unanswered for stale_after)",
             stale.clone(),
+        );
+        let missed_evaluations = Counter::default();
+        registry.register(
+            "burnwatch_evaluations_missed",
+            "Evaluations skipped because a cycle ran past their tick (as Prometheus's rule groups count missed iterations)",
+            missed_evaluations.clone(),
+        );
+        let stale_slos = Gauge::default();
+        registry.register(
+            "burnwatch_stale_slos",
+            "SLOs Prometheus has not answered for for stale_after",
+            stale_slos.clone(),
         );
         let outbox_depth = Family::<Labels, Gauge>::default();
         registry.register(
@@ -277,6 +293,8 @@ impl Metrics {
             alerts,
             last_evaluation,
             stale,
+            stale_slos,
+            missed_evaluations,
             slo_series,
             slo_meta: Vec::new(),
         }

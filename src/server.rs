@@ -53,19 +53,25 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    if shared
-        .status
-        .read()
-        .map(|status| status.ready)
-        .unwrap_or(false)
-    {
-        (StatusCode::OK, "burnwatch is ready.\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "burnwatch is not ready: no complete evaluation yet.\n",
+    let status = shared.status.read().unwrap_or_else(|e| e.into_inner());
+    let never = status.never_evaluated.join(", ");
+    match (status.ready, never.is_empty()) {
+        (true, true) => (StatusCode::OK, "burnwatch is ready.\n".to_string()).into_response(),
+        (true, false) => (
+            StatusCode::OK,
+            format!("burnwatch is ready; stale, never evaluated successfully: {never}\n"),
         )
-            .into_response()
+            .into_response(),
+        (false, true) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "burnwatch is not ready: no evaluation yet.\n".to_string(),
+        )
+            .into_response(),
+        (false, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("burnwatch is not ready: not evaluated successfully yet: {never}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -140,6 +146,7 @@ async fn slos(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(json!({
         "last_evaluation": status.last_evaluation.map(format_time),
         "stale": status.stale,
+        "stale_slos": status.stale_slos,
         "slos": status.slos,
     }))
     .into_response()

@@ -3,6 +3,7 @@
 
 use crate::alert::Change;
 use crate::engine::Event;
+use crate::notify::outbox::StaleSlo;
 use crate::notify::render;
 use crate::replay::{format_labels, format_time};
 use crate::slo::Slo;
@@ -30,15 +31,18 @@ pub fn emit(slo: &Slo, event: &Event) {
     }
 }
 
-/// The "evaluation stale" meta alert: raised after `stale_after` of failed evaluations, resolved
-/// when evaluation recovers.
-pub fn emit_meta(firing: bool, since: i64, now: i64) {
+/// The "evaluation stale" meta alert: raised when Prometheus has not answered for an SLO for
+/// `stale_after`, naming those SLOs; resolved when every SLO answers again. `since`: when
+/// Prometheus last answered for the SLO silent the longest.
+pub fn emit_meta(firing: bool, since: i64, now: i64, stale: &[StaleSlo]) {
     if firing {
-        tracing::error!(since = %format_time(since), "evaluation stale: Prometheus has not answered; alerts are held");
+        let ids: Vec<&str> = stale.iter().map(|slo| slo.id.as_str()).collect();
+        tracing::error!(last_answered = %format_time(since), slos = ?ids, "evaluation stale: Prometheus has not answered; alerts are held");
         println!(
-            "[{}] firing\nCRITICAL: burnwatch evaluation stale since {}: alerts are held, not resolved\n",
+            "[{}] firing\nCRITICAL: burnwatch evaluation stale: Prometheus last answered at {} ({}): alerts are held, not resolved\n",
             format_time(now),
-            format_time(since)
+            format_time(since),
+            ids.join(", ")
         );
     } else {
         tracing::info!(since = %format_time(since), "evaluation recovered");

@@ -368,20 +368,57 @@ pub fn meta_labels() -> Vec<(String, String)> {
     .collect()
 }
 
-/// The meta alert's message and its Alertmanager alert.
+/// An SLO Prometheus has not answered for, as the "evaluation stale" meta alert names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleSlo {
+    pub id: String,
+    /// Its last successful evaluation; `None` if none since `watched_since`.
+    pub last_answered: Option<Millis>,
+    /// Since when burnwatch has waited for an answer (start, reload, an earlier staleness).
+    pub watched_since: Millis,
+}
+
+/// The stale SLOs in words: each with when Prometheus last answered for it (the first ten).
+fn describe_stale(stale: &[StaleSlo]) -> String {
+    const NAMED: usize = 10;
+    let mut named: Vec<String> = stale
+        .iter()
+        .take(NAMED)
+        .map(|slo| match slo.last_answered {
+            Some(at) => format!("{} (last answered {})", slo.id, format_time(at)),
+            None => format!(
+                "{} (no answer since {})",
+                slo.id,
+                format_time(slo.watched_since)
+            ),
+        })
+        .collect();
+    if stale.len() > NAMED {
+        named.push(format!("and {} more", stale.len() - NAMED));
+    }
+    named.join(", ")
+}
+
+/// The meta alert's message and its Alertmanager alert. `since`: when Prometheus last
+/// answered for the SLO silent the longest.
 pub fn meta_alert(
     firing: bool,
     since: Millis,
     now: Millis,
     external_url: &str,
+    stale: &[StaleSlo],
 ) -> (Message, Value) {
     let (emoji, title, body) = if firing {
+        let count = match stale.len() {
+            1 => "1 SLO".to_string(),
+            many => format!("{many} SLOs"),
+        };
         (
             ":rotating_light:",
             "CRITICAL: burnwatch evaluation stale".to_string(),
             format!(
-                "Prometheus has not answered since {}: SLO alerts are held, neither firing nor resolving.",
-                format_time(since)
+                "Prometheus has not answered for {count}: {}. Their alerts are held, neither firing nor resolving.",
+                describe_stale(stale)
             ),
         )
     } else {
@@ -418,6 +455,7 @@ pub fn plan_meta(
     since: Millis,
     at: Millis,
     now: Millis,
+    stale: &[StaleSlo],
 ) -> Result<Planned, StoreError> {
     let labels = meta_labels();
     let mut planned = Planned::default();
@@ -425,7 +463,7 @@ pub fn plan_meta(
         planned.silenced += 1;
         return Ok(planned);
     }
-    let (message, alert) = meta_alert(firing, since, at, plan.external_url);
+    let (message, alert) = meta_alert(firing, since, at, plan.external_url, stale);
     if !firing && plan.slack == Some(SlackKind::WebApi) {
         // Resolve every open stale thread, wherever routes sent it.
         let open = open_incidents(tx, "burnwatch", None)?;
@@ -516,6 +554,10 @@ pub fn plan_meta(
             "at": format_time(now),
             "meta": "evaluation_stale",
             "stale_since": format_time(since),
+            "stale_slos": stale.iter().map(|slo| json!({
+                "id": slo.id,
+                "last_answered": slo.last_answered.map(format_time),
+            })).collect::<Vec<_>>(),
             "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "title": message.title,
             "text": message.plain,

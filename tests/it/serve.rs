@@ -38,7 +38,8 @@ pub(crate) const RESOLVE_TIMEOUT_MS: i64 = 3_000;
 pub(crate) const STALE_AFTER_MS: i64 = 3_000;
 pub(crate) const PAGE_FIRING: &str = "CRITICAL: Fast error budget burn on order-service";
 pub(crate) const PAGE_RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
-pub(crate) const STALE_FIRING: &str = "CRITICAL: burnwatch evaluation stale since ";
+pub(crate) const STALE_FIRING: &str =
+    "CRITICAL: burnwatch evaluation stale: Prometheus last answered at ";
 pub(crate) const STALE_RESOLVED: &str = "RESOLVED: burnwatch evaluation recovered";
 pub(crate) const RELOAD_TOKEN: &str = "s3cr3t-reload-token";
 
@@ -307,6 +308,16 @@ impl Serve {
 
     /// `start` with more command-line arguments.
     pub(crate) fn start_with(config: &Path, state_dir: &Path, args: &[&str]) -> Serve {
+        Serve::start_with_env(config, state_dir, args, &[])
+    }
+
+    /// `start_with` and more environment variables.
+    pub(crate) fn start_with_env(
+        config: &Path,
+        state_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
             .arg("serve")
             .arg("--config")
@@ -316,6 +327,7 @@ impl Serve {
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("BURNWATCH_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1172,25 +1184,44 @@ fn prometheus_outage_holds_alerts_and_raises_stale_meta_alert() {
     let stale = serve.wait_for("the stale meta alert", || {
         serve.blocks_of("firing", STALE_FIRING).into_iter().next()
     });
-    let stale_since = stale
+    // Regression: the message named the first failed evaluation, not Prometheus's last
+    // answer. It names the SLO and when Prometheus last answered for it: its last success.
+    let (last_answered, named) = stale
         .text
         .strip_prefix(STALE_FIRING)
-        .and_then(|rest| rest.split(": alerts are held").next())
-        .map(|time| parse_time(time).unwrap_or_else(|e| panic!("{e}")))
+        .and_then(|rest| rest.split_once(" ("))
+        .map(|(time, rest)| {
+            let time = parse_time(time).unwrap_or_else(|e| panic!("{e}"));
+            (time, rest.split("): alerts are held").next().unwrap_or(""))
+        })
         .unwrap_or_else(|| panic!("{stale:?}"));
+    assert_eq!(named, "order-service-requests-availability", "{stale:?}");
     assert!(
-        stale_since > last_good,
-        "stale since {stale_since}, but the evaluation at {last_good} succeeded"
+        last_answered >= last_good,
+        "last answered {last_answered}, but the evaluation at {last_good} succeeded"
     );
     assert!(
-        stale.at - stale_since >= STALE_AFTER_MS,
-        "stale alert at {} for failures since {stale_since}: before stale_after",
+        stale.at - last_answered >= STALE_AFTER_MS,
+        "stale alert at {} for no answer since {last_answered}: before stale_after",
         stale.at
     );
+    let stale_since = last_answered;
     let slos = serve.slos();
     assert_eq!(slos["stale"], true, "{slos}");
+    assert_eq!(
+        slos["stale_slos"],
+        serde_json::json!(["order-service-requests-availability"]),
+        "{slos}"
+    );
     let slo = slo_status(&slos);
     assert_eq!(slo["state"], "stale", "{slo}");
+    assert_eq!(
+        slo["last_success"]
+            .as_str()
+            .map(|time| parse_time(time).unwrap_or_else(|e| panic!("{e}"))),
+        Some(last_answered),
+        "the message's last answer is the SLO's last success: {slo}"
+    );
     let error = slo["last_error"].as_str().unwrap_or("");
     assert!(
         error.starts_with("cannot reach Prometheus")
@@ -1264,6 +1295,125 @@ fn prometheus_outage_holds_alerts_and_raises_stale_meta_alert() {
     assert_eq!(kinds[0], ("firing".to_string(), PAGE_FIRING.to_string()));
     assert!(kinds[1].1.starts_with(STALE_FIRING), "{kinds:?}");
     assert!(kinds[2].1.starts_with(STALE_RESOLVED), "{kinds:?}");
+}
+
+/// Regression: staleness was "some SLO failed in every cycle for stale_after", so one SLO
+/// whose query always fails kept `/-/ready` at 503 forever and its failures spoke for every
+/// SLO. Now staleness is per SLO: the broken one is named in the meta alert and the readiness
+/// answer, the healthy one evaluates on, and readiness comes once the broken one is stale.
+#[test]
+fn one_broken_slo_is_stale_alone_and_does_not_hold_readiness() {
+    const BROKEN: &str = "order-service-broken-query";
+    let live = live(0.0, false);
+    // Prometheus refuses this at evaluation: many series match the empty `on()` group.
+    let broken = format!(
+        r#"  - name: broken-query
+    objective: 99
+    period: 1h
+    sli:
+      raw:
+        error_ratio: sum by (route) (rate(http_requests_total{{job="{SCRAPE_JOB}"}}[{{{{.window}}}}])) / on() http_requests_total{{job="{SCRAPE_JOB}"}}
+    alerting:
+      page:
+        windows: [{{long: 20s, short: 5s, factor: 10}}]
+      ticket: {{disable: true}}
+"#
+    );
+    live.setup.write_spec(&format!(
+        "{}{broken}",
+        spec("Requests that do not fail.", "99.9")
+    ));
+    let serve = live.setup.serve();
+    let body = serve.wait_for("/-/ready to answer 200", || {
+        let (status, body) = serve.get("/-/ready");
+        (status == 200).then_some(body)
+    });
+    assert_eq!(
+        body.trim(),
+        format!("burnwatch is ready; stale, never evaluated successfully: {BROKEN}")
+    );
+    let stale = serve.wait_for("the stale meta alert", || {
+        serve.blocks_of("firing", STALE_FIRING).into_iter().next()
+    });
+    assert!(
+        stale.text.contains(&format!("({BROKEN}): alerts are held")),
+        "only the broken SLO is named: {stale:?}"
+    );
+    let slos = serve.slos();
+    assert_eq!(slos["stale_slos"], serde_json::json!([BROKEN]), "{slos}");
+    let healthy = slo_status(&slos);
+    assert_eq!(healthy["state"], "ok", "{healthy}");
+    let broken = slos["slos"]
+        .as_array()
+        .and_then(|all| all.iter().find(|slo| slo["id"] == BROKEN))
+        .cloned()
+        .unwrap_or_else(|| panic!("{slos}"));
+    assert_eq!(broken["last_success"], Value::Null, "{broken}");
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("match")),
+        "Prometheus's own error is shown: {broken}"
+    );
+    let (_, metrics) = serve.get("/metrics");
+    assert_eq!(metric_value(&metrics, "burnwatch_stale_slos"), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "burnwatch_evaluation_stale"),
+        Some(1.0)
+    );
+    serve.assert_running();
+}
+
+/// libfaketime (Debian's `faketime`, installed by scripts/test): the wall clock of one process
+/// is offset by what a file says, the monotonic clock left alone.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Regression: ticks were computed from the wall clock and slept on the monotonic clock, so a
+/// wall clock stepped back an hour stopped evaluation for an hour without a word. Ticks are
+/// monotonic now; evaluation times follow the wall clock, stepped back with it.
+#[test]
+fn a_wall_clock_stepped_back_an_hour_does_not_stall_evaluation() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: apt-get install faketime (scripts/test does)"
+    );
+    let live = live(0.0, false);
+    let offset = live.setup.dir.path().join("clock-offset");
+    std::fs::write(&offset, "+0\n").expect("write offset");
+    let offset_path = offset.to_str().expect("utf-8 path");
+    let serve = Serve::start_with_env(
+        &live.setup.config(),
+        &live.setup.state(),
+        &[],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", offset_path),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    serve.wait_ready();
+    let before = serve.wait_evaluations(2);
+    assert!(
+        (before - now_ms()).abs() < 10_000,
+        "the offset starts at zero: evaluated at {before}, now {}",
+        now_ms()
+    );
+    std::fs::write(&offset, "-1h\n").expect("step the clock back");
+    let stepped = serve.wait_for("an evaluation an hour back", || {
+        serve
+            .last_evaluation()
+            .filter(|last| *last < before - 3_000_000)
+    });
+    // And it goes on at the interval on the stepped clock.
+    serve.wait_for("evaluations after the step", || {
+        serve
+            .last_evaluation()
+            .filter(|last| *last >= stepped + 2_000)
+    });
+    let (status, _) = serve.get("/-/ready");
+    assert_eq!(status, 200);
+    serve.assert_running();
 }
 
 #[test]
