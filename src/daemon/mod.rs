@@ -788,7 +788,9 @@ fn remember_alertmanager_payloads(
 }
 
 /// The alerts Alertmanager should keep active: every announced firing alert that no silence
-/// matches (a silenced alert was never sent, so it is not re-sent either).
+/// matches, and every one Alertmanager was already told fires, silenced or not (a silence
+/// mutes; it must not let Alertmanager, and PagerDuty behind it, believe the burn is over).
+/// An alert silenced from its start was never sent, so it is not re-sent either.
 fn alertmanager_active(
     loaded: &Loaded,
     options: &Options,
@@ -806,11 +808,18 @@ fn alertmanager_active(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let mut told = std::collections::HashSet::new();
     match shared.store.lock() {
-        Ok(store) => match store.silences(now) {
-            Ok(stored) => silences.extend(stored),
-            Err(error) => tracing::warn!(%error, "cannot read silences"),
-        },
+        Ok(store) => {
+            match store.silences(now) {
+                Ok(stored) => silences.extend(stored),
+                Err(error) => tracing::warn!(%error, "cannot read silences"),
+            }
+            match store.alertmanager_told_firing() {
+                Ok(keys) => told = keys,
+                Err(error) => tracing::warn!(%error, "cannot read what Alertmanager was told"),
+            }
+        }
         Err(_) => tracing::warn!("store lock poisoned"),
     }
     let base = external_url(loaded, options);
@@ -823,7 +832,13 @@ fn alertmanager_active(
             let silenced = silences.iter().any(|silence| {
                 silence.active(now) && crate::notify::matcher::all_match(&silence.matchers, &labels)
             });
-            if silenced {
+            if silenced
+                && !told.contains(&outbox::alertmanager_order_key(
+                    &alert.slo_id,
+                    &alert.labels,
+                    alert.tier,
+                ))
+            {
                 return None;
             }
             let key = (alert.slo_id.clone(), alert.labels.clone(), alert.tier);

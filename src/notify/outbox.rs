@@ -26,7 +26,7 @@ use crate::engine::Event;
 use crate::notify::matcher::{self, Matcher};
 use crate::notify::render::{self, Message};
 use crate::replay::format_time;
-use crate::slo::{Millis, Slo};
+use crate::slo::{Millis, Slo, TierKind};
 use crate::store::{Store, StoreError, failed};
 
 /// Schema of the outbox (migration 3 of the store).
@@ -144,6 +144,15 @@ pub enum SlackKind {
 
 fn labels_json(labels: &[(String, String)]) -> String {
     serde_json::to_string(labels).unwrap_or_default()
+}
+
+/// The outbox order key of one alert at Alertmanager.
+pub fn alertmanager_order_key(slo_id: &str, labels: &[(String, String)], tier: TierKind) -> String {
+    format!(
+        "alertmanager|{slo_id}|{}|{}",
+        labels_json(labels),
+        tier.as_str()
+    )
 }
 
 struct Enqueue<'a> {
@@ -273,7 +282,7 @@ pub fn plan(
             )?);
         }
         if plan.notify.alertmanager.is_some() && event.change != Change::Reminder {
-            let order_key = format!("alertmanager|{}|{instance}|{}", slo.id, event.tier.as_str());
+            let order_key = alertmanager_order_key(&slo.id, &event.labels, event.tier);
             planned.queued += usize::from(enqueue(
                 tx,
                 now,
@@ -1257,6 +1266,35 @@ impl Store {
     }
 
     /// Silences added through the API that have not ended by `now`.
+    /// The order keys of the alerts Alertmanager has been told fire: their newest
+    /// Alertmanager notification is a firing one (no `endsAt`). A silence that begins later
+    /// must not let them lapse there: it mutes, it does not end the burn.
+    pub fn alertmanager_told_firing(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached(
+                // One pass: with MAX(), SQLite takes the bare columns from the newest row.
+                "SELECT order_key, json_extract(payload, '$.endsAt') IS NULL, MAX(id)
+                 FROM outbox WHERE sink = 'alertmanager' GROUP BY order_key",
+            )
+            .map_err(failed("prepare alertmanager alerts"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
+            })
+            .map_err(failed("read alertmanager alerts"))?;
+        let mut firing = std::collections::HashSet::new();
+        for row in rows {
+            let (key, is_firing) = row.map_err(failed("read alertmanager alert"))?;
+            if is_firing {
+                firing.insert(key);
+            }
+        }
+        Ok(firing)
+    }
+
     pub fn silences(&self, now: Millis) -> Result<Vec<Silence>, StoreError> {
         let mut query = self
             .connection()

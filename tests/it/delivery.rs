@@ -602,6 +602,61 @@ fn alertmanager_webhook_and_slack_incoming_webhook() {
     }
 }
 
+/// Regression: a silence added while a page fired dropped it from the Alertmanager re-sends,
+/// so Alertmanager let it lapse and told its receivers (PagerDuty) the burn was over. A
+/// silence mutes burnwatch's own notifications; Alertmanager keeps the alert active.
+#[test]
+fn a_silence_does_not_resolve_the_alert_at_alertmanager() {
+    let alertmanager = Alertmanager::start();
+    let live = live(0.0, false);
+    live.setup.write_spec(&spec("1h"));
+    let config = std::fs::read_to_string(live.setup.config()).expect("read config");
+    std::fs::write(
+        live.setup.config(),
+        format!(
+            "{config}notify:\n  alertmanager:\n    url: {}\n    resend_interval: 1s\n",
+            alertmanager.url()
+        ),
+    )
+    .expect("write config");
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    alertmanager.wait_for_alerts("the page active at Alertmanager", WAIT, |alerts| {
+        alerts.iter().any(|alert| alert["labels"]["tier"] == "page")
+    });
+    let body = serde_json::json!({
+        "matchers": ["tier=\"page\""],
+        "endsAt": burnwatch::replay::format_time(wall_ms() + 3_600_000),
+        "comment": "known incident, muted while we work on it",
+        "createdBy": "sre@example.com",
+    });
+    let (status, answer) = serve.request(
+        serve.http().post(serve.url("/api/v1/silences")).json(&body),
+        "add a silence",
+    );
+    assert_eq!(status, 200, "{answer}");
+    // Each send is valid for four resend intervals (4s): after 8s only re-sends keep it.
+    sleep(Duration::from_secs(8));
+    let active = alertmanager.alerts();
+    let page = active
+        .iter()
+        .find(|alert| alert["labels"]["tier"] == "page")
+        .unwrap_or_else(|| panic!("the page lapsed at Alertmanager: {active:?}"));
+    let ends_at =
+        burnwatch::replay::parse_time(page["endsAt"].as_str().expect("endsAt")).expect("time");
+    assert!(ends_at > wall_ms(), "endsAt {ends_at} has passed: {page}");
+    assert!(
+        !alertmanager
+            .notifications()
+            .iter()
+            .any(|n| n["status"] == "resolved"),
+        "Alertmanager's receivers heard a resolution: {:?}",
+        alertmanager.notifications()
+    );
+    assert!(serve.firing_page().is_some());
+}
+
 /// A silence added through the API keeps the page out of Slack; expiring it lets the next
 /// reminder open the incident thread.
 #[test]
