@@ -1,7 +1,8 @@
 # burnwatch next to Prometheus: `docker build -t burnwatch .` then
 #   docker run -v ./config:/etc/burnwatch -v burnwatch-state:/var/lib/burnwatch -p 9099:9099 burnwatch
 # A mounted config must listen on 0.0.0.0 inside the container and should set
-# web.reload_token_file (without it /-/reload refuses every caller but loopback).
+# web.reload_token_file (without it /-/reload and the silences API refuse every caller but
+# loopback, and burnwatch says so in a warning at start).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

@@ -4,14 +4,21 @@
 //!
 //! Changes (`/-/reload`, adding or expiring silences) are never open to whoever reaches the
 //! port: with `web.reload_token_file` they want `Authorization: Bearer <token>`; without, they
-//! only answer callers on the loopback interface.
+//! only answer callers on the loopback interface that name this host by a loopback name
+//! (`Host: 127.0.0.1:9099`, `localhost`), so that a DNS-rebound name cannot borrow the trust.
+//! Whatever the authorisation, a change is refused to a web page: a request whose `Origin`
+//! (or `Sec-Fetch-Site`) says it comes from another site is refused (403), a body must be
+//! `application/json` (415: a page can send `text/plain` cross-origin without a CORS
+//! preflight, but not JSON) and at most [`MAX_BODY`] bytes (413).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::HttpBody;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -23,6 +30,9 @@ use crate::config::notify::Silence;
 use crate::daemon::Shared;
 use crate::notify::matcher::Matcher;
 use crate::replay::{format_time, parse_time};
+
+/// The largest request body taken (a silence is a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -38,11 +48,30 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/api/v1/silences/{id}",
             axum::routing::delete(expire_silence),
         )
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    if let Ok(address) = listener.local_addr() {
+        let token = shared
+            .reload_token
+            .read()
+            .map(|token| token.is_some())
+            .unwrap_or(false);
+        if !address.ip().is_loopback() && !token {
+            tracing::warn!(
+                %address,
+                "listening beyond loopback without web.reload_token_file: POST /-/reload and \
+                 the silences API answer only callers on loopback (reload with SIGHUP, or set \
+                 web.reload_token_file in the daemon config to allow changes with a bearer \
+                 token); behind a reverse proxy on this host every caller looks like loopback, \
+                 so set the token there too"
+            );
+        }
+    }
     let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -80,8 +109,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether a caller may change things: the bearer token when one is configured, else loopback.
-fn authorised(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> bool {
+/// Whether a caller may change things: the bearer token when one is configured, else a
+/// loopback caller that names this host by a loopback name (a page on a name rebound to
+/// 127.0.0.1 sends its own name as `Host`).
+fn authorised(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<(), &'static str> {
     let token = shared
         .reload_token
         .read()
@@ -92,24 +123,155 @@ fn authorised(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> bool {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .is_some_and(|given| same(given.trim().as_bytes(), token.expose().as_bytes())),
-        None => peer.ip().is_loopback(),
+            .is_some_and(|given| same(given.trim().as_bytes(), token.expose().as_bytes()))
+            .then_some(())
+            .ok_or("missing or wrong bearer token\n"),
+        None if !peer.ip().is_loopback() => Err(
+            "not on loopback: without web.reload_token_file only loopback callers may make changes\n",
+        ),
+        None if !headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(split_authority)
+            .is_some_and(|(host, _)| is_loopback_name(&host)) =>
+        {
+            Err(
+                "without web.reload_token_file, changes must address this host as 127.0.0.1, [::1] or localhost\n",
+            )
+        }
+        None => Ok(()),
     }
 }
 
-async fn reload(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&shared, peer, &headers) {
-        tracing::warn!(%peer, "refused an unauthorised reload");
-        return (
-            StatusCode::FORBIDDEN,
-            "reload refused: missing or wrong bearer token (or not on loopback)\n",
-        )
-            .into_response();
+/// `host[:port]` (IPv6 in brackets) into the lowercase host and the port, if any.
+fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
+    let authority = authority.trim().to_ascii_lowercase();
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            after => Some(after.strip_prefix(':')?),
+        };
+        (format!("[{host}]"), port.map(str::to_string))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port.to_string())),
+            None => (authority.clone(), None),
+        }
+    };
+    if host.is_empty() || (host.contains(['/', '@', ':']) && !host.starts_with('[')) {
+        return None;
     }
+    let port = match port {
+        Some(port) => Some(port.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a browser says the request comes from a page of another origin. `Origin` is
+/// compared with `Host` (scheme aside: a TLS proxy in front changes it); `Origin: null`
+/// (sandboxed frames, files, cross-site redirects) is foreign. Requests without either header
+/// (curl, scripts) are not a browser's and pass.
+fn foreign_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin" | "none"))
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Some((scheme, authority)) = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"))
+    else {
+        return true;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return true,
+    };
+    let from = split_authority(authority);
+    let to = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(split_authority);
+    match (from, to) {
+        (Some((from_host, from_port)), Some((to_host, to_port))) => {
+            from_host != to_host
+                || from_port.unwrap_or(default_port) != to_port.unwrap_or(default_port)
+        }
+        _ => true,
+    }
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, message.to_string()).into_response()
+}
+
+/// The checks before any change (every method but GET and HEAD): not from another site's
+/// page, authorised, a body only as JSON and bounded.
+async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let what = format!("{} {}", request.method(), request.uri().path());
+    if foreign_origin(headers) {
+        tracing::warn!(request = %what, "refused a change from another site's page");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "refused: this request comes from another site's page (Origin)\n",
+        );
+    }
+    let Some(ConnectInfo(peer)) = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .copied()
+    else {
+        return refuse(StatusCode::FORBIDDEN, "refused: unknown peer\n");
+    };
+    if let Err(why) = authorised(&shared, peer, headers) {
+        tracing::warn!(%peer, request = %what, "refused an unauthorised change");
+        return refuse(StatusCode::FORBIDDEN, &format!("refused: {why}"));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE);
+    let has_body = content_type.is_some() || !request.body().is_end_stream();
+    let json = content_type
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if has_body && !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a request body must be sent as Content-Type: application/json\n",
+        );
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if length.is_some_and(|length| length > MAX_BODY as u64) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("a request body may have at most {MAX_BODY} bytes\n"),
+        );
+    }
+    next.run(request).await
+}
+
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
     let (reply, outcome) = oneshot::channel();
     if shared.reloads.send(reply).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
@@ -315,23 +477,7 @@ fn parse_silence(body: &[u8], now: crate::slo::Millis) -> Result<Silence, String
     })
 }
 
-fn forbidden() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "missing or wrong bearer token (or not on loopback)\n",
-    )
-        .into_response()
-}
-
-async fn add_silence(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !authorised(&shared, peer, &headers) {
-        return forbidden();
-    }
+async fn add_silence(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let silence = match parse_silence(&body, now()) {
         Ok(silence) => silence,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
@@ -349,13 +495,8 @@ async fn add_silence(
 
 async fn expire_silence(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    if !authorised(&shared, peer, &headers) {
-        return forbidden();
-    }
     let now = now();
     let result = with_store(&shared, move |store| {
         let found = store
@@ -380,5 +521,81 @@ async fn expire_silence(
         )
             .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn origins_are_compared_with_the_host_a_browser_sent() {
+        let host = ("host", "127.0.0.1:9099");
+        // Not a browser: no Origin, no Sec-Fetch-Site.
+        assert!(!foreign_origin(&headers(&[host])));
+        // A page served by burnwatch itself (or through a TLS proxy keeping the Host).
+        assert!(!foreign_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:9099")
+        ])));
+        assert!(!foreign_origin(&headers(&[
+            ("host", "burnwatch.example.com"),
+            ("origin", "https://Burnwatch.example.com"),
+            ("sec-fetch-site", "same-origin"),
+        ])));
+        assert!(!foreign_origin(&headers(&[
+            ("host", "[::1]:9099"),
+            ("origin", "http://[::1]:9099")
+        ])));
+        for (origin, why) in [
+            ("http://evil.example", "another site"),
+            ("http://127.0.0.1:8080", "another port"),
+            ("http://127.0.0.1", "the default port is another port"),
+            ("http://localhost:9099", "another name"),
+            ("null", "a sandboxed frame or a file"),
+            ("chrome-extension://abc", "not a web origin"),
+        ] {
+            assert!(
+                foreign_origin(&headers(&[host, ("origin", origin)])),
+                "{origin}: {why}"
+            );
+        }
+        assert!(foreign_origin(&headers(&[(
+            "origin",
+            "http://127.0.0.1:9099"
+        )])));
+        for site in ["cross-site", "same-site"] {
+            assert!(foreign_origin(&headers(&[host, ("sec-fetch-site", site)])));
+        }
+    }
+
+    #[test]
+    fn authorities_split_into_host_and_port() {
+        assert_eq!(
+            split_authority("LocalHost:9099"),
+            Some(("localhost".to_string(), Some(9099)))
+        );
+        assert_eq!(
+            split_authority("[::1]:80"),
+            Some(("[::1]".to_string(), Some(80)))
+        );
+        assert_eq!(split_authority("[::1]"), Some(("[::1]".to_string(), None)));
+        assert_eq!(split_authority("a:b"), None);
+        assert_eq!(split_authority("user@host:1"), None);
+        assert_eq!(split_authority(""), None);
+        for name in ["localhost", "127.0.0.1", "127.1.2.3", "[::1]"] {
+            assert!(is_loopback_name(name), "{name}");
+        }
+        for name in ["rebound.example", "10.0.0.1", "[::2]", "localhost.example"] {
+            assert!(!is_loopback_name(name), "{name}");
+        }
     }
 }

@@ -15,7 +15,7 @@
 //! strategy: auto                        # auto | query | incremental
 //! web:
 //!   listen: 127.0.0.1:9099
-//!   # reload_token_file: /etc/burnwatch/reload-token   # else /-/reload only from loopback
+//!   # reload_token_file: /etc/burnwatch/reload-token   # else changes only from loopback
 //! rules:
 //!   - ../rules
 //! ```

@@ -79,6 +79,11 @@ fn http_status(status: u16, retry_after: Option<Duration>) -> Failure {
     match status {
         429 => Failure::RateLimited(retry_after.unwrap_or(Duration::from_secs(1))),
         408 => Failure::transient("http_408", false),
+        // Redirects are not followed: a 301/302/303 would turn the POST into a GET that
+        // delivers nothing, and a URL that moved is a configuration to fix, not to retry.
+        300..=399 => Failure::Permanent {
+            reason: "redirect".to_string(),
+        },
         500..=599 => Failure::transient(format!("http_{status}"), true),
         _ => Failure::Permanent {
             reason: format!("http_{status}"),
@@ -359,6 +364,7 @@ impl Http {
         crate::source::prometheus::install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("burnwatch/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Http { client })
     }
@@ -476,7 +482,82 @@ mod tests {
         assert_eq!(retry_after(&headers), None);
         headers.insert(reqwest::header::RETRY_AFTER, "1e300".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        for status in [301, 302, 303, 307, 308] {
+            assert_eq!(
+                http_status(status, None),
+                Failure::Permanent {
+                    reason: "redirect".to_string()
+                }
+            );
+        }
         assert_eq!(code_label("channel_not_found"), "channel_not_found");
         assert_eq!(code_label("<script>"), "unexpected_error");
+    }
+
+    /// A receiver that answers every POST with `302 Location: /landed` and a GET of `/landed`
+    /// with 200; records each request line.
+    fn redirecting_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let line = head.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push(line.clone());
+                let reply = if line.starts_with("GET /landed") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 302 Found\r\nLocation: /landed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        (base, seen)
+    }
+
+    /// A 302 (which a client following it would turn into a GET that delivers nothing) is a
+    /// permanent `redirect` failure, and the redirect is not followed.
+    #[tokio::test]
+    async fn redirects_are_failures_and_not_followed() {
+        let (base, seen) = redirecting_receiver();
+        let http = Http::new().unwrap();
+        let document = serde_json::json!({"version": "1"});
+        let redirect = Failure::Permanent {
+            reason: "redirect".to_string(),
+        };
+        let timeout = Duration::from_secs(5);
+        let url = Secret::new(format!("{base}/hook"));
+        assert_eq!(
+            http.webhook(&url, &document, "k-1", timeout).await,
+            Err(redirect.clone())
+        );
+        assert_eq!(
+            http.alertmanager(&base, &serde_json::json!([]), timeout)
+                .await,
+            Err(redirect.clone())
+        );
+        assert_eq!(
+            http.slack_webhook(&url, "text", &serde_json::json!([]), timeout)
+                .await,
+            Err(redirect)
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(
+            seen.iter().all(|line| line.starts_with("POST ")),
+            "a redirect was followed: {seen:?}"
+        );
     }
 }

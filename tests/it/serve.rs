@@ -306,7 +306,8 @@ impl Serve {
         Serve::start_with(config, state_dir, &[])
     }
 
-    /// `start` with more command-line arguments.
+    /// `start` with more command-line arguments (`--listen` among them replaces
+    /// `127.0.0.1:0`; the test still talks to 127.0.0.1).
     pub(crate) fn start_with(config: &Path, state_dir: &Path, args: &[&str]) -> Serve {
         Serve::start_with_env(config, state_dir, args, &[])
     }
@@ -318,13 +319,18 @@ impl Serve {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Serve {
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
             .arg("serve")
             .arg("--config")
             .arg(config)
             .arg("--state-dir")
             .arg(state_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(args)
             .env("BURNWATCH_LOG", "info")
             .envs(env.iter().copied())
@@ -361,7 +367,7 @@ impl Serve {
                     serve.diagnostics()
                 )
             })
-            .to_string();
+            .replace("http://0.0.0.0:", "http://127.0.0.1:");
         assert!(serve.base.starts_with("http://127.0.0.1:"), "{first_line}");
         serve
     }
@@ -1165,6 +1171,254 @@ fn reload_endpoint_refuses_callers_without_the_token() {
     let serve = open.serve();
     let (status, body) = serve.reload(None);
     assert_eq!(status, 200, "{body}");
+}
+
+/// Changes over HTTP are refused to web pages: a body that is not JSON (which a page can send
+/// cross-origin without a CORS preflight) is 415, a request whose `Origin` is not this server
+/// or whose `Host` is not a loopback name (DNS rebinding) is 403, a body over 64 KiB is 413,
+/// and none of them creates or expires a silence or reloads. curl-like callers still may.
+#[test]
+fn changes_over_http_refuse_web_pages_and_bodies_that_are_not_json() {
+    let prometheus = empty_prometheus();
+    let setup = Setup::new(&prometheus.url(), "");
+    let serve = setup.serve();
+    let port = serve.url("").rsplit(':').next().unwrap().to_string();
+    let own_origin = format!("http://127.0.0.1:{port}");
+    let rebound = format!("rebound.example:{port}");
+    let rebound_origin = format!("http://{rebound}");
+    let silence = serde_json::json!({
+        "matchers": ["service=\"order-service\""],
+        "endsAt": burnwatch::replay::format_time(now_ms() + 3_600_000),
+        "comment": "from a test",
+    })
+    .to_string();
+    let post = |headers: &[(&str, &str)], body: String| {
+        let mut request = serve.http().post(serve.url("/api/v1/silences")).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        serve.request(request, "POST /api/v1/silences")
+    };
+    let json = ("Content-Type", "application/json");
+    let refused: Vec<(Vec<(&str, &str)>, u16)> = vec![
+        (vec![("Content-Type", "text/plain")], 415),
+        (
+            vec![("Content-Type", "application/x-www-form-urlencoded")],
+            415,
+        ),
+        (
+            vec![("Content-Type", "multipart/form-data; boundary=x")],
+            415,
+        ),
+        (vec![], 415),
+        (vec![json, ("Origin", "http://evil.example")], 403),
+        (vec![json, ("Origin", "null")], 403),
+        (vec![json, ("Origin", "http://127.0.0.1:1")], 403),
+        (vec![json, ("Sec-Fetch-Site", "cross-site")], 403),
+        (
+            vec![
+                ("Content-Type", "text/plain"),
+                ("Origin", "http://evil.example"),
+            ],
+            403,
+        ),
+        // A name rebound to 127.0.0.1: the browser's page is then "same origin".
+        (
+            vec![
+                json,
+                ("Host", rebound.as_str()),
+                ("Origin", rebound_origin.as_str()),
+            ],
+            403,
+        ),
+    ];
+    for (headers, status) in &refused {
+        let (got, body) = post(headers, silence.clone());
+        assert_eq!(got, *status, "{headers:?}: {body}");
+    }
+    let huge = format!(
+        r#"{{"matchers": ["a=\"b\""], "endsAt": "2999-01-01T00:00:00Z", "comment": "{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let (status, body) = post(&[json], huge);
+    assert_eq!(status, 413, "{body}");
+    let listed = serve.json("/api/v1/silences");
+    assert_eq!(
+        listed["silences"],
+        serde_json::json!([]),
+        "a refused request made a silence"
+    );
+
+    // JSON from curl, or from a page of this very server: taken.
+    let (status, body) = post(&[json], silence.clone());
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &[
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Origin", &own_origin),
+        ],
+        silence.clone(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed = serve.json("/api/v1/silences");
+    let ids: Vec<String> = listed["silences"]
+        .as_array()
+        .expect("silences")
+        .iter()
+        .map(|silence| silence["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+
+    // Expiring and reloading: a foreign Origin or a form body is refused, and changes nothing.
+    let delete = |id: &str, origin: Option<&str>| {
+        let mut request = serve
+            .http()
+            .delete(serve.url(&format!("/api/v1/silences/{id}")));
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        serve.request(request, "DELETE /api/v1/silences")
+    };
+    let (status, body) = delete(&ids[0], Some("http://evil.example"));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        serve.json("/api/v1/silences")["silences"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let (status, body) = delete(&ids[0], None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serve.json("/api/v1/silences")["silences"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let reload = |headers: &[(&str, &str)], body: &'static str| {
+        let mut request = serve.http().post(serve.url("/-/reload")).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        serve.request(request, "POST /-/reload")
+    };
+    let (status, body) = reload(&[("Origin", "http://evil.example")], "");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = reload(&[("Content-Type", "application/x-www-form-urlencoded")], "");
+    assert_eq!(status, 415, "{body}");
+    let (status, body) = reload(&[("Content-Type", "text/plain")], "x");
+    assert_eq!(status, 415, "{body}");
+    assert!(
+        !serve.stderr().contains("configuration reloaded"),
+        "a refused reload reloaded\n{}",
+        serve.diagnostics()
+    );
+    let (status, body) = reload(&[], "");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = reload(&[json], "{}");
+    assert_eq!(status, 200, "{body}");
+    // Reading is unchanged: any Origin may GET.
+    let (status, _) = serve.request(
+        serve
+            .http()
+            .get(serve.url("/api/v1/silences"))
+            .header("Origin", "http://evil.example"),
+        "GET /api/v1/silences",
+    );
+    assert_eq!(status, 200);
+
+    // With a token: the same refusals, whatever the token.
+    let setup = Setup::with_reload_token(&prometheus.url());
+    let serve = setup.serve();
+    let bearer = format!("Bearer {RELOAD_TOKEN}");
+    let post = |headers: &[(&str, &str)]| {
+        let mut request = serve
+            .http()
+            .post(serve.url("/api/v1/silences"))
+            .header("Authorization", &bearer)
+            .body(silence.clone());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        serve.request(request, "POST /api/v1/silences")
+    };
+    let (status, body) = post(&[("Content-Type", "text/plain")]);
+    assert_eq!(status, 415, "{body}");
+    let (status, body) = post(&[json, ("Origin", "http://evil.example")]);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        serve.json("/api/v1/silences")["silences"],
+        serde_json::json!([])
+    );
+    // A token is not bound to loopback names (it is what a proxy in front would use).
+    let (status, body) = post(&[json, ("Host", rebound.as_str())]);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The address of this machine on its first non-loopback interface, if it has one.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // No packet is sent: connecting a UDP socket only picks the route.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Listening on all interfaces without `web.reload_token_file` starts (a container must
+/// listen beyond loopback for Prometheus to scrape `/metrics`) but says loudly that changes stay
+/// loopback-only, and keeps them so: a caller from another address is refused, reads are not.
+#[test]
+fn listening_beyond_loopback_without_a_token_warns_and_keeps_changes_on_loopback() {
+    let prometheus = empty_prometheus();
+    let warning = "listening beyond loopback without web.reload_token_file";
+    let setup = Setup::new(&prometheus.url(), "");
+    let serve = Serve::start_with(&setup.config(), &setup.state(), &["--listen", "0.0.0.0:0"]);
+    serve.wait_for("the warning about changes over HTTP", || {
+        serve.stderr().contains(warning).then_some(())
+    });
+    let (status, body) = serve.reload(None);
+    assert_eq!(status, 200, "loopback may still reload: {body}");
+    match non_loopback_address() {
+        Some(ip) => {
+            let port = serve.url("").rsplit(':').next().unwrap().to_string();
+            let base = format!("http://{}", SocketAddr::new(ip, port.parse().unwrap()));
+            let (status, body) = serve.request(
+                serve.http().post(format!("{base}/-/reload")),
+                "POST /-/reload from another address",
+            );
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("not on loopback"), "{body}");
+            let (status, _) = serve.request(
+                serve.http().get(format!("{base}/-/healthy")),
+                "GET /-/healthy from another address",
+            );
+            assert_eq!(status, 200);
+        }
+        None => eprintln!("no non-loopback interface: the remote caller is not tried"),
+    }
+
+    // Loopback only, or a token: no warning.
+    for (setup, args) in [
+        (
+            Setup::new(&prometheus.url(), ""),
+            &["--listen", "127.0.0.1:0"][..],
+        ),
+        (
+            Setup::with_reload_token(&prometheus.url()),
+            &["--listen", "0.0.0.0:0"][..],
+        ),
+    ] {
+        let serve = Serve::start_with(&setup.config(), &setup.state(), args);
+        let (status, _) = serve.get("/-/healthy");
+        assert_eq!(status, 200);
+        sleep(Duration::from_millis(500));
+        assert!(
+            !serve.stderr().contains(warning),
+            "{args:?}\n{}",
+            serve.stderr()
+        );
+    }
 }
 
 #[test]
