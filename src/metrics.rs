@@ -163,6 +163,8 @@ pub struct Metrics {
     pub stale_slos: Gauge,
     /// Evaluations skipped because a cycle ran past them.
     pub missed_evaluations: Counter,
+    /// The Prometheus client's queue: requests waiting, in flight, seconds waited.
+    pub query_load: crate::source::prometheus::QueryLoad,
     /// Pending notifications by sink family.
     pub outbox_depth: Family<Labels, Gauge>,
     pub notifications_queued: Counter,
@@ -233,6 +235,22 @@ impl Metrics {
             "Evaluations skipped because a cycle ran past their tick (as Prometheus's rule groups count missed iterations)",
             missed_evaluations.clone(),
         );
+        let query_load = crate::source::prometheus::QueryLoad::default();
+        registry.register(
+            "burnwatch_prometheus_requests_waiting",
+            "Requests to Prometheus waiting for a turn (prometheus.max_concurrency are in flight at most)",
+            query_load.waiting.clone(),
+        );
+        registry.register(
+            "burnwatch_prometheus_requests_in_flight",
+            "Requests to Prometheus in flight",
+            query_load.in_flight.clone(),
+        );
+        registry.register(
+            "burnwatch_prometheus_request_wait_seconds",
+            "Seconds requests to Prometheus waited for a turn",
+            query_load.wait_seconds.clone(),
+        );
         let stale_slos = Gauge::default();
         registry.register(
             "burnwatch_stale_slos",
@@ -295,6 +313,7 @@ impl Metrics {
             stale,
             stale_slos,
             missed_evaluations,
+            query_load,
             slo_series,
             slo_meta: Vec::new(),
         }

@@ -10,6 +10,7 @@
 //!   # bearer_token_file: /etc/burnwatch/token
 //!   # ca_file: /etc/burnwatch/ca.pem
 //!   timeout: 30s
+//!   max_concurrency: 16                 # requests in flight at most; more wait their turn
 //! evaluation_interval: 30s
 //! stale_after: 5m
 //! strategy: auto                        # auto | query | incremental
@@ -52,6 +53,7 @@ struct RawPrometheus {
     bearer_token_file: Option<String>,
     ca_file: Option<String>,
     timeout: Option<Spanned<String>>,
+    max_concurrency: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +92,8 @@ pub struct PrometheusConfig {
     pub bearer_token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// Requests to Prometheus in flight at most.
+    pub max_concurrency: usize,
 }
 
 /// A validated daemon config.
@@ -140,6 +144,18 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
             problems.at(&prometheus.url, "prometheus", "set basic_auth or bearer_token_file, not both");
         }
         let timeout = duration(&mut problems, &prometheus.timeout, "prometheus.timeout", Duration::from_secs(30));
+        let max_concurrency = match &prometheus.max_concurrency {
+            None => crate::source::prometheus::DEFAULT_MAX_CONCURRENCY,
+            Some(limit) if (1..=1024).contains(&limit.value) => limit.value as usize,
+            Some(limit) => {
+                problems.at(
+                    limit,
+                    "prometheus.max_concurrency",
+                    format!("{} is not a number of requests between 1 and 1024", limit.value),
+                );
+                crate::source::prometheus::DEFAULT_MAX_CONCURRENCY
+            }
+        };
         PrometheusConfig {
             url,
             headers: prometheus.headers.into_iter().collect(),
@@ -149,6 +165,7 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
             bearer_token_file: prometheus.bearer_token_file.map(|path| base.join(path)),
             ca_file: prometheus.ca_file.map(|path| base.join(path)),
             timeout: timeout.unwrap_or_default(),
+            max_concurrency,
         }
     });
     let strategy = match &raw.strategy {

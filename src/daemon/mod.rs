@@ -148,6 +148,7 @@ fn load(config_path: &Path) -> Result<Loaded> {
     endpoint.headers = prometheus.headers.clone();
     endpoint.ca_file = prometheus.ca_file.clone();
     endpoint.timeout = prometheus.timeout;
+    endpoint.max_concurrency = prometheus.max_concurrency;
     endpoint.auth = match (&prometheus.basic_auth, &prometheus.bearer_token_file) {
         (Some((username, password_file)), _) => Auth::Basic {
             username: username.clone(),
@@ -304,9 +305,12 @@ pub async fn run(
             tracing::info!(slos = ?orphaned, closed, "closed the incidents of SLOs no longer configured");
         }
     }
+    let metrics = Metrics::new();
+    let query_load = metrics.query_load.clone();
+    loaded.client = loaded.client.with_load(query_load.clone());
     let shared = Arc::new(Shared {
         status: RwLock::new(Status::default()),
-        metrics: Mutex::new(Metrics::new()),
+        metrics: Mutex::new(metrics),
         reload_token: RwLock::new(loaded.reload_token.clone()),
         reloads: reload_sender,
         store: store.clone(),
@@ -405,7 +409,10 @@ pub async fn run(
                         *shared.config_silences.write().unwrap_or_else(|e| e.into_inner()) = new.config.notify.silences.clone();
                         let _ = delivery.sinks.send(new.sinks.clone());
                         tracing::info!(slos = new.slos.len(), "configuration reloaded");
-                        loaded = new;
+                        loaded = Loaded {
+                            client: new.client.with_load(query_load.clone()),
+                            ..new
+                        };
                         Ok(())
                     }
                     Ok(Err(error)) => {

@@ -13,7 +13,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -67,6 +71,21 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// Attempts after the first for retryable failures.
     pub retries: usize,
+    /// Requests in flight at most; more wait their turn (see [`QueryLoad`]).
+    pub max_concurrency: usize,
+}
+
+/// Requests in flight at once by default: a cycle of hundreds of SLOs × windows queues rather
+/// than opening thousands of connections (Prometheus itself runs 20 queries at a time).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
+
+/// How busy the client is, as the daemon's `/metrics` shows it: requests waiting for a turn,
+/// in flight, and the seconds spent waiting. Shared handles; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct QueryLoad {
+    pub waiting: Gauge,
+    pub in_flight: Gauge,
+    pub wait_seconds: Counter<f64>,
 }
 
 impl Endpoint {
@@ -78,6 +97,7 @@ impl Endpoint {
             ca_file: None,
             timeout: Duration::from_secs(30),
             retries: 3,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
         }
     }
 }
@@ -193,6 +213,9 @@ pub struct Client {
     base: String,
     auth: Auth,
     retries: usize,
+    /// One permit per request in flight.
+    turns: Arc<tokio::sync::Semaphore>,
+    load: QueryLoad,
 }
 
 impl fmt::Debug for Client {
@@ -260,7 +283,15 @@ impl Client {
             base,
             auth: endpoint.auth.clone(),
             retries: endpoint.retries,
+            turns: Arc::new(tokio::sync::Semaphore::new(endpoint.max_concurrency.max(1))),
+            load: QueryLoad::default(),
         })
+    }
+
+    /// This client, reporting its load to `load`.
+    pub fn with_load(mut self, load: QueryLoad) -> Client {
+        self.load = load;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -334,7 +365,11 @@ impl Client {
         let mut attempt = 0;
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.get_once(path, params).await {
+            let result = {
+                let _turn = self.turn().await;
+                self.get_once(path, params).await
+            };
+            match result {
                 Ok(data) => return Ok(data),
                 Err(error) if error.is_retryable() && attempt < self.retries => {
                     attempt += 1;
@@ -344,6 +379,24 @@ impl Client {
                 }
                 Err(error) => return Err(error),
             }
+        }
+    }
+
+    /// Waits for a turn to send a request; the turn ends when the guard drops.
+    async fn turn(&self) -> InFlight {
+        let started = Instant::now();
+        // A guard, so that a request given up while waiting (the cycle's timeout) stops
+        // counting as waiting.
+        let waiting = Waiting::new(&self.load.waiting);
+        let permit = self.turns.clone().acquire_owned().await;
+        drop(waiting);
+        self.load
+            .wait_seconds
+            .inc_by(started.elapsed().as_secs_f64());
+        self.load.in_flight.inc();
+        InFlight {
+            _permit: permit.ok(),
+            in_flight: self.load.in_flight.clone(),
         }
     }
 
@@ -372,6 +425,34 @@ impl Client {
                 status: status.as_u16(),
             },
         })
+    }
+}
+
+/// A request's place in the waiting gauge while it waits for its turn.
+struct Waiting(Gauge);
+
+impl Waiting {
+    fn new(gauge: &Gauge) -> Waiting {
+        gauge.inc();
+        Waiting(gauge.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A request's turn: its permit, and its place in the in-flight gauge.
+struct InFlight {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    in_flight: Gauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.in_flight.dec();
     }
 }
 

@@ -1117,6 +1117,63 @@ pub(crate) fn empty_prometheus() -> HttpStub {
     })
 }
 
+/// Regression: each cycle started every window query of every SLO at once (300 query-strategy
+/// SLOs: about 4,800 connections). With `prometheus.max_concurrency: 3`, a slow Prometheus
+/// never sees more than 3 requests at a time, and `/metrics` shows the queue.
+#[test]
+fn queries_to_prometheus_are_bounded_by_max_concurrency() {
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let prometheus = HttpStub::start({
+        let (now, most, answered) = (now.clone(), most.clone(), answered.clone());
+        move |_, target, _| {
+            if target.starts_with("/api/v1/query") {
+                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(in_flight, Ordering::SeqCst);
+                sleep(Duration::from_millis(100));
+                now.fetch_sub(1, Ordering::SeqCst);
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+            Reply::json(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            )
+        }
+    });
+    let setup = Setup::new(&prometheus.url(), "");
+    let one = spec("Requests that do not fail.", "99.9");
+    let body = one.split_once("slos:\n").expect("slos").1;
+    let mut four = "version: burnwatch/v1\nservice: order-service\nslos:\n".to_string();
+    for name in ["checkout", "payments", "search", "shipping"] {
+        four.push_str(&body.replace("requests-availability", name));
+    }
+    setup.write_spec(&four);
+    std::fs::write(
+        setup.config(),
+        format!(
+            "prometheus:\n  url: {}\n  max_concurrency: 3\nevaluation_interval: 3s\n\
+             stale_after: 1h\nstrategy: query\nrules:\n  - slos.yaml\n",
+            prometheus.url()
+        ),
+    )
+    .expect("write config");
+    let serve = setup.serve();
+    // 4 SLOs × 3 windows (20s, 5s, the 1h period) × 2 queries: 24 a cycle.
+    serve.wait_for("two cycles of queries", || {
+        (answered.load(Ordering::SeqCst) >= 48).then_some(())
+    });
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 3, "{most} requests in flight at once");
+    assert!(most >= 2, "requests went one at a time ({most})");
+    let (_, metrics) = serve.get("/metrics");
+    let waited = metric_value(&metrics, "burnwatch_prometheus_request_wait_seconds_total")
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(waited > 0.1, "no queueing shown: {waited}");
+    assert!(metric_value(&metrics, "burnwatch_prometheus_requests_in_flight").is_some());
+    assert!(metric_value(&metrics, "burnwatch_prometheus_requests_waiting").is_some());
+    serve.assert_running();
+}
+
 #[test]
 fn reload_endpoint_refuses_callers_without_the_token() {
     let prometheus = empty_prometheus();
@@ -1559,20 +1616,19 @@ fn prometheus_outage_holds_alerts_and_raises_stale_meta_alert() {
 fn one_broken_slo_is_stale_alone_and_does_not_hold_readiness() {
     const BROKEN: &str = "order-service-broken-query";
     let live = live(0.0, false);
-    // Prometheus refuses this at evaluation: many series match the empty `on()` group.
-    let broken = format!(
-        r#"  - name: broken-query
+    // Prometheus refuses this at evaluation, whatever the data: two series on the right match
+    // the empty `on()` group.
+    let broken = r#"  - name: broken-query
     objective: 99
     period: 1h
     sli:
       raw:
-        error_ratio: sum by (route) (rate(http_requests_total{{job="{SCRAPE_JOB}"}}[{{{{.window}}}}])) / on() http_requests_total{{job="{SCRAPE_JOB}"}}
+        error_ratio: 'sum_over_time(vector(1)[{{.window}}:10s]) / on() (label_replace(vector(1), "a", "x", "", "") or label_replace(vector(1), "a", "y", "", ""))' 
     alerting:
       page:
-        windows: [{{long: 20s, short: 5s, factor: 10}}]
-      ticket: {{disable: true}}
-"#
-    );
+        windows: [{long: 20s, short: 5s, factor: 10}]
+      ticket: {disable: true}
+"#;
     live.setup.write_spec(&format!(
         "{}{broken}",
         spec("Requests that do not fail.", "99.9")
@@ -1794,6 +1850,13 @@ fn malformed_prometheus_answers_are_errors_not_panics() {
         }
     });
     let setup = Setup::new(&prometheus.url(), "");
+    // Never stale during the test: readiness waits for the SLO's first answer.
+    let config = std::fs::read_to_string(setup.config()).expect("read config");
+    std::fs::write(
+        setup.config(),
+        config.replace("stale_after: 3s", "stale_after: 1h"),
+    )
+    .expect("write config");
     let serve = setup.serve();
 
     for (index, (status, _, body, expected)) in cases.iter().enumerate() {
@@ -1822,6 +1885,10 @@ fn malformed_prometheus_answers_are_errors_not_panics() {
             serve.get("/-/ready").0,
             503,
             "ready without a complete evaluation"
+        );
+        assert_eq!(
+            serve.get("/-/ready").1.trim(),
+            format!("burnwatch is not ready: not evaluated successfully yet: {SLO_ID}")
         );
         assert_eq!(serve.alerts(), Vec::<Value>::new());
     }
