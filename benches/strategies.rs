@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench strategies` backfills 31 days of two routes (four series) and measures
 //! 20 cycles after the incremental warm start. Under `cargo test` (no `--bench` argument) it
-//! runs a 2-day smoke size so the suite proves the bench still works.
+//! runs a 2-day smoke size (period 3d, the shortest that holds the default 3d ticket window)
+//! so the suite proves the bench still works.
 
 #[allow(dead_code)]
 #[path = "../tests/it/prom.rs"]
@@ -42,7 +43,7 @@ fn data(days: i64) -> String {
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
-    let (days, period) = if full { (31, "30d") } else { (2, "1d") };
+    let (days, period) = if full { (31, "30d") } else { (2, "3d") };
     let spec = format!(
         "version: burnwatch/v1\nservice: orders\nslos:\n  - name: availability\n    objective: 99.9\n    period: {period}\n    group_by: [route]\n    sli:\n      ratio:\n        errors: http_requests_total{{code=~\"5..\"}}\n        total: http_requests_total\n"
     );

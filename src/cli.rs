@@ -273,17 +273,7 @@ fn replay_from_prometheus(
     let (Some(from), Some(to)) = (from, to) else {
         bail!("--prometheus needs --from and --to")
     };
-    if to < from {
-        bail!(
-            "--to {} is before --from {}",
-            replay::format_time(to),
-            replay::format_time(from)
-        );
-    }
-    if step.is_zero() {
-        bail!("--step must be longer than zero");
-    }
-    let range = Range { from, to, step };
+    let range = Range::new(from, to, step).map_err(anyhow::Error::msg)?;
     let client =
         crate::source::prometheus::Client::new(&crate::source::prometheus::Endpoint::new(url))?;
     let bar = if io::IsTerminal::is_terminal(&io::stderr()) {

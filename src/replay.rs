@@ -120,33 +120,88 @@ pub struct Range {
     pub step: Duration,
 }
 
+/// The most evaluation steps one replay takes: a little under two years at the default 1m step,
+/// about a quarter at 10s. Timestamps spanning decades would otherwise keep a replay busy for
+/// hours; past this the range is refused, not cut.
+pub const MAX_STEPS: u64 = 1_000_000;
+
 impl Range {
-    /// From the options, defaulting to the recording's first and last sample.
+    /// `--from`, `--to` and `--step` as given: a positive step, `to` not before `from`, and at
+    /// most [`MAX_STEPS`] evaluations.
+    pub fn new(from: Millis, to: Millis, step: Duration) -> Result<Range, String> {
+        let range = Range::ordered(from, to, step)?;
+        range.within_max_steps()?;
+        Ok(range)
+    }
+
+    /// From the options, defaulting to the recording's first and last sample. When the range is
+    /// too long and a bound was defaulted, the error names the line of that sample.
     pub fn resolve(
         recording: &Recording,
         from: Option<Millis>,
         to: Option<Millis>,
         step: Duration,
     ) -> Result<Range, String> {
-        if step.is_zero() {
-            return Err("--step must be longer than zero".to_string());
-        }
         let (first, last) = recording
             .time_range()
             .ok_or("the recording has no samples")?;
-        let range = Range {
-            from: from.unwrap_or(first),
-            to: to.unwrap_or(last),
-            step,
-        };
-        if range.to < range.from {
+        let range = Range::ordered(from.unwrap_or(first), to.unwrap_or(last), step)?;
+        range.within_max_steps().map_err(|message| {
+            let file = &recording.file;
+            let mut defaulted = Vec::new();
+            if let (None, Some(earliest)) = (from, recording.earliest) {
+                defaulted.push(format!(
+                    "--from defaults to the earliest sample, at {file}:{}",
+                    earliest.line
+                ));
+            }
+            if let (None, Some(latest)) = (to, recording.latest) {
+                defaulted.push(format!(
+                    "--to defaults to the latest sample, at {file}:{}",
+                    latest.line
+                ));
+            }
+            if defaulted.is_empty() {
+                message
+            } else {
+                format!("{message} ({})", defaulted.join("; "))
+            }
+        })?;
+        Ok(range)
+    }
+
+    fn ordered(from: Millis, to: Millis, step: Duration) -> Result<Range, String> {
+        if step.is_zero() {
+            return Err("--step must be longer than zero".to_string());
+        }
+        if to < from {
             return Err(format!(
                 "--to {} is before --from {}",
-                format_time(range.to),
-                format_time(range.from)
+                format_time(to),
+                format_time(from)
             ));
         }
-        Ok(range)
+        Ok(Range { from, to, step })
+    }
+
+    fn within_max_steps(&self) -> Result<(), String> {
+        let steps = self.steps();
+        if steps <= MAX_STEPS {
+            return Ok(());
+        }
+        Err(format!(
+            "replaying {} .. {} every {} takes {steps} evaluation steps, more than the {MAX_STEPS} a replay is allowed; narrow the range with --from and --to, or take a longer --step",
+            format_time(self.from),
+            format_time(self.to),
+            format_duration(self.step)
+        ))
+    }
+
+    /// The number of evaluations from `from` to `to`, both included.
+    pub fn steps(&self) -> u64 {
+        let span = (i128::from(self.to) - i128::from(self.from)).max(0);
+        let steps = span / i128::from(millis(self.step).max(1)) + 1;
+        u64::try_from(steps).unwrap_or(u64::MAX)
     }
 
     pub fn times(&self) -> impl Iterator<Item = Millis> + use<> {
@@ -398,6 +453,36 @@ pub fn to_text(timeline: &Timeline) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The step bound, and the checks `--prometheus` shares with recordings.
+    #[test]
+    fn ranges_are_bounded_in_steps() {
+        let minute = Duration::from_secs(60);
+        let last_allowed = (MAX_STEPS as i64 - 1) * 60_000;
+        let cases: [(Millis, Millis, Duration, Result<u64, &str>); 5] = [
+            (0, 0, minute, Ok(1)),
+            (0, last_allowed, minute, Ok(MAX_STEPS)),
+            (
+                0,
+                last_allowed + 60_000,
+                minute,
+                Err(
+                    "replaying 1970-01-01T00:00:00Z .. 1971-11-26T10:40:00Z every 1m takes 1000001 evaluation steps, more than the 1000000 a replay is allowed; narrow the range with --from and --to, or take a longer --step",
+                ),
+            ),
+            (0, 1, Duration::ZERO, Err("--step must be longer than zero")),
+            (
+                60_000,
+                0,
+                minute,
+                Err("--to 1970-01-01T00:00:00Z is before --from 1970-01-01T00:01:00Z"),
+            ),
+        ];
+        for (from, to, step, expected) in cases {
+            let found = Range::new(from, to, step).map(|range| range.steps());
+            assert_eq!(found, expected.map_err(str::to_string), "{from} .. {to}");
+        }
+    }
 
     #[test]
     fn times_round_trip() {

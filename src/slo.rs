@@ -151,6 +151,15 @@ pub fn default_windows(kind: TierKind) -> &'static [(Duration, Duration, f64)] {
     }
 }
 
+/// The shortest SLO period. The period is also the window of the budget's bookkeeping, kept in
+/// hourly buckets by the incremental strategy: under an hour it would not fill one.
+pub const MIN_PERIOD: Duration = Duration::from_secs(60 * 60);
+
+/// The longest SLO period: a quarter. The incremental strategy keeps an hourly bucket per SLO
+/// instance for every hour of the period (2,160 buckets, 17 KiB, at 90 days); a period of years
+/// would reserve megabytes per instance, gigabytes for a daemon's worth of instances.
+pub const MAX_PERIOD: Duration = Duration::from_secs(90 * 86_400);
+
 /// Timing of the alert state machine of one tier.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
@@ -158,7 +167,7 @@ pub struct Timing {
     pub for_: Duration,
     /// How long the condition must stay false before a firing alert resolves.
     pub resolve_timeout: Duration,
-    /// How often a reminder goes out while firing.
+    /// How often a reminder goes out while firing; at least 1s (0 would remind every cycle).
     pub repeat_interval: Duration,
 }
 

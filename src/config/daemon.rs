@@ -119,13 +119,13 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
     let duration = super::duration_at_least_1s;
     let evaluation_interval = duration(
         &mut problems,
-        &raw.evaluation_interval,
+        raw.evaluation_interval.as_ref(),
         "evaluation_interval",
         Duration::from_secs(30),
     );
     let stale_after = duration(
         &mut problems,
-        &raw.stale_after,
+        raw.stale_after.as_ref(),
         "stale_after",
         Duration::from_secs(300),
     );
@@ -143,7 +143,7 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
         if prometheus.basic_auth.is_some() && prometheus.bearer_token_file.is_some() {
             problems.at(&prometheus.url, "prometheus", "set basic_auth or bearer_token_file, not both");
         }
-        let timeout = duration(&mut problems, &prometheus.timeout, "prometheus.timeout", Duration::from_secs(30));
+        let timeout = duration(&mut problems, prometheus.timeout.as_ref(), "prometheus.timeout", Duration::from_secs(30));
         let max_concurrency = match &prometheus.max_concurrency {
             None => crate::source::prometheus::DEFAULT_MAX_CONCURRENCY,
             Some(limit) if (1..=1024).contains(&limit.value) => limit.value as usize,

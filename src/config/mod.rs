@@ -81,15 +81,19 @@ impl<'a> Problems<'a> {
         }
     }
 
-    /// Records a problem at a spanned value.
+    /// Records a problem at a spanned value, once (a value shared by both tiers, such as the
+    /// SLO's `alerting.repeat_interval`, is checked for each).
     fn at<T>(&mut self, spanned: &Spanned<T>, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
+        let error = ConfigError {
             file: self.file.to_string(),
             line: spanned.referenced.line(),
             column: spanned.referenced.column(),
             path: path.into(),
             message: message.into(),
-        });
+        };
+        if !self.errors.contains(&error) {
+            self.errors.push(error);
+        }
     }
 
     fn origin<T>(&self, spanned: &Spanned<T>) -> Origin {
@@ -113,7 +117,7 @@ impl<'a> Problems<'a> {
 /// recorded at the value, when it is not one.
 pub(crate) fn duration_at_least_1s(
     problems: &mut Problems,
-    value: &Option<Spanned<String>>,
+    value: Option<&Spanned<String>>,
     path: &str,
     default: std::time::Duration,
 ) -> Option<std::time::Duration> {

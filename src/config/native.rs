@@ -6,7 +6,7 @@
 //! slos:
 //!   - name: requests-availability
 //!     objective: 99.9          # percent
-//!     period: 30d              # default 30d
+//!     period: 30d              # default 30d; 1h to 90d, at least the longest window
 //!     sli:
 //!       ratio:                 # or latency: {histogram, threshold}, or raw: {error_ratio}
 //!         errors: http_requests_total{service="order-service",code=~"5.."}
@@ -156,7 +156,7 @@ fn map_slo(
     let errors_before = problems.errors.len();
     let (name, objective) = name_and_objective(problems, path, &raw.name, &raw.objective);
     let period = match &raw.period {
-        Some(period) => duration(problems, period, &format!("{path}.period")),
+        Some(period) => map_period(problems, period, &format!("{path}.period")),
         None => Some(DEFAULT_PERIOD),
     };
     let sli = map_sli(problems, &format!("{path}.sli"), &raw.sli, &raw.group_by);
@@ -185,24 +185,47 @@ fn map_slo(
         let tier_path = format!("{path}.alerting.{}", kind.as_str());
         let timing = timing(
             problems,
-            &tier_path,
             [
-                raw_tier.for_.as_ref().or(alerting.for_.as_ref()),
-                raw_tier
-                    .resolve_timeout
-                    .as_ref()
-                    .or(alerting.resolve_timeout.as_ref()),
-                raw_tier
-                    .repeat_interval
-                    .as_ref()
-                    .or(alerting.repeat_interval.as_ref()),
+                own_or_shared(path, &tier_path, "for", &raw_tier.for_, &alerting.for_),
+                own_or_shared(
+                    path,
+                    &tier_path,
+                    "resolve_timeout",
+                    &raw_tier.resolve_timeout,
+                    &alerting.resolve_timeout,
+                ),
+                own_or_shared(
+                    path,
+                    &tier_path,
+                    "repeat_interval",
+                    &raw_tier.repeat_interval,
+                    &alerting.repeat_interval,
+                ),
             ],
         );
         let windows = match (&raw_tier.windows, period) {
             (Some(windows), Some(period)) => {
                 map_windows(problems, &format!("{tier_path}.windows"), windows, period)
             }
-            (None, Some(period)) => Some(default_pairs(kind, period)),
+            (None, Some(period)) => {
+                let pairs = default_pairs(kind, period);
+                let longest = pairs.iter().map(|pair| pair.long).max();
+                match (&raw.period, longest) {
+                    (Some(written), Some(longest)) if period < longest => {
+                        problems.at(
+                            written,
+                            format!("{path}.period"),
+                            format!(
+                                "{} is shorter than the {kind} tier's default {} window; give alerting.{kind}.windows no longer than the period, or disable the tier",
+                                written.value.trim(),
+                                slo::format_duration(longest)
+                            ),
+                        );
+                        None
+                    }
+                    _ => Some(pairs),
+                }
+            }
             (_, None) => None,
         };
         let mut labels = alerting.labels.clone();
@@ -244,6 +267,29 @@ fn map_slo(
 }
 
 pub(super) const DEFAULT_PERIOD: Duration = Duration::from_secs(30 * 86_400);
+const _: () = assert!(
+    slo::MIN_PERIOD.as_secs() <= DEFAULT_PERIOD.as_secs()
+        && DEFAULT_PERIOD.as_secs() <= slo::MAX_PERIOD.as_secs()
+);
+
+/// A period between [`slo::MIN_PERIOD`] and [`slo::MAX_PERIOD`].
+fn map_period(problems: &mut Problems, value: &Spanned<String>, path: &str) -> Option<Duration> {
+    let period = duration(problems, value, path)?;
+    if (slo::MIN_PERIOD..=slo::MAX_PERIOD).contains(&period) {
+        return Some(period);
+    }
+    problems.at(
+        value,
+        path,
+        format!(
+            "{} is not a period between {} and {}",
+            value.value.trim(),
+            slo::format_duration(slo::MIN_PERIOD),
+            slo::format_duration(slo::MAX_PERIOD)
+        ),
+    );
+    None
+}
 
 fn map_sli(
     problems: &mut Problems,
@@ -406,21 +452,41 @@ fn duration(problems: &mut Problems, value: &Spanned<String>, path: &str) -> Opt
         .ok()
 }
 
-/// Tier timing from `for`, `resolve_timeout`, `repeat_interval` (the tier's own, else the
-/// SLO's `alerting` ones), falling back to the defaults.
-pub(super) fn timing(
-    problems: &mut Problems,
+/// A tier's own timing setting, else the SLO's `alerting` one, with the path it was written at.
+fn own_or_shared(
     path: &str,
-    [for_, resolve_timeout, repeat_interval]: [Option<&Spanned<String>>; 3],
+    tier_path: &str,
+    name: &str,
+    own: &Option<Spanned<String>>,
+    shared: &Option<Spanned<String>>,
+) -> Option<(Spanned<String>, String)> {
+    match (own, shared) {
+        (Some(own), _) => Some((own.clone(), format!("{tier_path}.{name}"))),
+        (None, Some(shared)) => Some((shared.clone(), format!("{path}.alerting.{name}"))),
+        (None, None) => None,
+    }
+}
+
+/// Tier timing from `for`, `resolve_timeout`, `repeat_interval` (the tier's own, else the
+/// SLO's `alerting` ones, each with the path it was written at), falling back to the defaults.
+/// `repeat_interval` is at least 1s: 0 would send a reminder every cycle.
+fn timing(
+    problems: &mut Problems,
+    [for_, resolve_timeout, repeat_interval]: [Option<(Spanned<String>, String)>; 3],
 ) -> Option<Timing> {
     let defaults = Timing::default();
-    let mut pick = |value: Option<&Spanned<String>>, name: &str, default: Duration| match value {
-        Some(value) => duration(problems, value, &format!("{path}.{name}")),
+    let mut pick = |value: Option<(Spanned<String>, String)>, default: Duration| match value {
+        Some((value, path)) => duration(problems, &value, &path),
         None => Some(default),
     };
-    let for_ = pick(for_, "for", defaults.for_);
-    let resolve_timeout = pick(resolve_timeout, "resolve_timeout", defaults.resolve_timeout);
-    let repeat_interval = pick(repeat_interval, "repeat_interval", defaults.repeat_interval);
+    let for_ = pick(for_, defaults.for_);
+    let resolve_timeout = pick(resolve_timeout, defaults.resolve_timeout);
+    let repeat_interval = match repeat_interval {
+        Some((value, path)) => {
+            super::duration_at_least_1s(problems, Some(&value), &path, defaults.repeat_interval)
+        }
+        None => Some(defaults.repeat_interval),
+    };
     Some(Timing {
         for_: for_?,
         resolve_timeout: resolve_timeout?,
@@ -463,6 +529,18 @@ fn map_windows(
         let (Some(long), Some(short)) = (long, short) else {
             continue;
         };
+        if long > period {
+            problems.at(
+                &raw.long,
+                format!("{path}.long"),
+                format!(
+                    "{} is longer than the period {}",
+                    raw.long.value.trim(),
+                    slo::format_duration(period)
+                ),
+            );
+            continue;
+        }
         let factor = match (&raw.budget_percent, &raw.factor) {
             (Some(budget), None) => {
                 if !(0.0 < budget.value && budget.value <= 100.0) {

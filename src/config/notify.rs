@@ -218,7 +218,7 @@ fn duration(
     path: &str,
     default: Duration,
 ) -> Duration {
-    super::duration_at_least_1s(problems, value, path, default).unwrap_or(default)
+    super::duration_at_least_1s(problems, value.as_ref(), path, default).unwrap_or(default)
 }
 
 fn matchers(problems: &mut Problems, raw: &[Spanned<String>], path: &str) -> Vec<Matcher> {

@@ -1,7 +1,9 @@
 //! Sloth's `version: "prometheus/v1"` spec files, accepted unchanged.
 //!
 //! Mapping: SLO id `<service>-<name>` (Sloth's `sloth_id`), objective in percent, period 30d
-//! (Sloth's default), the SRE Workbook page/ticket windows, `sli.events` (error/total queries),
+//! (Sloth's default, which Sloth sets with a flag, not in the file; within burnwatch's 1h..90d
+//! and longer than every default window, so a Sloth file cannot break those bounds), the SRE
+//! Workbook page/ticket windows, `sli.events` (error/total queries),
 //! `sli.raw.error_ratio_query`, `alerting.name/labels/annotations`, `page_alert`/`ticket_alert`
 //! with `disable`, and the runbook from the `runbook` (or `runbook_url`) annotation. Grouping
 //! labels come from the queries' `sum by (...)`. SLI plugins are rejected with a clear message;

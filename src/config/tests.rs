@@ -264,6 +264,49 @@ fn bad_specs_name_file_line_column_and_field() {
             "service: order-service\nservice: other",
             "rules/orders.yaml:3:1: duplicate mapping key: service, set DuplicateKeyPolicy in Options if acceptable",
         ),
+        // Regression: these loaded, and `serve` then reserved gigabytes of hourly buckets (30y),
+        // paged on one error (0s: factor 0), reminded every cycle (repeat_interval 0s), or
+        // measured windows longer than the period it keeps.
+        (
+            "objective: 99.9",
+            "objective: 99.9\n    period: 30y",
+            "rules/orders.yaml:6:13: slos[0].period: 30y is not a period between 1h and 90d",
+        ),
+        (
+            "objective: 99.9",
+            "objective: 99.9\n    period: 0s",
+            "rules/orders.yaml:6:13: slos[0].period: 0s is not a period between 1h and 90d",
+        ),
+        (
+            "objective: 99.9",
+            "objective: 99.9\n    period: 91d",
+            "rules/orders.yaml:6:13: slos[0].period: 91d is not a period between 1h and 90d",
+        ),
+        (
+            "objective: 99.9",
+            "objective: 99.9\n    period: 59m",
+            "rules/orders.yaml:6:13: slos[0].period: 59m is not a period between 1h and 90d",
+        ),
+        (
+            "objective: 99.9",
+            "objective: 99.9\n    period: 1d",
+            "rules/orders.yaml:6:13: slos[0].period: 1d is shorter than the ticket tier's default 3d window; give alerting.ticket.windows no longer than the period, or disable the tier",
+        ),
+        (
+            "total: http_requests_total",
+            "total: http_requests_total\n    alerting:\n      repeat_interval: 0s",
+            "rules/orders.yaml:11:24: slos[0].alerting.repeat_interval: must be at least 1s",
+        ),
+        (
+            "total: http_requests_total",
+            "total: http_requests_total\n    alerting:\n      page:\n        repeat_interval: 0s",
+            "rules/orders.yaml:12:26: slos[0].alerting.page.repeat_interval: must be at least 1s",
+        ),
+        (
+            "objective: 99.9",
+            "objective: 99.9\n    period: 2h\n    alerting:\n      ticket: {disable: true}\n      page:\n        windows: [{long: 3h, short: 5m, factor: 10}]",
+            "rules/orders.yaml:10:26: slos[0].alerting.page.windows[0].long: 3h is longer than the period 2h",
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(NATIVE.contains(from), "{from}");
@@ -278,6 +321,92 @@ fn bad_specs_name_file_line_column_and_field() {
             *expected,
             "replacing {from:?} with {to:?}"
         );
+    }
+}
+
+/// The bounds let through what the shipped specs and tests use: an hour's period with
+/// windows of seconds, a quarter, reminders every second, a tier's windows up to the period.
+#[test]
+fn periods_and_repeat_intervals_at_their_bounds_load() {
+    let cases = [
+        (
+            "    period: 1h\n    alerting:\n      repeat_interval: 1s\n      page:\n        windows: [{long: 20s, short: 5s, factor: 10}]\n      ticket: {disable: true}\n",
+            Duration::from_secs(3600),
+        ),
+        ("    period: 90d\n", Duration::from_secs(90 * 86_400)),
+        ("    period: 3d\n", Duration::from_secs(3 * 86_400)),
+        (
+            "    period: 1d\n    alerting:\n      ticket:\n        windows: [{long: 1d, short: 2h, budget_percent: 10}]\n",
+            Duration::from_secs(86_400),
+        ),
+    ];
+    for (extra, period) in cases {
+        let slo = &slos(&format!("{NATIVE}{extra}"))[0];
+        assert_eq!(slo.period, period, "{extra}");
+    }
+}
+
+/// `serve` would tick without pause, or call every failure stale, at 0s: both need 1s or more.
+#[test]
+fn daemon_intervals_of_zero_are_refused() {
+    let cases = [
+        (
+            "evaluation_interval: 0s\n",
+            "burnwatch.yaml:3:22: evaluation_interval: must be at least 1s",
+        ),
+        (
+            "stale_after: 0s\n",
+            "burnwatch.yaml:3:14: stale_after: must be at least 1s",
+        ),
+        (
+            "evaluation_interval: 500ms\n",
+            "burnwatch.yaml:3:22: evaluation_interval: must be at least 1s",
+        ),
+    ];
+    for (line, expected) in cases {
+        let text = format!("prometheus:\n  url: http://127.0.0.1:9090\n{line}rules: [rules]\n");
+        match load_str("burnwatch.yaml", &text, Path::new(".")) {
+            Ok(document) => panic!("{line}: expected errors, got {document:?}"),
+            Err(errors) => assert_eq!(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                expected,
+                "{line}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn max_concurrency_is_a_number_of_requests() {
+    for (value, expected) in [
+        (
+            "0",
+            Some(
+                "burnwatch.yaml:3:20: prometheus.max_concurrency: 0 is not a number of requests between 1 and 1024",
+            ),
+        ),
+        (
+            "5000",
+            Some(
+                "burnwatch.yaml:3:20: prometheus.max_concurrency: 5000 is not a number of requests between 1 and 1024",
+            ),
+        ),
+        ("4", None),
+    ] {
+        let text = format!(
+            "prometheus:\n  url: http://127.0.0.1:9090\n  max_concurrency: {value}\nrules: [rules]\n"
+        );
+        match (load_str("burnwatch.yaml", &text, Path::new(".")), expected) {
+            (Ok(Document::Daemon(config)), None) => {
+                assert_eq!(config.prometheus.expect("prometheus").max_concurrency, 4)
+            }
+            (Err(errors), Some(expected)) => assert_eq!(errors[0].to_string(), expected),
+            (other, _) => panic!("{value}: {other:?}"),
+        }
     }
 }
 

@@ -22,9 +22,21 @@ use crate::window::Series;
 /// All series of a recording, in order of first appearance.
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
+    /// The file it was read from, as errors name it.
+    pub file: String,
     pub series: Vec<Series>,
     /// Number of samples read.
     pub samples: usize,
+    /// Where the earliest and the latest sample are (the first line holding each).
+    pub earliest: Option<SampleAt>,
+    pub latest: Option<SampleAt>,
+}
+
+/// A sample's time and the line it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleAt {
+    pub at: Millis,
+    pub line: usize,
 }
 
 impl Recording {
@@ -62,7 +74,10 @@ impl std::error::Error for RecordingError {}
 
 /// Parses OpenMetrics text. `file` only names the input in errors.
 pub fn parse(file: &str, text: &str) -> Result<Recording, RecordingError> {
-    let mut recording = Recording::default();
+    let mut recording = Recording {
+        file: file.to_string(),
+        ..Recording::default()
+    };
     let mut index_of: FxHashMap<&str, usize> = FxHashMap::default();
     let mut last_key: Option<(&str, usize)> = None;
     for (line_index, line) in text.lines().enumerate() {
@@ -110,6 +125,16 @@ pub fn parse(file: &str, text: &str) -> Result<Recording, RecordingError> {
         }
         series.push(at, value);
         recording.samples += 1;
+        let here = SampleAt {
+            at,
+            line: line_index + 1,
+        };
+        if recording.earliest.is_none_or(|earliest| at < earliest.at) {
+            recording.earliest = Some(here);
+        }
+        if recording.latest.is_none_or(|latest| at > latest.at) {
+            recording.latest = Some(here);
+        }
     }
     Ok(recording)
 }
@@ -315,6 +340,19 @@ mod tests {
         assert_eq!(
             recording.time_range(),
             Some((1_700_000_000_000, 1_700_000_030_500))
+        );
+        assert_eq!(
+            (recording.earliest, recording.latest),
+            (
+                Some(SampleAt {
+                    at: 1_700_000_000_000,
+                    line: 2
+                }),
+                Some(SampleAt {
+                    at: 1_700_000_030_500,
+                    line: 4
+                })
+            )
         );
     }
 

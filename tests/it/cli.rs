@@ -235,6 +235,71 @@ fn replay_reports_bad_data_with_its_line() {
     );
 }
 
+/// Regression: two samples 30 years apart made `replay`, its range defaulted from the data,
+/// evaluate 15.8 million steps for many minutes. It now refuses at once, says the range, the
+/// step and how to narrow them, and names the lines of the samples the range came from.
+#[test]
+fn replay_refuses_a_range_of_decades_and_names_the_samples_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("decades.om");
+    let series = |route: &str| {
+        format!("http_requests_total{{service=\"order-service\",code=\"200\",route=\"{route}\"}}")
+    };
+    std::fs::write(
+        &data,
+        format!(
+            "# TYPE http_requests counter\n{a} 1 1704060000\n{b} 1 757382400\n{a} 2 1704067200\n# EOF\n",
+            a = series("POST /orders"),
+            b = series("GET /orders"),
+        ),
+    )
+    .unwrap();
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "--spec",
+            "rules/order-service.yaml",
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        burnwatch(&args)
+    };
+    let cases: [(&[&str], String); 3] = [
+        (
+            &[],
+            format!(
+                "burnwatch: replaying 1994-01-01T00:00:00Z .. 2024-01-01T00:00:00Z every 1m takes 15778081 evaluation steps, more than the 1000000 a replay is allowed; narrow the range with --from and --to, or take a longer --step (--from defaults to the earliest sample, at {file}:3; --to defaults to the latest sample, at {file}:4)",
+                file = data.display()
+            ),
+        ),
+        (
+            &["--to", "2023-01-01T00:00:00Z", "--step", "5m"],
+            format!(
+                "burnwatch: replaying 1994-01-01T00:00:00Z .. 2023-01-01T00:00:00Z every 5m takes 3050497 evaluation steps, more than the 1000000 a replay is allowed; narrow the range with --from and --to, or take a longer --step (--from defaults to the earliest sample, at {}:3)",
+                data.display()
+            ),
+        ),
+        (
+            &["--from", "1994-01-01T00:00:00Z", "--to", "2024-01-01T00:00:00Z"],
+            "burnwatch: replaying 1994-01-01T00:00:00Z .. 2024-01-01T00:00:00Z every 1m takes 15778081 evaluation steps, more than the 1000000 a replay is allowed; narrow the range with --from and --to, or take a longer --step".to_string(),
+        ),
+    ];
+    for (extra, expected) in cases {
+        let output = replay(extra);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}");
+        assert_eq!(text(&output.stderr).trim(), expected, "{extra:?}");
+    }
+    // Narrowed to the recent samples, the same file replays.
+    let output = replay(&["--from", "2023-12-31T00:00:00Z"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("every 1m: 2 SLO instances"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
 #[test]
 fn demo_prints_firing_then_resolved_with_the_runbook() {
     let output = burnwatch(&["demo", "--no-wait"]);
