@@ -971,7 +971,7 @@ async fn cycle(
             match incremental {
                 Some(mut state) => {
                     // A warm start reads the whole period once; give it longer than a cycle.
-                    let timeout = if state.is_warm() {
+                    let timeout = if state.is_warm_at(now) {
                         interval
                     } else {
                         interval.max(Duration::from_secs(120))

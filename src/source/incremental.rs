@@ -307,6 +307,20 @@ impl Incremental {
         })
     }
 
+    /// The same SLI with nothing read yet.
+    fn cold(&self) -> Incremental {
+        Incremental {
+            numerator: self.numerator.clone(),
+            total: self.total.clone(),
+            numerator_is_good: self.numerator_is_good,
+            period: self.period,
+            instances: BTreeMap::new(),
+            series_index: HashMap::new(),
+            last_read: None,
+            samples_touched: 0,
+        }
+    }
+
     /// The state to save, once it has been warm-started.
     pub fn checkpoint(&self, slo: &Slo) -> Option<Checkpoint> {
         Some(Checkpoint {
@@ -340,6 +354,12 @@ impl Incremental {
         self.last_read.is_some()
     }
 
+    /// Whether the next fetch at `now` is a cycle's catch-up rather than a warm start (never
+    /// read, or not within the raw horizon).
+    pub fn is_warm_at(&self, now: Millis) -> bool {
+        self.last_read.is_some_and(|last| now - last <= RAW_HORIZON)
+    }
+
     fn query(&self, role: Role) -> &CounterQuery {
         match role {
             Role::Numerator => &self.numerator,
@@ -360,20 +380,45 @@ impl Incremental {
         let mut queries = 0;
         self.samples_touched = 0;
         match self.last_read {
+            // Never read, or not for longer than the raw horizon (burnwatch was down): the
+            // raw samples since would be more than a cycle can read, and the buckets are
+            // rebuilt from Prometheus's history anyway.
             None => {
-                queries += self.warm_start(client, now).await?;
+                // Into a fresh state, swapped in only once complete: a warm start that fails
+                // or times out halfway leaves nothing behind for the retry to add to again.
+                let mut fresh = self.cold();
+                queries += fresh.warm_start(client, now).await?;
+                *self = fresh;
+            }
+            Some(last) if RAW_HORIZON < now - last => {
+                let mut fresh = self.cold();
+                queries += fresh.warm_start(client, now).await?;
+                *self = fresh;
             }
             Some(last) => {
                 // Re-read a margin before the last read: samples ingested late are not lost,
-                // and those already seen are skipped by timestamp.
+                // and those already seen are skipped by timestamp. A longer catch-up (after a
+                // pause) reads in slices, so no answer holds hours of every series, and a
+                // slice that fails is read again next cycle without counting twice. Each slice
+                // read is progress kept: a catch-up longer than one cycle's timeout goes on
+                // from there next cycle.
                 let margin = (2 * millis(interval)).max(MINUTE);
-                let range = (now - last + margin).max(MINUTE);
-                for role in [Role::Numerator, Role::Total] {
-                    let series = self.raw_samples(client, role, range, now).await?;
-                    queries += 1;
-                    for piece in series {
-                        self.ingest(role, piece, None);
+                let mut slice_from = now - (now - last + margin).max(MINUTE);
+                while slice_from < now {
+                    let slice_to = (slice_from + WARM_START_SLICE).min(now);
+                    for role in [Role::Numerator, Role::Total] {
+                        let series = self
+                            .raw_samples(client, role, slice_to - slice_from, slice_to)
+                            .await?;
+                        queries += 1;
+                        for piece in series {
+                            self.ingest(role, piece, None);
+                        }
                     }
+                    if slice_to < now {
+                        self.last_read = Some(slice_to);
+                    }
+                    slice_from = slice_to;
                 }
             }
         }

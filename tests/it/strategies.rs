@@ -197,6 +197,143 @@ fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
     );
 }
 
+/// Regression: the warm start added each `query_range` answer into the state as it came; when
+/// a later slice failed (or the warm start timed out), the half-filled state was kept and the
+/// retry added the same history again: 6h to the period read up to twice the events for days.
+/// Through a proxy that fails one slice, the retried warm start equals a clean one, and
+/// PromQL's answer.
+#[test]
+fn a_warm_start_that_fails_halfway_is_retried_from_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::serve::{HttpStub, Reply};
+    let (prometheus, runtime, client) = fixture();
+    let upstream = prometheus.url();
+    let ranges = Arc::new(AtomicUsize::new(0));
+    let proxy = HttpStub::start({
+        let ranges = ranges.clone();
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        move |_, target, _| {
+            if target.starts_with("/api/v1/query_range")
+                && ranges.fetch_add(1, Ordering::SeqCst) == 3
+            {
+                return Reply::json(
+                    503,
+                    r#"{"status":"error","errorType":"unavailable","error":"injected"}"#,
+                );
+            }
+            match http.get(format!("{upstream}{target}")).send() {
+                Ok(answer) => {
+                    Reply::json(answer.status().as_u16(), answer.text().unwrap_or_default())
+                }
+                Err(error) => Reply::json(502, format!("{error}")),
+            }
+        }
+    });
+    let mut endpoint = Endpoint::new(proxy.url());
+    endpoint.retries = 0;
+    let flaky = Client::new(&endpoint).unwrap();
+    let slo = slo();
+    let interval = Duration::from_secs(30);
+    let now = (BURST.1 + 3_600) * 1000;
+    let mut state = Incremental::new(&slo).unwrap();
+    let failed = runtime.block_on(state.fetch(&flaky, &slo, now, interval, &[]));
+    assert!(failed.is_err(), "the fourth slice was refused: {failed:?}");
+    assert!(!state.is_warm());
+    let retried = runtime
+        .block_on(state.fetch(&flaky, &slo, now, interval, &[]))
+        .unwrap();
+    assert!(
+        ranges.load(Ordering::SeqCst) > 4,
+        "the retry read the history again"
+    );
+    let clean = runtime
+        .block_on(
+            Incremental::new(&slo)
+                .unwrap()
+                .fetch(&client, &slo, now, interval, &[]),
+        )
+        .unwrap();
+    assert_eq!(retried.instances, clean.instances);
+    let by_query = runtime
+        .block_on(fetch_by_query(&client, &slo, now, &[]))
+        .unwrap();
+    for (labels, windows) in &by_query.instances {
+        for (window, expected) in windows {
+            let actual = retried.measure(labels, *window).expect("window");
+            let difference = (actual.total - expected.total).abs() / expected.total.abs().max(1e-9);
+            assert!(
+                difference < 0.01,
+                "{labels:?} {window:?}: {} events, PromQL {}",
+                actual.total,
+                expected.total
+            );
+        }
+    }
+}
+
+/// After a pause (burnwatch stopped, a slow Prometheus), the catch-up reads the samples since
+/// in half-hour slices: after 90 minutes the windows up to 2h equal PromQL's exactly. Beyond
+/// the raw horizon (6 hours) the state warm-starts again instead of reading hours of raw
+/// samples in one cycle, and equals a clean warm start.
+#[test]
+fn a_pause_is_caught_up_in_slices_and_a_long_one_warm_starts_again() {
+    let (_prometheus, runtime, client) = fixture();
+    let slo = slo();
+    let interval = Duration::from_secs(30);
+    let first = (BURST.0 - 7_200) * 1000;
+    let mut state = Incremental::new(&slo).unwrap();
+    runtime
+        .block_on(state.fetch(&client, &slo, first, interval, &[]))
+        .unwrap();
+    let after_pause = first + 90 * 60_000;
+    assert!(state.is_warm_at(after_pause));
+    let caught_up = runtime
+        .block_on(state.fetch(&client, &slo, after_pause, interval, &[]))
+        .unwrap();
+    assert!(
+        caught_up.queries >= 2 * 3,
+        "90 minutes in half-hour slices, both sides: {} queries",
+        caught_up.queries
+    );
+    let by_query = runtime
+        .block_on(fetch_by_query(&client, &slo, after_pause, &[]))
+        .unwrap();
+    for (labels, windows) in &by_query.instances {
+        for (window, expected) in windows {
+            if *window <= Duration::from_secs(7_200) {
+                let actual = caught_up.measure(labels, *window).expect("window");
+                assert!(
+                    (actual.error_ratio - expected.error_ratio).abs()
+                        <= 1e-9 * expected.error_ratio.abs().max(1e-9),
+                    "{labels:?} {window:?}: {} vs PromQL {}",
+                    actual.error_ratio,
+                    expected.error_ratio
+                );
+            }
+        }
+    }
+    let after_long_pause = after_pause + 6 * 3_600_000;
+    assert!(!state.is_warm_at(after_long_pause));
+    let warm_again = runtime
+        .block_on(state.fetch(&client, &slo, after_long_pause, interval, &[]))
+        .unwrap();
+    let clean = runtime
+        .block_on(Incremental::new(&slo).unwrap().fetch(
+            &client,
+            &slo,
+            after_long_pause,
+            interval,
+            &[],
+        ))
+        .unwrap();
+    assert_eq!(warm_again.instances, clean.instances);
+}
+
 #[test]
 fn a_checkpointed_state_resumes_without_a_warm_start() {
     use burnwatch::source::incremental::Checkpoint;
