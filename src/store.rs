@@ -228,26 +228,48 @@ impl Store {
         Ok(alerts)
     }
 
-    /// Saves the incremental states of SLOs (replacing all earlier ones), atomically.
-    pub fn save_checkpoints(
+    /// Saves (or replaces) one SLO's incremental state.
+    pub fn save_checkpoint(
         &mut self,
-        checkpoints: &[(String, Millis, Vec<u8>)],
+        slo_id: &str,
+        saved_at: Millis,
+        data: &[u8],
     ) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction().map_err(failed("begin"))?;
-        transaction
-            .execute("DELETE FROM checkpoints", [])
-            .map_err(failed("clear checkpoints"))?;
-        {
-            let mut insert = transaction
-                .prepare("INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, ?3)")
-                .map_err(failed("prepare insert"))?;
-            for (slo_id, saved_at, data) in checkpoints {
-                insert
-                    .execute(params![slo_id, saved_at, data])
-                    .map_err(failed("insert checkpoint"))?;
-            }
+        self.connection
+            .execute(
+                "INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
+                params![slo_id, saved_at, data],
+            )
+            .map_err(failed("save checkpoint"))?;
+        Ok(())
+    }
+
+    /// Forgets the incremental states of SLOs not in `keep`.
+    pub fn retain_checkpoints(&mut self, keep: &[&str]) -> Result<(), StoreError> {
+        let saved: Vec<String> = self
+            .load_checkpoint_ids()?
+            .into_iter()
+            .filter(|id| !keep.contains(&id.as_str()))
+            .collect();
+        for id in saved {
+            self.connection
+                .execute("DELETE FROM checkpoints WHERE slo_id = ?1", params![id])
+                .map_err(failed("delete checkpoint"))?;
         }
-        transaction.commit().map_err(failed("commit"))
+        Ok(())
+    }
+
+    fn load_checkpoint_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut query = self
+            .connection
+            .prepare("SELECT slo_id FROM checkpoints")
+            .map_err(failed("prepare select"))?;
+        let rows = query
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(failed("select checkpoints"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read checkpoint"))
     }
 
     /// The saved incremental states: (SLO id, when saved, bytes).

@@ -537,12 +537,11 @@ pub async fn run(
         }
         if CHECKPOINT_EVERY <= now - last_checkpoint {
             last_checkpoint = now;
-            let (store, checkpoints) = (
-                store.clone(),
-                encode_checkpoints(&loaded, &states, clock.now()),
-            );
+            if let Err(error) = checkpoint(&store, &loaded, &states, clock.now()) {
+                tracing::error!("could not checkpoint incremental state: {error:#}");
+            }
+            let store = store.clone();
             if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
-                save_checkpoints(&store, &checkpoints)?;
                 store
                     .lock()
                     .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
@@ -551,7 +550,7 @@ pub async fn run(
             })
             .await
             {
-                tracing::error!("could not checkpoint incremental state: {error:#}");
+                tracing::error!("could not prune the outbox: {error:#}");
             }
         }
         let missed = ticker.after_cycle(&mut clock, now, loaded.config.evaluation_interval);
@@ -565,7 +564,7 @@ pub async fn run(
             }
         }
     }
-    save_checkpoints(&store, &encode_checkpoints(&loaded, &states, clock.now()))?;
+    checkpoint(&store, &loaded, &states, clock.now())?;
     let saved = engine.export();
     // Changes whose save failed go with the last save (or the alert state stays as it was,
     // and the next start makes them again).
@@ -905,34 +904,37 @@ fn resume_incremental(
     Ok(states)
 }
 
-fn encode_checkpoints(
+fn checkpoint(
+    store: &Mutex<Store>,
     loaded: &Loaded,
     states: &IncrementalStates,
     now: Millis,
-) -> Vec<(String, Millis, Vec<u8>)> {
-    loaded
-        .slos
-        .iter()
-        .filter_map(|slo| {
-            let (_, state) = states.get(&slo.id)?;
-            let encoded = state.checkpoint(slo)?.encode();
-            match encoded {
-                Ok(bytes) => Some((slo.id.clone(), now, bytes)),
-                Err(error) => {
-                    tracing::warn!(slo = %slo.id, %error, "cannot encode the incremental state");
-                    None
+) -> Result<()> {
+    // Encoding 10,000 instances takes a while: off the runtime's worker (its other tasks move
+    // to the other worker), one SLO at a time, each written before the next is encoded.
+    tokio::task::block_in_place(|| {
+        for slo in &loaded.slos {
+            let Some((_, state)) = states.get(&slo.id) else {
+                continue;
+            };
+            match state.encode_checkpoint(slo) {
+                None => {}
+                Some(Ok(bytes)) => store
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+                    .save_checkpoint(&slo.id, now, &bytes)?,
+                Some(Err(error)) => {
+                    tracing::warn!(slo = %slo.id, %error, "cannot encode the incremental state")
                 }
             }
-        })
-        .collect()
-}
-
-fn save_checkpoints(store: &Mutex<Store>, checkpoints: &[(String, Millis, Vec<u8>)]) -> Result<()> {
-    store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-        .save_checkpoints(checkpoints)?;
-    Ok(())
+        }
+        let configured: Vec<&str> = loaded.slos.iter().map(|slo| slo.id.as_str()).collect();
+        store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
+            .retain_checkpoints(&configured)?;
+        Ok(())
+    })
 }
 
 /// Whether an SLO is evaluated incrementally under the configured strategy.

@@ -321,6 +321,27 @@ impl Incremental {
         }
     }
 
+    /// The checkpoint's bytes, encoded straight from the state (no copy of it is made: at
+    /// 10,000 instances a copy would double the daemon's memory while it is written), or
+    /// `None` before the warm start.
+    pub fn encode_checkpoint(&self, slo: &Slo) -> Option<Result<Vec<u8>, String>> {
+        /// [`Checkpoint`]'s layout, borrowing.
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            template: String,
+            period: Millis,
+            last_read: Millis,
+            instances: Vec<(&'a InstanceLabels, &'a InstanceState)>,
+        }
+        let borrowed = Borrowed {
+            template: slo.sli.error_ratio_template(),
+            period: self.period,
+            last_read: self.last_read?,
+            instances: self.instances.iter().collect(),
+        };
+        Some(rmp_serde::to_vec(&borrowed).map_err(|error| error.to_string()))
+    }
+
     /// The state to save, once it has been warm-started.
     pub fn checkpoint(&self, slo: &Slo) -> Option<Checkpoint> {
         Some(Checkpoint {

@@ -973,6 +973,65 @@ fn serve_pages_and_resolves_on_live_traffic() {
     );
 }
 
+/// The incremental state is checkpointed at shutdown, one SLO at a time straight from the
+/// state, and a restart resumes from it instead of warm-starting; a removed SLO's checkpoint
+/// is forgotten at the next checkpoint.
+#[test]
+fn incremental_state_is_checkpointed_at_shutdown_and_resumed() {
+    let live = live(0.0, false);
+    let config = std::fs::read_to_string(live.setup.config()).expect("read config");
+    std::fs::write(
+        live.setup.config(),
+        config.replace("strategy: query", "strategy: incremental"),
+    )
+    .expect("write config");
+    let first = live.setup.serve();
+    first.wait_ready();
+    first.wait_evaluations(2);
+    assert!(first.stop("TERM").success(), "{}", first.diagnostics());
+    let saved = |state: &Path| -> Vec<(String, i64)> {
+        let db = rusqlite::Connection::open(state.join("burnwatch.db")).expect("open db");
+        let mut query = db
+            .prepare("SELECT slo_id, length(data) FROM checkpoints ORDER BY slo_id")
+            .expect("prepare");
+        query
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let checkpoints = saved(&live.setup.state());
+    assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
+    assert_eq!(checkpoints[0].0, SLO_ID);
+    assert!(checkpoints[0].1 > 100, "{checkpoints:?}");
+
+    let second = live.setup.serve();
+    second.wait_ready();
+    assert!(
+        second.stderr().lines().any(|line| line
+            .contains("incremental state restored from checkpoint")
+            && line.contains("resumed=true")),
+        "{}",
+        second.diagnostics()
+    );
+    // The SLO renamed: at shutdown the old SLO's checkpoint goes, the new one's is saved.
+    live.setup.write_spec(
+        &spec("Requests that do not fail.", "99.9").replace("requests-availability", "renamed"),
+    );
+    let (status, body) = second.reload(None);
+    assert_eq!(status, 200, "{body}");
+    second.wait_evaluations(2);
+    assert!(second.stop("TERM").success(), "{}", second.diagnostics());
+    let checkpoints = saved(&live.setup.state());
+    assert_eq!(
+        checkpoints
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["order-service-renamed"]
+    );
+}
+
 #[test]
 fn restart_keeps_firing_state_and_does_not_repage() {
     let live = live(0.5, false);

@@ -348,7 +348,12 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
     runtime
         .block_on(running.fetch(&client, &slo, first + 30_000, interval, &[]))
         .unwrap();
-    let bytes = running.checkpoint(&slo).unwrap().encode().unwrap();
+    let bytes = running.encode_checkpoint(&slo).unwrap().unwrap();
+    assert_eq!(
+        bytes,
+        running.checkpoint(&slo).unwrap().encode().unwrap(),
+        "encoded from the state, the checkpoint is the same bytes as from a copy"
+    );
     // A restart ten minutes later: the resumed state reads only the samples since.
     let later = first + 630_000;
     let mut resumed =
