@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -40,9 +40,11 @@ use crate::store::Store;
 
 mod clock;
 mod health;
+mod lifecycle;
 pub use clock::Rehearsal;
-use clock::{Clock, REHEARSAL_REACHED, Ticker, start_rehearsal, wall_clock};
+use clock::{REHEARSAL_REACHED, wall_clock};
 use health::{Health, MetaChange, StaleSlo, Staleness};
+use lifecycle::Daemon;
 
 /// A reload request and where to send its outcome.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
@@ -263,323 +265,18 @@ pub async fn run(
     reload_sender: mpsc::Sender<ReloadRequest>,
     mut reloads: mpsc::Receiver<ReloadRequest>,
 ) -> Result<()> {
-    let config_path = options.config_path.clone();
-    let mut loaded = tokio::task::spawn_blocking(move || load(&config_path)).await??;
-    let store = Arc::new(Mutex::new(Store::open(&options.state_dir)?));
-    let database_id = store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-        .database_id()?;
-    let rehearsal = match options.rehearse {
-        Some(rehearsal) => {
-            let mut store = store
-                .lock()
-                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-            Some(start_rehearsal(&mut store, rehearsal, &options.state_dir)?)
-        }
-        None => None,
-    };
-    let mut engine = Engine::new();
-    {
-        let saved = store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-            .load_alerts()?;
-        tracing::info!(alerts = saved.len(), "restored alert state");
-        engine.restore(saved);
-        // SLOs removed from the config while burnwatch was down: forget their alerts and
-        // close their Slack threads.
-        let configured: Vec<&str> = loaded.slos.iter().map(|slo| slo.id.as_str()).collect();
-        engine.retain_slos(|id| configured.contains(&id));
-        let mut store = store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-        let orphaned: Vec<String> = store
-            .open_incident_slos()?
-            .into_iter()
-            .filter(|id| !configured.contains(&id.as_str()))
-            .collect();
-        if !orphaned.is_empty() {
-            let closed = store
-                .save_cycle_notifications(|tx| outbox::plan_removed(tx, &orphaned, wall_clock()))?;
-            tracing::info!(slos = ?orphaned, closed, "closed the incidents of SLOs no longer configured");
-        }
-    }
-    let metrics = Metrics::new();
-    let query_load = metrics.query_load.clone();
-    loaded.client = loaded.client.with_load(query_load.clone());
-    let shared = Arc::new(Shared {
-        status: RwLock::new(Status::default()),
-        metrics: Mutex::new(metrics),
-        reload_token: RwLock::new(loaded.reload_token.clone()),
-        reloads: reload_sender,
-        store: store.clone(),
-        config_silences: RwLock::new(loaded.config.notify.silences.clone()),
-    });
-    let listen = options.listen.unwrap_or(loaded.config.listen);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, "listening");
-    println!("burnwatch listening on http://{address}");
-    let server = tokio::spawn(crate::server::serve(
-        listener,
-        shared.clone(),
-        shutdown.clone(),
-    ));
-    match loaded.client.build_info().await {
-        Ok(info) => {
-            tracing::info!(version = %info.version, url = loaded.client.base_url(), "Prometheus found")
-        }
-        Err(error) => {
-            tracing::warn!(%error, "Prometheus build info unavailable; evaluating anyway")
-        }
-    }
-
-    let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone());
-    let mut clock = Clock::new(rehearsal);
-    let mut states = resume_incremental(&store, &loaded, clock.now())?;
-    let mut last_checkpoint = clock.now();
-    // Stale when the last run stopped: the SLOs' silence counts from then, and the meta alert
-    // resolves once every SLO has answered.
-    let stale_since: Option<Millis> = store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-        .meta(STALE_SINCE)?
-        .and_then(|since| since.parse().ok());
-    let mut staleness = Staleness {
-        firing_since: stale_since,
-    };
-    let watched_since = stale_since.unwrap_or(clock.now()).min(clock.now());
-    let mut health: Vec<(String, SloHealth)> = loaded
-        .slos
-        .iter()
-        .map(|slo| (slo.id.clone(), SloHealth::new(watched_since)))
-        .collect();
-    // Changes whose save failed, planned again with the next cycle's.
-    let mut unsaved: Vec<(Slo, Event)> = Vec::new();
-    let mut unsaved_meta: Vec<MetaChange> = Vec::new();
-    // The last full Alertmanager alert of each firing alert, for the re-sends.
-    let mut am_payloads: HashMap<(String, InstanceLabels, TierKind), serde_json::Value> =
-        HashMap::new();
-    let mut ticker = Ticker::new(&clock, loaded.config.evaluation_interval);
+    let mut daemon = Daemon::start(options, reload_sender, &shutdown).await?;
     loop {
-        let wait = ticker.wait(&clock);
+        let wait = daemon.until_next_tick();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(reply) = reloads.recv() => {
-                let config_path = options.config_path.clone();
-                let outcome = match tokio::task::spawn_blocking(move || load(&config_path)).await {
-                    Ok(Ok(new)) => {
-                        let ids: Vec<String> = new.slos.iter().map(|slo| slo.id.clone()).collect();
-                        unsaved.retain(|(slo, _)| ids.contains(&slo.id));
-                        for (slo, _) in &mut unsaved {
-                            if let Some(current) = new.slos.iter().find(|known| known.id == slo.id) {
-                                *slo = current.clone();
-                            }
-                        }
-                        let removed: Vec<String> = loaded
-                            .slos
-                            .iter()
-                            .map(|slo| slo.id.clone())
-                            .filter(|id| !ids.contains(id))
-                            .collect();
-                        if !removed.is_empty() {
-                            let store = store.clone();
-                            let now = wall_clock();
-                            match tokio::task::spawn_blocking(move || {
-                                let mut store = store.lock().map_err(|_| "store lock poisoned".to_string())?;
-                                store
-                                    .save_cycle_notifications(|tx| outbox::plan_removed(tx, &removed, now))
-                                    .map_err(|error| error.to_string())
-                            })
-                            .await
-                            {
-                                Ok(Ok(queued)) if queued > 0 => delivery.wake(),
-                                Ok(Ok(_)) => {}
-                                Ok(Err(error)) => tracing::error!(%error, "could not close the incidents of removed SLOs"),
-                                Err(error) => tracing::error!(%error, "could not close the incidents of removed SLOs"),
-                            }
-                        }
-                        engine.retain_slos(|id| ids.iter().any(|kept| kept == id));
-                        health.retain(|(id, _)| ids.contains(id));
-                        states.retain(|id, _| ids.contains(id));
-                        *shared.reload_token.write().unwrap_or_else(|e| e.into_inner()) = new.reload_token.clone();
-                        *shared.config_silences.write().unwrap_or_else(|e| e.into_inner()) = new.config.notify.silences.clone();
-                        let _ = delivery.sinks.send(new.sinks.clone());
-                        tracing::info!(slos = new.slos.len(), "configuration reloaded");
-                        loaded = Loaded {
-                            client: new.client.with_load(query_load.clone()),
-                            ..new
-                        };
-                        Ok(())
-                    }
-                    Ok(Err(error)) => {
-                        tracing::error!("reload rejected, keeping the running configuration: {error:#}");
-                        Err(format!("{error:#}"))
-                    }
-                    Err(error) => Err(format!("reload failed: {error}")),
-                };
-                let _ = reply.send(outcome);
-                continue;
+                let _ = reply.send(daemon.reload().await);
             }
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let now = ticker.evaluation_time(&clock, loaded.config.evaluation_interval);
-        let started = Instant::now();
-        let events = cycle(&loaded, &mut engine, &mut health, &mut states, &shared, now).await;
-        let mut with_slos: Vec<(Slo, Event)> = std::mem::take(&mut unsaved);
-        with_slos.extend(events.into_iter().filter_map(|event| {
-            let slo = loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
-            Some((slo.clone(), event))
-        }));
-        if loaded.config.notify.console {
-            for (slo, event) in with_slos.iter().filter(|(_, event)| event.at == now) {
-                console::emit(slo, event);
-            }
-        }
-        let stale = health::stale_slos(
-            health.iter().map(|(id, slo)| (id.as_str(), &slo.health)),
-            now,
-            loaded.config.stale_after,
-        );
-        let meta = update_staleness(&mut staleness, &stale, now, &shared);
-        let saved = engine.export();
-        if loaded.config.notify.alertmanager.is_some() {
-            remember_alertmanager_payloads(
-                &mut am_payloads,
-                &with_slos,
-                &external_url(&loaded, &options),
-            );
-        }
-        let mut planner = PlanInput::new(&loaded, &options, with_slos);
-        planner.rehearsal_reached = rehearsal.map(|_| now);
-        planner.meta = std::mem::take(&mut unsaved_meta);
-        planner.meta.extend(meta);
-        // Alertmanager's re-sends stop carrying a resolved alert before its resolution is
-        // committed (its worker may send the resolution at once).
-        let mut active = alertmanager_active(&loaded, &options, &shared, &saved, &am_payloads);
-        if loaded.config.notify.alertmanager.is_some()
-            && let Some(since) = staleness.firing_since
-        {
-            active.push(
-                outbox::meta_alert(true, since, now, &external_url(&loaded, &options), &stale).1,
-            );
-        }
-        let _ = delivery.active.send(active);
-        let (store_handle, to_save) = (store.clone(), saved.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            let result = match store_handle.lock() {
-                // The outbox keeps real time (retries, silences), also in a rehearsal.
-                Ok(mut store) => planner
-                    .save(&mut store, &to_save, wall_clock())
-                    .map_err(|e| e.to_string()),
-                Err(_) => Err("store lock poisoned".to_string()),
-            };
-            result.map_err(|error| (error, Box::new(planner)))
-        })
-        .await;
-        match outcome {
-            Ok(Ok(planned)) => {
-                if let Ok(metrics) = shared.metrics.lock() {
-                    metrics.notifications_queued.inc_by(planned.queued as u64);
-                    metrics
-                        .notifications_silenced
-                        .inc_by(planned.silenced as u64);
-                }
-                if planned.silenced > 0 {
-                    tracing::info!(silenced = planned.silenced, "alert changes silenced");
-                }
-                if planned.queued > 0 {
-                    delivery.wake();
-                }
-            }
-            // The engine has moved on; its changes are planned again with the next cycle's
-            // (queueing is idempotent by each change's natural key).
-            Ok(Err((error, planner))) => {
-                tracing::error!(%error, "could not persist alert state and notifications; retrying next cycle");
-                let planner = *planner;
-                unsaved = planner.events;
-                unsaved_meta = planner.meta;
-            }
-            Err(error) => tracing::error!(%error, "could not persist alert state"),
-        }
-        {
-            let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
-            status.alerts = saved.clone();
-            // Ready once every SLO has answered, or is stale (the meta alert speaks for it).
-            let (ready, never) = health::readiness(
-                health.iter().map(|(id, slo)| (id.as_str(), &slo.health)),
-                now,
-                loaded.config.stale_after,
-            );
-            status.ready |= ready;
-            status.never_evaluated = never;
-            status.stale_slos = stale.iter().map(|slo| slo.id.clone()).collect();
-            status.last_evaluation = Some(now);
-        }
-        if let Ok(metrics) = shared.metrics.lock() {
-            metrics
-                .cycle_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics.alerts.clear();
-            for alert in &saved {
-                let state = alert.alert.state();
-                if state == "inactive" {
-                    continue;
-                }
-                metrics
-                    .alerts
-                    .get_or_create(&labels(&[("tier", alert.tier.as_str()), ("state", state)]))
-                    .inc();
-            }
-        }
-        if CHECKPOINT_EVERY <= now - last_checkpoint {
-            last_checkpoint = now;
-            if let Err(error) = checkpoint(&store, &loaded, &states, clock.now()) {
-                tracing::error!("could not checkpoint incremental state: {error:#}");
-            }
-            let store = store.clone();
-            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
-                store
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-                    .prune_outbox(wall_clock())?;
-                anyhow::Ok(())
-            })
-            .await
-            {
-                tracing::error!("could not prune the outbox: {error:#}");
-            }
-        }
-        let missed = ticker.after_cycle(&mut clock, now, loaded.config.evaluation_interval);
-        if missed > 0 {
-            tracing::warn!(
-                missed,
-                "a cycle ran past its next evaluations; skipped them"
-            );
-            if let Ok(metrics) = shared.metrics.lock() {
-                metrics.missed_evaluations.inc_by(missed);
-            }
+            _ = tokio::time::sleep(wait) => daemon.tick().await,
         }
     }
-    checkpoint(&store, &loaded, &states, clock.now())?;
-    let saved = engine.export();
-    // Changes whose save failed go with the last save (or the alert state stays as it was,
-    // and the next start makes them again).
-    let mut planner = PlanInput::new(&loaded, &options, unsaved);
-    planner.meta = unsaved_meta;
-    {
-        let mut store = store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-        planner.save(&mut store, &saved, wall_clock())?;
-    }
-    tracing::info!(alerts = saved.len(), "alert state saved; shutting down");
-    delivery.stop().await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    Ok(())
+    daemon.stop().await
 }
 
 /// The delivery workers and what the loop tells them.
