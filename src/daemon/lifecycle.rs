@@ -291,7 +291,8 @@ impl Daemon {
             &self.shared,
             &saved,
             &self.am_payloads,
-        );
+        )
+        .await;
         if self.loaded.config.notify.alertmanager.is_some()
             && let Some(since) = self.staleness.firing_since
         {

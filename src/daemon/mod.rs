@@ -494,7 +494,7 @@ fn remember_alertmanager_payloads(
 /// matches, and every one Alertmanager was already told fires, silenced or not (a silence
 /// mutes; it must not let Alertmanager, and PagerDuty behind it, believe the burn is over).
 /// An alert silenced from its start was never sent, so it is not re-sent either.
-fn alertmanager_active(
+async fn alertmanager_active(
     loaded: &Loaded,
     options: &Options,
     shared: &Shared,
@@ -511,20 +511,28 @@ fn alertmanager_active(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut told = std::collections::HashSet::new();
-    match shared.store.lock() {
-        Ok(store) => {
-            match store.silences(now) {
-                Ok(stored) => silences.extend(stored),
-                Err(error) => tracing::warn!(%error, "cannot read silences"),
-            }
-            match store.alertmanager_told_firing() {
-                Ok(keys) => told = keys,
-                Err(error) => tracing::warn!(%error, "cannot read what Alertmanager was told"),
-            }
+    // The store's reads off the runtime's workers.
+    let store = shared.store.clone();
+    let (stored, told) = tokio::task::spawn_blocking(move || match store.lock() {
+        Ok(store) => (store.silences(now), store.alertmanager_told_firing()),
+        Err(_) => {
+            let poisoned = || crate::store::StoreError::new("store lock poisoned");
+            (Err(poisoned()), Err(poisoned()))
         }
-        Err(_) => tracing::warn!("store lock poisoned"),
+    })
+    .await
+    .unwrap_or_else(|error| {
+        let failed = || crate::store::StoreError::new(format!("store task failed: {error}"));
+        (Err(failed()), Err(failed()))
+    });
+    match stored {
+        Ok(stored) => silences.extend(stored),
+        Err(error) => tracing::warn!(%error, "cannot read silences"),
     }
+    let told = told.unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read what Alertmanager was told");
+        Default::default()
+    });
     let base = external_url(loaded, options);
     saved
         .iter()
