@@ -254,6 +254,8 @@ impl Notifier {
                         delivered: Default::default(),
                         failures: Default::default(),
                         delay: prometheus_client::metrics::histogram::Histogram::new([1.0]),
+                        store_errors: Default::default(),
+                        store_backoff: Default::default(),
                     },
                     wake: wake.clone(),
                     alertmanager_lock: Default::default(),

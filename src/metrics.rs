@@ -173,6 +173,10 @@ pub struct Metrics {
     pub delivery_failures: Family<Labels, Counter>,
     /// From queueing a notification to its delivery.
     pub notification_delay: Histogram,
+    /// Failed outbox store calls of the delivery workers, by operation.
+    pub store_errors: Family<Labels, Counter>,
+    /// The wait of each delivery worker after store failures, by sink family.
+    pub delivery_store_backoff: Family<Labels, FloatGauge>,
     slo_series: Arc<SloSeries>,
     /// The metadata of each SLO, reused across evaluations while the SLO is unchanged.
     slo_meta: Vec<(String, Arc<SloMeta>)>,
@@ -294,6 +298,21 @@ impl Metrics {
             "Time from queueing a notification to its delivery",
             notification_delay.clone(),
         );
+        let store_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "burnwatch_store_errors",
+            "Failed outbox store calls of the delivery workers, by operation (due, mark_in_flight, mark_delivered, ...)",
+            store_errors.clone(),
+        );
+        for operation in crate::notify::deliver::StoreOp::ALL {
+            let _ = store_errors.get_or_create(&labels(&[("operation", operation.name())]));
+        }
+        let delivery_store_backoff = Family::<Labels, FloatGauge>::default();
+        registry.register(
+            "burnwatch_delivery_store_backoff_seconds",
+            "How long each delivery worker waits after the outbox store failed (0 while it works), by sink family",
+            delivery_store_backoff.clone(),
+        );
         let slo_series = Arc::new(SloSeries::default());
         registry.register_collector(Box::new(slo_series.clone()));
         Metrics {
@@ -303,6 +322,8 @@ impl Metrics {
             notifications_delivered,
             delivery_failures,
             notification_delay,
+            store_errors,
+            delivery_store_backoff,
             registry,
             cycle_seconds,
             queries,

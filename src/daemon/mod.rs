@@ -300,6 +300,8 @@ impl Delivery {
                 delivered: metrics.notifications_delivered.clone(),
                 failures: metrics.delivery_failures.clone(),
                 delay: metrics.notification_delay.clone(),
+                store_errors: metrics.store_errors.clone(),
+                store_backoff: metrics.delivery_store_backoff.clone(),
             }
         };
         let mut wakes = Vec::new();

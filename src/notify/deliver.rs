@@ -8,8 +8,14 @@
 //!   `failed` with the reason; transient failures are retried for up to a day.
 //! - A row found in flight (an earlier attempt whose outcome is unknown) is looked up first:
 //!   Slack history/thread by metadata key; everything else is idempotent at the receiver.
+//! - When the outbox itself fails (a full disk, a read-only or locked database), the worker
+//!   stops its pass and waits: 100 ms doubling to 30 s, reset by the first store call that
+//!   succeeds; one log line per wait, every failure counted by operation. An attempt whose
+//!   outcome could not be recorded is kept in memory and recorded before its row is touched
+//!   again: a sent notification is not sent again because its "delivered" mark failed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +39,9 @@ use crate::store::Store;
 pub const GIVE_UP_AFTER: Millis = 86_400_000;
 const BACKOFF_FIRST: Millis = 1_000;
 const BACKOFF_MAX: Millis = 300_000;
+/// The wait after the outbox store fails, doubling up to `STORE_BACKOFF_MAX`.
+const STORE_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Slack's guidance: about one message per second per channel.
 const CHANNEL_SPACING: Duration = Duration::from_secs(1);
 /// How far back a lookup of an in-flight Slack message reaches before the attempt started.
@@ -55,6 +64,10 @@ pub struct DeliveryMetrics {
     pub delivered: Family<Vec<(String, String)>, Counter>,
     pub failures: Family<Vec<(String, String)>, Counter>,
     pub delay: Histogram,
+    /// Failed outbox store calls, by `operation` (one of [`StoreOp`]'s names).
+    pub store_errors: Family<Vec<(String, String)>, Counter>,
+    /// The wait each worker is in after store failures, by `sink` family (0 when healthy).
+    pub store_backoff: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
 }
 
 /// What every worker shares.
@@ -108,6 +121,100 @@ async fn with_store<T: Send + 'static>(
         })
 }
 
+/// The outbox store calls of a worker: the `operation` label of `burnwatch_store_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Due,
+    NextDue,
+    Depth,
+    MarkInFlight,
+    ClearInFlight,
+    MarkDelivered,
+    MarkFailed,
+    IncidentRoot,
+    RootPosted,
+    KnownChannelId,
+}
+
+impl StoreOp {
+    pub const ALL: [StoreOp; 10] = [
+        StoreOp::Due,
+        StoreOp::NextDue,
+        StoreOp::Depth,
+        StoreOp::MarkInFlight,
+        StoreOp::ClearInFlight,
+        StoreOp::MarkDelivered,
+        StoreOp::MarkFailed,
+        StoreOp::IncidentRoot,
+        StoreOp::RootPosted,
+        StoreOp::KnownChannelId,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreOp::Due => "due",
+            StoreOp::NextDue => "next_due",
+            StoreOp::Depth => "depth",
+            StoreOp::MarkInFlight => "mark_in_flight",
+            StoreOp::ClearInFlight => "clear_in_flight",
+            StoreOp::MarkDelivered => "mark_delivered",
+            StoreOp::MarkFailed => "mark_failed",
+            StoreOp::IncidentRoot => "incident_root",
+            StoreOp::RootPosted => "root_posted",
+            StoreOp::KnownChannelId => "known_channel_id",
+        }
+    }
+}
+
+/// A store call of a worker failed: the worker backs off before its next store call.
+#[derive(Debug)]
+struct StoreFailed {
+    operation: StoreOp,
+    error: crate::store::StoreError,
+}
+
+/// Runs a store operation for a worker: counts a failure under its operation.
+async fn store_call<T: Send + 'static>(
+    context: &Context,
+    operation: StoreOp,
+    work: impl FnOnce(&mut Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, StoreFailed> {
+    with_store(&context.store, work).await.map_err(|error| {
+        context
+            .metrics
+            .store_errors
+            .get_or_create(&vec![(
+                "operation".to_string(),
+                operation.name().to_string(),
+            )])
+            .inc();
+        StoreFailed { operation, error }
+    })
+}
+
+/// The wait of a worker whose store calls fail: 100 ms doubling to 30 s; reset once a store
+/// call succeeds.
+#[derive(Debug, Default)]
+struct StoreBackoff {
+    step: Option<Duration>,
+}
+
+impl StoreBackoff {
+    /// The next wait after a failure.
+    fn failed(&mut self) -> Duration {
+        let step = self.step.map_or(STORE_BACKOFF_FIRST, |step| {
+            (step * 2).min(STORE_BACKOFF_MAX)
+        });
+        self.step = Some(step);
+        step
+    }
+
+    /// A store call succeeded; whether the worker was backing off.
+    fn recovered(&mut self) -> bool {
+        self.step.take().is_some()
+    }
+}
+
 /// Per-channel spacing of Slack messages, and holds after a 429.
 #[derive(Default)]
 struct Pacer {
@@ -136,60 +243,219 @@ impl Pacer {
 
 /// Drains the outbox rows of `family` until shutdown.
 pub async fn worker(family: &'static str, context: Context) {
-    let mut pacer = Pacer::default();
+    let backoff_gauge = context
+        .metrics
+        .store_backoff
+        .get_or_create(&vec![("sink".to_string(), family.to_string())])
+        .clone();
+    backoff_gauge.set(0.0);
+    let mut worker = Worker {
+        family,
+        context,
+        pacer: Pacer::default(),
+        backoff: StoreBackoff::default(),
+        unrecorded: BTreeMap::new(),
+    };
     loop {
-        if context.shutdown.is_cancelled() {
+        if worker.context.shutdown.is_cancelled() {
             return;
         }
-        let now = wall_clock();
-        let rows = match with_store(&context.store, move |store| store.due(family, now, 256)).await
-        {
-            Ok(rows) => rows,
-            Err(error) => {
-                tracing::error!(%error, family, "cannot read the outbox");
-                Vec::new()
+        match worker.pass().await {
+            Ok(wait) => {
+                if worker.backoff.recovered() {
+                    backoff_gauge.set(0.0);
+                    tracing::info!(family, "the outbox store answers again; delivery resumes");
+                }
+                let Some(wait) = wait else { continue };
+                tokio::select! {
+                    _ = worker.context.shutdown.cancelled() => return,
+                    _ = worker.context.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
-        };
+            Err(StoreFailed { operation, error }) => {
+                // One line per wait, however many rows are waiting; new rows do not cut the
+                // wait short.
+                let wait = worker.backoff.failed();
+                backoff_gauge.set(wait.as_secs_f64());
+                tracing::error!(
+                    %error,
+                    family,
+                    operation = operation.name(),
+                    unrecorded = worker.unrecorded.len(),
+                    "outbox store failed; delivery waits {}ms before trying again",
+                    wait.as_millis()
+                );
+                tokio::select! {
+                    _ = worker.context.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One worker's state.
+struct Worker {
+    family: &'static str,
+    context: Context,
+    pacer: Pacer,
+    backoff: StoreBackoff,
+    /// Outcomes of attempts that could not be written to the outbox, by row id. Written
+    /// before anything else; until then their rows are not attempted again.
+    unrecorded: BTreeMap<i64, Record>,
+}
+
+impl Worker {
+    /// One pass over the rows due: `Ok(None)` to pass again at once, `Ok(Some(wait))` to
+    /// wait for that long (or a wake), `Err` when a store call failed (the pass stops there).
+    async fn pass(&mut self) -> Result<Option<Duration>, StoreFailed> {
+        while let Some((&id, record)) = self.unrecorded.first_key_value() {
+            write_record(&self.context, id, record.clone()).await?;
+            self.unrecorded.remove(&id);
+        }
+        let family = self.family;
+        let now = wall_clock();
+        let rows = store_call(&self.context, StoreOp::Due, move |store| {
+            store.due(family, now, 256)
+        })
+        .await?;
         let mut earliest_hold: Option<Duration> = None;
         let mut sent = 0;
         for row in rows {
-            if context.shutdown.is_cancelled() {
-                return;
+            if self.context.shutdown.is_cancelled() {
+                return Ok(None);
             }
             let channel = pacing_key(&row);
             if let Some(channel) = &channel
-                && let Some(wait) = pacer.wait(channel)
+                && let Some(wait) = self.pacer.wait(channel)
             {
                 earliest_hold = Some(earliest_hold.map_or(wait, |known| known.min(wait)));
                 continue;
             }
-            let sinks = context.sinks.borrow().clone();
-            deliver(&context, &sinks, &row, channel.as_deref(), &mut pacer).await;
+            let sinks = self.context.sinks.borrow().clone();
+            self.deliver(&sinks, &row, channel.as_deref()).await?;
             sent += 1;
         }
-        update_depth(&context).await;
+        update_depth(&self.context).await?;
         if sent > 0 {
-            continue;
+            return Ok(None);
         }
         // Rows due now were all held by the pacer (or there were none): wait for the first
         // hold to end or the next row to fall due, whichever is first.
         let now = wall_clock();
-        let next_due = with_store(&context.store, move |store| store.next_due(family, now))
-            .await
-            .ok()
-            .flatten()
-            .map(|at| Duration::from_millis((at - wall_clock()).max(0) as u64));
+        let next_due = store_call(&self.context, StoreOp::NextDue, move |store| {
+            store.next_due(family, now)
+        })
+        .await?
+        .map(|at| Duration::from_millis((at - wall_clock()).max(0) as u64));
         let wait = [earliest_hold, next_due]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(Duration::from_secs(30))
             .clamp(Duration::from_millis(20), Duration::from_secs(30));
-        tokio::select! {
-            _ = context.shutdown.cancelled() => return,
-            _ = context.wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+        Ok(Some(wait))
+    }
+
+    /// One attempt at one row, and its bookkeeping. An outcome that cannot be recorded is
+    /// kept in `unrecorded`.
+    async fn deliver(
+        &mut self,
+        sinks: &Sinks,
+        row: &Row,
+        channel: Option<&str>,
+    ) -> Result<(), StoreFailed> {
+        let context = &self.context;
+        let key = row.key(&context.database_id);
+        let outcome = match attempt(context, sinks, row, &key).await {
+            // Nothing was sent: the row is as it was.
+            Err(AttemptError::Store(failed)) => return Err(failed),
+            Err(AttemptError::Sink(failure)) => Err(failure),
+            Ok(done) => Ok(done),
+        };
+        // Every attempt counts against the channel's pace, whatever its outcome: a request
+        // that failed (a dropped connection, a 5xx) may still have posted, and the rows behind
+        // it must not rush out.
+        if let Some(channel) = channel {
+            self.pacer.sent(channel);
         }
+        let now = wall_clock();
+        let sink = sink_label(row);
+        let id = row.id;
+        let record = match outcome {
+            Ok(done) => {
+                context
+                    .metrics
+                    .delivered
+                    .get_or_create(&vec![("sink".to_string(), sink.clone())])
+                    .inc();
+                context
+                    .metrics
+                    .delay
+                    .observe((now - row.created_at).max(0) as f64 / 1000.0);
+                tracing::info!(sink, id, kind = %row.kind, attempts = row.attempts + 1, "notification delivered");
+                match done {
+                    Done::Delivered(result) => Record::Delivered { at: now, result },
+                    Done::Root { channel_id, ts } => Record::Root {
+                        at: now,
+                        incident: row.incident_id.unwrap_or_default(),
+                        channel_id,
+                        ts,
+                    },
+                }
+            }
+            Err(failure) => {
+                context
+                    .metrics
+                    .failures
+                    .get_or_create(&vec![
+                        ("sink".to_string(), sink.clone()),
+                        ("reason".to_string(), failure.reason().to_string()),
+                    ])
+                    .inc();
+                let (retry_at, ambiguous) = match &failure {
+                    Failure::RateLimited(wait) => {
+                        if let Some(channel) = channel {
+                            self.pacer.hold(channel, *wait);
+                        }
+                        let wait = *wait + Duration::from_millis(fastrand::u64(0..250));
+                        (Some(now + wait.as_millis() as Millis), false)
+                    }
+                    Failure::Transient { ambiguous, .. } => {
+                        let retry_at = now + backoff(row.attempts);
+                        (
+                            (retry_at - row.created_at < GIVE_UP_AFTER).then_some(retry_at),
+                            *ambiguous,
+                        )
+                    }
+                    Failure::Permanent { .. } => (None, false),
+                };
+                let reason = failure.reason().to_string();
+                match retry_at {
+                    Some(at) => tracing::warn!(
+                        sink, id, kind = %row.kind, reason, retry_at = %format_time(at),
+                        "notification not delivered; will retry"
+                    ),
+                    None => tracing::error!(
+                        sink, id, kind = %row.kind, reason,
+                        "notification cannot be delivered; giving up"
+                    ),
+                }
+                Record::Failed {
+                    reason,
+                    retry_at,
+                    ambiguous,
+                }
+            }
+        };
+        if let Err(failed) = write_record(context, id, record.clone()).await {
+            // Kept until the store answers: a delivered row is then marked delivered, not
+            // sent again (its in-flight mark covers a restart meanwhile).
+            self.unrecorded.insert(id, record);
+            return Err(failed);
+        }
+        Ok(())
     }
 }
 
@@ -201,147 +467,125 @@ fn pacing_key(row: &Row) -> Option<String> {
     }
 }
 
-async fn update_depth(context: &Context) {
-    if let Ok(depth) = with_store(&context.store, |store| store.depth()).await {
-        for family in FAMILIES {
-            let pending: i64 = depth
-                .iter()
-                .filter(|(sink, _)| sink == family || sink.starts_with(&format!("{family}:")))
-                .map(|(_, count)| count)
-                .sum();
-            context
-                .metrics
-                .depth
-                .get_or_create(&vec![("sink".to_string(), family.to_string())])
-                .set(pending);
-        }
+async fn update_depth(context: &Context) -> Result<(), StoreFailed> {
+    let depth = store_call(context, StoreOp::Depth, |store| store.depth()).await?;
+    for family in FAMILIES {
+        let pending: i64 = depth
+            .iter()
+            .filter(|(sink, _)| sink == family || sink.starts_with(&format!("{family}:")))
+            .map(|(_, count)| count)
+            .sum();
+        context
+            .metrics
+            .depth
+            .get_or_create(&vec![("sink".to_string(), family.to_string())])
+            .set(pending);
     }
+    Ok(())
 }
 
 fn sink_label(row: &Row) -> String {
     row.sink.clone()
 }
 
-/// One attempt at one row, and its bookkeeping.
-async fn deliver(
-    context: &Context,
-    sinks: &Sinks,
-    row: &Row,
-    channel: Option<&str>,
-    pacer: &mut Pacer,
-) {
-    let key = row.key(&context.database_id);
-    let outcome = attempt(context, sinks, row, &key).await;
-    // Every attempt counts against the channel's pace, whatever its outcome: a request that
-    // failed (a dropped connection, a 5xx) may still have posted, and the rows behind it must
-    // not rush out.
-    if let Some(channel) = channel {
-        pacer.sent(channel);
-    }
-    let now = wall_clock();
-    let sink = sink_label(row);
-    let id = row.id;
-    match outcome {
-        Ok(result) => {
-            context
-                .metrics
-                .delivered
-                .get_or_create(&vec![("sink".to_string(), sink.clone())])
-                .inc();
-            context
-                .metrics
-                .delay
-                .observe((now - row.created_at).max(0) as f64 / 1000.0);
-            tracing::info!(sink, id, kind = %row.kind, attempts = row.attempts + 1, "notification delivered");
-            let recorded = match result {
-                Done::Recorded => Ok(()),
-                Done::Delivered(result) => {
-                    with_store(&context.store, move |store| {
-                        store.mark_delivered(id, now, result.as_deref())
-                    })
-                    .await
-                }
-            };
-            if let Err(error) = recorded {
-                tracing::error!(%error, id, "delivered, but could not record it");
-            }
+/// The outcome of an attempt, as the outbox records it.
+#[derive(Debug, Clone)]
+enum Record {
+    Delivered {
+        at: Millis,
+        result: Option<String>,
+    },
+    /// An incident's root message: recorded with the incident, in one transaction.
+    Root {
+        at: Millis,
+        incident: i64,
+        channel_id: String,
+        ts: String,
+    },
+    Failed {
+        reason: String,
+        retry_at: Option<Millis>,
+        ambiguous: bool,
+    },
+}
+
+async fn write_record(context: &Context, id: i64, record: Record) -> Result<(), StoreFailed> {
+    match record {
+        Record::Delivered { at, result } => {
+            store_call(context, StoreOp::MarkDelivered, move |store| {
+                store.mark_delivered(id, at, result.as_deref())
+            })
+            .await
         }
-        Err(failure) => {
-            context
-                .metrics
-                .failures
-                .get_or_create(&vec![
-                    ("sink".to_string(), sink.clone()),
-                    ("reason".to_string(), failure.reason().to_string()),
-                ])
-                .inc();
-            let (retry_at, ambiguous) = match &failure {
-                Failure::RateLimited(wait) => {
-                    if let Some(channel) = channel {
-                        pacer.hold(channel, *wait);
-                    }
-                    let wait = *wait + Duration::from_millis(fastrand::u64(0..250));
-                    (Some(now + wait.as_millis() as Millis), false)
-                }
-                Failure::Transient { ambiguous, .. } => {
-                    let retry_at = now + backoff(row.attempts);
-                    (
-                        (retry_at - row.created_at < GIVE_UP_AFTER).then_some(retry_at),
-                        *ambiguous,
-                    )
-                }
-                Failure::Permanent { .. } => (None, false),
-            };
-            let reason = failure.reason().to_string();
-            match retry_at {
-                Some(at) => tracing::warn!(
-                    sink, id, kind = %row.kind, reason, retry_at = %format_time(at),
-                    "notification not delivered; will retry"
-                ),
-                None => tracing::error!(
-                    sink, id, kind = %row.kind, reason,
-                    "notification cannot be delivered; giving up"
-                ),
-            }
-            if let Err(error) = with_store(&context.store, move |store| {
+        Record::Root {
+            at,
+            incident,
+            channel_id,
+            ts,
+        } => {
+            store_call(context, StoreOp::RootPosted, move |store| {
+                store.root_posted(id, incident, &channel_id, &ts, at)
+            })
+            .await
+        }
+        Record::Failed {
+            reason,
+            retry_at,
+            ambiguous,
+        } => {
+            store_call(context, StoreOp::MarkFailed, move |store| {
                 store.mark_failed(id, &reason, retry_at, ambiguous)
             })
             .await
-            {
-                tracing::error!(%error, id, "could not record a failed delivery");
-            }
         }
     }
 }
 
-/// The outbox itself failed: retry later, keeping any in-flight mark of an earlier attempt.
-fn store_failure(id: i64, error: &crate::store::StoreError) -> Failure {
-    tracing::error!(%error, id, "outbox store error");
-    Failure::Transient {
-        reason: "store".to_string(),
-        ambiguous: true,
+/// Why an attempt did not deliver.
+#[derive(Debug)]
+enum AttemptError {
+    /// The receiver failed (or nothing could be sent to it).
+    Sink(Failure),
+    /// The outbox failed before anything was sent: the row is unchanged.
+    Store(StoreFailed),
+}
+
+impl From<Failure> for AttemptError {
+    fn from(failure: Failure) -> AttemptError {
+        AttemptError::Sink(failure)
     }
 }
 
-/// How a successful attempt was recorded.
+impl From<StoreFailed> for AttemptError {
+    fn from(failed: StoreFailed) -> AttemptError {
+        AttemptError::Store(failed)
+    }
+}
+
+/// A successful attempt.
 enum Done {
     /// Mark the row delivered with this result.
     Delivered(Option<String>),
-    /// Already recorded (with the incident's root, in one transaction).
-    Recorded,
+    /// The incident's root message: record it with the incident.
+    Root { channel_id: String, ts: String },
 }
 
-async fn attempt(context: &Context, sinks: &Sinks, row: &Row, key: &str) -> Result<Done, Failure> {
+async fn attempt(
+    context: &Context,
+    sinks: &Sinks,
+    row: &Row,
+    key: &str,
+) -> Result<Done, AttemptError> {
     let not_configured = || Failure::Permanent {
         reason: "sink_not_configured".to_string(),
     };
     let id = row.id;
-    let store = &context.store;
     let mark_in_flight = || async {
         let now = wall_clock();
-        with_store(store, move |store| store.mark_in_flight(id, now))
-            .await
-            .map_err(|error| store_failure(id, &error))
+        store_call(context, StoreOp::MarkInFlight, move |store| {
+            store.mark_in_flight(id, now)
+        })
+        .await
     };
     match row.sink.as_str() {
         "slack" => {
@@ -407,19 +651,20 @@ async fn slack(
     row: &Row,
     payload: &SlackPayload,
     key: &str,
-) -> Result<Done, Failure> {
-    let store = &context.store;
+) -> Result<Done, AttemptError> {
     let id = row.id;
     let incident = row.incident_id.unwrap_or_default();
-    let (channel_id, root_ts) = with_store(store, move |store| store.incident_root(incident))
-        .await
-        .map_err(|error| store_failure(id, &error))?;
+    let (channel_id, root_ts) = store_call(context, StoreOp::IncidentRoot, move |store| {
+        store.incident_root(incident)
+    })
+    .await?;
     match row.kind.as_str() {
         "update" => {
             let (Some(channel_id), Some(root_ts)) = (channel_id, root_ts) else {
                 return Err(Failure::Permanent {
                     reason: "no_root_message".to_string(),
-                });
+                }
+                .into());
             };
             api.update(&channel_id, &root_ts, &payload.text, &payload.blocks)
                 .await?;
@@ -450,10 +695,10 @@ async fn slack(
                             id,
                             "found the message of an earlier attempt; not posting again"
                         );
-                        return record_post(context, row, kind, &channel, &ts).await;
+                        return Ok(posted(kind, channel, ts));
                     }
                     Ok(None) => {}
-                    Err(Failure::Permanent { reason }) => {
+                    Err(AttemptError::Sink(Failure::Permanent { reason })) => {
                         // The lookup itself cannot work (say, no channels:read scope): post
                         // again rather than lose the message.
                         tracing::warn!(
@@ -462,25 +707,29 @@ async fn slack(
                             "cannot tell whether an earlier attempt was posted; posting again"
                         );
                     }
+                    Err(AttemptError::Store(failed)) => return Err(failed.into()),
                     // The earlier attempt is still unaccounted for: keep the row in flight so
                     // the next attempt looks again (a 429 here waits by backoff instead).
-                    Err(failure) => {
+                    Err(AttemptError::Sink(failure)) => {
                         return Err(Failure::Transient {
                             reason: failure.reason().to_string(),
                             ambiguous: true,
-                        });
+                        }
+                        .into());
                     }
                 }
-                with_store(store, move |store| store.clear_in_flight(id))
-                    .await
-                    .map_err(|error| store_failure(id, &error))?;
+                store_call(context, StoreOp::ClearInFlight, move |store| {
+                    store.clear_in_flight(id)
+                })
+                .await?;
             }
             let now = wall_clock();
-            with_store(store, move |store| store.mark_in_flight(id, now))
-                .await
-                .map_err(|error| store_failure(id, &error))?;
+            store_call(context, StoreOp::MarkInFlight, move |store| {
+                store.mark_in_flight(id, now)
+            })
+            .await?;
             let target = channel_id.as_deref().unwrap_or(&payload.channel);
-            let posted = api
+            let sent = api
                 .post(&Outgoing {
                     channel: target,
                     text: &payload.text,
@@ -490,7 +739,7 @@ async fn slack(
                     key,
                 })
                 .await?;
-            record_post(context, row, kind, &posted.channel_id, &posted.ts).await
+            Ok(posted(kind, sent.channel_id, sent.ts))
         }
     }
 }
@@ -505,15 +754,15 @@ async fn look_up(
     thread_ts: Option<&str>,
     key: &str,
     since: Millis,
-) -> Result<Option<(String, String)>, Failure> {
+) -> Result<Option<(String, String)>, AttemptError> {
     let channel = match channel_id {
         Some(known) => known.to_string(),
         None => {
             let name = target.to_string();
-            let learned = with_store(&context.store, move |store| store.known_channel_id(&name))
-                .await
-                .ok()
-                .flatten();
+            let learned = store_call(context, StoreOp::KnownChannelId, move |store| {
+                store.known_channel_id(&name)
+            })
+            .await?;
             match learned {
                 Some(id) => id,
                 None => api.channel_id(target).await?,
@@ -527,38 +776,12 @@ async fn look_up(
         .map(|ts| (channel, ts)))
 }
 
-async fn record_post(
-    context: &Context,
-    row: &Row,
-    kind: &str,
-    channel_id: &str,
-    ts: &str,
-) -> Result<Done, Failure> {
-    if kind != "post" {
-        return Ok(Done::Delivered(Some(ts.to_string())));
-    }
-    let (id, incident, channel_id, ts) = (
-        row.id,
-        row.incident_id.unwrap_or_default(),
-        channel_id.to_string(),
-        ts.to_string(),
-    );
-    let now = wall_clock();
-    match with_store(&context.store, move |store| {
-        store.root_posted(id, incident, &channel_id, &ts, now)
-    })
-    .await
-    {
-        Ok(()) => Ok(Done::Recorded),
-        Err(error) => {
-            // Posted but not recorded: the row stays in flight and the next attempt finds
-            // the message by its key.
-            tracing::error!(%error, id, "posted, but could not record it");
-            Err(Failure::Transient {
-                reason: "store".to_string(),
-                ambiguous: true,
-            })
-        }
+/// A posted message: an incident's root (`post`) is recorded with its incident.
+fn posted(kind: &str, channel_id: String, ts: String) -> Done {
+    if kind == "post" {
+        Done::Root { channel_id, ts }
+    } else {
+        Done::Delivered(Some(ts))
     }
 }
 
@@ -632,6 +855,21 @@ mod tests {
             }
         }
         assert!(backoff(1_000) <= 300_000);
+    }
+
+    #[test]
+    fn store_backoff_doubles_from_100ms_to_30s_and_resets() {
+        let mut backoff = StoreBackoff::default();
+        let waits: Vec<u128> = (0..12).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(
+            waits,
+            [
+                100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 30_000, 30_000, 30_000
+            ]
+        );
+        assert!(backoff.recovered());
+        assert!(!backoff.recovered());
+        assert_eq!(backoff.failed(), Duration::from_millis(100));
     }
 
     #[test]

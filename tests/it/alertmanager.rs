@@ -350,23 +350,27 @@ fn config_yaml(hook_url: &str) -> String {
     )
 }
 
-/// The receiver Alertmanager delivers to: answers every request 200 (and closes the
-/// connection) and records the bodies of POSTs to `HOOK_PATH`.
-struct Webhook {
+/// The receiver Alertmanager delivers to (and burnwatch's generic webhooks, in tests):
+/// answers every request 200 (and closes the connection) and records the bodies of POSTs to
+/// `HOOK_PATH`; while [`Webhook::fail`] is on, answers 503 and records nothing.
+pub(crate) struct Webhook {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Notification>>>,
+    failing: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Webhook {
-    fn start() -> Webhook {
+    pub(crate) fn start() -> Webhook {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook on 127.0.0.1:0");
         let addr = listener.local_addr().expect("webhook local addr");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let received = Arc::clone(&received);
+            let failing = Arc::clone(&failing);
             let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("alertmanager-webhook".into())
@@ -377,8 +381,9 @@ impl Webhook {
                         }
                         let Ok(conn) = conn else { continue };
                         let received = Arc::clone(&received);
+                        let failing = failing.load(Ordering::SeqCst);
                         // One thread per connection, so a stuck client cannot block others.
-                        thread::spawn(move || serve(conn, &received));
+                        thread::spawn(move || serve(conn, &received, failing));
                     }
                 })
                 .expect("spawn webhook thread")
@@ -386,9 +391,30 @@ impl Webhook {
         Webhook {
             addr,
             received,
+            failing,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// `http://127.0.0.1:PORT/hook`
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}{HOOK_PATH}", self.addr)
+    }
+
+    /// The bodies received so far, oldest first.
+    pub(crate) fn received(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .expect("webhook lock")
+            .iter()
+            .map(|notification| notification.payload.clone())
+            .collect()
+    }
+
+    /// While on, every request is answered 503 and not recorded.
+    pub(crate) fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 }
 
@@ -406,7 +432,7 @@ impl Drop for Webhook {
 /// Reads one HTTP/1.1 request (body by Content-Length), records it if it is a POST to
 /// `HOOK_PATH`, and answers 200 with `Connection: close`, so that the client never reuses
 /// the connection (and never races its reuse against our close).
-fn serve(conn: TcpStream, received: &Mutex<Vec<Notification>>) {
+fn serve(conn: TcpStream, received: &Mutex<Vec<Notification>>, failing: bool) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(write_half) = conn.try_clone() else {
         return;
@@ -439,6 +465,14 @@ fn serve(conn: TcpStream, received: &Mutex<Vec<Notification>>) {
     let received_at = Instant::now();
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if failing {
+        let mut out = write_half;
+        let _ = out.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = out.flush();
+        return;
+    }
     if method == "POST" && path == HOOK_PATH {
         let payload = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));

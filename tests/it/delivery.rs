@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::alertmanager::Alertmanager;
+use crate::alertmanager::{Alertmanager, Webhook};
 use crate::fake_slack::{FakeMessage, FakeSlack, Fault, Snapshot};
 use crate::prom::SCRAPE_JOB;
 use crate::serve::{Live, Serve, live};
@@ -496,6 +496,199 @@ fn slack_survives_100_sigkills_without_loss_or_duplicates() {
         "one incident, one root"
     );
     assert!(expected >= 10, "the incident produced messages: {expected}");
+}
+
+/// Sets burnwatch's file size limit (`RLIMIT_FSIZE`, soft): `Some(0)` makes every write to a
+/// file fail at once with `EFBIG`, which SQLite reports as an I/O error, as a full disk fails
+/// writes; `None` lifts it to the hard limit. A process may set its own child's limits: no
+/// privileges needed.
+fn limit_file_size(pid: u32, limit: Option<u64>) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on valid pointers.
+    let read = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: limit.map_or(old.rlim_max, |limit| limit.min(old.rlim_max)),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Issue 10 item 10: with the outbox failing (every write refused at once, as on a full disk)
+/// while rows are due, the delivery workers used to loop without a pause, logging two errors
+/// per row. Now they back off (100 ms doubling), count the failures on /metrics, show the
+/// wait, and once the store works again every notification goes out exactly once, in order.
+#[test]
+fn store_failures_back_off_and_lose_nothing() {
+    // Beyond its file size limit a process gets SIGXFSZ, which would kill burnwatch; ignored
+    // here, it stays ignored in the burnwatch this test starts (ignored signals survive exec).
+    // SAFETY: sets a signal to be ignored, no handler.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let slack = FakeSlack::start(TOKEN);
+    let hook = Webhook::start();
+    // Both receivers fail at first, so rows wait in the outbox, due again within seconds.
+    slack.fail_share(1.0, 11);
+    hook.fail(true);
+    let live = setup(
+        BURNING,
+        "1s",
+        &format!(
+            "{}  webhooks:\n    - name: ops\n      url_file: hook-url\n",
+            slack_notify(&slack)
+        ),
+    );
+    std::fs::write(live.setup.dir.path().join("hook-url"), hook.url()).expect("write");
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    let rows = |sink: &str| -> Vec<Value> {
+        serve.json("/api/v1/outbox")["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|row| row["sink"] == sink)
+            .collect()
+    };
+    serve.wait_for("failed attempts in Slack and at the webhook", || {
+        let tried = |sink: &str| {
+            rows(sink)
+                .iter()
+                .any(|row| row["attempts"].as_i64() >= Some(1))
+        };
+        (tried("slack") && tried("webhook:ops")).then_some(())
+    });
+    let store_errors = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("burnwatch_store_errors_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deliver_errors = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains(" ERROR burnwatch::notify::deliver"))
+            .count()
+    };
+
+    // The outbox fails for 6 s, while the receivers are back and the rows fall due.
+    limit_file_size(serve.pid(), Some(0));
+    let (_, metrics_before) = serve.get("/metrics");
+    let log_before = serve.stderr().len();
+    let calls_before = slack.calls().len();
+    let hooks_before = hook.received().len();
+    slack.clear_faults();
+    hook.fail(false);
+    let held = Duration::from_secs(6);
+    sleep(held);
+    let (_, metrics_during) = serve.get("/metrics");
+    let log_during = serve.stderr()[log_before..].to_string();
+    let calls_during = slack.calls().len() - calls_before;
+    let hooks_during = hook.received().len() - hooks_before;
+    limit_file_size(serve.pid(), None);
+    serve.assert_running();
+
+    let errors = deliver_errors(&log_during);
+    let counted = store_errors(&metrics_during) - store_errors(&metrics_before);
+    let webhook_backoff = metric(
+        &metrics_during,
+        "burnwatch_delivery_store_backoff_seconds",
+        &[("sink", "webhook")],
+    );
+    eprintln!(
+        "outbox failing for {held:?}: {errors} delivery error lines ({:.1}/s), {counted} store \
+         errors counted, webhook worker waiting {webhook_backoff:?} s, {calls_during} Slack calls, \
+         {hooks_during} webhook requests",
+        errors as f64 / held.as_secs_f64()
+    );
+    assert!(
+        errors <= 30,
+        "{errors} delivery error lines in {held:?}: the workers spin\n{}",
+        log_during.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    // Sent, but "delivered" could not be written: kept in memory, not sent again.
+    assert!(
+        hooks_during <= 1,
+        "{hooks_during} webhook requests: re-sent"
+    );
+    assert!(
+        (1.0..=30.0).contains(&counted),
+        "store errors counted on /metrics: {counted}"
+    );
+    assert!(
+        webhook_backoff.is_some_and(|wait| wait >= 0.4),
+        "the webhook worker shows its wait: {webhook_backoff:?}"
+    );
+
+    // The store works again: everything is delivered, once, in order.
+    live.target.set_error_ratio(0.0);
+    let slack_rows = resolved_and_drained(&slack, &serve);
+    let snapshot = slack.snapshot();
+    let (expected, delivered, duplicated) = exactly_once(&snapshot, &slack_rows);
+    eprintln!(
+        "after the outbox recovered: Slack messages expected {expected}, delivered {delivered}, duplicated {duplicated}"
+    );
+    assert_eq!((delivered, duplicated), (expected, 0));
+    assert_eq!(
+        snapshot.top_level("#incidents").len(),
+        1,
+        "one incident, one root"
+    );
+    let hooks = serve.wait_for("the webhook rows delivered", || {
+        let rows = rows("webhook:ops");
+        all_delivered(&rows).then_some(rows)
+    });
+    // Firing, the reminders (repeat_interval 1s), resolved: one document per row.
+    let changes: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|document| document["change"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(
+        changes.len(),
+        hooks.len(),
+        "one document per row: {changes:?}"
+    );
+    assert_eq!(
+        changes.first().map(String::as_str),
+        Some("firing"),
+        "{changes:?}"
+    );
+    assert_eq!(
+        changes.last().map(String::as_str),
+        Some("resolved"),
+        "{changes:?}"
+    );
+    let (_, metrics_after) = serve.get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics_after,
+            "burnwatch_delivery_store_backoff_seconds",
+            &[("sink", "webhook")],
+        ),
+        Some(0.0),
+        "the wait ends with the failures"
+    );
 }
 
 /// Alertmanager v2 with its own routing: firing with labels, annotations and generatorURL,
