@@ -300,7 +300,7 @@ impl Daemon {
         }
         let _ = self.delivery.active.send(active);
         self.save(planner, &saved).await;
-        self.show(now, &saved, &stale, started);
+        self.show(now, &saved, started);
         if CHECKPOINT_EVERY <= now - self.last_checkpoint {
             self.last_checkpoint = now;
             self.checkpoint_and_prune().await;
@@ -360,13 +360,7 @@ impl Daemon {
     }
 
     /// What the HTTP face and `/metrics` show after the cycle at `now`.
-    fn show(
-        &self,
-        now: Millis,
-        saved: &[SavedAlert],
-        stale: &[health::StaleSlo],
-        started: Instant,
-    ) {
+    fn show(&self, now: Millis, saved: &[SavedAlert], started: Instant) {
         {
             let mut status = self
                 .shared
@@ -384,7 +378,6 @@ impl Daemon {
             );
             status.ready |= ready;
             status.never_evaluated = never;
-            status.stale_slos = stale.iter().map(|slo| slo.id.clone()).collect();
             status.last_evaluation = Some(now);
         }
         if let Ok(metrics) = self.shared.metrics.lock() {

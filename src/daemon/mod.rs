@@ -856,11 +856,12 @@ fn update_staleness(
     if let Some(change) = &change {
         console::emit_meta(change.firing, change.since, now, &change.stale);
     }
-    shared
-        .status
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .stale = staleness.is_firing();
+    {
+        // One write: a reader never sees the meta alert firing without the SLOs it names.
+        let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
+        status.stale = staleness.is_firing();
+        status.stale_slos = stale.iter().map(|slo| slo.id.clone()).collect();
+    }
     if let Ok(metrics) = shared.metrics.lock() {
         metrics.stale.set(i64::from(staleness.is_firing()));
         metrics.stale_slos.set(stale.len() as i64);

@@ -8,5 +8,7 @@ pub mod deliver;
 mod fixtures;
 pub mod matcher;
 pub mod outbox;
+pub mod queue;
 pub mod render;
 pub mod sinks;
+pub mod wire;

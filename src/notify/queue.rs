@@ -1,0 +1,380 @@
+//! The outbox as a queue, the delivery workers' side of it: the rows due (the heads of their
+//! orders), in-flight marks, outcomes, Slack roots and their channels, silences, depth and
+//! pruning. The rows are written by the planner (`outbox.rs`) in the cycle's transaction.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Value, json};
+
+use crate::config::notify::Silence;
+use crate::notify::matcher::Matcher;
+use crate::notify::outbox::{KEEP_DELIVERED, Row};
+use crate::slo::Millis;
+use crate::store::{Store, StoreError, failed};
+
+impl Store {
+    /// Rows of `sink` (or of every sink starting with `sink` and `:`) that are due at `now`
+    /// and first in their order, oldest first.
+    pub fn due(&self, sink: &str, now: Millis, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached(
+                "SELECT o.id, o.sink, o.kind, o.payload, o.incident_id, o.attempts, o.created_at,
+                        o.in_flight_since
+                 FROM outbox AS o
+                 JOIN (SELECT MIN(id) AS head FROM outbox
+                       WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
+                       GROUP BY order_key) AS heads ON o.id = heads.head
+                 WHERE o.next_attempt_at <= ?2
+                 ORDER BY o.id LIMIT ?3",
+            )
+            .map_err(failed("prepare due"))?;
+        let rows = query
+            .query_map(params![sink, now, limit as i64], |row| {
+                let payload: String = row.get(3)?;
+                Ok(Row {
+                    id: row.get(0)?,
+                    sink: row.get(1)?,
+                    kind: row.get(2)?,
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                    incident_id: row.get(4)?,
+                    attempts: row.get(5)?,
+                    created_at: row.get(6)?,
+                    in_flight_since: row.get(7)?,
+                })
+            })
+            .map_err(failed("select due"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("read due"))
+    }
+
+    /// When the next pending row of `sink` falls due after `now`, if any.
+    pub fn next_due(&self, sink: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+        self.connection()
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox
+                 WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
+                   AND next_attempt_at > ?2",
+                params![sink, now],
+                |row| row.get(0),
+            )
+            .map_err(failed("next due"))
+    }
+
+    /// Marks a row as on its way (committed before the request goes out); keeps an earlier
+    /// mark, so an ambiguous earlier attempt is still looked up.
+    pub fn mark_in_flight(&mut self, id: i64, now: Millis) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "UPDATE outbox SET in_flight_since = COALESCE(in_flight_since, ?2) WHERE id = ?1",
+                params![id, now],
+            )
+            .map(|_| ())
+            .map_err(failed("mark in flight"))
+    }
+
+    pub fn mark_delivered(
+        &mut self,
+        id: i64,
+        now: Millis,
+        result: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
+                    in_flight_since = NULL, last_error = NULL, attempts = attempts + 1 WHERE id = ?1",
+                params![id, now, result],
+            )
+            .map(|_| ())
+            .map_err(failed("mark delivered"))
+    }
+
+    /// A failed attempt: try again at `retry_at`, or give up (`None`). `ambiguous`: the
+    /// receiver may have acted on it, so the row stays marked in flight.
+    pub fn mark_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+        ambiguous: bool,
+    ) -> Result<(), StoreError> {
+        let connection = self.connection();
+        let result = match retry_at {
+            Some(at) => connection.execute(
+                "UPDATE outbox SET next_attempt_at = ?2, last_error = ?3, attempts = attempts + 1,
+                    in_flight_since = CASE WHEN ?4 THEN in_flight_since ELSE NULL END
+                 WHERE id = ?1",
+                params![id, at, error, ambiguous],
+            ),
+            None => connection.execute(
+                "UPDATE outbox SET state = 'failed', last_error = ?2, in_flight_since = NULL,
+                    attempts = attempts + 1 WHERE id = ?1",
+                params![id, error],
+            ),
+        };
+        result.map(|_| ()).map_err(failed("mark failed"))
+    }
+
+    /// Clears the in-flight mark after a lookup found no trace of an earlier attempt.
+    pub fn clear_in_flight(&mut self, id: i64) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "UPDATE outbox SET in_flight_since = NULL WHERE id = ?1",
+                params![id],
+            )
+            .map(|_| ())
+            .map_err(failed("clear in flight"))
+    }
+
+    /// The Slack channel id and root `ts` of an incident, once its root is posted.
+    pub fn incident_root(&self, id: i64) -> Result<(Option<String>, Option<String>), StoreError> {
+        self.connection()
+            .query_row(
+                "SELECT channel_id, root_ts FROM incidents WHERE id = ?1",
+                params![id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(failed("read incident root"))
+    }
+
+    /// Records the root message of an incident and marks its row delivered, atomically.
+    pub fn root_posted(
+        &mut self,
+        row: i64,
+        incident: i64,
+        channel_id: &str,
+        ts: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .connection_mut()
+            .transaction()
+            .map_err(failed("begin"))?;
+        tx.execute(
+            "UPDATE incidents SET channel_id = ?2, root_ts = ?3 WHERE id = ?1",
+            params![incident, channel_id, ts],
+        )
+        .map_err(failed("record root"))?;
+        tx.execute(
+            "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
+                in_flight_since = NULL, last_error = NULL, attempts = attempts + 1 WHERE id = ?1",
+            params![row, now, ts],
+        )
+        .map_err(failed("mark delivered"))?;
+        tx.commit().map_err(failed("commit"))
+    }
+
+    /// The SLOs with an open Slack incident.
+    pub fn open_incident_slos(&self) -> Result<Vec<String>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare(
+                "SELECT DISTINCT slo_id FROM incidents
+                 WHERE closed_at IS NULL AND slo_id != 'burnwatch' ORDER BY slo_id",
+            )
+            .map_err(failed("prepare incidents"))?;
+        let rows = query
+            .query_map([], |row| row.get(0))
+            .map_err(failed("read incidents"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read incident"))
+    }
+
+    /// A channel id Slack gave for a channel name before, if any.
+    pub fn known_channel_id(&self, target: &str) -> Result<Option<String>, StoreError> {
+        self.connection()
+            .query_row(
+                "SELECT channel_id FROM incidents WHERE target = ?1 AND channel_id IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![target],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed("read channel id"))
+    }
+
+    /// Pending rows by sink (`webhook:<name>` counted under its own name).
+    pub fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached(
+                "SELECT sink, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY sink",
+            )
+            .map_err(failed("prepare depth"))?;
+        let rows = query
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(failed("select depth"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("read depth"))
+    }
+
+    /// Rows queued after row `after`, oldest first: (id, sink, kind, payload).
+    pub fn queued_after(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String, String, Value)>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached("SELECT id, sink, kind, payload FROM outbox WHERE id > ?1 ORDER BY id")
+            .map_err(failed("prepare queued"))?;
+        let rows = query
+            .query_map(params![after], |row| {
+                let payload: String = row.get(3)?;
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    serde_json::from_str(&payload).unwrap_or(Value::Null),
+                ))
+            })
+            .map_err(failed("select queued"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read queued"))
+    }
+
+    /// The newest 1,000 rows, oldest first: (id, sink, kind, state, attempts, result, last_error).
+    pub fn outbox_rows(&self) -> Result<Vec<Value>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare(
+                "SELECT * FROM (SELECT id, sink, kind, state, attempts, result, last_error, created_at,
+                    delivered_at, order_key FROM outbox ORDER BY id DESC LIMIT 1000) ORDER BY id",
+            )
+            .map_err(failed("prepare rows"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok(json!({
+                    "id": row.get::<_, i64>(0)?,
+                    "sink": row.get::<_, String>(1)?,
+                    "kind": row.get::<_, String>(2)?,
+                    "state": row.get::<_, String>(3)?,
+                    "attempts": row.get::<_, i64>(4)?,
+                    "result": row.get::<_, Option<String>>(5)?,
+                    "last_error": row.get::<_, Option<String>>(6)?,
+                    "created_at": row.get::<_, i64>(7)?,
+                    "delivered_at": row.get::<_, Option<i64>>(8)?,
+                    "order_key": row.get::<_, String>(9)?,
+                }))
+            })
+            .map_err(failed("select rows"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("read rows"))
+    }
+
+    /// Drops delivered and failed rows older than [`KEEP_DELIVERED`], and closed incidents
+    /// without rows.
+    pub fn prune_outbox(&mut self, now: Millis) -> Result<(), StoreError> {
+        let connection = self.connection();
+        connection
+            .execute(
+                "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?1",
+                params![now - KEEP_DELIVERED],
+            )
+            .map_err(failed("prune outbox"))?;
+        connection
+            .execute(
+                "DELETE FROM incidents WHERE closed_at IS NOT NULL AND closed_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.incident_id = incidents.id)",
+                params![now - KEEP_DELIVERED],
+            )
+            .map_err(failed("prune incidents"))?;
+        connection
+            .execute(
+                "DELETE FROM silences WHERE ends_at < ?1",
+                params![now - KEEP_DELIVERED],
+            )
+            .map_err(failed("prune silences"))?;
+        Ok(())
+    }
+
+    pub fn save_silence(&mut self, silence: &Silence) -> Result<(), StoreError> {
+        let matchers: Vec<String> = silence.matchers.iter().map(Matcher::to_string).collect();
+        self.connection()
+            .execute(
+                "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET matchers = excluded.matchers,
+                    starts_at = excluded.starts_at, ends_at = excluded.ends_at,
+                    comment = excluded.comment, created_by = excluded.created_by",
+                params![
+                    silence.id,
+                    serde_json::to_string(&matchers).unwrap_or_default(),
+                    silence.starts_at,
+                    silence.ends_at,
+                    silence.comment,
+                    silence.created_by
+                ],
+            )
+            .map(|_| ())
+            .map_err(failed("save silence"))
+    }
+
+    /// Silences added through the API that have not ended by `now`.
+    /// The order keys of the alerts Alertmanager has been told fire: their newest
+    /// Alertmanager notification is a firing one (no `endsAt`). A silence that begins later
+    /// must not let them lapse there: it mutes, it does not end the burn.
+    pub fn alertmanager_told_firing(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached(
+                // One pass: with MAX(), SQLite takes the bare columns from the newest row.
+                "SELECT order_key, json_extract(payload, '$.endsAt') IS NULL, MAX(id)
+                 FROM outbox WHERE sink = 'alertmanager' GROUP BY order_key",
+            )
+            .map_err(failed("prepare alertmanager alerts"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
+            })
+            .map_err(failed("read alertmanager alerts"))?;
+        let mut firing = std::collections::HashSet::new();
+        for row in rows {
+            let (key, is_firing) = row.map_err(failed("read alertmanager alert"))?;
+            if is_firing {
+                firing.insert(key);
+            }
+        }
+        Ok(firing)
+    }
+
+    pub fn silences(&self, now: Millis) -> Result<Vec<Silence>, StoreError> {
+        let mut query = self
+            .connection()
+            .prepare_cached(
+                "SELECT id, matchers, starts_at, ends_at, comment, created_by FROM silences
+                 WHERE ends_at > ?1 ORDER BY starts_at, id",
+            )
+            .map_err(failed("prepare silences"))?;
+        let rows = query
+            .query_map(params![now], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .map_err(failed("select silences"))?;
+        let mut silences = Vec::new();
+        for row in rows {
+            let (id, matchers, starts_at, ends_at, comment, created_by) =
+                row.map_err(failed("read silence"))?;
+            let texts: Vec<String> = serde_json::from_str(&matchers).unwrap_or_default();
+            let Ok(matchers) = texts.iter().map(|text| Matcher::parse(text)).collect() else {
+                tracing::warn!(%id, "skipping a silence with unreadable matchers");
+                continue;
+            };
+            silences.push(Silence {
+                id,
+                matchers,
+                starts_at,
+                ends_at,
+                comment,
+                created_by,
+            });
+        }
+        Ok(silences)
+    }
+}
