@@ -2,18 +2,28 @@
 //! reads a clock or does I/O.
 //!
 //! ```text
-//! inactive ──burning──► pending ──held for `for`──► firing ──false for resolve_timeout──► resolved
-//!                                                    │  ▲
-//!                                                    └──┘ burning again: same incident, no page
+//! inactive ──burning──► pending ──held for `for`──► firing ──not burning for resolve_timeout──► resolved
+//!    ▲                    │                         │  ▲
+//!    └─ not burning ──────┘                         └──┘ burning again: same incident, no page
 //! ```
 //!
-//! - Firing resolves at the first evaluation `t` where the condition has been false at every
-//!   evaluation since some `t0` and `t − t0 ≥ resolve_timeout`. An evaluation without a decision
-//!   (no data, low traffic) is not "false": it neither resolves nor counts towards resolving.
-//! - While firing, a reminder goes out every `repeat_interval`.
+//! - Only a "burning" verdict is true. Ok and insufficient data (fewer than `min_events`, 0/0
+//!   included) are "not burning", as in Sloth's rules (0/0 is NaN, NaN > factor is false): a
+//!   pending alert is dropped and a firing one counts them towards resolving.
+//! - No data (no pair of the tier has samples in both windows: the source cannot see) drops a
+//!   pending alert, as Prometheus drops one at the first empty evaluation, so a gap restarts
+//!   `for`; it holds a firing alert as a failed evaluation (which never reaches this machine)
+//!   does: no resolving, no reminder, the resolve clock neither advanced nor reset.
+//! - Firing resolves at the first evaluation `t` with data where the condition has been not
+//!   burning at every evaluation with data since some `t0` and `t − t0 ≥ resolve_timeout`
+//!   (Prometheus's `keep_firing_for`).
+//! - A reminder goes out at a burning evaluation once `repeat_interval` has passed since the
+//!   last firing message or reminder; never while not burning (resolving, low traffic) or
+//!   without data.
 //! - While inhibited (a firing page inhibits the ticket of the same instance) the alert keeps its
-//!   state but sends nothing; a firing alert that was never announced is announced when the
-//!   inhibition ends, and resolves silently if it ends before that.
+//!   state but sends nothing; a firing alert that was never announced is announced at the
+//!   first burning evaluation after the inhibition ends, and resolves silently if it ends
+//!   before that.
 
 use crate::burn::Verdict;
 use crate::slo::{Millis, Timing, millis};
@@ -52,7 +62,7 @@ pub enum Phase {
         since: Millis,
         /// When the last firing message or reminder went out.
         last_sent: Millis,
-        /// First evaluation of the current run of "condition false", if in one.
+        /// First evaluation of the current run of "not burning", if in one.
         false_since: Option<Millis>,
     },
 }
@@ -82,7 +92,7 @@ impl Alert {
         matches!(self.phase, Phase::Firing { .. })
     }
 
-    /// `inactive`, `pending`, `firing`, or `resolving` (firing, condition false, not yet for
+    /// `inactive`, `pending`, `firing`, or `resolving` (firing, not burning, not yet for
     /// `resolve_timeout`).
     pub fn state(&self) -> &'static str {
         match self.phase {
@@ -114,38 +124,44 @@ impl Alert {
     ) -> Option<Change> {
         let entered_insufficient = verdict == Verdict::InsufficientData && !self.insufficient;
         self.insufficient = verdict == Verdict::InsufficientData;
-        match (self.phase, verdict) {
-            (Phase::Inactive, Verdict::Burning) if timing.for_.is_zero() => {
-                self.fire(now, inhibited)
-            }
-            (Phase::Inactive, Verdict::Burning) => {
+        // Only "burning" is true. Ok and insufficient data are "not burning", as Sloth's rules
+        // compare (NaN > factor is false). No data (no samples at all) drops a pending alert
+        // but holds a firing one, as a failed evaluation does.
+        let burning = verdict == Verdict::Burning;
+        let insufficient = entered_insufficient.then_some(Change::InsufficientData);
+        match self.phase {
+            Phase::Inactive if burning && timing.for_.is_zero() => self.fire(now, inhibited),
+            Phase::Inactive if burning => {
                 self.phase = Phase::Pending { since: now };
                 Some(Change::Pending)
             }
-            (Phase::Inactive, _) => entered_insufficient.then_some(Change::InsufficientData),
-            (Phase::Pending { since }, Verdict::Burning) => {
+            Phase::Inactive => insufficient,
+            Phase::Pending { since } if burning => {
                 if millis(timing.for_) <= now - since {
                     self.fire(now, inhibited)
                 } else {
                     None
                 }
             }
-            (Phase::Pending { .. }, Verdict::Ok) => {
+            // As Prometheus drops a pending alert at the first evaluation that returns
+            // nothing: a gap restarts `for`.
+            Phase::Pending { .. } => {
                 self.phase = Phase::Inactive;
-                None
+                insufficient
             }
-            (Phase::Pending { .. }, _) => entered_insufficient.then_some(Change::InsufficientData),
-            (
-                Phase::Firing {
-                    since,
-                    last_sent,
-                    false_since,
-                },
-                verdict,
-            ) => {
-                let false_since = match verdict {
-                    Verdict::Ok => Some(false_since.unwrap_or(now)),
-                    _ => None,
+            // No pair of the tier has samples in both windows (a scrape gap, Prometheus's
+            // own hole after an outage): as for an instance that vanished, the alert holds
+            // (neither resolves nor moves its resolve clock) and sends nothing.
+            Phase::Firing { .. } if verdict == Verdict::NoData => None,
+            Phase::Firing {
+                since,
+                last_sent,
+                false_since,
+            } => {
+                let false_since = if burning {
+                    None
+                } else {
+                    Some(false_since.unwrap_or(now))
                 };
                 if let Some(false_since) = false_since
                     && millis(timing.resolve_timeout) <= now - false_since
@@ -165,27 +181,23 @@ impl Alert {
                 if inhibited {
                     return None;
                 }
-                if !self.announced {
+                // Announcements and reminders only at an evaluation that burns.
+                if burning && (!self.announced || millis(timing.repeat_interval) <= now - last_sent)
+                {
+                    let change = if self.announced {
+                        Change::Reminder
+                    } else {
+                        Change::Firing
+                    };
                     self.announced = true;
                     self.phase = Phase::Firing {
                         since,
                         last_sent: now,
                         false_since,
                     };
-                    return Some(Change::Firing);
+                    return Some(change);
                 }
-                if millis(timing.repeat_interval) <= now - last_sent {
-                    self.phase = Phase::Firing {
-                        since,
-                        last_sent: now,
-                        false_since,
-                    };
-                    return Some(Change::Reminder);
-                }
-                if entered_insufficient {
-                    return Some(Change::InsufficientData);
-                }
-                None
+                insufficient
             }
         }
     }
@@ -325,22 +337,36 @@ mod tests {
         );
     }
 
+    /// This used to pin "an evaluation without a decision restarts the resolve clock": here
+    /// the alert went back to firing at 5m and resolved at 11m. Now an evaluation without
+    /// samples holds the alert as it is, resolving included: the clock started at 1m keeps
+    /// running and the alert resolves at the next evaluation with data, 6m. No data alone never
+    /// resolves (nothing is decided from 2m to 29m).
     #[test]
-    fn no_decision_holds_firing_and_restarts_the_resolve_clock() {
+    fn no_samples_neither_resolves_nor_restarts_the_resolve_clock() {
         check(
             "resolve 5m
              0m burning
              1m ok
              5m nodata
-             6m ok
-             10m ok
-             11m ok",
+             6m ok",
             expect![[r#"
                 0m inactive -> firing  notify(firing)
                 1m firing -> resolving
-                5m resolving -> firing
-                6m firing -> resolving
-                11m resolving -> inactive  notify(resolved)
+                6m resolving -> inactive  notify(resolved)
+            "#]],
+        );
+        check(
+            "resolve 5m
+             0m burning
+             1m ok
+             2m nodata
+             29m nodata
+             30m ok",
+            expect![[r#"
+                0m inactive -> firing  notify(firing)
+                1m firing -> resolving
+                30m resolving -> inactive  notify(resolved)
             "#]],
         );
     }
@@ -391,6 +417,32 @@ mod tests {
                 6m resolving -> inactive
             "#]],
         );
+        // The inhibition ends while the alert is resolving: nothing is announced unless it
+        // burns again before resolving, and then it is announced as firing.
+        check(
+            "resolve 5m
+             0m burning inhibited
+             1m ok inhibited
+             2m ok
+             6m ok",
+            expect![[r#"
+                0m inactive -> firing
+                1m firing -> resolving
+                6m resolving -> inactive
+            "#]],
+        );
+        check(
+            "resolve 5m
+             0m burning inhibited
+             1m ok inhibited
+             2m ok
+             3m burning",
+            expect![[r#"
+                0m inactive -> firing
+                1m firing -> resolving
+                3m resolving -> firing  notify(firing)
+            "#]],
+        );
     }
 
     #[test]
@@ -405,6 +457,107 @@ mod tests {
             expect![[r#"
                 0m inactive -> inactive  notify(insufficient_data)
                 3m inactive -> inactive  notify(insufficient_data)
+            "#]],
+        );
+    }
+
+    /// Regression (issue 10): a firing alert whose windows saw no traffic (0/0, a verdict of
+    /// insufficient data or ok since the fix in `burn`) or no samples was reminded every
+    /// `repeat_interval`. Without samples it still holds (the source cannot see the series,
+    /// as after a Prometheus outage), but sends nothing: the reminder that fell due waits for
+    /// the next burning evaluation.
+    #[test]
+    fn firing_alert_without_samples_holds_and_sends_no_reminder() {
+        check(
+            "resolve 5m repeat 1h
+             0m burning
+             1m nodata
+             6m nodata
+             60m nodata
+             61m nodata
+             62m burning",
+            expect![[r#"
+                0m inactive -> firing  notify(firing)
+                62m firing -> firing  notify(reminder)
+            "#]],
+        );
+    }
+
+    /// Regression (issue 10): an evaluation without data kept a pending alert pending, so `for`
+    /// ran across the gap. Prometheus drops a pending alert at the first evaluation whose
+    /// expression returns nothing: a gap restarts `for`.
+    #[test]
+    fn a_gap_resets_a_pending_for() {
+        check(
+            "for 5m
+             0m burning
+             2m nodata
+             3m burning
+             5m burning
+             7m burning
+             8m burning",
+            expect![[r#"
+                0m inactive -> pending  notify(pending)
+                2m pending -> inactive
+                3m inactive -> pending  notify(pending)
+                8m pending -> firing  notify(firing)
+            "#]],
+        );
+        // Too little traffic to judge drops a pending alert too (and is reported once).
+        check(
+            "for 5m
+             0m burning
+             2m low
+             3m burning
+             5m burning
+             8m burning",
+            expect![[r#"
+                0m inactive -> pending  notify(pending)
+                2m pending -> inactive  notify(insufficient_data)
+                3m inactive -> pending  notify(pending)
+                8m pending -> firing  notify(firing)
+            "#]],
+        );
+    }
+
+    /// Regression (issue 10): reminders went out every `repeat_interval` whatever the verdict,
+    /// including while resolving. A reminder goes out only at an evaluation that burns; one that
+    /// fell due while not burning waits for the next burning evaluation.
+    #[test]
+    fn no_reminder_while_not_burning() {
+        check(
+            "resolve 2h repeat 1h
+             0m burning
+             30m ok
+             60m ok
+             61m low
+             62m nodata
+             90m burning
+             91m burning",
+            expect![[r#"
+                0m inactive -> firing  notify(firing)
+                30m firing -> resolving
+                61m resolving -> resolving  notify(insufficient_data)
+                90m resolving -> firing  notify(reminder)
+            "#]],
+        );
+    }
+
+    /// Low traffic (fewer than `min_events`) while firing is reported once and counts as not
+    /// burning: the alert resolves after `resolve_timeout` unless it burns again.
+    #[test]
+    fn low_traffic_while_firing_counts_towards_resolving() {
+        check(
+            "resolve 5m repeat 1h
+             0m burning
+             1m low
+             2m low
+             6m low
+             61m low",
+            expect![[r#"
+                0m inactive -> firing  notify(firing)
+                1m firing -> resolving  notify(insufficient_data)
+                6m resolving -> inactive  notify(resolved)
             "#]],
         );
     }

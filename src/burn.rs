@@ -2,7 +2,11 @@
 //!
 //! burn rate = error ratio / (1 − objective). A window pair burns when both its long and its
 //! short window burn faster than the pair's factor; a tier burns when any of its pairs does.
-//! Missing data and low traffic are verdicts of their own, never "ok".
+//! As in Sloth's rules, a window without samples or at 0/0 never burns (NaN > factor is
+//! false). A pair whose long window has no samples is "no data" (the source cannot see the
+//! series); one with fewer than `min_events` there (0/0 included) is "insufficient data"; one
+//! whose short window has no samples is "no data"; otherwise it burns or is ok, a short window
+//! at 0/0 making it ok: no traffic, no errors. A tier is "no data" only when every pair is.
 
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use crate::slo::{Objective, Tier, WindowPair};
 pub struct WindowValue {
     pub bad: f64,
     pub total: f64,
-    /// bad / total; NaN when total is 0 (0/0 decides nothing).
+    /// bad / total; NaN when total is 0 (0/0: no traffic, which never burns).
     pub error_ratio: f64,
 }
 
@@ -46,9 +50,12 @@ pub struct PairReading {
 pub enum Verdict {
     Burning,
     Ok,
-    /// Fewer than `min_events` in the long window: shown, never paged on.
+    /// Fewer than `min_events` in the long window: too little traffic to judge; reported,
+    /// never paged on, not burning.
     InsufficientData,
-    /// A window has no samples (or 0/0): no decision.
+    /// A window of the pair has no samples at all; for a tier, every pair: the source cannot
+    /// see the series (a scrape gap, Prometheus's own hole after an outage). Holds a firing
+    /// alert, drops a pending one.
     NoData,
 }
 
@@ -74,9 +81,13 @@ pub fn read_pair(
     let burn_long = long.map_or(f64::NAN, |value| value.burn_rate(objective));
     let burn_short = short.map_or(f64::NAN, |value| value.burn_rate(objective));
     let verdict = match long {
+        None => Verdict::NoData,
         Some(value) if value.total < min_events => Verdict::InsufficientData,
-        _ if burn_long.is_nan() || burn_short.is_nan() => Verdict::NoData,
-        // Compared as Sloth's alert rules do: error ratio > factor × (1 − objective).
+        // A short window without samples (a scrape gap, the hole after a Prometheus outage)
+        // cannot say whether the burn goes on.
+        _ if short.is_none() => Verdict::NoData,
+        // Compared as Sloth's alert rules do: error ratio > factor × (1 − objective). A window
+        // at 0/0 is not above (NaN compares false): no traffic, no errors, so the pair is ok.
         _ if is_above(long, pair.factor, objective) && is_above(short, pair.factor, objective) => {
             Verdict::Burning
         }
@@ -117,7 +128,8 @@ impl TierReading {
     }
 }
 
-/// Burning if any pair burns; ok only if every pair is ok; otherwise low traffic or no data.
+/// Burning if any pair burns; else insufficient data if a pair has too few events to judge;
+/// else ok if a pair is ok (the others having no data); else (every pair) no data.
 pub fn read_tier(
     tier: &Tier,
     objective: Objective,
@@ -132,10 +144,10 @@ pub fn read_tier(
     let any = |verdict| pairs.iter().any(|reading| reading.verdict == verdict);
     let verdict = if any(Verdict::Burning) {
         Verdict::Burning
-    } else if pairs.iter().all(|reading| reading.verdict == Verdict::Ok) {
-        Verdict::Ok
     } else if any(Verdict::InsufficientData) {
         Verdict::InsufficientData
+    } else if any(Verdict::Ok) {
+        Verdict::Ok
     } else {
         Verdict::NoData
     };
@@ -209,7 +221,8 @@ mod tests {
 
     #[test]
     fn tier_verdicts() {
-        // Error ratios over (1h, 5m, 6h, 30m); `None` is a window without samples.
+        // Error ratios over (1h, 5m, 6h, 30m); `None` is a window without samples, NaN a
+        // window without events (0/0).
         type Case = (&'static str, [Option<f64>; 4], f64, Verdict, u64);
         let cases: &[Case] = &[
             (
@@ -247,38 +260,89 @@ mod tests {
                 Verdict::InsufficientData,
                 3600,
             ),
+            // Until issue 10 a window without samples or at 0/0 made its pair, and so the whole
+            // tier, "no data", which held a firing alert. A window at 0/0 is no traffic (Sloth:
+            // NaN > factor is false), and a pair without samples leaves the others to decide.
             (
-                "a window without samples",
+                "a long window without samples: that pair has no data, the other is ok",
                 [None, Some(0.0), Some(0.0), Some(0.0)],
                 1e4,
-                Verdict::NoData,
+                Verdict::Ok,
                 3600,
             ),
             (
-                "0/0 decides nothing",
+                "a long window at 0/0 is fewer than min_events, not no data",
                 [Some(f64::NAN), Some(0.0), Some(0.0), Some(0.0)],
+                1e4,
+                Verdict::InsufficientData,
+                3600,
+            ),
+            (
+                "a short window at 0/0 while its long window is fine: no traffic, no errors",
+                [Some(0.001), Some(f64::NAN), Some(0.001), Some(0.001)],
+                1e4,
+                Verdict::Ok,
+                3600,
+            ),
+            (
+                "a short window at 0/0 while its long window burns: not burning",
+                [Some(0.015), Some(f64::NAN), Some(0.001), Some(f64::NAN)],
+                1e4,
+                Verdict::Ok,
+                3600,
+            ),
+            (
+                "a short window without samples: that pair has no data, the other is ok",
+                [Some(0.015), None, Some(0.001), Some(0.001)],
+                1e4,
+                Verdict::Ok,
+                3600,
+            ),
+            (
+                "the other pair still burns",
+                [Some(0.015), Some(f64::NAN), Some(0.007), Some(0.007)],
+                1e4,
+                Verdict::Burning,
+                21600,
+            ),
+            (
+                "every window at 0/0: no traffic, fewer than min_events",
+                [Some(f64::NAN); 4],
+                1e4,
+                Verdict::InsufficientData,
+                3600,
+            ),
+            (
+                "no window has samples: no data",
+                [None; 4],
                 1e4,
                 Verdict::NoData,
                 3600,
             ),
         ];
         let objective = Objective::from_percent(99.9).unwrap();
+        let mut wrong = Vec::new();
         for (name, ratios, total, verdict, leading_long) in cases {
             let mut measure = |window: Duration| {
                 let index = [3600, 300, 21600, 1800]
                     .iter()
                     .position(|secs| *secs == window.as_secs())
                     .unwrap();
-                ratios[index].map(|ratio| WindowValue::new(ratio * total, *total))
+                ratios[index].map(|ratio| match ratio.is_nan() {
+                    true => WindowValue::new(0.0, 0.0),
+                    false => WindowValue::new(ratio * total, *total),
+                })
             };
             let reading = read_tier(&tier(), objective, 100.0, &mut measure);
-            assert_eq!(reading.verdict, *verdict, "{name}");
-            assert_eq!(
-                reading.leading_pair().pair.long.as_secs(),
-                *leading_long,
-                "{name}"
-            );
+            let got = (reading.verdict, reading.leading_pair().pair.long.as_secs());
+            if got != (*verdict, *leading_long) {
+                wrong.push(format!(
+                    "{name}: {got:?}, expected {:?}",
+                    (verdict, leading_long)
+                ));
+            }
         }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

@@ -137,6 +137,27 @@ fn a_slow_burn_opens_a_ticket_with_reminders_and_no_page() {
     );
 }
 
+/// Regression (issue 10): traffic stops while the page fires. The burn ends at t+27m and the
+/// traffic at t+30m; the 5m window drops below the factor at t+31m and holds no events (0/0)
+/// from t+35m, while the 6h/30m pair is fine; an hour later every window is at 0/0. Before,
+/// a window at 0/0 made its pair "no data": it restarted the resolve clock at t+35m and then
+/// held the page firing for ever, with a reminder every 2h (t+135m, t+255m). As in Sloth's
+/// rules (0/0 is NaN, NaN > factor is false) a window without traffic does not burn: the page
+/// resolves `resolve_timeout` after t+31m, and nothing is reminded. At t+90m the 1h window
+/// holds no events, fewer than min_events: insufficient data, reported once.
+#[test]
+fn a_firing_page_resolves_when_traffic_stops_and_sends_no_reminder() {
+    check(
+        "4320x0.0003@2000 30x0.05@2000 3x0.0003@2000 300x0.0@0",
+        330,
+        expect![[r#"
+            t+15m page   firing            60/5 burn 15.2/50.0 > 14.4
+            t+36m page   resolved          60/5 burn 27.9/NaN > 14.4 spent 13.80%
+            t+90m page   insufficient_data 60/5 burn NaN/NaN > 14.4
+        "#]],
+    );
+}
+
 #[test]
 fn low_traffic_never_pages_while_long_windows_are_below_min_events() {
     // 2 requests a minute: 120 an hour and 720 in 6h, below min_events 1000 even at 50%
