@@ -216,8 +216,10 @@ fn foreign_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// A refusal before the body is read: the connection closes after it, so that a client does
+/// not send its next request on a connection that still holds the unread body.
 fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, message.to_string()).into_response()
+    (status, [(header::CONNECTION, "close")], message.to_string()).into_response()
 }
 
 /// The checks before any change (every method but GET and HEAD): not from another site's
