@@ -795,6 +795,25 @@ fn alertmanager_webhook_and_slack_incoming_webhook() {
     }
 }
 
+/// Adds a silence through the API (JSON, as any client must); returns its id.
+fn add_silence(serve: &Serve, matchers: Value, comment: &str) -> String {
+    let body = serde_json::json!({
+        "matchers": matchers,
+        "endsAt": burnwatch::replay::format_time(wall_ms() + 3_600_000),
+        "comment": comment,
+        "createdBy": "sre@example.com",
+    });
+    let (status, answer) = serve.request(
+        serve.http().post(serve.url("/api/v1/silences")).json(&body),
+        "add a silence",
+    );
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str::<Value>(&answer).expect("json")["silenceID"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
 /// Regression: a silence added while a page fired dropped it from the Alertmanager re-sends,
 /// so Alertmanager let it lapse and told its receivers (PagerDuty) the burn was over. A
 /// silence mutes burnwatch's own notifications; Alertmanager keeps the alert active.
@@ -818,17 +837,11 @@ fn a_silence_does_not_resolve_the_alert_at_alertmanager() {
     alertmanager.wait_for_alerts("the page active at Alertmanager", WAIT, |alerts| {
         alerts.iter().any(|alert| alert["labels"]["tier"] == "page")
     });
-    let body = serde_json::json!({
-        "matchers": ["tier=\"page\""],
-        "endsAt": burnwatch::replay::format_time(wall_ms() + 3_600_000),
-        "comment": "known incident, muted while we work on it",
-        "createdBy": "sre@example.com",
-    });
-    let (status, answer) = serve.request(
-        serve.http().post(serve.url("/api/v1/silences")).json(&body),
-        "add a silence",
+    add_silence(
+        &serve,
+        serde_json::json!(["tier=\"page\""]),
+        "known incident, muted while we work on it",
     );
-    assert_eq!(status, 200, "{answer}");
     // Each send is valid for four resend intervals (4s): after 8s only re-sends keep it.
     sleep(Duration::from_secs(8));
     let active = alertmanager.alerts();
@@ -858,22 +871,11 @@ fn silences_hold_notifications_until_they_expire() {
     let live = setup(0.0, "2s", &slack_notify(&slack));
     let serve = live.setup.serve();
     serve.wait_ready();
-    let ends_at = burnwatch::replay::format_time(wall_ms() + 3_600_000);
-    let body = serde_json::json!({
-        "matchers": ["service=\"order-service\"", {"name": "tier", "value": "page"}],
-        "endsAt": ends_at,
-        "comment": "planned failover",
-        "createdBy": "sre@example.com",
-    });
-    let (status, answer) = serve.request(
-        serve.http().post(serve.url("/api/v1/silences")).json(&body),
-        "add a silence",
+    let id = add_silence(
+        &serve,
+        serde_json::json!(["service=\"order-service\"", {"name": "tier", "value": "page"}]),
+        "planned failover",
     );
-    assert_eq!(status, 200, "{answer}");
-    let id = serde_json::from_str::<Value>(&answer).expect("json")["silenceID"]
-        .as_str()
-        .expect("id")
-        .to_string();
     let listed = serve.json("/api/v1/silences");
     assert_eq!(
         listed["silences"][0]["matchers"][1], "tier=\"page\"",
@@ -914,7 +916,7 @@ fn silences_hold_notifications_until_they_expire() {
         serve
             .http()
             .post(serve.url("/api/v1/silences"))
-            .json(&serde_json::json!({"matchers": [], "endsAt": ends_at})),
+            .json(&serde_json::json!({"matchers": [], "endsAt": burnwatch::replay::format_time(wall_ms() + 3_600_000)})),
         "an empty silence",
     );
     assert_eq!(status, 400);
@@ -931,13 +933,10 @@ fn slack_paces_a_channel_and_honours_retry_after() {
         retry_after_secs: 2,
     }]);
     let live = setup(0.0, "1h", &slack_notify(&slack));
-    let one = spec("1h");
-    let body = one.split_once("slos:\n").expect("slos").1;
-    let mut three = "version: burnwatch/v1\nservice: order-service\nslos:\n".to_string();
-    for name in ["checkout", "payments", "search"] {
-        three.push_str(&body.replace("requests-availability", name));
-    }
-    live.setup.write_spec(&three);
+    live.setup.write_spec(&crate::serve::many_slos(
+        &spec("1h"),
+        &["checkout", "payments", "search"],
+    ));
     let serve = live.setup.serve();
     serve.wait_ready();
     live.target.set_error_ratio(BURNING);
@@ -982,13 +981,10 @@ fn slack_keeps_a_channels_pace_after_dropped_connections() {
     slack.rate_limit_per_channel(1.0);
     slack.next_errors(vec![Fault::DropAfterEffect, Fault::DropBeforeEffect]);
     let live = setup(0.0, "1h", &slack_notify(&slack));
-    let one = spec("1h");
-    let body = one.split_once("slos:\n").expect("slos").1;
-    let mut four = "version: burnwatch/v1\nservice: order-service\nslos:\n".to_string();
-    for name in ["checkout", "payments", "search", "shipping"] {
-        four.push_str(&body.replace("requests-availability", name));
-    }
-    live.setup.write_spec(&four);
+    live.setup.write_spec(&crate::serve::many_slos(
+        &spec("1h"),
+        &["checkout", "payments", "search", "shipping"],
+    ));
     let serve = live.setup.serve();
     serve.wait_ready();
     live.target.set_error_ratio(BURNING);

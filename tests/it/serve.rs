@@ -639,6 +639,16 @@ slos:
     )
 }
 
+/// `spec` (one SLO, `requests-availability`) as one SLO per name, the same otherwise.
+pub(crate) fn many_slos(spec: &str, names: &[&str]) -> String {
+    let (head, body) = spec.split_once("slos:\n").expect("slos");
+    let mut many = format!("{head}slos:\n");
+    for name in names {
+        many.push_str(&body.replace("requests-availability", name));
+    }
+    many
+}
+
 /// A temp dir with `slos.yaml`, `burnwatch.yaml` (plus `extra` config lines) and `state/`.
 pub(crate) struct Setup {
     pub(crate) dir: tempfile::TempDir,
@@ -1200,13 +1210,10 @@ fn queries_to_prometheus_are_bounded_by_max_concurrency() {
         }
     });
     let setup = Setup::new(&prometheus.url(), "");
-    let one = spec("Requests that do not fail.", "99.9");
-    let body = one.split_once("slos:\n").expect("slos").1;
-    let mut four = "version: burnwatch/v1\nservice: order-service\nslos:\n".to_string();
-    for name in ["checkout", "payments", "search", "shipping"] {
-        four.push_str(&body.replace("requests-availability", name));
-    }
-    setup.write_spec(&four);
+    setup.write_spec(&many_slos(
+        &spec("Requests that do not fail.", "99.9"),
+        &["checkout", "payments", "search", "shipping"],
+    ));
     std::fs::write(
         setup.config(),
         format!(
