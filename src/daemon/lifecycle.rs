@@ -220,7 +220,13 @@ impl Daemon {
         self.engine
             .retain_slos(|id| ids.iter().any(|kept| kept == id));
         self.health.retain(|(id, _)| ids.contains(id));
-        self.states.retain(|id, _| ids.contains(id));
+        // Only SLOs still evaluated incrementally keep their state (a strategy or SLI change
+        // would otherwise leave it in memory and in every checkpoint).
+        self.states.retain(|id, _| {
+            new.slos
+                .iter()
+                .any(|slo| &slo.id == id && super::incremental_for(new.config.strategy, slo))
+        });
         *self
             .shared
             .reload_token
@@ -416,7 +422,6 @@ impl Daemon {
     /// Checkpoints, saves the alert state (with any changes whose save failed), lets each
     /// delivery worker finish its request in flight, and waits for the HTTP face to close.
     pub(super) async fn stop(self) -> Result<()> {
-        checkpoint(&self.store, &self.loaded, &self.states, self.clock.now())?;
         let saved = self.engine.export();
         // Changes whose save failed go with the last save (or the alert state stays as it
         // was, and the next start makes them again).
@@ -427,6 +432,10 @@ impl Daemon {
             planner.save(&mut store, &saved, wall_clock())?;
         }
         tracing::info!(alerts = saved.len(), "alert state saved; shutting down");
+        // After the alert state, and never in its way: a failed checkpoint costs a warm start.
+        if let Err(error) = checkpoint(&self.store, &self.loaded, &self.states, self.clock.now()) {
+            tracing::error!("could not checkpoint incremental state: {error:#}");
+        }
         self.delivery.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         Ok(())
