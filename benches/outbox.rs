@@ -46,6 +46,7 @@ fn event(slo: &Slo, route: usize, change: Change, at: i64) -> Event {
         time_to_exhaustion: None,
         firing_since: Some(at),
         budget_spent: Some(0.02),
+        ended: None,
     }
 }
 

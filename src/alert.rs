@@ -64,6 +64,10 @@ pub enum Phase {
         last_sent: Millis,
         /// First evaluation of the current run of "not burning", if in one.
         false_since: Option<Millis>,
+        /// First evaluation of the current run without data (the instance vanished or stopped
+        /// reporting), if in one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        absent_since: Option<Millis>,
     },
 }
 
@@ -113,6 +117,14 @@ impl Alert {
         }
     }
 
+    /// Since when a firing alert has had no data, if it has none now.
+    pub fn absent_since(&self) -> Option<Millis> {
+        match self.phase {
+            Phase::Firing { absent_since, .. } => absent_since,
+            _ => None,
+        }
+    }
+
     /// Advances the machine by one evaluation at `now`; returns what a person (or a replay
     /// timeline) should hear about, if anything.
     pub fn step(
@@ -149,14 +161,33 @@ impl Alert {
                 self.phase = Phase::Inactive;
                 insufficient
             }
-            // No pair of the tier has samples in both windows (a scrape gap, Prometheus's
-            // own hole after an outage): as for an instance that vanished, the alert holds
-            // (neither resolves nor moves its resolve clock) and sends nothing.
-            Phase::Firing { .. } if verdict == Verdict::NoData => None,
+            // No pair of the tier has samples in both windows (the instance vanished, a
+            // scrape gap, Prometheus's own hole after an outage): the alert holds for
+            // `resolve_timeout` (Prometheus's `keep_firing_for`) without moving its resolve
+            // clock or sending anything, then ends.
             Phase::Firing {
                 since,
                 last_sent,
                 false_since,
+                absent_since,
+            } if verdict == Verdict::NoData => {
+                let absent_since = absent_since.unwrap_or(now);
+                if millis(timing.resolve_timeout) <= now - absent_since {
+                    return self.end();
+                }
+                self.phase = Phase::Firing {
+                    since,
+                    last_sent,
+                    false_since,
+                    absent_since: Some(absent_since),
+                };
+                None
+            }
+            Phase::Firing {
+                since,
+                last_sent,
+                false_since,
+                absent_since: _,
             } => {
                 let false_since = if burning {
                     None
@@ -166,17 +197,13 @@ impl Alert {
                 if let Some(false_since) = false_since
                     && millis(timing.resolve_timeout) <= now - false_since
                 {
-                    let announced = self.announced;
-                    *self = Alert {
-                        insufficient: self.insufficient,
-                        ..Alert::default()
-                    };
-                    return announced.then_some(Change::Resolved);
+                    return self.end();
                 }
                 self.phase = Phase::Firing {
                     since,
                     last_sent,
                     false_since,
+                    absent_since: None,
                 };
                 if inhibited {
                     return None;
@@ -194,6 +221,7 @@ impl Alert {
                         since,
                         last_sent: now,
                         false_since,
+                        absent_since: None,
                     };
                     return Some(change);
                 }
@@ -207,9 +235,31 @@ impl Alert {
             since: now,
             last_sent: now,
             false_since: None,
+            absent_since: None,
         };
         self.announced = !inhibited;
         self.announced.then_some(Change::Firing)
+    }
+
+    /// Ends the incident: `Resolved` if it was announced (an inhibited one ends silently).
+    fn end(&mut self) -> Option<Change> {
+        let announced = self.announced;
+        *self = Alert {
+            insufficient: self.insufficient,
+            ..Alert::default()
+        };
+        announced.then_some(Change::Resolved)
+    }
+
+    /// Ends the incident because its tier or SLO is no longer configured (after a reload):
+    /// `Resolved` if it was firing and announced; a pending alert is dropped silently.
+    pub fn retire(&mut self) -> Option<Change> {
+        if self.is_firing() {
+            self.end()
+        } else {
+            *self = Alert::default();
+            None
+        }
     }
 }
 
@@ -340,8 +390,7 @@ mod tests {
     /// This used to pin "an evaluation without a decision restarts the resolve clock": here
     /// the alert went back to firing at 5m and resolved at 11m. Now an evaluation without
     /// samples holds the alert as it is, resolving included: the clock started at 1m keeps
-    /// running and the alert resolves at the next evaluation with data, 6m. No data alone never
-    /// resolves (nothing is decided from 2m to 29m).
+    /// running and the alert resolves at the next evaluation with data, 6m.
     #[test]
     fn no_samples_neither_resolves_nor_restarts_the_resolve_clock() {
         check(
@@ -356,19 +405,78 @@ mod tests {
                 6m resolving -> inactive  notify(resolved)
             "#]],
         );
+    }
+
+    /// Regression (issue 10): without data a firing alert held for ever (an instance that
+    /// vanished kept its page open, its thread, its Alertmanager alert). Now it holds for
+    /// `resolve_timeout` without data, as Prometheus's `keep_firing_for` does for a series
+    /// that is absent, then ends; data back within the hold keeps the incident.
+    #[test]
+    fn without_data_for_resolve_timeout_a_firing_alert_ends() {
         check(
             "resolve 5m
              0m burning
              1m ok
              2m nodata
-             29m nodata
-             30m ok",
+             6m nodata
+             7m nodata
+             8m burning",
             expect![[r#"
                 0m inactive -> firing  notify(firing)
                 1m firing -> resolving
-                30m resolving -> inactive  notify(resolved)
+                7m resolving -> inactive  notify(resolved)
+                8m inactive -> firing  notify(firing)
             "#]],
         );
+        check(
+            "resolve 5m
+             0m burning
+             2m nodata
+             6m nodata
+             7m burning
+             8m nodata
+             12m nodata
+             13m nodata",
+            expect![[r#"
+                0m inactive -> firing  notify(firing)
+                13m firing -> inactive  notify(resolved)
+            "#]],
+        );
+        // With no hold, as Prometheus without `keep_firing_for`: the first evaluation
+        // without data ends it.
+        check(
+            "resolve 0s
+             0m burning
+             1m nodata",
+            expect![[r#"
+                0m inactive -> firing  notify(firing)
+                1m firing -> inactive  notify(resolved)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_retired_alert_resolves_if_firing_and_announced() {
+        let timing = Timing {
+            for_: std::time::Duration::from_secs(120),
+            resolve_timeout: std::time::Duration::from_secs(300),
+            repeat_interval: std::time::Duration::from_secs(3600),
+        };
+        let mut pending = Alert::default();
+        pending.step(0, Verdict::Burning, &timing, false);
+        assert_eq!(pending.retire(), None);
+        assert_eq!(pending, Alert::default());
+        let mut firing = Alert::default();
+        firing.step(0, Verdict::Burning, &timing, false);
+        firing.step(120_000, Verdict::Burning, &timing, false);
+        assert!(firing.is_firing());
+        assert_eq!(firing.retire(), Some(Change::Resolved));
+        assert_eq!(firing, Alert::default());
+        let mut inhibited = Alert::default();
+        inhibited.step(0, Verdict::Burning, &timing, true);
+        inhibited.step(120_000, Verdict::Burning, &timing, true);
+        assert!(inhibited.is_firing());
+        assert_eq!(inhibited.retire(), None);
     }
 
     #[test]
@@ -469,7 +577,7 @@ mod tests {
     #[test]
     fn firing_alert_without_samples_holds_and_sends_no_reminder() {
         check(
-            "resolve 5m repeat 1h
+            "resolve 2h repeat 1h
              0m burning
              1m nodata
              6m nodata

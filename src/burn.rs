@@ -46,6 +46,20 @@ pub struct PairReading {
     pub verdict: Verdict,
 }
 
+impl PairReading {
+    /// A pair not read at this evaluation (its alert ended for a reason other than data).
+    pub fn unread(pair: WindowPair) -> PairReading {
+        PairReading {
+            pair,
+            long: None,
+            short: None,
+            burn_long: f64::NAN,
+            burn_short: f64::NAN,
+            verdict: Verdict::NoData,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Burning,
@@ -54,8 +68,8 @@ pub enum Verdict {
     /// never paged on, not burning.
     InsufficientData,
     /// A window of the pair has no samples at all; for a tier, every pair: the source cannot
-    /// see the series (a scrape gap, Prometheus's own hole after an outage). Holds a firing
-    /// alert, drops a pending one.
+    /// see the series (it vanished, a scrape gap, Prometheus's own hole after an outage).
+    /// Holds a firing alert for `resolve_timeout`, then ends it; drops a pending one.
     NoData,
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::alert::{Alert, Change};
-use crate::burn::{self, PairReading, WindowValue};
+use crate::burn::{self, PairReading, Verdict, WindowValue};
 use crate::slo::{Millis, Slo, TierKind, WindowPair};
 
 /// Labels identifying an SLO instance (the values of its `group_by` labels).
@@ -36,6 +36,53 @@ pub struct Event {
     /// events ÷ the bad events the period allows), for reminder and resolved; `None` where the
     /// source cannot measure the window since firing.
     pub budget_spent: Option<f64>,
+    /// For a resolution: why the alert ended when its burn was not seen to be over (`None`:
+    /// it recovered).
+    pub ended: Option<Ending>,
+}
+
+/// Why an alert ended without its burn being seen to be over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// No data since `since`, for the tier's `resolve_timeout`: the instance vanished (label
+    /// churn, a relabel) or stopped reporting.
+    NoData { since: Millis },
+    /// A reload removed the tier from the SLO.
+    TierRemoved,
+    /// A reload removed the SLO.
+    SloRemoved,
+    /// A reload changed the SLO's `group_by`: the instance no longer exists.
+    GroupByChanged,
+}
+
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::NoData { .. } => "no_data",
+            Ending::TierRemoved => "tier_removed",
+            Ending::SloRemoved => "slo_removed",
+            Ending::GroupByChanged => "group_by_changed",
+        }
+    }
+
+    /// One sentence for people: why the alert ended.
+    pub fn describe(self) -> String {
+        match self {
+            Ending::NoData { since } => format!(
+                "No data since {}: the instance vanished or stopped reporting, so the alert ended without a verdict.",
+                crate::replay::format_time(since)
+            ),
+            Ending::TierRemoved => {
+                "The tier was removed from the SLO by a reload, so the alert ended without a verdict.".to_string()
+            }
+            Ending::SloRemoved => {
+                "The SLO was removed from the configuration by a reload, so the alert ended without a verdict.".to_string()
+            }
+            Ending::GroupByChanged => {
+                "The SLO's group_by changed in a reload, so this instance no longer exists and its alert ended without a verdict.".to_string()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,17 +98,42 @@ struct Instance {
     slo_id: String,
     labels: InstanceLabels,
     tiers: [Entry; 2],
+    /// The last evaluation that read this instance.
+    evaluated_at: Option<Millis>,
 }
 
-/// A handle on an SLO instance registered with [`Engine::instance`].
+impl Instance {
+    fn new(slo_id: String, labels: InstanceLabels) -> Instance {
+        Instance {
+            slo_id,
+            labels,
+            tiers: Default::default(),
+            evaluated_at: None,
+        }
+    }
+
+    /// Whether the instance holds nothing worth keeping: every tier inactive.
+    fn is_idle(&self) -> bool {
+        self.tiers
+            .iter()
+            .all(|entry| entry.alert == Alert::default())
+    }
+}
+
+/// A handle on an SLO instance registered with [`Engine::instance`]; valid until the
+/// instance is forgotten ([`Engine::evaluate_absent`], [`Engine::retire`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct InstanceId(usize);
 
-/// Alert state for every (SLO, instance, tier) the engine has seen.
+/// Alert state for every (SLO, instance, tier) the engine holds: the instances in the
+/// sources' answers and those absent ones still holding an alert. An absent instance whose
+/// alerts are all inactive is forgotten, so label churn does not grow the list.
 #[derive(Debug, Default)]
 pub struct Engine {
     index: HashMap<(String, InstanceLabels), InstanceId>,
-    instances: Vec<Instance>,
+    instances: Vec<Option<Instance>>,
+    /// Slots of forgotten instances, reused first.
+    free: Vec<usize>,
 }
 
 /// One alert's state as saved across restarts and shown on status pages.
@@ -82,7 +154,7 @@ pub fn since_window(now: Millis, since: Millis) -> Option<Duration> {
     (0 < seconds).then(|| Duration::from_secs(seconds as u64))
 }
 
-fn slot(kind: TierKind) -> usize {
+fn slot_of(kind: TierKind) -> usize {
     match kind {
         TierKind::Page => 0,
         TierKind::Ticket => 1,
@@ -100,14 +172,43 @@ impl Engine {
         if let Some(&id) = self.index.get(&key) {
             return id;
         }
-        let id = InstanceId(self.instances.len());
-        self.instances.push(Instance {
-            slo_id: slo.id.clone(),
-            labels: labels.clone(),
-            tiers: Default::default(),
-        });
+        self.insert(Instance::new(slo.id.clone(), labels.clone()))
+    }
+
+    fn insert(&mut self, instance: Instance) -> InstanceId {
+        let key = (instance.slo_id.clone(), instance.labels.clone());
+        let id = match self.free.pop() {
+            Some(slot) => {
+                self.instances[slot] = Some(instance);
+                InstanceId(slot)
+            }
+            None => {
+                self.instances.push(Some(instance));
+                InstanceId(self.instances.len() - 1)
+            }
+        };
         self.index.insert(key, id);
         id
+    }
+
+    fn forget(&mut self, slot: usize) {
+        if let Some(instance) = self.instances[slot].take() {
+            self.index.remove(&(instance.slo_id, instance.labels));
+            self.free.push(slot);
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.iter().flatten()
+    }
+
+    /// How many instances the engine holds.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
     }
 
     /// Evaluates one SLO instance at `now`. `measure(window)` gives the window value over
@@ -120,15 +221,19 @@ impl Engine {
         id: InstanceId,
         measure: &mut impl FnMut(Duration) -> Option<WindowValue>,
     ) -> Vec<Event> {
-        let instance = &mut self.instances[id.0];
+        let instance = self.instances[id.0]
+            .as_mut()
+            .expect("an instance handle outlived its instance");
+        instance.evaluated_at = Some(now);
         let mut changes = Vec::new();
         let mut page_firing = false;
         for kind in [TierKind::Page, TierKind::Ticket] {
             let Some(tier) = slo.tier(kind) else { continue };
             let reading = burn::read_tier(tier, slo.objective, slo.min_events, measure);
-            let entry = &mut instance.tiers[slot(kind)];
+            let entry = &mut instance.tiers[slot_of(kind)];
             let inhibited = kind == TierKind::Ticket && page_firing;
             let firing_before = entry.alert.firing_since();
+            let absent_before = entry.alert.absent_since();
             let change = entry
                 .alert
                 .step(now, reading.verdict, &tier.timing, inhibited);
@@ -146,7 +251,13 @@ impl Engine {
                 _ => *reading.leading_pair(),
             };
             let firing_since = entry.alert.firing_since().or(firing_before);
-            changes.push((kind, change, pair_reading, firing_since));
+            let ended =
+                (change == Change::Resolved && reading.verdict == Verdict::NoData).then(|| {
+                    Ending::NoData {
+                        since: absent_before.unwrap_or(now),
+                    }
+                });
+            changes.push((kind, change, pair_reading, firing_since, ended));
         }
         if changes.is_empty() {
             return Vec::new();
@@ -161,9 +272,9 @@ impl Engine {
             burn::budget_spent(measure(window)?, window, period, slo.period, slo.objective)
         };
         let mut events = Vec::with_capacity(changes.len());
-        for (tier, change, reading, firing_since) in changes {
+        for (tier, change, reading, firing_since, ended) in changes {
             if change == Change::Resolved {
-                instance.tiers[slot(tier)].tripped = None;
+                instance.tiers[slot_of(tier)].tripped = None;
             }
             events.push(Event {
                 at: now,
@@ -183,7 +294,105 @@ impl Engine {
                     Change::Pending | Change::InsufficientData => None,
                 },
                 budget_spent: spent(change, firing_since),
+                ended,
             });
+        }
+        events
+    }
+
+    /// Evaluates, as having no data, every instance of the given SLOs (their evaluation at
+    /// `now` succeeded) that the sources' answers no longer hold: its firing alerts end once
+    /// they have been without data for `resolve_timeout`, its pending ones drop, and the
+    /// instance is forgotten once every alert of it is inactive.
+    pub fn evaluate_absent(&mut self, now: Millis, slos: &[&Slo]) -> Vec<Event> {
+        let by_id: HashMap<&str, &Slo> = slos.iter().map(|slo| (slo.id.as_str(), *slo)).collect();
+        let mut events = Vec::new();
+        for slot in 0..self.instances.len() {
+            let Some(instance) = &self.instances[slot] else {
+                continue;
+            };
+            if instance.evaluated_at == Some(now) {
+                continue;
+            }
+            let Some(slo) = by_id.get(instance.slo_id.as_str()) else {
+                continue;
+            };
+            events.extend(self.evaluate(now, slo, InstanceId(slot), &mut |_| None));
+            if self.instances[slot].as_ref().is_some_and(Instance::is_idle) {
+                self.forget(slot);
+            }
+        }
+        events
+    }
+
+    /// After a reload: matches every alert by (SLO, tier, instance labels) against the
+    /// `current` SLOs and retires the rest, as Prometheus's `CopyState` keeps only the state
+    /// of rules it finds again. An alert whose SLO is gone, whose tier is gone, or whose
+    /// instance's labels no longer fit the SLO's `group_by` ends; the firing ones that were
+    /// announced come back as `Resolved` events naming why, with the SLO as it was
+    /// (`previous`, else `current`). An SLO gone from both ends silently.
+    pub fn retire(&mut self, now: Millis, current: &[Slo], previous: &[Slo]) -> Vec<(Slo, Event)> {
+        let mut events = Vec::new();
+        for slot in 0..self.instances.len() {
+            let Some(instance) = self.instances[slot].as_mut() else {
+                continue;
+            };
+            let found = current.iter().find(|slo| slo.id == instance.slo_id);
+            let shaped = |slo: &Slo| {
+                let mut names: Vec<&str> = instance
+                    .labels
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                let mut wanted: Vec<&str> = slo.group_by.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                wanted.sort_unstable();
+                names == wanted
+            };
+            let whole = match found {
+                None => Some(Ending::SloRemoved),
+                Some(slo) if !shaped(slo) => Some(Ending::GroupByChanged),
+                Some(_) => None,
+            };
+            let told = previous
+                .iter()
+                .find(|slo| slo.id == instance.slo_id)
+                .or(found);
+            for kind in [TierKind::Page, TierKind::Ticket] {
+                let ending = match (whole, found) {
+                    (Some(ending), _) => ending,
+                    (None, Some(slo)) if slo.tier(kind).is_none() => Ending::TierRemoved,
+                    _ => continue,
+                };
+                let entry = &mut instance.tiers[slot_of(kind)];
+                let firing_since = entry.alert.firing_since();
+                let tripped = entry.tripped.take();
+                if entry.alert.retire() != Some(Change::Resolved) {
+                    continue;
+                }
+                let (Some(slo), Some(pair)) = (told, tripped) else {
+                    continue;
+                };
+                events.push((
+                    slo.clone(),
+                    Event {
+                        at: now,
+                        slo_id: instance.slo_id.clone(),
+                        labels: instance.labels.clone(),
+                        tier: kind,
+                        change: Change::Resolved,
+                        reading: PairReading::unread(pair),
+                        budget_remaining: f64::NAN,
+                        time_to_exhaustion: None,
+                        firing_since,
+                        budget_spent: None,
+                        ended: Some(ending),
+                    },
+                ));
+            }
+            if instance.is_idle() {
+                self.forget(slot);
+            }
         }
         events
     }
@@ -193,7 +402,7 @@ impl Engine {
     /// period so that reminders and resolutions can say what the incident cost.
     pub fn firing_windows(&self, now: Millis) -> HashMap<&str, Vec<Duration>> {
         let mut windows: HashMap<&str, Vec<Duration>> = HashMap::new();
-        for instance in &self.instances {
+        for instance in self.live() {
             for entry in &instance.tiers {
                 if let Some(window) = entry
                     .alert
@@ -210,12 +419,12 @@ impl Engine {
         windows
     }
 
-    /// Every alert that is not simply inactive, in registration order.
+    /// Every alert that is not simply inactive.
     pub fn export(&self) -> Vec<SavedAlert> {
         let mut saved = Vec::new();
-        for instance in &self.instances {
+        for instance in self.live() {
             for kind in [TierKind::Page, TierKind::Ticket] {
-                let entry = &instance.tiers[slot(kind)];
+                let entry = &instance.tiers[slot_of(kind)];
                 if entry.alert != Alert::default() {
                     saved.push(SavedAlert {
                         slo_id: instance.slo_id.clone(),
@@ -236,33 +445,14 @@ impl Engine {
             let key = (alert.slo_id.clone(), alert.labels.clone());
             let id = match self.index.get(&key) {
                 Some(&id) => id,
-                None => {
-                    let id = InstanceId(self.instances.len());
-                    self.instances.push(Instance {
-                        slo_id: alert.slo_id,
-                        labels: alert.labels,
-                        tiers: Default::default(),
-                    });
-                    self.index.insert(key, id);
-                    id
-                }
+                None => self.insert(Instance::new(alert.slo_id, alert.labels)),
             };
-            self.instances[id.0].tiers[slot(alert.tier)] = Entry {
-                alert: alert.alert,
-                tripped: alert.tripped,
-            };
+            if let Some(instance) = self.instances[id.0].as_mut() {
+                instance.tiers[slot_of(alert.tier)] = Entry {
+                    alert: alert.alert,
+                    tripped: alert.tripped,
+                };
+            }
         }
-    }
-
-    /// Forgets the alerts of SLOs that no longer exist (after a reload). SLOs whose id is
-    /// unchanged keep their state, as Prometheus keeps the state of unchanged rules.
-    pub fn retain_slos(&mut self, keep: impl Fn(&str) -> bool) {
-        let saved: Vec<SavedAlert> = self
-            .export()
-            .into_iter()
-            .filter(|alert| keep(&alert.slo_id))
-            .collect();
-        *self = Engine::new();
-        self.restore(saved);
     }
 }

@@ -349,6 +349,7 @@ mod tests {
                     since: 1_700_000_000_000,
                     last_sent: 1_700_000_060_000,
                     false_since: Some(1_700_000_120_000),
+                    absent_since: Some(1_700_000_180_000),
                 },
                 announced: true,
                 insufficient: false,

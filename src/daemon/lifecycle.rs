@@ -78,10 +78,10 @@ impl Daemon {
             let saved = lock(&store)?.load_alerts()?;
             tracing::info!(alerts = saved.len(), "restored alert state");
             engine.restore(saved);
-            // SLOs removed from the config while burnwatch was down: forget their alerts and
-            // close their Slack threads.
+            // SLOs removed from the config while burnwatch was down: their Slack threads are
+            // closed here (their alerts are retired below, with the tiers and group_bys that
+            // changed meanwhile).
             let configured: Vec<&str> = loaded.slos.iter().map(|slo| slo.id.as_str()).collect();
-            engine.retain_slos(|id| configured.contains(&id));
             let mut store = lock(&store)?;
             let orphaned: Vec<String> = store
                 .open_incident_slos()?
@@ -128,6 +128,9 @@ impl Daemon {
         }
         let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone());
         let clock = Clock::new(rehearsal);
+        // Alerts that no longer match a configured (SLO, tier, instance labels) end; their
+        // resolutions are planned with the first cycle's changes.
+        let retired = engine.retire(clock.now(), &loaded.slos, &[]);
         let states = resume_incremental(&store, &loaded, clock.now())?;
         // Stale when the last run stopped: the SLOs' silence counts from then, and the meta
         // alert resolves once every SLO has answered.
@@ -159,7 +162,7 @@ impl Daemon {
             rehearsal,
             clock,
             ticker,
-            unsaved: Vec::new(),
+            unsaved: retired,
             unsaved_meta: Vec::new(),
             am_payloads: HashMap::new(),
         })
@@ -189,36 +192,20 @@ impl Daemon {
                 *slo = current.clone();
             }
         }
-        let removed: Vec<String> = self
-            .loaded
-            .slos
-            .iter()
-            .map(|slo| slo.id.clone())
-            .filter(|id| !ids.contains(id))
-            .collect();
-        if !removed.is_empty() {
-            let store = self.store.clone();
-            let now = wall_clock();
-            let closed = tokio::task::spawn_blocking(move || {
-                let mut store = store
-                    .lock()
-                    .map_err(|_| "store lock poisoned".to_string())?;
-                store
-                    .save_cycle_notifications(|tx| outbox::plan_removed(tx, &removed, now))
-                    .map_err(|error| error.to_string())
-            })
-            .await
-            .unwrap_or_else(|error| Err(error.to_string()));
-            match closed {
-                Ok(queued) if queued > 0 => self.delivery.wake(),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(%error, "could not close the incidents of removed SLOs")
-                }
+        // Alert state is matched by (SLO, tier, instance labels); what no longer matches is
+        // retired, its resolutions planned with the next cycle's changes.
+        let retired = self
+            .engine
+            .retire(self.clock.now(), &new.slos, &self.loaded.slos);
+        if new.config.notify.console {
+            for (slo, event) in &retired {
+                console::emit(slo, event);
             }
         }
-        self.engine
-            .retain_slos(|id| ids.iter().any(|kept| kept == id));
+        if !retired.is_empty() {
+            tracing::info!(alerts = retired.len(), "alerts retired by the reload");
+        }
+        self.unsaved.extend(retired);
         self.health.retain(|(id, _)| ids.contains(id));
         // Only SLOs still evaluated incrementally keep their state (a strategy or SLI change
         // would otherwise leave it in memory and in every checkpoint).

@@ -773,6 +773,10 @@ async fn cycle(
         statuses.push(slo_status(slo, slo_health, Some(&snapshot)));
         evaluated.push((slo, snapshot));
     }
+    // Instances the answers no longer hold: their alerts end after `resolve_timeout`
+    // without data, and the engine forgets them once inactive.
+    let answered: Vec<&Slo> = evaluated.iter().map(|(slo, _)| *slo).collect();
+    events.extend(engine.evaluate_absent(now, &answered));
     // One lock for the whole update: a scrape sees one evaluation, with its timestamp.
     if let Ok(mut metrics) = shared.metrics.lock() {
         metrics.set_slos(evaluated.iter().flat_map(|(slo, snapshot)| {

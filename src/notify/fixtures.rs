@@ -49,5 +49,6 @@ pub fn event(
         time_to_exhaustion: Some(Duration::from_secs(67_920)),
         firing_since: Some(firing_since),
         budget_spent: Some(0.031),
+        ended: None,
     }
 }

@@ -159,6 +159,13 @@ pub fn title(slo: &Slo, tier: TierKind, change: Change) -> String {
 }
 
 fn headline(slo: &Slo, event: &Event) -> (String, String) {
+    if event.ended.is_some() {
+        let (_, title) = headline_of(slo, event.tier, event.change);
+        let what = title
+            .split_once(": ")
+            .map_or(title.as_str(), |(_, what)| what);
+        return (":heavy_minus_sign:".to_string(), format!("ENDED: {what}"));
+    }
     headline_of(slo, event.tier, event.change)
 }
 
@@ -231,7 +238,16 @@ pub fn render(slo: &Slo, event: &Event) -> Message {
                 )
             })
             .unwrap_or_default();
-        lines.push(("Recovered".to_string(), format!("{since}{burning}")));
+        match event.ended {
+            Some(ending) => {
+                let since = since.trim_end_matches("; now ");
+                lines.push(("Ended".to_string(), escape(&ending.describe())));
+                if !since.is_empty() {
+                    lines.push(("Burned".to_string(), since.to_string()));
+                }
+            }
+            None => lines.push(("Recovered".to_string(), format!("{since}{burning}"))),
+        }
     } else {
         lines.push(("Burning".to_string(), burning));
     }
@@ -259,7 +275,9 @@ pub fn render(slo: &Slo, event: &Event) -> Message {
             humane(exhaustion)
         ));
     }
-    lines.push(("Error budget".to_string(), budget));
+    if event.budget_remaining.is_finite() {
+        lines.push(("Error budget".to_string(), budget));
+    }
     if let Some(spent) = budget_spent(slo, event) {
         lines.push(("Budget spent".to_string(), spent));
     }

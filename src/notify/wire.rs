@@ -134,6 +134,7 @@ pub fn webhook_document(
         "version": "1",
         "status": match event.change { Change::Resolved => "resolved", _ => "firing" },
         "change": event.change.as_str(),
+        "end_reason": event.ended.map(|ending| ending.as_str()),
         "at": format_time(event.at),
         "slo": {
             "id": slo.id,
@@ -202,6 +203,9 @@ pub fn alertmanager_alert(
             "budget_spent_since_firing".to_string(),
             json!(crate::replay::format_percent(spent)),
         );
+    }
+    if let Some(ending) = event.ended {
+        annotations.insert("end_reason".to_string(), json!(ending.as_str()));
     }
     let starts_at = event.firing_since.unwrap_or(event.at);
     let ends_at = match event.change {

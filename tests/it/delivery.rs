@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::alertmanager::{Alertmanager, Webhook};
 use crate::fake_slack::{FakeMessage, FakeSlack, Fault, Snapshot};
 use crate::prom::SCRAPE_JOB;
-use crate::serve::{Live, Serve, live};
+use crate::serve::{Live, ROUTE, Serve, live};
 
 const TOKEN: &str = "xoxb-1234-s3cr3t-slack-bot-token";
 const WAIT: Duration = Duration::from_secs(90);
@@ -1205,4 +1205,151 @@ fn slack_hears_the_seed_incident_rehearsed_from_prometheus() {
         "the resumed rehearsal posted a second root"
     );
     assert!(serve.exited().is_none());
+}
+
+const ENDED: &str = "ENDED: Fast error budget burn on order-service";
+
+/// Regression (issue 10): an instance that vanished while firing (here its route relabelled,
+/// as label churn or a changed relabel rule does) kept its page firing for ever: its Slack
+/// root open, its Alertmanager alert re-sent. Now, without data for `resolve_timeout`, it
+/// ends everywhere, saying why; the same under both strategies.
+#[test]
+fn an_instance_that_vanishes_while_firing_ends_everywhere() {
+    for strategy in ["query", "incremental"] {
+        vanishing_instance_ends_everywhere(strategy);
+    }
+}
+
+fn vanishing_instance_ends_everywhere(strategy: &str) {
+    let alertmanager = Alertmanager::start();
+    let slack = FakeSlack::start(TOKEN);
+    let notify = format!(
+        "{}  alertmanager:\n    url: {}\n    resend_interval: 1s\n  \
+         webhooks:\n    - name: ops\n      url_file: hook-url\n",
+        slack_notify(&slack),
+        alertmanager.url()
+    );
+    let live = setup(0.0, "1h", &notify);
+    let dir = live.setup.dir.path();
+    std::fs::write(dir.join("hook-url"), alertmanager.webhook_url()).expect("write");
+    let config = std::fs::read_to_string(live.setup.config()).expect("read config");
+    std::fs::write(
+        live.setup.config(),
+        config.replace("strategy: query", &format!("strategy: {strategy}")),
+    )
+    .expect("write config");
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    let snapshot = slack.wait_for("the CRITICAL root in #incidents", WAIT, |s| {
+        !s.top_level("#incidents").is_empty()
+    });
+    let root = snapshot.top_level("#incidents")[0].clone();
+    assert_eq!(headline(&root.text), CRITICAL, "{strategy}: {}", root.text);
+    alertmanager.wait_for_notification("a firing notification", WAIT, |all| {
+        all.iter()
+            .any(|n| n["version"] == "4" && n["status"] == "firing")
+    });
+
+    // The old route's series vanish; the new route's are healthy.
+    live.target.set_route("POST /orders/v2");
+    live.target.set_error_ratio(0.0);
+    let snapshot = slack.wait_for("the root updated to ENDED", WAIT, |s| {
+        s.message(&root.ts)
+            .is_some_and(|message| headline(&message.text) == ENDED)
+    });
+    let ended = snapshot.message(&root.ts).expect("root");
+    assert!(
+        ended.text.contains("No data since") && ended.text.contains("vanished"),
+        "{strategy}: {}",
+        ended.text
+    );
+    assert!(!ended.text.contains("NaN"), "{strategy}: {}", ended.text);
+    slack.wait_for("the ENDED reply in the thread", WAIT, |s| {
+        s.thread("#incidents", &root.ts)
+            .iter()
+            .any(|reply| headline(&reply.text) == ENDED)
+    });
+    let all = alertmanager.wait_for_notification("a resolved notification", WAIT, |all| {
+        all.iter()
+            .any(|n| n["version"] == "4" && n["status"] == "resolved")
+    });
+    let resolved = all
+        .iter()
+        .find(|n| n["version"] == "4" && n["status"] == "resolved")
+        .expect("resolved");
+    assert_eq!(
+        resolved["alerts"][0]["labels"]["route"], ROUTE,
+        "{resolved}"
+    );
+    assert_eq!(
+        resolved["alerts"][0]["annotations"]["end_reason"], "no_data",
+        "{resolved}"
+    );
+    let documents: Vec<&Value> = all.iter().filter(|n| n["version"] == "1").collect();
+    let changes: Vec<(&str, &Value)> = documents
+        .iter()
+        .map(|n| (n["change"].as_str().unwrap(), &n["end_reason"]))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("firing", &Value::Null),
+            ("resolved", &Value::from("no_data"))
+        ],
+        "{strategy}: {documents:?}"
+    );
+    assert_eq!(documents[1]["instance"]["route"], ROUTE);
+    // Nothing of the old instance is held; the new one never paged.
+    serve.wait_for("no alert held", || serve.alerts().is_empty().then_some(()));
+    let snapshot = slack.snapshot();
+    assert_eq!(snapshot.top_level("#incidents").len(), 1, "{strategy}");
+    assert!(
+        snapshot
+            .messages
+            .iter()
+            .all(|m| headline(&m.text) != STILL_FIRING),
+        "{strategy}: no reminders"
+    );
+}
+
+/// Regression (issue 10): a reload matched alert state by SLO id alone, so a changed
+/// `group_by` left the old instance's page firing for ever. The reload retires it (its root
+/// says why) and the new instances page on their own.
+#[test]
+fn a_reload_that_changes_group_by_ends_the_old_instances_page() {
+    let slack = FakeSlack::start(TOKEN);
+    let live = setup(0.0, "1h", &slack_notify(&slack));
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    let snapshot = slack.wait_for("the CRITICAL root in #incidents", WAIT, |s| {
+        !s.top_level("#incidents").is_empty()
+    });
+    let root = snapshot.top_level("#incidents")[0].clone();
+    live.setup
+        .write_spec(&spec("1h").replace("group_by: [route]", "group_by: [route, job]"));
+    serve.signal("HUP");
+    let snapshot = slack.wait_for("the old root ENDED and a new root", WAIT, |s| {
+        s.message(&root.ts)
+            .is_some_and(|message| headline(&message.text) == ENDED)
+            && s.top_level("#incidents").len() == 2
+    });
+    let ended = snapshot.message(&root.ts).expect("root");
+    assert!(ended.text.contains("group_by changed"), "{}", ended.text);
+    let new_root = snapshot.top_level("#incidents")[1].clone();
+    assert_eq!(headline(&new_root.text), CRITICAL, "{}", new_root.text);
+    assert!(
+        new_root.text.contains(&format!("job=\"{SCRAPE_JOB}\"")),
+        "{}",
+        new_root.text
+    );
+    let alerts = serve.alerts();
+    assert_eq!(alerts.len(), 1, "only the new instance is held: {alerts:?}");
+    assert_eq!(alerts[0]["labels"]["job"], SCRAPE_JOB, "{alerts:?}");
+    live.target.set_error_ratio(0.0);
+    slack.wait_for("the new root RESOLVED", WAIT, |s| {
+        s.message(&new_root.ts)
+            .is_some_and(|message| headline(&message.text) == RESOLVED)
+    });
 }

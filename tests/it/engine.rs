@@ -228,3 +228,175 @@ fn budget_spent_since_firing_counts_the_incidents_own_events() {
         own / allowed
     );
 }
+
+/// An SLO grouped by route, paging at once (`for: 0s`), holding for 5m; `extra` is appended
+/// under `alerting:`.
+fn grouped(group_by: &str, extra: &str, name: &str) -> Slo {
+    let spec = format!(
+        r#"version: burnwatch/v1
+service: orders
+slos:
+  - name: {name}
+    objective: 99.9
+    group_by: [{group_by}]
+    sli:
+      ratio:
+        errors: requests_total{{code="500"}}
+        total: requests_total
+    alerting:
+      for: 0s
+      resolve_timeout: 5m
+{extra}"#
+    );
+    match load_str("spec.yaml", &spec, Path::new(".")) {
+        Ok(Document::Slos(mut slos)) => slos.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every window at `ratio` errors, 1,000 requests a minute.
+fn steady(ratio: f64) -> impl FnMut(Duration) -> Option<WindowValue> {
+    move |window: Duration| {
+        let total = window.as_secs_f64() / 60.0 * 1000.0;
+        Some(WindowValue::new(total * ratio, total))
+    }
+}
+
+fn route(name: &str) -> Vec<(String, String)> {
+    vec![("route".to_string(), name.to_string())]
+}
+
+/// Regression (issue 10): an instance that vanished while firing (label churn, a relabel)
+/// was never evaluated again, so its page fired for ever. Absent from the answer, it is
+/// evaluated as having no data: it ends `resolve_timeout` after it was last seen, saying why,
+/// and the engine forgets it.
+#[test]
+fn an_instance_that_vanishes_while_firing_ends_after_resolve_timeout() {
+    let slo = grouped("route", "", "availability");
+    let mut engine = Engine::new();
+    let mut out = String::new();
+    for minute in 0..=10i64 {
+        let now = minute * 60_000;
+        let mut events = Vec::new();
+        let b = engine.instance(&slo, &route("b"));
+        events.extend(engine.evaluate(now, &slo, b, &mut steady(0.0)));
+        if minute < 2 {
+            let a = engine.instance(&slo, &route("a"));
+            events.extend(engine.evaluate(now, &slo, a, &mut steady(0.1)));
+        }
+        events.extend(engine.evaluate_absent(now, &[&slo]));
+        for event in events {
+            out.push_str(&format!(
+                "{minute}m {} {} {} {:?} held={}\n",
+                event.labels[0].1,
+                event.tier.as_str(),
+                event.change.as_str(),
+                event.ended,
+                engine.len()
+            ));
+        }
+    }
+    expect![[r#"
+        0m a page firing None held=2
+        7m a page resolved Some(NoData { since: 120000 }) held=1
+    "#]]
+    .assert_eq(&out);
+    assert_eq!(engine.export(), Vec::new());
+}
+
+/// Label churn: a new instance every minute, each burning for one evaluation and then gone.
+/// The engine holds only those still within their hold, not every instance it ever saw.
+#[test]
+fn under_label_churn_the_engine_holds_a_bounded_set_of_instances() {
+    let slo = grouped("route", "", "availability");
+    let mut engine = Engine::new();
+    let (mut fired, mut ended, mut most) = (0, 0, 0);
+    for minute in 0..1_000i64 {
+        let now = minute * 60_000;
+        let id = engine.instance(&slo, &route(&format!("r{minute}")));
+        let ratio = if minute % 2 == 0 { 0.1 } else { 0.0 };
+        let mut events = engine.evaluate(now, &slo, id, &mut steady(ratio));
+        events.extend(engine.evaluate_absent(now, &[&slo]));
+        for event in events {
+            match event.change.as_str() {
+                "firing" => fired += 1,
+                "resolved" => {
+                    assert!(matches!(
+                        event.ended,
+                        Some(burnwatch::engine::Ending::NoData { .. })
+                    ));
+                    ended += 1
+                }
+                _ => {}
+            }
+        }
+        most = most.max(engine.len());
+    }
+    assert_eq!(fired, 500);
+    // Those that fired in the last five minutes are still held.
+    assert_eq!(ended, 497);
+    assert!(most <= 5, "the engine held {most} instances at once");
+}
+
+/// Regression (issue 10): a reload dropped or kept state by SLO id alone, so a disabled tier
+/// or a changed `group_by` left its page firing. Reload matches by (SLO, tier, instance
+/// labels) and retires the rest with a resolution that says why.
+#[test]
+fn a_reload_retires_the_alerts_it_no_longer_matches() {
+    let before = [
+        grouped("route", "", "availability"),
+        grouped("route", "", "latency"),
+        grouped("route", "", "checkout"),
+        grouped("route", "", "kept"),
+    ];
+    let after = [
+        grouped("route", "      page: {disable: true}\n", "availability"),
+        grouped("route, method", "", "latency"),
+        grouped("route", "", "kept"),
+    ];
+    let mut engine = Engine::new();
+    for slo in &before {
+        let id = engine.instance(slo, &route("a"));
+        assert_eq!(engine.evaluate(0, slo, id, &mut steady(0.1)).len(), 1);
+    }
+    let mut out = String::new();
+    for (slo, event) in engine.retire(60_000, &after, &before) {
+        assert_eq!(slo.id, event.slo_id);
+        out.push_str(&format!(
+            "{} {} {} {:?}\n",
+            event.slo_id,
+            event.tier.as_str(),
+            event.change.as_str(),
+            event.ended
+        ));
+    }
+    expect![[r#"
+        orders-availability page resolved Some(TierRemoved)
+        orders-latency page resolved Some(GroupByChanged)
+        orders-checkout page resolved Some(SloRemoved)
+    "#]]
+    .assert_eq(&out);
+    // The ticket tiers fired too (inhibited by the page); where the tier is still
+    // configured for the same instance, its state carries over.
+    let kept: Vec<String> = engine
+        .export()
+        .into_iter()
+        .map(|alert| format!("{} {}", alert.slo_id, alert.tier.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "orders-availability ticket",
+            "orders-kept page",
+            "orders-kept ticket"
+        ]
+    );
+    assert_eq!(engine.len(), 2);
+    // Without the SLO as it was (a start after the config changed), a removed SLO's
+    // alert ends silently; its threads are closed by the store.
+    let mut engine = Engine::new();
+    let id = engine.instance(&before[2], &route("a"));
+    engine.evaluate(0, &before[2], id, &mut steady(0.1));
+    assert_eq!(engine.retire(60_000, &after, &[]), Vec::new());
+    assert!(engine.is_empty());
+}

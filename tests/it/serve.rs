@@ -174,6 +174,8 @@ pub(crate) struct Traffic {
     errors: f64,
     error_ratio: f64,
     last: Instant,
+    /// The `route` label of the counters.
+    route: String,
 }
 
 impl Traffic {
@@ -198,6 +200,7 @@ impl LiveTarget {
             errors: 0.0,
             error_ratio,
             last: Instant::now(),
+            route: ROUTE.to_string(),
         }));
         let stub = HttpStub::start({
             let traffic = traffic.clone();
@@ -213,10 +216,11 @@ impl LiveTarget {
                     format!(
                         "# HELP http_requests_total Requests by status code.\n\
                          # TYPE http_requests_total counter\n\
-                         http_requests_total{{code=\"200\",route=\"{ROUTE}\"}} {}\n\
-                         http_requests_total{{code=\"500\",route=\"{ROUTE}\"}} {}\n",
+                         http_requests_total{{code=\"200\",route=\"{route}\"}} {}\n\
+                         http_requests_total{{code=\"500\",route=\"{route}\"}} {}\n",
                         traffic.ok.floor(),
-                        traffic.errors.floor()
+                        traffic.errors.floor(),
+                        route = traffic.route,
                     ),
                 )
             }
@@ -228,6 +232,14 @@ impl LiveTarget {
         let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
         traffic.advance();
         traffic.error_ratio = error_ratio;
+    }
+
+    /// Relabels the counters (as a changed relabel rule would): the series of the old route
+    /// vanish from the next scrape on, and new ones appear with the counts so far.
+    pub(crate) fn set_route(&self, route: &str) {
+        let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        traffic.advance();
+        traffic.route = route.to_string();
     }
 }
 
