@@ -134,6 +134,9 @@ pub struct Engine {
     instances: Vec<Option<Instance>>,
     /// Slots of forgotten instances, reused first.
     free: Vec<usize>,
+    /// Per SLO, when its last evaluation failed (the source did not answer): until a tier's
+    /// short windows lie past it, no data is the hole that outage left, not absence.
+    failed_at: HashMap<String, Millis>,
 }
 
 /// One alert's state as saved across restarts and shown on status pages.
@@ -152,6 +155,13 @@ pub struct SavedAlert {
 pub fn since_window(now: Millis, since: Millis) -> Option<Duration> {
     let seconds = (now - since).div_euclid(1000);
     (0 < seconds).then(|| Duration::from_secs(seconds as u64))
+}
+
+/// Whether, at `now`, every short window of `tier` still reaches back to `failed`, a failed
+/// evaluation (so none of them can show data the source had while it did not answer).
+fn in_outage_hole(now: Millis, failed: Millis, tier: &crate::slo::Tier) -> bool {
+    let shortest = tier.windows.iter().map(|pair| pair.short).min();
+    shortest.is_some_and(|short| now - crate::slo::millis(short) <= failed)
 }
 
 fn slot_of(kind: TierKind) -> usize {
@@ -221,6 +231,7 @@ impl Engine {
         id: InstanceId,
         measure: &mut impl FnMut(Duration) -> Option<WindowValue>,
     ) -> Vec<Event> {
+        let failed_at = self.failed_at.get(&slo.id).copied();
         let instance = self.instances[id.0]
             .as_mut()
             .expect("an instance handle outlived its instance");
@@ -234,6 +245,19 @@ impl Engine {
             let inhibited = kind == TierKind::Ticket && page_firing;
             let firing_before = entry.alert.firing_since();
             let absent_before = entry.alert.absent_since();
+            if reading.verdict == Verdict::NoData
+                && entry.alert.is_firing()
+                && failed_at.is_some_and(|failed| in_outage_hole(now, failed, tier))
+            {
+                // Every short window still reaches back into the time the source did not
+                // answer: its missing samples are that outage's hole, not a vanished
+                // instance. The alert holds as at a failed evaluation.
+                entry.alert.restart_absence();
+                if kind == TierKind::Page {
+                    page_firing = true;
+                }
+                continue;
+            }
             let change = entry
                 .alert
                 .step(now, reading.verdict, &tier.timing, inhibited);
@@ -323,6 +347,21 @@ impl Engine {
             }
         }
         events
+    }
+
+    /// The evaluation of `slo_id` at `now` failed: its alerts hold as they are. A source
+    /// that could not answer leaves a hole in its own data, not a vanished instance, so a
+    /// firing alert's hold without data starts afresh only once the tier's short windows lie
+    /// past `now` (until then "no data" holds it as a failed evaluation does).
+    pub fn hold(&mut self, now: Millis, slo_id: &str) {
+        self.failed_at.insert(slo_id.to_string(), now);
+        for instance in self.instances.iter_mut().flatten() {
+            if instance.slo_id == slo_id {
+                for entry in &mut instance.tiers {
+                    entry.alert.restart_absence();
+                }
+            }
+        }
     }
 
     /// After a reload: matches every alert by (SLO, tier, instance labels) against the

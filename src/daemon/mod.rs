@@ -761,6 +761,7 @@ async fn cycle(
             Err(error) => {
                 tracing::warn!(slo = %slo.id, %error, "evaluation failed; alerts hold their state");
                 slo_health.health.last_error = Some(error);
+                engine.hold(now, &slo.id);
                 statuses.push(slo_status(slo, slo_health, None));
                 continue;
             }

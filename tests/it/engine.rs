@@ -400,3 +400,30 @@ fn a_reload_retires_the_alerts_it_no_longer_matches() {
     assert_eq!(engine.retire(60_000, &after, &[]), Vec::new());
     assert!(engine.is_empty());
 }
+
+/// A failed evaluation leaves a hole in the source's own data: "no data" while the tier's
+/// short windows still reach back into it is that hole, not a vanished instance, so the hold
+/// without data starts only once the shortest short window (here 5m) lies past the failure.
+#[test]
+fn a_failed_evaluation_restarts_the_hold_without_data() {
+    let slo = grouped("route", "", "availability");
+    let mut engine = Engine::new();
+    let a = engine.instance(&slo, &route("a"));
+    assert_eq!(engine.evaluate(0, &slo, a, &mut steady(0.1)).len(), 1);
+    let mut ended_at = None;
+    for minute in 1..=20i64 {
+        let now = minute * 60_000;
+        if minute == 4 {
+            engine.hold(now, &slo.id);
+            continue;
+        }
+        let events = engine.evaluate_absent(now, &[&slo]);
+        if events.iter().any(|event| event.ended.is_some()) {
+            ended_at = Some(minute);
+            break;
+        }
+    }
+    // Without data from 1m, failed at 4m, the hole excused until 9m (4m + 5m), without data
+    // from 10m: ends at 15m (resolve_timeout 5m), not 6m nor 10m.
+    assert_eq!(ended_at, Some(15));
+}

@@ -1669,7 +1669,12 @@ fn prometheus_outage_holds_alerts_and_raises_stale_meta_alert() {
     });
     serve.wait_evaluations(1);
     let alert = serve.firing_page().expect("page firing after the outage");
-    assert_eq!(alert["since"], since.as_str(), "{alert}");
+    assert_eq!(
+        alert["since"],
+        since.as_str(),
+        "{alert}\n{}",
+        serve.diagnostics()
+    );
     let kinds: Vec<(String, String)> = serve
         .blocks()
         .into_iter()
