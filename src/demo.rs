@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ use crate::replay::{Range, Replay, format_percent, format_rate, format_time};
 use crate::slo::{Millis, Slo};
 use crate::source::openmetrics::{self, Recording, escape_label_value};
 use crate::source::prometheus::Secret;
-use crate::store::Store;
+use crate::store::{Store, StoreHandle};
 
 /// The spec the demo runs: the repository's `rules/order-service.yaml`.
 pub const SPEC: &str = include_str!("../rules/order-service.yaml");
@@ -204,7 +204,7 @@ pub struct DemoSlack {
 /// The demo's notification path: the daemon's outbox planner (in memory) and, with a Slack
 /// token, the daemon's delivery worker.
 struct Notifier {
-    store: Arc<Mutex<Store>>,
+    store: StoreHandle,
     notify: NotifyConfig,
     last_row: i64,
     delivery: Option<(tokio::runtime::Runtime, Arc<Notify>, CancellationToken)>,
@@ -212,7 +212,7 @@ struct Notifier {
 
 impl Notifier {
     fn new(slack: Option<DemoSlack>) -> anyhow::Result<Notifier> {
-        let store = Arc::new(Mutex::new(Store::in_memory()?));
+        let store = StoreHandle::spawn(Store::in_memory()?)?;
         let mut notify = NotifyConfig::default();
         if let Some(channel) = slack.as_ref().and_then(|slack| slack.channel.clone()) {
             notify.routes = vec![Route {
@@ -241,10 +241,7 @@ impl Notifier {
                 let (_, receiver) = tokio::sync::watch::channel(sinks);
                 let wake = Arc::new(Notify::new());
                 let stop = CancellationToken::new();
-                let database_id = store
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-                    .database_id()?;
+                let database_id = store.call_blocking(|store| store.database_id())?;
                 let context = deliver::Context {
                     store: store.clone(),
                     database_id,
@@ -280,25 +277,28 @@ impl Notifier {
         slos: &[Slo],
         events: &[crate::engine::Event],
     ) -> anyhow::Result<Vec<(String, String, String)>> {
-        let pairs: Vec<(&Slo, &crate::engine::Event)> = events
+        let owned: Vec<(Slo, crate::engine::Event)> = events
             .iter()
-            .filter_map(|event| Some((slos.iter().find(|slo| slo.id == event.slo_id)?, event)))
+            .filter_map(|event| {
+                let slo = slos.iter().find(|slo| slo.id == event.slo_id)?;
+                Some((slo.clone(), event.clone()))
+            })
             .collect();
-        let plan = outbox::Plan {
-            notify: &self.notify,
-            silences: &[],
-            slack: Some(SlackKind::WebApi),
-            external_url: "http://127.0.0.1:9099",
-        };
-        let mut store = self
-            .store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-        store.save_cycle(&[], |tx| {
-            outbox::plan(tx, &plan, &pairs, deliver::wall_clock())
+        let (notify, last_row) = (self.notify.clone(), self.last_row);
+        let rows = self.store.call_blocking(move |store| {
+            let plan = outbox::Plan {
+                notify: &notify,
+                silences: &[],
+                slack: Some(SlackKind::WebApi),
+                external_url: "http://127.0.0.1:9099",
+            };
+            let pairs: Vec<(&Slo, &crate::engine::Event)> =
+                owned.iter().map(|(slo, event)| (slo, event)).collect();
+            store.save_cycle(&[], |tx| {
+                outbox::plan(tx, &plan, &pairs, deliver::wall_clock())
+            })?;
+            store.queued_after(last_row)
         })?;
-        let rows = store.queued_after(self.last_row)?;
-        drop(store);
         if let Some((_, wake, _)) = &self.delivery {
             wake.notify_one();
         }
@@ -340,9 +340,7 @@ impl Notifier {
         let pending = loop {
             let pending: i64 = self
                 .store
-                .lock()
-                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-                .depth()?
+                .call_blocking(|store| store.depth())?
                 .iter()
                 .map(|(_, count)| count)
                 .sum();
@@ -355,9 +353,7 @@ impl Notifier {
         runtime.shutdown_timeout(Duration::from_secs(5));
         let failed = self
             .store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-            .outbox_rows()?
+            .call_blocking(|store| store.outbox_rows())?
             .iter()
             .filter(|row| row["state"] == "failed")
             .count() as i64;

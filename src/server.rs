@@ -341,18 +341,16 @@ async fn alerts(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(json!({ "alerts": alerts })).into_response()
 }
 
-/// Runs a store operation off the async threads.
+/// Runs a store operation on the store's thread.
 async fn with_store<T: Send + 'static>(
     shared: &Arc<Shared>,
     work: impl FnOnce(&mut crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, String> {
-    let store = shared.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-        work(&mut store).map_err(|error| error.to_string())
-    })
-    .await
-    .unwrap_or_else(|error| Err(error.to_string()))
+    shared
+        .store
+        .call(work)
+        .await
+        .map_err(|error| error.to_string())
 }
 
 fn now() -> crate::slo::Millis {

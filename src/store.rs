@@ -330,6 +330,91 @@ fn write_alerts(
     Ok(())
 }
 
+type Job = Box<dyn FnOnce(&mut Store) + Send>;
+
+/// The one handle on the state store. A dedicated thread (`burnwatch-store`) owns the SQLite
+/// connection and runs the work sent to it one call at a time, in the order sent: no lock,
+/// and no SQLite call ever runs on the async runtime's threads. Clones share the thread,
+/// which ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct StoreHandle {
+    jobs: std::sync::mpsc::Sender<Job>,
+    path: std::sync::Arc<Path>,
+}
+
+impl fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreHandle")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl StoreHandle {
+    /// Moves `store` onto its own thread.
+    pub fn spawn(mut store: Store) -> Result<StoreHandle, StoreError> {
+        let path: std::sync::Arc<Path> = store.path.clone().into();
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("burnwatch-store".to_string())
+            .spawn(move || {
+                for job in queue {
+                    job(&mut store);
+                }
+            })
+            .map_err(|error| StoreError(format!("cannot start the store thread: {error}")))?;
+        Ok(StoreHandle { jobs, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        reply: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let job: Job = Box::new(move |store| {
+            // A panic in one call must not take the store away from every other caller.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(store)))
+                .unwrap_or_else(|_| Err(StoreError("a store call panicked".to_string())));
+            reply(result);
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError("the store thread has stopped".to_string()))
+    }
+
+    /// Runs `work` on the store's thread and waits for its answer without blocking the
+    /// caller's thread.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(work, move |result| {
+            let _ = tx.send(result);
+        })?;
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError("the store thread has stopped".to_string())))
+    }
+
+    /// Runs `work` on the store's thread and blocks the caller until it answers: for code off
+    /// the async runtime (or inside `block_in_place`) only.
+    pub fn call_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(work, move |result| {
+            let _ = tx.send(result);
+        })?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError("the store thread has stopped".to_string())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +464,35 @@ mod tests {
         assert!(
             error.contains(&format!("newer than this burnwatch's {SCHEMA_VERSION}")),
             "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_handle_runs_calls_in_order_on_its_own_thread_and_survives_a_panic() {
+        let handle = StoreHandle::spawn(Store::in_memory().expect("store")).expect("spawn");
+        let caller = std::thread::current().id();
+        let on = handle
+            .call(move |_| Ok(std::thread::current().id()))
+            .await
+            .expect("call");
+        assert_ne!(on, caller);
+        let (first, second) = (handle.clone(), handle.clone());
+        let a = first.call(|store| store.set_meta("k", "1"));
+        let b = second.call(|store| store.meta("k"));
+        let (a, b) = tokio::join!(a, b);
+        a.expect("set");
+        assert_eq!(b.expect("get").as_deref(), Some("1"));
+        let panicked = handle
+            .call(|_| -> Result<(), StoreError> { panic!("boom") })
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(
+            handle
+                .call(|store| store.meta("k"))
+                .await
+                .expect("after")
+                .as_deref(),
+            Some("1")
         );
     }
 }

@@ -21,13 +21,13 @@ use crate::metrics::{Metrics, labels};
 use crate::notify::{console, outbox};
 use crate::slo::{Millis, Slo, TierKind};
 use crate::source::prometheus::QueryLoad;
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoreHandle};
 
 /// Everything the loop keeps between cycles.
 pub(super) struct Daemon {
     options: Options,
     loaded: Loaded,
-    store: Arc<Mutex<Store>>,
+    store: StoreHandle,
     shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
     delivery: Delivery,
@@ -48,12 +48,6 @@ pub(super) struct Daemon {
     am_payloads: HashMap<(String, InstanceLabels, TierKind), serde_json::Value>,
 }
 
-fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>> {
-    store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("store lock poisoned"))
-}
-
 impl Daemon {
     /// Loads the config, opens the state, restores alert state (closing the incidents of SLOs
     /// no longer configured), starts the HTTP face and the delivery workers.
@@ -64,34 +58,49 @@ impl Daemon {
     ) -> Result<Daemon> {
         let config_path = options.config_path.clone();
         let mut loaded = tokio::task::spawn_blocking(move || load(&config_path)).await??;
-        let store = Arc::new(Mutex::new(Store::open(&options.state_dir)?));
-        let database_id = lock(&store)?.database_id()?;
+        let state_dir = options.state_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&state_dir)).await??;
+        let store = StoreHandle::spawn(store)?;
+        let database_id = store.call(|store| store.database_id()).await?;
         let rehearsal = match options.rehearse {
             Some(rehearsal) => {
-                let mut store = lock(&store)?;
-                Some(start_rehearsal(&mut store, rehearsal, &options.state_dir)?)
+                let state_dir = options.state_dir.clone();
+                let started = store
+                    .call(move |store| {
+                        start_rehearsal(store, rehearsal, &state_dir)
+                            .map_err(|error| StoreError::new(format!("{error:#}")))
+                    })
+                    .await?;
+                Some(started)
             }
             None => None,
         };
         let mut engine = Engine::new();
         {
-            let saved = lock(&store)?.load_alerts()?;
+            let saved = store.call(|store| store.load_alerts()).await?;
             tracing::info!(alerts = saved.len(), "restored alert state");
             engine.restore(saved);
             // SLOs removed from the config while burnwatch was down: their Slack threads are
             // closed here (their alerts are retired below, with the tiers and group_bys that
             // changed meanwhile).
-            let configured: Vec<&str> = loaded.slos.iter().map(|slo| slo.id.as_str()).collect();
-            let mut store = lock(&store)?;
-            let orphaned: Vec<String> = store
-                .open_incident_slos()?
-                .into_iter()
-                .filter(|id| !configured.contains(&id.as_str()))
-                .collect();
+            let configured: Vec<String> = loaded.slos.iter().map(|slo| slo.id.clone()).collect();
+            let (orphaned, closed) = store
+                .call(move |store| {
+                    let orphaned: Vec<String> = store
+                        .open_incident_slos()?
+                        .into_iter()
+                        .filter(|id| !configured.contains(id))
+                        .collect();
+                    if orphaned.is_empty() {
+                        return Ok((orphaned, 0));
+                    }
+                    let closed = store.save_cycle_notifications(|tx| {
+                        outbox::plan_removed(tx, &orphaned, wall_clock())
+                    })?;
+                    Ok((orphaned, closed))
+                })
+                .await?;
             if !orphaned.is_empty() {
-                let closed = store.save_cycle_notifications(|tx| {
-                    outbox::plan_removed(tx, &orphaned, wall_clock())
-                })?;
                 tracing::info!(slos = ?orphaned, closed, "closed the incidents of SLOs no longer configured");
             }
         }
@@ -131,11 +140,12 @@ impl Daemon {
         // Alerts that no longer match a configured (SLO, tier, instance labels) end; their
         // resolutions are planned with the first cycle's changes.
         let retired = engine.retire(clock.now(), &loaded.slos, &[]);
-        let states = resume_incremental(&store, &loaded, clock.now())?;
+        let states = resume_incremental(&store, &loaded, clock.now()).await?;
         // Stale when the last run stopped: the SLOs' silence counts from then, and the meta
         // alert resolves once every SLO has answered.
-        let stale_since: Option<Millis> = lock(&store)?
-            .meta(STALE_SINCE)?
+        let stale_since: Option<Millis> = store
+            .call(|store| store.meta(STALE_SINCE))
+            .await?
             .and_then(|since| since.parse().ok());
         let watched_since = stale_since.unwrap_or(clock.now()).min(clock.now());
         let health = loaded
@@ -313,18 +323,16 @@ impl Daemon {
     /// Saves the cycle's alert state and queues its notifications, off the runtime's
     /// workers; a failed save keeps the changes for the next cycle's.
     async fn save(&mut self, planner: PlanInput, saved: &[SavedAlert]) {
-        let (store, to_save) = (self.store.clone(), saved.to_vec());
-        let outcome = tokio::task::spawn_blocking(move || {
-            let result = match store.lock() {
+        let to_save = saved.to_vec();
+        let outcome = self
+            .store
+            .call(move |store| {
                 // The outbox keeps real time (retries, silences), also in a rehearsal.
-                Ok(mut store) => planner
-                    .save(&mut store, &to_save, wall_clock())
-                    .map_err(|e| e.to_string()),
-                Err(_) => Err("store lock poisoned".to_string()),
-            };
-            result.map_err(|error| (error, Box::new(planner)))
-        })
-        .await;
+                Ok(planner
+                    .save(store, &to_save, wall_clock())
+                    .map_err(|error| (error.to_string(), Box::new(planner))))
+            })
+            .await;
         match outcome {
             Ok(Ok(planned)) => {
                 if let Ok(metrics) = self.shared.metrics.lock() {
@@ -395,13 +403,11 @@ impl Daemon {
         if let Err(error) = checkpoint(&self.store, &self.loaded, &self.states, self.clock.now()) {
             tracing::error!("could not checkpoint incremental state: {error:#}");
         }
-        let store = self.store.clone();
-        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
-            lock(&store)?.prune_outbox(wall_clock())?;
-            anyhow::Ok(())
-        })
-        .await
-        {
+        let pruned = self
+            .store
+            .call(|store| store.prune_outbox(wall_clock()))
+            .await;
+        if let Err(error) = pruned {
             tracing::error!("could not prune the outbox: {error:#}");
         }
     }
@@ -414,11 +420,11 @@ impl Daemon {
         // was, and the next start makes them again).
         let mut planner = PlanInput::new(&self.loaded, &self.options, self.unsaved);
         planner.meta = self.unsaved_meta;
-        {
-            let mut store = lock(&self.store)?;
-            planner.save(&mut store, &saved, wall_clock())?;
-        }
-        tracing::info!(alerts = saved.len(), "alert state saved; shutting down");
+        let count = saved.len();
+        self.store
+            .call(move |store| planner.save(store, &saved, wall_clock()))
+            .await?;
+        tracing::info!(alerts = count, "alert state saved; shutting down");
         // After the alert state, and never in its way: a failed checkpoint costs a warm start.
         if let Err(error) = checkpoint(&self.store, &self.loaded, &self.states, self.clock.now()) {
             tracing::error!("could not checkpoint incremental state: {error:#}");

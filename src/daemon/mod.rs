@@ -36,7 +36,7 @@ use crate::slo::{Millis, Slo};
 use crate::source::incremental::{Checkpoint, Incremental};
 use crate::source::live::{self, Snapshot};
 use crate::source::prometheus::{ApiError, Auth, Client, Endpoint, Secret};
-use crate::store::Store;
+use crate::store::{Store, StoreHandle};
 
 mod clock;
 mod health;
@@ -231,7 +231,7 @@ pub struct Shared {
     pub metrics: Mutex<Metrics>,
     pub reload_token: RwLock<Option<Secret>>,
     pub reloads: mpsc::Sender<ReloadRequest>,
-    pub store: Arc<Mutex<Store>>,
+    pub store: StoreHandle,
     /// Silences from the config file (API silences live in the store).
     pub config_silences: RwLock<Vec<Silence>>,
 }
@@ -514,19 +514,14 @@ async fn alertmanager_active(
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     // The store's reads off the runtime's workers.
-    let store = shared.store.clone();
-    let (stored, told) = tokio::task::spawn_blocking(move || match store.lock() {
-        Ok(store) => (store.silences(now), store.alertmanager_told_firing()),
-        Err(_) => {
-            let poisoned = || crate::store::StoreError::new("store lock poisoned");
-            (Err(poisoned()), Err(poisoned()))
-        }
-    })
-    .await
-    .unwrap_or_else(|error| {
-        let failed = || crate::store::StoreError::new(format!("store task failed: {error}"));
-        (Err(failed()), Err(failed()))
-    });
+    let (stored, told) = shared
+        .store
+        .call(move |store| Ok((store.silences(now), store.alertmanager_told_firing())))
+        .await
+        .unwrap_or_else(|error| {
+            let failed = || crate::store::StoreError::new(error.to_string());
+            (Err(failed()), Err(failed()))
+        });
     match stored {
         Ok(stored) => silences.extend(stored),
         Err(error) => tracing::warn!(%error, "cannot read silences"),
@@ -578,17 +573,18 @@ type IncrementalStates = HashMap<String, (String, Incremental)>;
 const CHECKPOINT_EVERY: Millis = 3_600_000;
 
 /// Incremental states from the store's checkpoints, for SLOs whose SLI is unchanged.
-fn resume_incremental(
-    store: &Mutex<Store>,
+async fn resume_incremental(
+    store: &StoreHandle,
     loaded: &Loaded,
     now: Millis,
 ) -> Result<IncrementalStates> {
-    let saved = store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-        .load_checkpoints()?;
+    let saved = store.call(|store| store.load_checkpoints()).await?;
     let mut states = IncrementalStates::new();
-    for (slo_id, _, data) in saved {
+    for (slo_id, saved_at, data) in saved {
+        if !Incremental::resumable(saved_at, now) {
+            tracing::info!(slo = %slo_id, "checkpoint older than the raw horizon; warm-starting instead");
+            continue;
+        }
         let Some(slo) = loaded
             .slos
             .iter()
@@ -612,7 +608,7 @@ fn resume_incremental(
 }
 
 fn checkpoint(
-    store: &Mutex<Store>,
+    store: &StoreHandle,
     loaded: &Loaded,
     states: &IncrementalStates,
     now: Millis,
@@ -626,20 +622,20 @@ fn checkpoint(
             };
             match state.encode_checkpoint(slo) {
                 None => {}
-                Some(Ok(bytes)) => store
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-                    .save_checkpoint(&slo.id, now, &bytes)?,
+                Some(Ok(bytes)) => {
+                    let id = slo.id.clone();
+                    store.call_blocking(move |store| store.save_checkpoint(&id, now, &bytes))?
+                }
                 Some(Err(error)) => {
                     tracing::warn!(slo = %slo.id, %error, "cannot encode the incremental state")
                 }
             }
         }
-        let configured: Vec<&str> = loaded.slos.iter().map(|slo| slo.id.as_str()).collect();
-        store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-            .retain_checkpoints(&configured)?;
+        let configured: Vec<String> = loaded.slos.iter().map(|slo| slo.id.clone()).collect();
+        store.call_blocking(move |store| {
+            let configured: Vec<&str> = configured.iter().map(String::as_str).collect();
+            store.retain_checkpoints(&configured)
+        })?;
         Ok(())
     })
 }
@@ -721,6 +717,15 @@ async fn cycle(
                             .queries
                             .get_or_create(&labels(&[("endpoint", "query")]))
                             .inc_by(snapshot.queries);
+                        if snapshot.optional_failures > 0 {
+                            metrics
+                                .query_errors
+                                .get_or_create(&labels(&[
+                                    ("endpoint", "query"),
+                                    ("reason", "since_firing"),
+                                ]))
+                                .inc_by(snapshot.optional_failures);
+                        }
                         metrics.samples_touched.inc_by(snapshot.samples_touched);
                     }
                     Err(error) => {

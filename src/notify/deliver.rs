@@ -15,8 +15,8 @@
 //!   again: a sent notification is not sent again because its "delivered" mark failed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -33,7 +33,7 @@ use crate::notify::sinks::{Failure, Http, Outgoing, SlackApi};
 use crate::replay::format_time;
 use crate::slo::Millis;
 use crate::source::prometheus::Secret;
-use crate::store::Store;
+use crate::store::{Store, StoreHandle};
 
 /// Transient failures are retried this long after the notification was queued.
 pub const GIVE_UP_AFTER: Millis = 86_400_000;
@@ -73,7 +73,7 @@ pub struct DeliveryMetrics {
 /// What every worker shares.
 #[derive(Clone)]
 pub struct Context {
-    pub store: Arc<Mutex<Store>>,
+    pub store: StoreHandle,
     pub database_id: String,
     pub sinks: watch::Receiver<Arc<Sinks>>,
     pub metrics: DeliveryMetrics,
@@ -100,25 +100,6 @@ pub fn backoff(attempts: i64) -> Millis {
         .saturating_mul(1 << attempts.clamp(0, 20))
         .min(BACKOFF_MAX);
     step / 2 + fastrand::i64(0..=step / 2)
-}
-
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs a store operation off the async threads.
-async fn with_store<T: Send + 'static>(
-    store: &Arc<Mutex<Store>>,
-    work: impl FnOnce(&mut Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, crate::store::StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&mut lock(&store)))
-        .await
-        .unwrap_or_else(|error| {
-            Err(crate::store::StoreError::new(format!(
-                "store task failed: {error}"
-            )))
-        })
 }
 
 /// The outbox store calls of a worker: the `operation` label of `burnwatch_store_errors_total`.
@@ -179,7 +160,7 @@ async fn store_call<T: Send + 'static>(
     operation: StoreOp,
     work: impl FnOnce(&mut Store) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, StoreFailed> {
-    with_store(&context.store, work).await.map_err(|error| {
+    context.store.call(work).await.map_err(|error| {
         context
             .metrics
             .store_errors

@@ -244,6 +244,42 @@ pub struct Incremental {
     last_read: Option<Millis>,
     /// Samples the last fetch made Prometheus read.
     pub samples_touched: u64,
+    /// A warm start in progress (one that failed or ran out of time partway): its requests
+    /// done so far, kept so the next fetch goes on from there.
+    warming: Option<Box<WarmStart>>,
+}
+
+/// One request of a warm start, planned when the warm start begins.
+#[derive(Debug, Clone, Copy)]
+enum WarmStep {
+    /// `width`-wide increases (hourly or 5-minute) ending from `first` to `until`, into the
+    /// buckets.
+    Buckets {
+        role: Role,
+        width: Millis,
+        first: Millis,
+        until: Millis,
+    },
+    /// Raw samples over `(from, to]`, into the series (and the buckets after the ranges').
+    Raw {
+        role: Role,
+        from: Millis,
+        to: Millis,
+    },
+}
+
+/// A warm start as of `at`: its requests in order, those `done` already read into `fresh`.
+/// A request that fails or is cancelled adds nothing (its answer is ingested only once
+/// complete), so going on from `done` never counts anything twice.
+#[derive(Debug, Clone)]
+struct WarmStart {
+    at: Millis,
+    fresh: Box<Incremental>,
+    steps: Vec<WarmStep>,
+    done: usize,
+    /// The 5-minute and hourly bucket ranges' ends: raw samples at or before them are
+    /// already counted in those buckets.
+    counted_until: (Millis, Millis),
 }
 
 /// A series by its role and full label set.
@@ -304,6 +340,7 @@ impl Incremental {
             series_index: HashMap::new(),
             last_read: None,
             samples_touched: 0,
+            warming: None,
         })
     }
 
@@ -318,6 +355,7 @@ impl Incremental {
             series_index: HashMap::new(),
             last_read: None,
             samples_touched: 0,
+            warming: None,
         }
     }
 
@@ -356,13 +394,21 @@ impl Incremental {
         })
     }
 
-    /// Resumes from a checkpoint of the same SLI taken less than 3 days before `now` (the next
-    /// fetch reads the samples since); otherwise starts cold (the next fetch warm-starts).
+    /// Whether a checkpoint saved at `saved_at` can still be resumed at `now`: the samples
+    /// since lie within the raw horizon, so the next fetch catches up instead of warm-starting
+    /// (an older checkpoint is not worth decoding).
+    pub fn resumable(saved_at: Millis, now: Millis) -> bool {
+        now - saved_at <= RAW_HORIZON
+    }
+
+    /// Resumes from a checkpoint of the same SLI whose last read lies within the raw horizon
+    /// of `now` (the next fetch reads the samples since); otherwise starts cold (the next
+    /// fetch warm-starts).
     pub fn resume(slo: &Slo, checkpoint: Checkpoint, now: Millis) -> Result<Incremental, String> {
         let mut state = Incremental::new(slo)?;
         let same_sli = checkpoint.template == slo.sli.error_ratio_template()
             && checkpoint.period == state.period;
-        if same_sli && now - checkpoint.last_read < MEDIUM_HORIZON {
+        if same_sli && Incremental::resumable(checkpoint.last_read, now) {
             state.instances = checkpoint.instances.into_iter().collect();
             state.reindex();
             state.last_read = Some(checkpoint.last_read);
@@ -400,47 +446,37 @@ impl Incremental {
     ) -> Result<Snapshot, ApiError> {
         let mut queries = 0;
         self.samples_touched = 0;
-        match self.last_read {
-            // Never read, or not for longer than the raw horizon (burnwatch was down): the
-            // raw samples since would be more than a cycle can read, and the buckets are
-            // rebuilt from Prometheus's history anyway.
-            None => {
-                // Into a fresh state, swapped in only once complete: a warm start that fails
-                // or times out halfway leaves nothing behind for the retry to add to again.
-                let mut fresh = self.cold();
-                queries += fresh.warm_start(client, now).await?;
-                *self = fresh;
-            }
-            Some(last) if RAW_HORIZON < now - last => {
-                let mut fresh = self.cold();
-                queries += fresh.warm_start(client, now).await?;
-                *self = fresh;
-            }
-            Some(last) => {
-                // Re-read a margin before the last read: samples ingested late are not lost,
-                // and those already seen are skipped by timestamp. A longer catch-up (after a
-                // pause) reads in slices, so no answer holds hours of every series, and a
-                // slice that fails is read again next cycle without counting twice. Each slice
-                // read is progress kept: a catch-up longer than one cycle's timeout goes on
-                // from there next cycle.
-                let margin = (2 * millis(interval)).max(MINUTE);
-                let mut slice_from = now - (now - last + margin).max(MINUTE);
-                while slice_from < now {
-                    let slice_to = (slice_from + WARM_START_SLICE).min(now);
-                    for role in [Role::Numerator, Role::Total] {
-                        let series = self
-                            .raw_samples(client, role, slice_to - slice_from, slice_to)
-                            .await?;
-                        queries += 1;
-                        for piece in series {
-                            self.ingest(role, piece, None);
-                        }
+        // Never read, or not for longer than the raw horizon (burnwatch was down): the raw
+        // samples since would be more than a cycle can read, and the buckets are rebuilt from
+        // Prometheus's history anyway.
+        if self.last_read.is_none_or(|last| RAW_HORIZON < now - last) {
+            queries += self.warm_start(client, now).await?;
+        }
+        let last = self.last_read.unwrap_or(now);
+        if last < now {
+            // Re-read a margin before the last read: samples ingested late are not lost, and
+            // those already seen are skipped by timestamp. A longer catch-up (after a pause, or
+            // a warm start that took several cycles) reads in slices, so no answer holds hours
+            // of every series, and a slice that fails is read again next cycle without
+            // counting twice. Each slice read is progress kept: a catch-up longer than one
+            // cycle's timeout goes on from there next cycle.
+            let margin = (2 * millis(interval)).max(MINUTE);
+            let mut slice_from = now - (now - last + margin).max(MINUTE);
+            while slice_from < now {
+                let slice_to = (slice_from + WARM_START_SLICE).min(now);
+                for role in [Role::Numerator, Role::Total] {
+                    let series = self
+                        .raw_samples(client, role, slice_to - slice_from, slice_to)
+                        .await?;
+                    queries += 1;
+                    for piece in series {
+                        self.ingest(role, piece, None);
                     }
-                    if slice_to < now {
-                        self.last_read = Some(slice_to);
-                    }
-                    slice_from = slice_to;
                 }
+                if slice_to < now {
+                    self.last_read = Some(slice_to);
+                }
+                slice_from = slice_to;
             }
         }
         self.last_read = Some(now);
@@ -481,83 +517,141 @@ impl Incremental {
         }
     }
 
-    /// Hourly and 5-minute increases from `query_range` up to the last full hour (and 5
-    /// minutes) before the raw horizon, then the raw samples since that hour: they fill the
-    /// buckets after those boundaries and the raw windows.
+    /// Warm-starts into a fresh state, swapped in only once complete, as of the time the warm
+    /// start began (the caller catches up from there). A warm start that fails or is cancelled
+    /// partway keeps the requests it completed, and the next call goes on from there; one
+    /// begun longer than half the raw horizon ago begins again (its catch-up would be too
+    /// long). Returns the requests made.
     async fn warm_start(&mut self, client: &Client, now: Millis) -> Result<u64, ApiError> {
-        let raw_from = now - RAW_HORIZON;
+        if self
+            .warming
+            .as_ref()
+            .is_none_or(|warming| RAW_HORIZON / 2 < now - warming.at)
+        {
+            let (steps, counted_until) = self.warm_plan(now);
+            self.warming = Some(Box::new(WarmStart {
+                at: now,
+                fresh: Box::new(self.cold()),
+                steps,
+                done: 0,
+                counted_until,
+            }));
+        }
+        let warming = self
+            .warming
+            .as_mut()
+            .expect("a warm start was just planned");
+        warming.fresh.samples_touched = 0;
+        let mut queries = 0;
+        while let Some(&step) = warming.steps.get(warming.done) {
+            let counted_until = warming.counted_until;
+            warming.fresh.warm_step(client, step, counted_until).await?;
+            queries += 1;
+            warming.done += 1;
+        }
+        let warming = self.warming.take().expect("a warm start in progress");
+        let mut fresh = *warming.fresh;
+        fresh.last_read = Some(warming.at);
+        *self = fresh;
+        Ok(queries)
+    }
+
+    /// The requests of a warm start at `at`: hourly and 5-minute increases from `query_range`
+    /// up to the last full hour (and 5 minutes) before the raw horizon, then the raw samples
+    /// since that hour, which fill the buckets after those boundaries and the raw windows.
+    /// Also the bucket ranges' ends (5-minute, hourly).
+    fn warm_plan(&self, at: Millis) -> (Vec<WarmStep>, (Millis, Millis)) {
+        let raw_from = at - RAW_HORIZON;
         let hours_until = raw_from.div_euclid(HOUR) * HOUR;
         let medium_until = raw_from.div_euclid(MEDIUM) * MEDIUM;
-        let mut queries = 0;
+        let mut steps = Vec::new();
         for role in [Role::Numerator, Role::Total] {
-            let query = self.query(role).clone();
-            let by = if query.by.is_empty() {
-                String::new()
-            } else {
-                format!(" by ({})", query.by.join(", "))
-            };
             for (width, first, until) in [
                 (
                     HOUR,
-                    (now - self.period).div_euclid(HOUR) * HOUR + HOUR,
+                    (at - self.period).div_euclid(HOUR) * HOUR + HOUR,
                     hours_until,
                 ),
                 (
                     MEDIUM,
-                    (now - MEDIUM_HORIZON).div_euclid(MEDIUM) * MEDIUM + MEDIUM,
+                    (at - MEDIUM_HORIZON).div_euclid(MEDIUM) * MEDIUM + MEDIUM,
                     medium_until,
                 ),
             ] {
-                if until < first {
-                    continue;
-                }
-                let expr = format!("sum{by} (increase({}[{}ms]))", selector(&query), width);
                 // Half a day of points per request: one answer never holds the whole period
                 // of every instance.
                 let mut slice_first = first;
                 while slice_first <= until {
                     let slice_until = until.min(slice_first + 12 * HOUR - width);
-                    let points = client
-                        .query_range(
-                            &expr,
-                            slice_first,
-                            slice_until,
-                            Duration::from_millis(width as u64),
-                        )
-                        .await?;
-                    queries += 1;
-                    for series in points {
-                        let instance: InstanceLabels = group_key(&query, &series.labels);
-                        let buckets = self.buckets(&instance);
-                        let ring = if width == HOUR {
-                            &mut buckets.coarse
-                        } else {
-                            &mut buckets.medium
-                        };
-                        for (end, increase) in series.samples {
-                            if increase.is_finite() {
-                                ring.add(end - width, role, increase);
-                            }
-                        }
-                    }
+                    steps.push(WarmStep::Buckets {
+                        role,
+                        width,
+                        first: slice_first,
+                        until: slice_until,
+                    });
                     slice_first = slice_until + width;
                 }
             }
         }
-        // Read in slices of half an hour so that no answer holds hours of every series.
+        // Raw samples in slices of half an hour so that no answer holds hours of every series.
         for role in [Role::Numerator, Role::Total] {
             let mut from = hours_until;
-            while from < now {
-                let to = (from + WARM_START_SLICE).min(now);
-                let series = self.raw_samples(client, role, to - from, to).await?;
-                queries += 1;
-                for piece in series {
-                    self.ingest(role, piece, Some((medium_until, hours_until)));
-                }
+            while from < at {
+                let to = (from + WARM_START_SLICE).min(at);
+                steps.push(WarmStep::Raw { role, from, to });
                 from = to;
             }
         }
-        Ok(queries)
+        (steps, (medium_until, hours_until))
+    }
+
+    /// Reads one warm-start request into the state; nothing is added unless it completes.
+    async fn warm_step(
+        &mut self,
+        client: &Client,
+        step: WarmStep,
+        counted_until: (Millis, Millis),
+    ) -> Result<(), ApiError> {
+        match step {
+            WarmStep::Buckets {
+                role,
+                width,
+                first,
+                until,
+            } => {
+                let query = self.query(role).clone();
+                let by = if query.by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by ({})", query.by.join(", "))
+                };
+                let expr = format!("sum{by} (increase({}[{}ms]))", selector(&query), width);
+                let points = client
+                    .query_range(&expr, first, until, Duration::from_millis(width as u64))
+                    .await?;
+                for series in points {
+                    let instance: InstanceLabels = group_key(&query, &series.labels);
+                    let buckets = self.buckets(&instance);
+                    let ring = if width == HOUR {
+                        &mut buckets.coarse
+                    } else {
+                        &mut buckets.medium
+                    };
+                    for (end, increase) in series.samples {
+                        if increase.is_finite() {
+                            ring.add(end - width, role, increase);
+                        }
+                    }
+                }
+            }
+            WarmStep::Raw { role, from, to } => {
+                let series = self.raw_samples(client, role, to - from, to).await?;
+                for piece in series {
+                    self.ingest(role, piece, Some(counted_until));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn buckets(&mut self, instance: &InstanceLabels) -> &mut InstanceState {

@@ -21,6 +21,8 @@ pub struct Snapshot {
     /// Queries sent and samples Prometheus reported touching for them.
     pub queries: u64,
     pub samples_touched: u64,
+    /// Queries of windows since firing that failed, their windows left out.
+    pub optional_failures: u64,
 }
 
 impl Snapshot {
@@ -112,7 +114,9 @@ async fn vector(
 }
 
 /// Fetches every window of `slo` (and `extra` ones) at `at` with one ratio query (and one total
-/// query where the SLI has a total) per window, all in flight together.
+/// query where the SLI has a total) per window, all in flight together. The `extra` windows
+/// (since firing: only the figures of a reminder or resolution need them) are best effort: a
+/// query of theirs that fails leaves that window out instead of failing the evaluation.
 pub async fn fetch_by_query(
     client: &Client,
     slo: &Slo,
@@ -121,6 +125,7 @@ pub async fn fetch_by_query(
 ) -> Result<Snapshot, ApiError> {
     let (ratio_template, total_template) = templates(slo);
     let mut tasks = JoinSet::new();
+    let required = windows_with_period(slo).len();
     for (index, window) in windows_and(slo, extra).into_iter().enumerate() {
         tasks.spawn({
             let client = client.clone();
@@ -139,8 +144,16 @@ pub async fn fetch_by_query(
     while let Some(joined) = tasks.join_next().await {
         let (index, window, is_total, result) =
             joined.map_err(|error| ApiError::Connect(format!("query task failed: {error}")))?;
-        let (values, touched) = result?;
         snapshot.queries += 1;
+        let (values, touched) = match result {
+            Ok(answer) => answer,
+            Err(error) if required <= index => {
+                tracing::debug!(slo = %slo.id, ?window, %error, "a window since firing is left out");
+                snapshot.optional_failures += 1;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         snapshot.samples_touched += touched;
         let target = if is_total { &mut totals } else { &mut ratios };
         target.insert((index, window), values);

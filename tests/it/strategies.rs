@@ -9,7 +9,7 @@ use std::time::Duration;
 use burnwatch::config::{Document, load_str};
 use burnwatch::slo::Slo;
 use burnwatch::source::incremental::Incremental;
-use burnwatch::source::live::fetch_by_query;
+use burnwatch::source::live::{self, fetch_by_query};
 use burnwatch::source::prometheus::{Client, Endpoint};
 
 use crate::prom::Prometheus;
@@ -200,10 +200,11 @@ fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
 /// Regression: the warm start added each `query_range` answer into the state as it came; when
 /// a later slice failed (or the warm start timed out), the half-filled state was kept and the
 /// retry added the same history again: 6h to the period read up to twice the events for days.
-/// Through a proxy that fails one slice, the retried warm start equals a clean one, and
-/// PromQL's answer.
+/// And at scale a warm start that timed out kept nothing, so the next began from scratch.
+/// Through a proxy that fails one slice, the retry goes on from that slice (the three read
+/// before are not read again) and the result equals a clean warm start, and PromQL's answer.
 #[test]
-fn a_warm_start_that_fails_halfway_is_retried_from_nothing() {
+fn a_warm_start_that_fails_halfway_goes_on_from_the_failed_slice() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -247,17 +248,24 @@ fn a_warm_start_that_fails_halfway_is_retried_from_nothing() {
     let retried = runtime
         .block_on(state.fetch(&flaky, &slo, now, interval, &[]))
         .unwrap();
-    assert!(
-        ranges.load(Ordering::SeqCst) > 4,
-        "the retry read the history again"
-    );
+    assert!(state.is_warm());
+    let retry_ranges = ranges.load(Ordering::SeqCst) - 4;
+    // A clean warm start through the same proxy (its failure is spent) counts the requests.
+    let before = ranges.load(Ordering::SeqCst);
     let clean = runtime
         .block_on(
             Incremental::new(&slo)
                 .unwrap()
-                .fetch(&client, &slo, now, interval, &[]),
+                .fetch(&flaky, &slo, now, interval, &[]),
         )
         .unwrap();
+    let clean_ranges = ranges.load(Ordering::SeqCst) - before;
+    assert!(clean_ranges > 4, "{clean_ranges} query_range requests");
+    assert_eq!(
+        retry_ranges,
+        clean_ranges - 3,
+        "the retry read again slices it had read"
+    );
     assert_eq!(retried.instances, clean.instances);
     let by_query = runtime
         .block_on(fetch_by_query(&client, &slo, now, &[]))
@@ -274,6 +282,65 @@ fn a_warm_start_that_fails_halfway_is_retried_from_nothing() {
             );
         }
     }
+}
+
+/// Regression: the windows since firing (for the budget an incident spent) were queried with
+/// the SLO's windows and their failure failed the whole evaluation, holding every alert of
+/// the SLO. They are best effort: through a proxy that refuses their queries, the evaluation
+/// succeeds with every window of the SLO and without the one since firing.
+#[test]
+fn a_failed_query_of_a_window_since_firing_does_not_fail_the_evaluation() {
+    use crate::serve::{HttpStub, Reply};
+    let (prometheus, runtime, _client) = fixture();
+    let upstream = prometheus.url();
+    let proxy = HttpStub::start({
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        move |_, target, _| {
+            if target.contains("20m34s") {
+                return Reply::json(
+                    503,
+                    r#"{"status":"error","errorType":"unavailable","error":"injected"}"#,
+                );
+            }
+            match http.get(format!("{upstream}{target}")).send() {
+                Ok(answer) => {
+                    Reply::json(answer.status().as_u16(), answer.text().unwrap_or_default())
+                }
+                Err(error) => Reply::json(502, format!("{error}")),
+            }
+        }
+    });
+    let mut endpoint = Endpoint::new(proxy.url());
+    endpoint.retries = 0;
+    let flaky = Client::new(&endpoint).unwrap();
+    let slo = slo();
+    let now = BURST.1 * 1000;
+    let since_firing = Duration::from_secs(1234);
+    let snapshot = runtime
+        .block_on(fetch_by_query(&flaky, &slo, now, &[since_firing]))
+        .expect("the evaluation succeeds without the window since firing");
+    assert!(snapshot.optional_failures > 0, "{snapshot:?}");
+    assert!(!snapshot.instances.is_empty());
+    for (labels, windows) in &snapshot.instances {
+        for window in live::windows_with_period(&slo) {
+            assert!(
+                windows.iter().any(|(length, _)| *length == window),
+                "{labels:?} lacks {window:?}"
+            );
+        }
+        assert!(snapshot.measure(labels, since_firing).is_none());
+    }
+    // A window of the SLO that fails still fails the evaluation.
+    let failing = runtime.block_on(fetch_by_query(
+        &Client::new(&Endpoint::new("http://127.0.0.1:9".to_string())).unwrap(),
+        &slo,
+        now,
+        &[],
+    ));
+    assert!(failing.is_err());
 }
 
 /// After a pause (burnwatch stopped, a slow Prometheus), the catch-up reads the samples since
@@ -372,14 +439,18 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
         from_checkpoint.samples_touched,
         warm.samples_touched
     );
-    // A checkpoint older than three days, or of another SLI, starts cold.
+    // A checkpoint older than the raw horizon (2h) starts cold: its next fetch would
+    // warm-start anyway (regression: one up to three days old was decoded and resumed, and
+    // then discarded by the fetch). The daemon does not even decode it.
     let stale = Incremental::resume(
         &slo,
         Checkpoint::decode(&bytes).unwrap(),
-        later + 4 * 86_400_000,
+        later + 3 * 3_600_000,
     )
     .unwrap();
     assert!(!stale.is_warm());
+    assert!(Incremental::resumable(later, later + 2 * 3_600_000));
+    assert!(!Incremental::resumable(later, later + 2 * 3_600_000 + 1));
 }
 
 #[test]
