@@ -58,14 +58,19 @@ impl Clock {
         }
     }
 
-    /// The real time until `at` on this clock.
+    /// The real time until `at` on this clock. A rehearsal's clock reaches `at` once its
+    /// virtual time (at its speed) and the present (which it never passes) both have: a tick
+    /// scheduled past the present is waited for in real time, never evaluated early.
     fn until(&self, at: Millis) -> Duration {
-        let wait = (at - self.now()).max(0);
-        let speed = match self.rehearsal {
-            Some(rehearsal) if self.virtual_now(rehearsal) < wall_clock() => rehearsal.speed,
-            _ => 1.0,
+        let real = (at - wall_clock()).max(0) as f64;
+        let wait = match self.rehearsal {
+            None => real,
+            Some(rehearsal) => {
+                let virtual_wait = (at - self.virtual_now(rehearsal)).max(0) as f64;
+                (virtual_wait / rehearsal.speed).max(real)
+            }
         };
-        Duration::from_millis((wait as f64 / speed) as u64)
+        Duration::from_millis(wait as u64)
     }
 
     /// A rehearsal's clock waits for a cycle that ran past `at`: it resumes from `at`.
@@ -267,6 +272,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(late.now() <= wall_clock());
         assert!(late.until(wall_clock() + 1_000) >= Duration::from_millis(900));
+        // Regression: a rehearsal a minute behind the present, at 1000x, waited 61 ms for a
+        // tick one second past the present and evaluated it a second early.
+        let catching_up = Clock::new(Some(Rehearsal {
+            from: wall_clock() - 60_000,
+            speed: 1_000.0,
+        }));
+        assert!(catching_up.until(wall_clock() + 1_000) >= Duration::from_millis(900));
+        assert!(catching_up.until(wall_clock() - 30_000) <= Duration::from_millis(31));
         // No rehearsal: the wall clock.
         assert!((Clock::new(None).now() - wall_clock()).abs() < 1_000);
     }

@@ -10,13 +10,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::{Clock, Rehearsal, Ticker, start_rehearsal, wall_clock};
+use super::group::Groups;
 use super::health::{self, MetaChange, Staleness};
 use super::{
-    CHECKPOINT_EVERY, Delivery, IncrementalStates, Loaded, Options, PlanInput, ReloadRequest,
-    STALE_SINCE, Shared, SloHealth, Status, alertmanager_active, checkpoint, cycle, external_url,
-    load, remember_alertmanager_payloads, resume_incremental, update_staleness,
+    CHECKPOINT_EVERY, Delivery, Loaded, Options, PlanInput, ReloadRequest, STALE_SINCE, Shared,
+    Status, alertmanager_active, checkpoint, cycle, external_url, load,
+    remember_alertmanager_payloads, resume_incremental, update_staleness,
 };
-use crate::engine::{Engine, Event, InstanceLabels, SavedAlert};
+use crate::engine::{Event, InstanceLabels, SavedAlert};
 use crate::metrics::{Metrics, labels};
 use crate::notify::{console, outbox};
 use crate::slo::{Millis, Slo, TierKind};
@@ -33,9 +34,8 @@ pub(super) struct Daemon {
     delivery: Delivery,
     /// The Prometheus client's load gauges, handed to every client a reload builds.
     query_load: QueryLoad,
-    engine: Engine,
-    states: IncrementalStates,
-    health: Vec<(String, SloHealth)>,
+    /// Every SLO's group: its spec, source state, health and alerts.
+    groups: Groups,
     staleness: Staleness,
     rehearsal: Option<Rehearsal>,
     clock: Clock,
@@ -75,11 +75,9 @@ impl Daemon {
             }
             None => None,
         };
-        let mut engine = Engine::new();
+        let saved = store.call(|store| store.load_alerts()).await?;
+        tracing::info!(alerts = saved.len(), "restored alert state");
         {
-            let saved = store.call(|store| store.load_alerts()).await?;
-            tracing::info!(alerts = saved.len(), "restored alert state");
-            engine.restore(saved);
             // SLOs removed from the config while burnwatch was down: their Slack threads are
             // closed here (their alerts are retired below, with the tiers and group_bys that
             // changed meanwhile).
@@ -139,7 +137,6 @@ impl Daemon {
         let clock = Clock::new(rehearsal);
         // Alerts that no longer match a configured (SLO, tier, instance labels) end; their
         // resolutions are planned with the first cycle's changes.
-        let retired = engine.retire(clock.now(), &loaded.slos, &[]);
         let states = resume_incremental(&store, &loaded, clock.now()).await?;
         // Stale when the last run stopped: the SLOs' silence counts from then, and the meta
         // alert resolves once every SLO has answered.
@@ -148,11 +145,10 @@ impl Daemon {
             .await?
             .and_then(|since| since.parse().ok());
         let watched_since = stale_since.unwrap_or(clock.now()).min(clock.now());
-        let health = loaded
-            .slos
-            .iter()
-            .map(|slo| (slo.id.clone(), SloHealth::new(watched_since)))
-            .collect();
+        // Each SLO's group, with its saved alerts and checkpointed state; alerts that no longer
+        // match a (tier, instance) end, their resolutions planned with the first cycle's.
+        let (groups, retired) =
+            Groups::start(&loaded.slos, saved, states, watched_since, clock.now());
         let ticker = Ticker::new(&clock, loaded.config.evaluation_interval);
         Ok(Daemon {
             last_checkpoint: clock.now(),
@@ -163,9 +159,7 @@ impl Daemon {
             server,
             delivery,
             query_load,
-            engine,
-            states,
-            health,
+            groups,
             staleness: Staleness {
                 firing_since: stale_since,
             },
@@ -202,11 +196,13 @@ impl Daemon {
                 *slo = current.clone();
             }
         }
-        // Alert state is matched by (SLO, tier, instance labels); what no longer matches is
-        // retired, its resolutions planned with the next cycle's changes.
+        // Each new group copies the state of the old group of its SLO (alerts matched by
+        // (tier, instance labels), the incremental state while the SLI and strategy allow,
+        // the health); what no longer matches is retired, its resolutions planned with the
+        // next cycle's changes.
         let retired = self
-            .engine
-            .retire(self.clock.now(), &new.slos, &self.loaded.slos);
+            .groups
+            .reload(&new.slos, new.config.strategy, self.clock.now());
         if new.config.notify.console {
             for (slo, event) in &retired {
                 console::emit(slo, event);
@@ -216,14 +212,6 @@ impl Daemon {
             tracing::info!(alerts = retired.len(), "alerts retired by the reload");
         }
         self.unsaved.extend(retired);
-        self.health.retain(|(id, _)| ids.contains(id));
-        // Only SLOs still evaluated incrementally keep their state (a strategy or SLI change
-        // would otherwise leave it in memory and in every checkpoint).
-        self.states.retain(|id, _| {
-            new.slos
-                .iter()
-                .any(|slo| &slo.id == id && super::incremental_for(new.config.strategy, slo))
-        });
         *self
             .shared
             .reload_token
@@ -250,15 +238,7 @@ impl Daemon {
         let interval = self.loaded.config.evaluation_interval;
         let now = self.ticker.evaluation_time(&self.clock, interval);
         let started = Instant::now();
-        let events = cycle(
-            &self.loaded,
-            &mut self.engine,
-            &mut self.health,
-            &mut self.states,
-            &self.shared,
-            now,
-        )
-        .await;
+        let events = cycle(&self.loaded, &mut self.groups, &self.shared, now).await;
         let mut with_slos: Vec<(Slo, Event)> = std::mem::take(&mut self.unsaved);
         with_slos.extend(events.into_iter().filter_map(|event| {
             let slo = self.loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
@@ -270,14 +250,14 @@ impl Daemon {
             }
         }
         let stale = health::stale_slos(
-            self.health
+            self.groups
                 .iter()
-                .map(|(id, slo)| (id.as_str(), &slo.health)),
+                .map(|group| (group.slo.id.as_str(), &group.health.health)),
             now,
             self.loaded.config.stale_after,
         );
         let meta = update_staleness(&mut self.staleness, &stale, now, &self.shared);
-        let saved = self.engine.export();
+        let saved = self.groups.export();
         let external = external_url(&self.loaded, &self.options);
         if self.loaded.config.notify.alertmanager.is_some() {
             remember_alertmanager_payloads(&mut self.am_payloads, &with_slos, &external);
@@ -371,9 +351,9 @@ impl Daemon {
             status.alerts = saved.to_vec();
             // Ready once every SLO has answered, or is stale (the meta alert speaks for it).
             let (ready, never) = health::readiness(
-                self.health
+                self.groups
                     .iter()
-                    .map(|(id, slo)| (id.as_str(), &slo.health)),
+                    .map(|group| (group.slo.id.as_str(), &group.health.health)),
                 now,
                 self.loaded.config.stale_after,
             );
@@ -400,7 +380,7 @@ impl Daemon {
     }
 
     async fn checkpoint_and_prune(&self) {
-        if let Err(error) = checkpoint(&self.store, &self.loaded, &self.states, self.clock.now()) {
+        if let Err(error) = checkpoint(&self.store, &self.groups, self.clock.now()) {
             tracing::error!("could not checkpoint incremental state: {error:#}");
         }
         let pruned = self
@@ -415,7 +395,7 @@ impl Daemon {
     /// Checkpoints, saves the alert state (with any changes whose save failed), lets each
     /// delivery worker finish its request in flight, and waits for the HTTP face to close.
     pub(super) async fn stop(self) -> Result<()> {
-        let saved = self.engine.export();
+        let saved = self.groups.export();
         // Changes whose save failed go with the last save (or the alert state stays as it
         // was, and the next start makes them again).
         let mut planner = PlanInput::new(&self.loaded, &self.options, self.unsaved);
@@ -426,7 +406,7 @@ impl Daemon {
             .await?;
         tracing::info!(alerts = count, "alert state saved; shutting down");
         // After the alert state, and never in its way: a failed checkpoint costs a warm start.
-        if let Err(error) = checkpoint(&self.store, &self.loaded, &self.states, self.clock.now()) {
+        if let Err(error) = checkpoint(&self.store, &self.groups, self.clock.now()) {
             tracing::error!("could not checkpoint incremental state: {error:#}");
         }
         self.delivery.stop().await;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::burn::WindowValue;
 use crate::config::notify::{NotifyConfig, SecretSource, Silence, SlackMode};
 use crate::config::{self, DaemonConfig, Document, Strategy};
-use crate::engine::{Engine, Event, InstanceLabels, SavedAlert};
+use crate::engine::{Event, InstanceLabels, SavedAlert};
 use crate::metrics::{Metrics, labels};
 use crate::notify::console;
 use crate::notify::deliver::{self, Sinks};
@@ -34,15 +34,17 @@ use crate::replay::format_time;
 use crate::slo::TierKind;
 use crate::slo::{Millis, Slo};
 use crate::source::incremental::{Checkpoint, Incremental};
-use crate::source::live::{self, Snapshot};
-use crate::source::prometheus::{ApiError, Auth, Client, Endpoint, Secret};
+use crate::source::live::Snapshot;
+use crate::source::prometheus::{Auth, Client, Endpoint, Secret};
 use crate::store::{Store, StoreHandle};
 
 mod clock;
+mod group;
 mod health;
 mod lifecycle;
 pub use clock::Rehearsal;
 use clock::{REHEARSAL_REACHED, wall_clock};
+use group::Groups;
 use health::{Health, MetaChange, StaleSlo, Staleness};
 use lifecycle::Daemon;
 
@@ -130,19 +132,14 @@ fn build_sinks(notify: &NotifyConfig) -> Result<Sinks> {
     })
 }
 
-fn load(config_path: &Path) -> Result<Loaded> {
-    let config = match config::load_file(config_path) {
-        Ok(Document::Daemon(config)) => *config,
-        Ok(Document::Slos(_)) => anyhow::bail!(
-            "{} is an SLO spec, not a daemon config",
-            config_path.display()
-        ),
-        Err(errors) => return Err(config::ConfigErrors(errors).into()),
-    };
-    let slos = config::load_specs(&config.rules)?;
+/// The Prometheus client a daemon config describes (URL and path prefix, headers such as
+/// `X-Scope-OrgID`, CA, timeout, concurrency, basic auth or a bearer token read from its
+/// file), for `serve` and for the commands that read Prometheus's history (`what` names the
+/// command in the error when the config has no `prometheus` section).
+pub fn prometheus_client(config: &DaemonConfig, config_path: &Path, what: &str) -> Result<Client> {
     let prometheus = config.prometheus.as_ref().with_context(|| {
         format!(
-            "{}: `prometheus.url` is required to serve",
+            "{}: `prometheus.url` is required to {what}",
             config_path.display()
         )
     })?;
@@ -159,7 +156,25 @@ fn load(config_path: &Path) -> Result<Loaded> {
         (None, Some(token_file)) => Auth::Bearer(read_secret(token_file, "bearer token")?),
         (None, None) => Auth::None,
     };
-    let client = Client::new(&endpoint)?;
+    Ok(Client::new(&endpoint)?)
+}
+
+/// Reads a daemon config file (not an SLO spec).
+pub fn read_config(config_path: &Path) -> Result<DaemonConfig> {
+    match config::load_file(config_path) {
+        Ok(Document::Daemon(config)) => Ok(*config),
+        Ok(Document::Slos(_)) => anyhow::bail!(
+            "{} is an SLO spec, not a daemon config",
+            config_path.display()
+        ),
+        Err(errors) => Err(config::ConfigErrors(errors).into()),
+    }
+}
+
+fn load(config_path: &Path) -> Result<Loaded> {
+    let config = read_config(config_path)?;
+    let slos = config::load_specs(&config.rules)?;
+    let client = prometheus_client(&config, config_path, "serve")?;
     if config.strategy == Strategy::Incremental {
         for slo in &slos {
             if let Err(reason) = slo.sli.local() {
@@ -607,19 +622,11 @@ async fn resume_incremental(
     Ok(states)
 }
 
-fn checkpoint(
-    store: &StoreHandle,
-    loaded: &Loaded,
-    states: &IncrementalStates,
-    now: Millis,
-) -> Result<()> {
+fn checkpoint(store: &StoreHandle, groups: &Groups, now: Millis) -> Result<()> {
     // Encoding 10,000 instances takes a while: off the runtime's worker (its other tasks move
     // to the other worker), one SLO at a time, each written before the next is encoded.
     tokio::task::block_in_place(|| {
-        for slo in &loaded.slos {
-            let Some((_, state)) = states.get(&slo.id) else {
-                continue;
-            };
+        for (slo, state) in groups.incremental_states() {
             match state.encode_checkpoint(slo) {
                 None => {}
                 Some(Ok(bytes)) => {
@@ -631,7 +638,7 @@ fn checkpoint(
                 }
             }
         }
-        let configured: Vec<String> = loaded.slos.iter().map(|slo| slo.id.clone()).collect();
+        let configured: Vec<String> = groups.iter().map(|group| group.slo.id.clone()).collect();
         store.call_blocking(move |store| {
             let configured: Vec<&str> = configured.iter().map(String::as_str).collect();
             store.retain_checkpoints(&configured)
@@ -645,151 +652,58 @@ fn incremental_for(strategy: Strategy, slo: &Slo) -> bool {
     strategy != Strategy::Query && slo.sli.local().is_ok()
 }
 
-async fn cycle(
-    loaded: &Loaded,
-    engine: &mut Engine,
-    health: &mut Vec<(String, SloHealth)>,
-    states: &mut IncrementalStates,
-    shared: &Shared,
-    now: Millis,
-) -> Vec<Event> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let interval = loaded.config.evaluation_interval;
-    let firing_windows = engine.firing_windows(now);
-    for (index, slo) in loaded.slos.iter().enumerate() {
-        let client = loaded.client.clone();
-        let extra = firing_windows
-            .get(slo.id.as_str())
-            .cloned()
-            .unwrap_or_default();
-        let slo = slo.clone();
-        let incremental = if incremental_for(loaded.config.strategy, &slo) {
-            let template = slo.sli.error_ratio_template();
-            match states.remove(&slo.id) {
-                Some((kept, state)) if kept == template => Some(state),
-                _ => Incremental::new(&slo).ok(),
-            }
-        } else {
-            None
-        };
-        tasks.spawn(async move {
-            match incremental {
-                Some(mut state) => {
-                    // A warm start reads the whole period once; give it longer than a cycle.
-                    let timeout = if state.is_warm_at(now) {
-                        interval
-                    } else {
-                        interval.max(Duration::from_secs(120))
-                    };
-                    let fetched = tokio::time::timeout(
-                        timeout,
-                        state.fetch(&client, &slo, now, interval, &extra),
-                    )
-                    .await;
-                    (
-                        index,
-                        Some(state),
-                        fetched.unwrap_or(Err(ApiError::Timeout)),
-                    )
-                }
-                None => {
-                    let fetched = tokio::time::timeout(
-                        interval,
-                        live::fetch_by_query(&client, &slo, now, &extra),
-                    )
-                    .await;
-                    (index, None, fetched.unwrap_or(Err(ApiError::Timeout)))
-                }
-            }
-        });
-    }
-    let mut snapshots: Vec<Option<Result<Snapshot, String>>> = vec![None; loaded.slos.len()];
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((index, state, result)) = joined {
-            if let Some(state) = state {
-                let slo = &loaded.slos[index];
-                states.insert(slo.id.clone(), (slo.sli.error_ratio_template(), state));
-            }
-            if let Ok(metrics) = shared.metrics.lock() {
-                match &result {
-                    Ok(snapshot) => {
-                        metrics
-                            .queries
-                            .get_or_create(&labels(&[("endpoint", "query")]))
-                            .inc_by(snapshot.queries);
-                        if snapshot.optional_failures > 0 {
-                            metrics
-                                .query_errors
-                                .get_or_create(&labels(&[
-                                    ("endpoint", "query"),
-                                    ("reason", "since_firing"),
-                                ]))
-                                .inc_by(snapshot.optional_failures);
-                        }
-                        metrics.samples_touched.inc_by(snapshot.samples_touched);
-                    }
-                    Err(error) => {
-                        metrics
-                            .queries
-                            .get_or_create(&labels(&[("endpoint", "query")]))
-                            .inc();
+/// One evaluation of every group at `now` (see [`Groups::evaluate`]), with what `/metrics` and
+/// the HTTP face show of it; returns the alert changes.
+async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Millis) -> Vec<Event> {
+    let (events, statuses, answers) = groups
+        .evaluate(
+            &loaded.client,
+            loaded.config.strategy,
+            loaded.config.evaluation_interval,
+            now,
+        )
+        .await;
+    let slos: Vec<&Slo> = groups.iter().map(|group| &group.slo).collect();
+    // One lock for the whole update: a scrape sees one evaluation, with its timestamp.
+    if let Ok(mut metrics) = shared.metrics.lock() {
+        for (_, answer) in &answers {
+            let queries = metrics
+                .queries
+                .get_or_create(&labels(&[("endpoint", "query")]))
+                .clone();
+            match answer {
+                Ok(snapshot) => {
+                    queries.inc_by(snapshot.queries);
+                    metrics.samples_touched.inc_by(snapshot.samples_touched);
+                    if snapshot.optional_failures > 0 {
                         metrics
                             .query_errors
                             .get_or_create(&labels(&[
                                 ("endpoint", "query"),
-                                ("reason", error.reason()),
+                                ("reason", "since_firing"),
                             ]))
-                            .inc();
+                            .inc_by(snapshot.optional_failures);
                     }
                 }
+                Err(error) => {
+                    queries.inc();
+                    metrics
+                        .query_errors
+                        .get_or_create(&labels(&[
+                            ("endpoint", "query"),
+                            ("reason", error.reason()),
+                        ]))
+                        .inc();
+                }
             }
-            snapshots[index] = Some(result.map_err(|error| error.to_string()));
         }
-    }
-    let mut events = Vec::new();
-    let mut statuses = Vec::new();
-    let mut evaluated: Vec<(&Slo, Snapshot)> = Vec::new();
-    for (slo, snapshot) in loaded.slos.iter().zip(snapshots) {
-        let slo_health = match health.iter_mut().find(|(id, _)| *id == slo.id) {
-            Some((_, existing)) => existing,
-            None => {
-                health.push((slo.id.clone(), SloHealth::new(now)));
-                &mut health.last_mut().expect("just pushed").1
-            }
-        };
-        let snapshot = match snapshot.unwrap_or_else(|| Err("evaluation task failed".to_string())) {
-            Ok(snapshot) => {
-                slo_health.health.last_success = Some(now);
-                slo_health.health.last_error = None;
-                snapshot
-            }
-            Err(error) => {
-                tracing::warn!(slo = %slo.id, %error, "evaluation failed; alerts hold their state");
-                slo_health.health.last_error = Some(error);
-                engine.hold(now, &slo.id);
-                statuses.push(slo_status(slo, slo_health, None));
-                continue;
-            }
-        };
-        for labels in snapshot.instances.keys() {
-            let id = engine.instance(slo, labels);
-            let mut measure = |window: Duration| snapshot.measure(labels, window);
-            events.extend(engine.evaluate(now, slo, id, &mut measure));
-        }
-        statuses.push(slo_status(slo, slo_health, Some(&snapshot)));
-        evaluated.push((slo, snapshot));
-    }
-    // Instances the answers no longer hold: their alerts end after `resolve_timeout`
-    // without data, and the engine forgets them once inactive.
-    let answered: Vec<&Slo> = evaluated.iter().map(|(slo, _)| *slo).collect();
-    events.extend(engine.evaluate_absent(now, &answered));
-    // One lock for the whole update: a scrape sees one evaluation, with its timestamp.
-    if let Ok(mut metrics) = shared.metrics.lock() {
-        metrics.set_slos(evaluated.iter().flat_map(|(slo, snapshot)| {
-            snapshot
-                .instances
-                .keys()
-                .map(move |labels| (*slo, labels, move |window| snapshot.measure(labels, window)))
+        metrics.set_slos(answers.iter().flat_map(|(index, answer)| {
+            let slo = slos[*index];
+            answer.iter().flat_map(move |snapshot| {
+                snapshot.instances.keys().map(move |labels| {
+                    (slo, labels, move |window| snapshot.measure(labels, window))
+                })
+            })
         }));
         metrics.last_evaluation.set(now as f64 / 1000.0);
     }

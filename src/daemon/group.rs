@@ -1,0 +1,300 @@
+//! Per-SLO evaluation groups, kept the way Prometheus's rules manager keeps rule groups.
+//!
+//! A [`Group`] owns one SLO as loaded, the source state its windows are read with (the
+//! incremental strategy's), its health, and its alerts keyed by (tier, instance labels).
+//! [`Groups`] is the manager: every cycle it fetches all groups concurrently and steps each
+//! group's alerts over its own answer; a reload builds the new groups and copies each old
+//! group's state into the group of the same SLO id (Prometheus's `Group.CopyState`), retiring
+//! the alerts that no longer match a (tier, instance) and those of SLOs that are gone.
+
+use std::time::Duration;
+
+use super::{IncrementalStates, SloHealth, SloStatus, incremental_for, slo_status};
+use crate::config::Strategy;
+use crate::engine::{Engine, Event, SavedAlert};
+use crate::slo::{Millis, Slo};
+use crate::source::incremental::Incremental;
+use crate::source::live::{self, Snapshot};
+use crate::source::prometheus::{ApiError, Client};
+
+/// One SLO's evaluation group.
+pub(super) struct Group {
+    pub(super) slo: Slo,
+    /// The incremental strategy's state (`None` under the query strategy; taken out while a
+    /// fetch holds it).
+    incremental: Option<Incremental>,
+    pub(super) health: SloHealth,
+    /// This SLO's alerts, keyed by (tier, instance labels).
+    alerts: Engine,
+}
+
+impl Group {
+    fn new(slo: Slo, watched_since: Millis) -> Group {
+        Group {
+            slo,
+            incremental: None,
+            health: SloHealth::new(watched_since),
+            alerts: Engine::new(),
+        }
+    }
+
+    /// The incremental state to fetch with at this cycle, taken out of the group (`None`: the
+    /// SLO is queried). One lost with a failed task starts cold.
+    fn take_incremental(&mut self, strategy: Strategy) -> Option<Incremental> {
+        if !incremental_for(strategy, &self.slo) {
+            self.incremental = None;
+            return None;
+        }
+        self.incremental
+            .take()
+            .or_else(|| Incremental::new(&self.slo).ok())
+    }
+
+    /// Steps the alerts over one answer (or a failed evaluation) at `now`; returns the alert
+    /// changes and the status the HTTP face shows.
+    fn step(&mut self, now: Millis, answer: Result<&Snapshot, String>) -> (Vec<Event>, SloStatus) {
+        let snapshot = match answer {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::warn!(slo = %self.slo.id, %error, "evaluation failed; alerts hold their state");
+                self.health.health.last_error = Some(error);
+                self.alerts.hold(now, &self.slo.id);
+                return (Vec::new(), slo_status(&self.slo, &mut self.health, None));
+            }
+        };
+        self.health.health.last_success = Some(now);
+        self.health.health.last_error = None;
+        let mut events = Vec::new();
+        for labels in snapshot.instances.keys() {
+            let id = self.alerts.instance(&self.slo, labels);
+            let mut measure = |window: Duration| snapshot.measure(labels, window);
+            events.extend(self.alerts.evaluate(now, &self.slo, id, &mut measure));
+        }
+        // Instances the answer no longer holds: their alerts end after `resolve_timeout`
+        // without data, and they are forgotten once inactive.
+        events.extend(self.alerts.evaluate_absent(now, &[&self.slo]));
+        let status = slo_status(&self.slo, &mut self.health, Some(snapshot));
+        (events, status)
+    }
+}
+
+/// The manager of every SLO's group, in the configuration's order.
+pub(super) struct Groups {
+    groups: Vec<Group>,
+}
+
+/// One group's fetch, run as its own task: what it answered, with the state it used.
+struct Fetched {
+    index: usize,
+    incremental: Option<Incremental>,
+    answer: Result<Snapshot, ApiError>,
+}
+
+impl Groups {
+    /// The groups of `slos` at start: the saved alerts of each SLO restored into its group
+    /// (those of SLOs no longer configured are dropped: their threads are closed apart), and
+    /// the checkpointed incremental states of SLOs whose SLI is unchanged. Alerts that no
+    /// longer match a tier or the `group_by` are retired; their resolutions are returned.
+    pub(super) fn start(
+        slos: &[Slo],
+        saved: Vec<SavedAlert>,
+        mut states: IncrementalStates,
+        watched_since: Millis,
+        now: Millis,
+    ) -> (Groups, Vec<(Slo, Event)>) {
+        let mut groups = Groups {
+            groups: slos
+                .iter()
+                .map(|slo| Group::new(slo.clone(), watched_since))
+                .collect(),
+        };
+        for group in &mut groups.groups {
+            if let Some((template, state)) = states.remove(&group.slo.id)
+                && template == group.slo.sli.error_ratio_template()
+            {
+                group.incremental = Some(state);
+            }
+        }
+        for alert in saved {
+            if let Some(group) = groups.find_mut(&alert.slo_id) {
+                group.alerts.restore(vec![alert]);
+            }
+        }
+        let mut retired = Vec::new();
+        for group in &mut groups.groups {
+            let slo = std::slice::from_ref(&group.slo);
+            retired.extend(group.alerts.retire(now, slo, slo));
+        }
+        (groups, retired)
+    }
+
+    /// A reload to `slos`: each new group takes the state of the old group with its SLO id
+    /// (alerts matched by tier and instance labels, the rest retired; the incremental state
+    /// when the SLI is unchanged and still evaluated incrementally; the health); the alerts
+    /// of SLOs that are gone are retired. Returns the retirements' resolutions.
+    pub(super) fn reload(
+        &mut self,
+        slos: &[Slo],
+        strategy: Strategy,
+        now: Millis,
+    ) -> Vec<(Slo, Event)> {
+        let mut old = std::mem::take(&mut self.groups);
+        let mut retired = Vec::new();
+        for slo in slos {
+            let mut group = Group::new(slo.clone(), now);
+            if let Some(position) = old.iter().position(|previous| previous.slo.id == slo.id) {
+                let previous = old.swap_remove(position);
+                retired.extend(group.copy_state(previous, strategy, now));
+            }
+            self.groups.push(group);
+        }
+        for mut gone in old {
+            let slo = std::slice::from_ref(&gone.slo);
+            retired.extend(gone.alerts.retire(now, &[], slo));
+        }
+        retired
+    }
+
+    fn find_mut(&mut self, slo_id: &str) -> Option<&mut Group> {
+        self.groups.iter_mut().find(|group| group.slo.id == slo_id)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Group> {
+        self.groups.iter()
+    }
+
+    /// Every alert that is not simply inactive, group by group.
+    pub(super) fn export(&self) -> Vec<SavedAlert> {
+        self.groups
+            .iter()
+            .flat_map(|group| group.alerts.export())
+            .collect()
+    }
+
+    /// The incremental state of each group that has one (for checkpoints).
+    pub(super) fn incremental_states(&self) -> impl Iterator<Item = (&Slo, &Incremental)> {
+        self.groups
+            .iter()
+            .filter_map(|group| Some((&group.slo, group.incremental.as_ref()?)))
+    }
+
+    /// One evaluation at `now`: every group's windows fetched concurrently (each bounded by
+    /// the interval, a warm start by two minutes), then each group's alerts stepped over its
+    /// answer. Returns the alert changes, the groups' statuses, and the snapshots answered.
+    pub(super) async fn evaluate(
+        &mut self,
+        client: &Client,
+        strategy: Strategy,
+        interval: Duration,
+        now: Millis,
+    ) -> (
+        Vec<Event>,
+        Vec<SloStatus>,
+        Vec<(usize, Result<Snapshot, ApiError>)>,
+    ) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, group) in self.groups.iter_mut().enumerate() {
+            let client = client.clone();
+            let extra = group
+                .alerts
+                .firing_windows(now)
+                .remove(group.slo.id.as_str())
+                .unwrap_or_default();
+            let slo = group.slo.clone();
+            let incremental = group.take_incremental(strategy);
+            tasks.spawn(fetch(index, client, slo, incremental, extra, interval, now));
+        }
+        let mut answers: Vec<(usize, Result<Snapshot, ApiError>)> = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(fetched) = joined {
+                if let Some(state) = fetched.incremental {
+                    self.groups[fetched.index].incremental = Some(state);
+                }
+                answers.push((fetched.index, fetched.answer));
+            }
+        }
+        answers.sort_by_key(|(index, _)| *index);
+        let mut events = Vec::new();
+        let mut statuses = Vec::with_capacity(self.groups.len());
+        for (index, group) in self.groups.iter_mut().enumerate() {
+            let answer = match answers.iter().find(|(answered, _)| *answered == index) {
+                Some((_, Ok(snapshot))) => Ok(snapshot),
+                Some((_, Err(error))) => Err(error.to_string()),
+                None => Err("evaluation task failed".to_string()),
+            };
+            let (changes, status) = group.step(now, answer);
+            events.extend(changes);
+            statuses.push(status);
+        }
+        (events, statuses, answers)
+    }
+}
+
+impl Group {
+    /// Takes over `previous`'s state (the same SLO id, before a reload), as `CopyState` does:
+    /// its alerts matched by (tier, instance labels) and the rest retired, its incremental
+    /// state if the SLI is unchanged and still incremental, its health.
+    fn copy_state(
+        &mut self,
+        previous: Group,
+        strategy: Strategy,
+        now: Millis,
+    ) -> Vec<(Slo, Event)> {
+        self.health = previous.health;
+        if incremental_for(strategy, &self.slo)
+            && previous.slo.sli.error_ratio_template() == self.slo.sli.error_ratio_template()
+        {
+            self.incremental = previous.incremental;
+        }
+        self.alerts = previous.alerts;
+        self.alerts.retire(
+            now,
+            std::slice::from_ref(&self.slo),
+            std::slice::from_ref(&previous.slo),
+        )
+    }
+}
+
+/// Fetches one group's windows at `now` (and `extra` ones, the windows since firing),
+/// incrementally with `incremental`, else by query.
+async fn fetch(
+    index: usize,
+    client: Client,
+    slo: Slo,
+    incremental: Option<Incremental>,
+    extra: Vec<Duration>,
+    interval: Duration,
+    now: Millis,
+) -> Fetched {
+    match incremental {
+        Some(mut state) => {
+            // A warm start reads the whole period; give it longer than a cycle (what it read
+            // is kept if it runs out of time, and the next cycle goes on from there).
+            let timeout = if state.is_warm_at(now) {
+                interval
+            } else {
+                interval.max(Duration::from_secs(120))
+            };
+            let answer =
+                tokio::time::timeout(timeout, state.fetch(&client, &slo, now, interval, &extra))
+                    .await
+                    .unwrap_or(Err(ApiError::Timeout));
+            Fetched {
+                index,
+                incremental: Some(state),
+                answer,
+            }
+        }
+        None => {
+            let answer =
+                tokio::time::timeout(interval, live::fetch_by_query(&client, &slo, now, &extra))
+                    .await
+                    .unwrap_or(Err(ApiError::Timeout));
+            Fetched {
+                index,
+                incremental: None,
+                answer,
+            }
+        }
+    }
+}
