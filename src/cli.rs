@@ -34,19 +34,24 @@ pub enum Command {
     },
     /// Replay recorded metrics through the alert engine and print the timeline.
     Replay {
-        /// SLO spec files or folders.
-        #[arg(long, required = true, num_args = 1..)]
+        /// SLO spec files or folders (default with --config: the config's `rules`).
+        #[arg(long, required_unless_present = "config", num_args = 1..)]
         spec: Vec<PathBuf>,
         /// OpenMetrics text with timestamps (the format promtool backfills).
         #[arg(
             long,
-            required_unless_present = "prometheus",
-            conflicts_with = "prometheus"
+            required_unless_present_any = ["prometheus", "config"],
+            conflicts_with_all = ["prometheus", "config"]
         )]
         data: Option<PathBuf>,
         /// Replay Prometheus's history instead (base URL; needs --from and --to).
-        #[arg(long, requires_all = ["from", "to"])]
+        #[arg(long, requires_all = ["from", "to"], conflicts_with = "config")]
         prometheus: Option<String>,
+        /// Replay the history of the Prometheus a daemon config names, with its path prefix,
+        /// headers (X-Scope-OrgID), credentials and CA, as `serve` reaches it (needs --from
+        /// and --to).
+        #[arg(long, requires_all = ["from", "to"])]
+        config: Option<PathBuf>,
         /// First evaluation: RFC 3339 or Unix seconds (default: the first sample).
         #[arg(long, value_parser = replay::parse_time)]
         from: Option<i64>,
@@ -121,13 +126,35 @@ pub fn run(cli: Cli) -> Result<i32> {
             spec,
             data,
             prometheus,
+            config: daemon_config,
             from,
             to,
             step,
             format,
         } => {
-            let slos = config::load_specs(&spec)?;
-            let timeline = match (data, prometheus) {
+            let daemon_config = match &daemon_config {
+                Some(path) => Some((crate::daemon::read_config(path)?, path.clone())),
+                None => None,
+            };
+            let slos = match (&daemon_config, spec.is_empty()) {
+                (Some((config, _)), true) => config::load_specs(&config.rules)?,
+                _ => config::load_specs(&spec)?,
+            };
+            if daemon_config.is_some() || prometheus.is_some() {
+                crate::source::prometheus::install_crypto_provider();
+            }
+            let client = match (&daemon_config, prometheus) {
+                (Some((config, path)), _) => Some(crate::daemon::prometheus_client(
+                    config,
+                    path,
+                    "replay its history",
+                )?),
+                (None, Some(url)) => Some(crate::source::prometheus::Client::new(
+                    &crate::source::prometheus::Endpoint::new(url),
+                )?),
+                (None, None) => None,
+            };
+            let timeline = match (data, client) {
                 (Some(data), _) => {
                     let text = std::fs::read_to_string(&data)
                         .with_context(|| format!("cannot read {}", data.display()))?;
@@ -143,8 +170,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                     );
                     replay::run(&slos, &recording, range)
                 }
-                (None, Some(url)) => replay_from_prometheus(&url, &slos, from, to, step)?,
-                (None, None) => bail!("give --data FILE or --prometheus URL"),
+                (None, Some(client)) => replay_from_prometheus(&client, &slos, from, to, step)?,
+                (None, None) => bail!("give --data FILE, --prometheus URL or --config FILE"),
             };
             if format == Format::Json {
                 for skipped in &timeline.skipped {
@@ -261,26 +288,24 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// `replay --prometheus`: the same engine over `query_range` history, with a progress bar on a
-/// terminal.
+/// `replay --prometheus` or `--config`: the same engine over Prometheus's history, with a
+/// progress bar on a terminal.
 fn replay_from_prometheus(
-    url: &str,
+    client: &crate::source::prometheus::Client,
     slos: &[Slo],
     from: Option<i64>,
     to: Option<i64>,
     step: Duration,
 ) -> Result<replay::Timeline> {
     let (Some(from), Some(to)) = (from, to) else {
-        bail!("--prometheus needs --from and --to")
+        bail!("replaying Prometheus's history needs --from and --to")
     };
     let range = Range::new(from, to, step).map_err(anyhow::Error::msg)?;
-    let client =
-        crate::source::prometheus::Client::new(&crate::source::prometheus::Endpoint::new(url))?;
     let bar = if io::IsTerminal::is_terminal(&io::stderr()) {
-        let bar = indicatif::ProgressBar::new(crate::source::history::queries_needed(slos));
+        let bar = indicatif::ProgressBar::new(crate::source::history::queries_needed(slos, &range));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {pos}/{len} range queries ({elapsed})",
+                "{spinner} {msg} [{bar:30}] {pos}/{len} requests ({elapsed})",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
@@ -292,10 +317,9 @@ fn replay_from_prometheus(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let timeline =
-        runtime.block_on(crate::source::history::replay(&client, slos, range, || {
-            bar.inc(1)
-        }))?;
+    let timeline = runtime.block_on(crate::source::history::replay(client, slos, range, || {
+        bar.inc(1)
+    }))?;
     bar.finish_and_clear();
     Ok(timeline)
 }

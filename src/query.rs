@@ -44,6 +44,12 @@ impl CounterQuery {
         &self.template
     }
 
+    /// The series selector, `metric{matchers}`, as PromQL reads it.
+    pub fn selector(&self) -> String {
+        let matchers: Vec<String> = self.matchers.iter().map(ToString::to_string).collect();
+        format!("{}{{{}}}", self.metric, matchers.join(","))
+    }
+
     /// Whether a series with these labels (`__name__` included) is selected.
     pub fn selects(&self, labels: &[(String, String)]) -> bool {
         let value_of = |name: &str| {

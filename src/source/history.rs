@@ -1,17 +1,20 @@
-//! Replay from Prometheus: the window values of every step of a past range, from `query_range`
-//! (the `query` strategy over history: per window, the SLO's error-ratio PromQL and its total),
+//! Replay from Prometheus: SLOs with a local SLI from the raw counter samples of the range
+//! (read in slices, measured as a recorded file is), the others from `query_range` (the
+//! `query` strategy over history: per window, the SLO's error-ratio PromQL and its total), all
 //! fed through the same engine as `serve`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::burn::WindowValue;
-use crate::engine::{Engine, Event, InstanceLabels};
+use crate::engine::{Engine, InstanceLabels};
 use crate::query::with_window;
-use crate::replay::{Range, Skipped, Timeline};
+use crate::replay::{Range, Timeline};
 use crate::slo::{Millis, Slo, millis};
 use crate::source::live::{templates, window_value, windows_with_period};
-use crate::source::prometheus::{ApiError, Client, RangeSeries};
+use crate::source::openmetrics::Recording;
+use crate::source::prometheus::{Answer, ApiError, Client, RangeSeries};
+use crate::window::Series;
 
 /// Per instance, per window, the value at every step of the range (`None` where absent).
 type History = BTreeMap<InstanceLabels, Vec<(Duration, Vec<Option<WindowValue>>)>>;
@@ -107,29 +110,138 @@ async fn fetch(
     Ok(history)
 }
 
-/// How many range queries a replay of `slos` sends (for progress bars).
-pub fn queries_needed(slos: &[Slo]) -> u64 {
-    slos.iter()
-        .map(|slo| {
-            let per_window = if slo.sli.local().is_ok() { 2 } else { 1 };
-            windows_with_period(slo).len() as u64 * per_window
-        })
-        .sum()
+/// Raw samples per request: six hours of every series a selector names, so no answer holds
+/// the whole range (Prometheus bounds the samples one query may load).
+const RAW_SLICE: Millis = 6 * 3_600_000;
+
+/// The first sample time a replay of `slo` over `range` needs: its longest window (the
+/// period) before the first evaluation.
+fn needed_from(slo: &Slo, range: &Range) -> Millis {
+    let longest = windows_with_period(slo)
+        .into_iter()
+        .max()
+        .unwrap_or(slo.period);
+    range.from - millis(longest)
 }
 
-/// Replays `slos` over Prometheus's history in `range` through the engine.
+/// The counter selectors of the SLOs evaluated locally, each once, with the first sample time
+/// any of them needs.
+fn raw_selectors(slos: &[&Slo], range: &Range) -> Vec<(String, Millis)> {
+    let mut selectors: Vec<(String, Millis)> = Vec::new();
+    for slo in slos {
+        let Ok(local) = slo.sli.local() else { continue };
+        let (numerator, total) = local.queries();
+        for query in [numerator, total] {
+            let selector = query.selector();
+            let from = needed_from(slo, range);
+            match selectors.iter_mut().find(|(known, _)| *known == selector) {
+                Some((_, earliest)) => *earliest = (*earliest).min(from),
+                None => selectors.push((selector, from)),
+            }
+        }
+    }
+    selectors
+}
+
+/// How many requests a replay of `slos` over `range` sends (for progress bars): raw-sample
+/// slices for the SLOs evaluated locally, range queries per window for the others.
+pub fn queries_needed(slos: &[Slo], range: &Range) -> u64 {
+    let local: Vec<&Slo> = slos.iter().filter(|slo| slo.sli.local().is_ok()).collect();
+    let raw: u64 = raw_selectors(&local, range)
+        .iter()
+        .map(|(_, from)| ((range.to - from + RAW_SLICE - 1) / RAW_SLICE).max(1) as u64)
+        .sum();
+    let queried: u64 = slos
+        .iter()
+        .filter(|slo| slo.sli.local().is_err())
+        .map(|slo| windows_with_period(slo).len() as u64)
+        .sum();
+    raw + queried
+}
+
+/// The raw samples of `selectors` from their first needed time to `to`, read in slices, as a
+/// recording: the same series a file of Prometheus's data would hold.
+async fn raw_recording(
+    client: &Client,
+    selectors: &[(String, Millis)],
+    to: Millis,
+    progress: &mut impl FnMut(),
+) -> Result<Recording, ApiError> {
+    let mut by_labels: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+    let mut recording = Recording {
+        file: "Prometheus's history".to_string(),
+        ..Recording::default()
+    };
+    for (selector, from) in selectors {
+        let mut slice_from = *from;
+        while slice_from < to {
+            let slice_to = (slice_from + RAW_SLICE).min(to);
+            let expr = format!("{selector}[{}ms]", slice_to - slice_from);
+            let evaluated = client.query(&expr, slice_to).await?;
+            progress();
+            let Answer::Matrix(series) = evaluated.answer else {
+                return Err(ApiError::Malformed(format!("expected a matrix for {expr}")));
+            };
+            for piece in series {
+                let mut labels = piece.labels;
+                labels.sort();
+                let index = *by_labels.entry(labels.clone()).or_insert_with(|| {
+                    recording.series.push(Series::new(labels));
+                    recording.series.len() - 1
+                });
+                let target = &mut recording.series[index];
+                for (at, value) in piece.samples {
+                    // Slices meet at their ends: a sample is read once.
+                    if target.last_timestamp().is_none_or(|last| last < at) {
+                        target.push(at, value);
+                        recording.samples += 1;
+                    }
+                }
+            }
+            slice_from = slice_to;
+        }
+    }
+    Ok(recording)
+}
+
+/// Replays `slos` over Prometheus's history in `range` through the engine. SLOs whose SLI is
+/// local (`sum by (...) (rate(...))`-shaped) are replayed from the raw counter samples, read
+/// in slices and measured with the same exact window math as a recorded file, so a month
+/// costs what reading its samples costs; the others from `query_range` per window.
 pub async fn replay(
     client: &Client,
     slos: &[Slo],
     range: Range,
     mut progress: impl FnMut(),
 ) -> Result<Timeline, ApiError> {
-    let mut events: Vec<Event> = Vec::new();
-    let mut instances = 0;
+    let (local, queried): (Vec<Slo>, Vec<Slo>) = slos
+        .iter()
+        .cloned()
+        .partition(|slo| slo.sli.local().is_ok());
+    let mut timeline = if local.is_empty() {
+        Timeline {
+            range,
+            events: Vec::new(),
+            skipped: Vec::new(),
+            instances: 0,
+            evaluations: 0,
+        }
+    } else {
+        let refs: Vec<&Slo> = local.iter().collect();
+        let recording = raw_recording(
+            client,
+            &raw_selectors(&refs, &range),
+            range.to,
+            &mut progress,
+        )
+        .await?;
+        crate::replay::run(&local, &recording, range)
+    };
     let steps: Vec<Millis> = range.times().collect();
-    for slo in slos {
+    for slo in &queried {
         let history = fetch(client, slo, &range, &mut progress).await?;
-        instances += history.len();
+        timeline.instances += history.len();
+        timeline.evaluations += steps.len() as u64 * history.len() as u64;
         let mut engine = Engine::new();
         for (labels, windows) in &history {
             let id = engine.instance(slo, labels);
@@ -140,16 +252,16 @@ pub async fn replay(
                         .find(|(length, _)| *length == window)
                         .and_then(|(_, row)| row[index])
                 };
-                events.extend(engine.evaluate(*now, slo, id, &mut measure));
+                timeline
+                    .events
+                    .extend(engine.evaluate(*now, slo, id, &mut measure));
             }
         }
     }
-    events.sort_by_key(|event| event.at);
-    Ok(Timeline {
-        range,
-        events,
-        skipped: Vec::<Skipped>::new(),
-        instances,
-        evaluations: steps.len() as u64 * instances as u64,
-    })
+    // In time order; within one time, in spec order, as a replay of one source gives them.
+    let order = |id: &str| slos.iter().position(|slo| slo.id == id);
+    timeline
+        .events
+        .sort_by_key(|event| (event.at, order(&event.slo_id)));
+    Ok(timeline)
 }

@@ -307,8 +307,7 @@ impl Checkpoint {
 
 /// `metric{matchers}` of a counter query.
 fn selector(query: &CounterQuery) -> String {
-    let matchers: Vec<String> = query.matchers.iter().map(ToString::to_string).collect();
-    format!("{}{{{}}}", query.metric, matchers.join(","))
+    query.selector()
 }
 
 fn group_key(query: &CounterQuery, labels: &[(String, String)]) -> InstanceLabels {

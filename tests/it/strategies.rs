@@ -453,13 +453,39 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
     assert!(!Incremental::resumable(later, later + 2 * 3_600_000 + 1));
 }
 
+/// The same SLO as [`SPEC`] with an SLI that is not local (PromQL around the ratio): replayed
+/// from Prometheus with `query_range`, it must decide as the local one does.
+const QUERIED_SPEC: &str = r#"version: burnwatch/v1
+service: orders
+slos:
+  - name: availability-queried
+    objective: 99.9
+    period: 7d
+    group_by: [route]
+    sli:
+      raw:
+        error_ratio: clamp_max(sum by (route) (rate(http_requests_total{job="orders",code=~"5.."}[{{.window}}])) / sum by (route) (rate(http_requests_total{job="orders"}[{{.window}}])), 1)
+"#;
+
+/// Replay from Prometheus reads the raw samples of a local SLI in slices and measures windows
+/// as a recorded file is measured: the same events as replaying the recording the data was
+/// backfilled from. An SLI that is not local goes through `query_range` per window and must
+/// decide the same.
 #[test]
 fn replay_from_prometheus_matches_replay_from_the_recording() {
     use burnwatch::replay::{self, Range};
     use burnwatch::source::openmetrics;
     let (_prometheus, runtime, client) = fixture();
     let text = data();
-    let slos = vec![slo()];
+    let queried = match load_str("queried.yaml", QUERIED_SPEC, Path::new(".")) {
+        Ok(Document::Slos(mut slos)) => slos.remove(0),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        queried.sli.local().is_err(),
+        "the raw SLI must not be local"
+    );
+    let slos = vec![slo(), queried.clone()];
     let range = Range {
         from: (BURST.0 - 3_600) * 1000,
         to: END * 1000,
@@ -474,13 +500,17 @@ fn replay_from_prometheus_matches_replay_from_the_recording() {
             || queries += 1,
         ))
         .unwrap();
-    assert_eq!(queries, burnwatch::source::history::queries_needed(&slos));
+    assert_eq!(
+        queries,
+        burnwatch::source::history::queries_needed(&slos, &range)
+    );
     let recording = openmetrics::parse("strategies.om", &text).unwrap();
-    let from_recording = replay::run(&slos, &recording, range);
-    let timeline = |timeline: &replay::Timeline| -> Vec<String> {
+    let from_recording = replay::run(&slos[..1], &recording, range);
+    let timeline = |timeline: &replay::Timeline, slo_id: &str| -> Vec<String> {
         timeline
             .events
             .iter()
+            .filter(|event| event.slo_id == slo_id)
             .map(|event| {
                 format!(
                     "{} {:?} {} {}",
@@ -492,13 +522,13 @@ fn replay_from_prometheus_matches_replay_from_the_recording() {
             })
             .collect()
     };
+    let local_id = slos[0].id.as_str();
+    let expected = timeline(&from_recording, local_id);
     assert!(
-        timeline(&from_recording)
-            .iter()
-            .any(|line| line.contains("page firing")),
-        "the burst pages: {:?}",
-        timeline(&from_recording)
+        expected.iter().any(|line| line.contains("page firing")),
+        "the burst pages: {expected:?}"
     );
-    assert_eq!(timeline(&from_prometheus), timeline(&from_recording));
-    assert_eq!(from_prometheus.instances, 2);
+    assert_eq!(timeline(&from_prometheus, local_id), expected);
+    assert_eq!(timeline(&from_prometheus, &queried.id), expected);
+    assert_eq!(from_prometheus.instances, 4);
 }
