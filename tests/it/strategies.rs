@@ -532,3 +532,88 @@ fn replay_from_prometheus_matches_replay_from_the_recording() {
     assert_eq!(timeline(&from_prometheus, &queried.id), expected);
     assert_eq!(from_prometheus.instances, 4);
 }
+
+/// `replay --config` reaches Prometheus as `serve` does: the config's path prefix, tenant
+/// header and bearer token (read from its file) on every request, through a gateway that
+/// refuses requests without them; the replay equals the one from the recording.
+#[test]
+fn replay_with_a_daemon_config_reaches_prometheus_as_serve_does() {
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::serve::{HttpStub, Reply};
+    let prometheus = Prometheus::start(&data());
+    let upstream = prometheus.url();
+    let (forwarded, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gateway = HttpStub::start({
+        let (forwarded, refused) = (forwarded.clone(), refused.clone());
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        move |_, target, head| {
+            let head = head.to_ascii_lowercase();
+            let Some(rest) = target.strip_prefix("/tenants/orders") else {
+                refused.fetch_add(1, Ordering::SeqCst);
+                return Reply::json(404, "{}");
+            };
+            if !head.contains("x-scope-orgid: orders\r\n")
+                || !head.contains("authorization: bearer t0ken-from-a-file\r\n")
+            {
+                refused.fetch_add(1, Ordering::SeqCst);
+                return Reply::json(
+                    401,
+                    r#"{"status":"error","errorType":"unauthorized","error":"who are you"}"#,
+                );
+            }
+            forwarded.fetch_add(1, Ordering::SeqCst);
+            match http.get(format!("{upstream}{rest}")).send() {
+                Ok(answer) => {
+                    Reply::json(answer.status().as_u16(), answer.text().unwrap_or_default())
+                }
+                Err(error) => Reply::json(502, format!("{error}")),
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("spec.yaml"), SPEC).unwrap();
+    std::fs::write(dir.path().join("token"), "t0ken-from-a-file\n").unwrap();
+    std::fs::write(dir.path().join("data.om"), data()).unwrap();
+    std::fs::write(
+        dir.path().join("burnwatch.yaml"),
+        format!(
+            "prometheus:\n  url: {}/tenants/orders\n  headers: {{X-Scope-OrgID: orders}}\n  bearer_token_file: token\nrules: [spec.yaml]\n",
+            gateway.url()
+        ),
+    )
+    .unwrap();
+    let range = [
+        "--from",
+        &(BURST.0 - 3_600).to_string(),
+        "--to",
+        &END.to_string(),
+        "--format",
+        "json",
+    ]
+    .map(str::to_string);
+    let replay = |source: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+            .arg("replay")
+            .args(source)
+            .args(&range)
+            .current_dir(dir.path())
+            .output()
+            .expect("run burnwatch");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{source:?}: {stderr}");
+        assert!(!stderr.contains("t0ken"), "{stderr}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let through_gateway = replay(&["--config", "burnwatch.yaml"]);
+    assert!(forwarded.load(Ordering::SeqCst) > 0);
+    assert_eq!(refused.load(Ordering::SeqCst), 0);
+    let from_file = replay(&["--data", "data.om", "--spec", "spec.yaml"]);
+    assert!(from_file.contains("\"state\": \"firing\""), "{from_file}");
+    assert_eq!(through_gateway, from_file);
+}
