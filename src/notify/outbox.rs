@@ -1410,6 +1410,45 @@ mod tests {
     }
 
     #[test]
+    fn planner_sees_the_incidents_it_opens_within_one_cycle() {
+        // A ticket and a page firing in the same cycle, then the page resolving (a cycle
+        // replayed after a failed save): one thread, the second change finds the first's.
+        let notify = routed("#incidents");
+        let plan = pure_plan(&notify, &[]);
+        let t = 1_700_000_000_000;
+        let outcome = planned(
+            &plan,
+            Vec::new(),
+            &[
+                event(TierKind::Ticket, Change::Firing, t),
+                event(TierKind::Page, Change::Firing, t),
+                event(TierKind::Page, Change::Resolved, t + 1),
+                event(TierKind::Ticket, Change::Resolved, t + 1),
+            ],
+            t + 1,
+        );
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:post [new 0] #incidents WARNING: Slow error budget burn on order-service",
+                "slack:update [new 0] #incidents CRITICAL: Fast error budget burn on order-service",
+                "slack:reply [new 0] #incidents CRITICAL: Fast error budget burn on order-service (broadcast)",
+                "slack:update [new 0] #incidents WARNING: Slow error budget burn on order-service",
+                "slack:reply [new 0] #incidents RESOLVED: Fast error budget burn on order-service",
+                "slack:update [new 0] #incidents RESOLVED: Slow error budget burn on order-service",
+                "slack:reply [new 0] #incidents RESOLVED: Slow error budget burn on order-service",
+            ]
+        );
+        assert_eq!(outcome.incidents.len(), 4, "{:?}", outcome.incidents);
+        assert_eq!(
+            outcome.incidents.last(),
+            Some(&IncidentChange::Close {
+                incident: IncidentRef::New(0)
+            })
+        );
+    }
+
+    #[test]
     fn planner_replies_an_escalation_into_the_tickets_thread_elsewhere() {
         // Default routes: pages to #incidents, tickets to #slo-alerts.
         let notify = NotifyConfig::default();
