@@ -14,7 +14,8 @@ use burnwatch::burn::{PairReading, Verdict, WindowValue};
 use burnwatch::config::notify::NotifyConfig;
 use burnwatch::config::{Document, load_str};
 use burnwatch::engine::Event;
-use burnwatch::notify::outbox::{self, Plan, SlackKind};
+use burnwatch::notify::apply;
+use burnwatch::notify::outbox::{Plan, SinkFamily, SlackKind};
 use burnwatch::slo::{Slo, TierKind, WindowPair};
 use burnwatch::store::Store;
 
@@ -69,7 +70,7 @@ fn filled(incidents: usize) -> (tempfile::TempDir, Store) {
             .collect();
         let pairs: Vec<(&Slo, &Event)> = events.iter().map(|event| (&slo, event)).collect();
         store
-            .save_cycle(&[], |tx| outbox::plan(tx, &plan, &pairs, t + offset))
+            .save_cycle(&[], |tx| apply::queue_events(tx, &plan, &pairs, t + offset))
             .expect("plan");
     }
     (dir, store)
@@ -92,7 +93,7 @@ fn main() {
         let pending: i64 = store.depth().expect("depth").iter().map(|(_, n)| n).sum();
         let now = i64::MAX / 2;
         let due = time(20, || {
-            let rows = store.due("slack", now, 256).expect("due");
+            let rows = store.due(SinkFamily::Slack, now, 256).expect("due");
             assert_eq!(rows.len(), incidents.min(256));
         });
         let baseline = time(20, || {

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::Change;
 use crate::config::notify::{NotifyConfig, Route};
 use crate::config::{self, Document};
+use crate::notify::apply;
 use crate::notify::deliver::{self, Sinks};
-use crate::notify::outbox::{self, SlackKind};
+use crate::notify::outbox::{self, SinkFamily, SlackKind};
 use crate::notify::sinks::{Http, SlackApi};
 use crate::replay::{Range, Replay, format_percent, format_rate, format_time};
 use crate::slo::{Millis, Slo};
@@ -258,7 +259,7 @@ impl Notifier {
                     alertmanager_lock: Default::default(),
                     shutdown: stop.clone(),
                 };
-                runtime.spawn(deliver::worker("slack", context));
+                runtime.spawn(deliver::worker(SinkFamily::Slack, context));
                 Some((runtime, wake, stop))
             }
         };
@@ -295,7 +296,7 @@ impl Notifier {
             let pairs: Vec<(&Slo, &crate::engine::Event)> =
                 owned.iter().map(|(slo, event)| (slo, event)).collect();
             store.save_cycle(&[], |tx| {
-                outbox::plan(tx, &plan, &pairs, deliver::wall_clock())
+                apply::queue_events(tx, &plan, &pairs, deliver::wall_clock())
             })?;
             store.queued_after(last_row)
         })?;
@@ -322,7 +323,7 @@ impl Notifier {
                     .collect::<Vec<_>>()
                     .join("\n");
                 (
-                    kind,
+                    kind.to_string(),
                     payload["channel"].as_str().unwrap_or("").to_string(),
                     mrkdwn,
                 )

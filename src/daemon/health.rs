@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-pub use crate::notify::outbox::StaleSlo;
+pub use crate::notify::outbox::{MetaStatus, StaleSlo};
 use crate::slo::{Millis, millis};
 
 /// What the loop remembers of one SLO's evaluations.
@@ -78,11 +78,12 @@ pub fn readiness<'a>(
     (ready, never)
 }
 
-/// A change of the meta alert: raised (naming the stale SLOs) or resolved. `since`: when
-/// Prometheus last answered for the SLO silent the longest, the staleness's start.
+/// A change of the meta alert: raised (naming the stale SLOs), the stale SLOs changed while it
+/// fires, or resolved. `since`: when Prometheus last answered for the SLO silent the longest,
+/// the staleness's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaChange {
-    pub firing: bool,
+    pub status: MetaStatus,
     pub since: Millis,
     /// Evaluation time of the change.
     pub at: Millis,
@@ -90,10 +91,12 @@ pub struct MetaChange {
     pub stale: Vec<StaleSlo>,
 }
 
-/// The meta alert's state: firing since when, if it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The meta alert's state: firing since when, if it is, and the SLOs it last named (`None`
+/// after a restart: the first evaluation names them again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Staleness {
     pub firing_since: Option<Millis>,
+    pub named: Option<Vec<String>>,
 }
 
 impl Staleness {
@@ -103,6 +106,8 @@ impl Staleness {
 
     /// Advances the meta alert given the SLOs stale at `now`.
     pub fn step(&mut self, now: Millis, stale: &[StaleSlo]) -> Option<MetaChange> {
+        let names: Vec<String> = stale.iter().map(|slo| slo.id.clone()).collect();
+        let named = self.named.replace(names.clone());
         match (self.firing_since, stale.is_empty()) {
             (None, false) => {
                 let since = stale
@@ -112,7 +117,7 @@ impl Staleness {
                     .unwrap_or(now);
                 self.firing_since = Some(since);
                 Some(MetaChange {
-                    firing: true,
+                    status: MetaStatus::Firing,
                     since,
                     at: now,
                     stale: stale.to_vec(),
@@ -121,12 +126,19 @@ impl Staleness {
             (Some(since), true) => {
                 self.firing_since = None;
                 Some(MetaChange {
-                    firing: false,
+                    status: MetaStatus::Resolved,
                     since,
                     at: now,
                     stale: Vec::new(),
                 })
             }
+            // Still stale, but not the same SLOs: the message names the current ones.
+            (Some(since), false) if named.as_ref() != Some(&names) => Some(MetaChange {
+                status: MetaStatus::Changed,
+                since,
+                at: now,
+                stale: stale.to_vec(),
+            }),
             _ => None,
         }
     }
@@ -138,8 +150,8 @@ mod tests {
 
     const SECOND: Millis = 1000;
 
-    /// The meta alert's changes: (cycle, firing, the SLOs named).
-    type Changes = Vec<(i64, bool, Vec<String>)>;
+    /// The meta alert's changes: (cycle, status, the SLOs named).
+    type Changes = Vec<(i64, MetaStatus, Vec<String>)>;
 
     /// Runs `cycles` evaluations one second apart of SLOs whose answers `answers(cycle, slo)`
     /// gives, with `stale_after` 3s; returns the meta alert's changes and when readiness came.
@@ -168,7 +180,7 @@ mod tests {
             let stale = stale_slos(pairs(), now, stale_after);
             if let Some(change) = staleness.step(now, &stale) {
                 let names = change.stale.iter().map(|slo| slo.id.clone()).collect();
-                changes.push((cycle, change.firing, names));
+                changes.push((cycle, change.status, names));
             }
             if ready_at.is_none() && readiness(pairs(), now, stale_after).0 {
                 ready_at = Some(cycle);
@@ -190,7 +202,10 @@ mod tests {
     fn one_always_failing_slo_is_named_and_does_not_hold_readiness() {
         // Regression: one SLO that always failed kept `/-/ready` at 503 forever.
         let (changes, ready_at) = run(3, 10, |_, slo| slo != 1);
-        assert_eq!(changes, vec![(3, true, vec!["slo-1".to_string()])]);
+        assert_eq!(
+            changes,
+            vec![(3, MetaStatus::Firing, vec!["slo-1".to_string()])]
+        );
         assert_eq!(ready_at, Some(3));
     }
 
@@ -210,18 +225,42 @@ mod tests {
             .step(9 * SECOND, &at(9 * SECOND, &health))
             .expect("fires");
         assert_eq!(
-            (fired.firing, fired.since, fired.stale.len()),
-            (true, 5 * SECOND, 2)
+            (fired.status, fired.since, fired.stale.len()),
+            (MetaStatus::Firing, 5 * SECOND, 2)
         );
         assert_eq!(fired.stale[1].last_answered, Some(6 * SECOND));
-        // One answers again: still firing, no new change.
+        // The same SLOs stay stale: no new change.
+        assert_eq!(staleness.step(9_500, &at(9_500, &health)), None);
+        // One answers again: still firing since the same time, naming the other only.
         health[0].last_success = Some(10 * SECOND);
-        assert_eq!(staleness.step(10 * SECOND, &at(10 * SECOND, &health)), None);
+        let changed = staleness
+            .step(10 * SECOND, &at(10 * SECOND, &health))
+            .expect("the stale SLOs changed");
+        assert_eq!(
+            (changed.status, changed.since, changed.stale[0].id.as_str()),
+            (MetaStatus::Changed, 5 * SECOND, "b")
+        );
+        assert_eq!(changed.stale.len(), 1);
+        assert_eq!(staleness.step(10_500, &at(10_500, &health)), None);
         health[1].last_success = Some(11 * SECOND);
         let resolved = staleness
             .step(11 * SECOND, &at(11 * SECOND, &health))
             .expect("resolves");
-        assert_eq!((resolved.firing, resolved.since), (false, 5 * SECOND));
+        assert_eq!(
+            (resolved.status, resolved.since),
+            (MetaStatus::Resolved, 5 * SECOND)
+        );
         assert!(!staleness.is_firing());
+        // After a restart the names are unknown: the first evaluation still stale names them.
+        let mut restarted = Staleness {
+            firing_since: Some(5 * SECOND),
+            named: None,
+        };
+        health[0].last_success = Some(5 * SECOND);
+        let renamed = restarted.step(20 * SECOND, &at(20 * SECOND, &health));
+        assert_eq!(
+            renamed.map(|change| change.status),
+            Some(MetaStatus::Changed)
+        );
     }
 }

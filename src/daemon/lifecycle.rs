@@ -19,7 +19,7 @@ use super::{
 };
 use crate::engine::{Event, InstanceLabels, SavedAlert};
 use crate::metrics::{Metrics, labels};
-use crate::notify::{console, outbox};
+use crate::notify::{apply, console, outbox};
 use crate::slo::{Millis, Slo, TierKind};
 use crate::source::prometheus::QueryLoad;
 use crate::store::{Store, StoreError, StoreHandle};
@@ -93,7 +93,7 @@ impl Daemon {
                         return Ok((orphaned, 0));
                     }
                     let closed = store.save_cycle_notifications(|tx| {
-                        outbox::plan_removed(tx, &orphaned, wall_clock())
+                        apply::queue_removed(tx, &orphaned, wall_clock())
                     })?;
                     Ok((orphaned, closed))
                 })
@@ -162,6 +162,7 @@ impl Daemon {
             groups,
             staleness: Staleness {
                 firing_since: stale_since,
+                named: None,
             },
             rehearsal,
             clock,
@@ -268,19 +269,20 @@ impl Daemon {
         planner.meta.extend(meta);
         // Alertmanager's re-sends stop carrying a resolved alert before its resolution is
         // committed (its worker may send the resolution at once).
-        let mut active = alertmanager_active(
+        // The meta alert while it fires, with the SLOs stale now.
+        let meta = self
+            .staleness
+            .firing_since
+            .map(|since| outbox::meta_alert(true, since, now, &external, &stale).1);
+        let active = alertmanager_active(
             &self.loaded,
             &self.options,
             &self.shared,
             &saved,
             &self.am_payloads,
+            meta,
         )
         .await;
-        if self.loaded.config.notify.alertmanager.is_some()
-            && let Some(since) = self.staleness.firing_since
-        {
-            active.push(outbox::meta_alert(true, since, now, &external, &stale).1);
-        }
         let _ = self.delivery.active.send(active);
         self.save(planner, &saved).await;
         self.show(now, &saved, started);

@@ -26,6 +26,7 @@ use crate::config::notify::{NotifyConfig, SecretSource, Silence, SlackMode};
 use crate::config::{self, DaemonConfig, Document, Strategy};
 use crate::engine::{Event, InstanceLabels, SavedAlert};
 use crate::metrics::{Metrics, labels};
+use crate::notify::apply;
 use crate::notify::console;
 use crate::notify::deliver::{self, Sinks};
 use crate::notify::outbox::{self, SlackKind};
@@ -331,7 +332,7 @@ impl Delivery {
             alertmanager_lock: alertmanager_lock.clone(),
             shutdown: stop.clone(),
         };
-        for family in deliver::FAMILIES {
+        for family in outbox::SinkFamily::ALL {
             let wake = Arc::new(Notify::new());
             wakes.push(wake.clone());
             tasks.push(tokio::spawn(deliver::worker(family, context(wake))));
@@ -435,20 +436,21 @@ impl PlanInput {
             .map(|(slo, event)| (slo, event))
             .collect();
         store.save_cycle(alerts, |tx| {
-            let mut planned = outbox::plan(tx, &plan, &events, now)?;
+            // The open incidents the plan may touch, read in this transaction; the plan is
+            // written in it too, with the alert states.
+            let mut slo_ids: Vec<&str> = events.iter().map(|(slo, _)| slo.id.as_str()).collect();
+            if !self.meta.is_empty() {
+                slo_ids.push(outbox::META_SLO_ID);
+            }
+            let open = apply::open_incidents(tx, slo_ids)?;
+            let mut planner = outbox::Planner::new(&plan, open, now);
+            planner.events(&events);
             for change in &self.meta {
-                let meta = outbox::plan_meta(
-                    tx,
-                    &plan,
-                    change.firing,
-                    change.since,
-                    change.at,
-                    now,
-                    &change.stale,
-                )?;
-                planned.queued += meta.queued;
-                planned.silenced += meta.silenced;
-                let stored = if change.firing {
+                planner.meta(change.status, change.since, change.at, &change.stale);
+            }
+            let planned = apply::apply(tx, &planner.finish(), now)?;
+            for change in &self.meta {
+                let stored = if change.status.is_firing() {
                     tx.execute(
                         "INSERT INTO meta (key, value) VALUES (?1, ?2)
                          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -510,13 +512,15 @@ fn remember_alertmanager_payloads(
 /// The alerts Alertmanager should keep active: every announced firing alert that no silence
 /// matches, and every one Alertmanager was already told fires, silenced or not (a silence
 /// mutes; it must not let Alertmanager, and PagerDuty behind it, believe the burn is over).
-/// An alert silenced from its start was never sent, so it is not re-sent either.
+/// An alert silenced from its start was never sent, so it is not re-sent either. The
+/// "evaluation stale" meta alert (`meta`, while it fires) follows the same rule.
 async fn alertmanager_active(
     loaded: &Loaded,
     options: &Options,
     shared: &Shared,
     saved: &[SavedAlert],
     payloads: &HashMap<(String, InstanceLabels, TierKind), serde_json::Value>,
+    meta: Option<serde_json::Value>,
 ) -> Vec<serde_json::Value> {
     if loaded.config.notify.alertmanager.is_none() {
         return Vec::new();
@@ -546,26 +550,58 @@ async fn alertmanager_active(
         Default::default()
     });
     let base = external_url(loaded, options);
-    saved
+    resend_list(
+        &ResendInput {
+            slos: &loaded.slos,
+            saved,
+            payloads,
+            silences: &silences,
+            told: &told,
+            now,
+            external_url: &base,
+        },
+        meta,
+    )
+}
+
+/// What [`resend_list`] decides from.
+struct ResendInput<'a> {
+    slos: &'a [Slo],
+    saved: &'a [SavedAlert],
+    payloads: &'a HashMap<(String, InstanceLabels, TierKind), serde_json::Value>,
+    /// Every silence, config and API.
+    silences: &'a [crate::config::notify::Silence],
+    /// The order keys of the alerts Alertmanager was told fire.
+    told: &'a std::collections::HashSet<String>,
+    now: Millis,
+    external_url: &'a str,
+}
+
+/// The re-send list (see [`alertmanager_active`]); pure.
+fn resend_list(input: &ResendInput, meta: Option<serde_json::Value>) -> Vec<serde_json::Value> {
+    // Re-sent unless a silence holds it and Alertmanager was not told it fires.
+    let keep = |labels: &[(String, String)], order_key: String| {
+        let silenced = input.silences.iter().any(|silence| {
+            silence.active(input.now)
+                && crate::notify::matcher::all_match(&silence.matchers, labels)
+        });
+        !silenced || input.told.contains(&order_key)
+    };
+    let mut active: Vec<serde_json::Value> = input
+        .saved
         .iter()
         .filter(|alert| alert.alert.is_firing() && alert.alert.announced)
         .filter_map(|alert| {
-            let slo = loaded.slos.iter().find(|slo| slo.id == alert.slo_id)?;
+            let slo = input.slos.iter().find(|slo| slo.id == alert.slo_id)?;
             let labels = crate::notify::render::alert_labels(slo, alert.tier, &alert.labels);
-            let silenced = silences.iter().any(|silence| {
-                silence.active(now) && crate::notify::matcher::all_match(&silence.matchers, &labels)
-            });
-            if silenced
-                && !told.contains(&outbox::alertmanager_order_key(
-                    &alert.slo_id,
-                    &alert.labels,
-                    alert.tier,
-                ))
-            {
+            if !keep(
+                &labels,
+                outbox::alertmanager_order_key(&alert.slo_id, &alert.labels, alert.tier),
+            ) {
                 return None;
             }
             let key = (alert.slo_id.clone(), alert.labels.clone(), alert.tier);
-            if let Some(full) = payloads.get(&key) {
+            if let Some(full) = input.payloads.get(&key) {
                 return Some(full.clone());
             }
             Some(outbox::alertmanager_resend(
@@ -573,10 +609,19 @@ async fn alertmanager_active(
                 alert.tier,
                 &alert.labels,
                 alert.alert.firing_since()?,
-                &base,
+                input.external_url,
             ))
         })
-        .collect()
+        .collect();
+    if let Some(meta) = meta
+        && keep(
+            &outbox::meta_labels(),
+            outbox::meta_order_key(&outbox::Sink::Alertmanager),
+        )
+    {
+        active.push(meta);
+    }
+    active
 }
 
 /// Evaluates every SLO at `now`; returns the alert changes.
@@ -778,7 +823,7 @@ fn update_staleness(
 ) -> Option<MetaChange> {
     let change = staleness.step(now, stale);
     if let Some(change) = &change {
-        console::emit_meta(change.firing, change.since, now, &change.stale);
+        console::emit_meta(change.status.is_firing(), change.since, now, &change.stale);
     }
     {
         // One write: a reader never sees the meta alert firing without the SLOs it names.
@@ -791,4 +836,73 @@ fn update_staleness(
         metrics.stale_slos.set(stale.len() as i64);
     }
     change
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::notify::Silence;
+    use crate::notify::matcher::Matcher;
+
+    /// Regression: the meta alert was re-sent to Alertmanager whatever the silences, so a
+    /// silence set before it fired still had Alertmanager page with it. Now it follows the
+    /// rule of SLO alerts: a silence keeps an alert Alertmanager never heard of from it, and
+    /// does not end one Alertmanager was told fires.
+    #[test]
+    fn the_meta_alert_is_re_sent_as_slo_alerts_are() {
+        let now = 1_700_000_000_000;
+        let meta = || {
+            let stale = [StaleSlo {
+                id: "a".to_string(),
+                last_answered: Some(now - 60_000),
+                watched_since: now - 120_000,
+            }];
+            Some(outbox::meta_alert(true, now - 60_000, now, "http://bw:9099", &stale).1)
+        };
+        let silence = Silence {
+            id: "maintenance".to_string(),
+            matchers: vec![Matcher::parse("service=\"burnwatch\"").unwrap()],
+            starts_at: now - 1,
+            ends_at: now + 3_600_000,
+            comment: String::new(),
+            created_by: String::new(),
+        };
+        let payloads = HashMap::new();
+        let resends = |silences: &[Silence], told: &std::collections::HashSet<String>| {
+            resend_list(
+                &ResendInput {
+                    slos: &[],
+                    saved: &[],
+                    payloads: &payloads,
+                    silences,
+                    told,
+                    now,
+                    external_url: "http://bw:9099",
+                },
+                meta(),
+            )
+        };
+        let never_told = std::collections::HashSet::new();
+        let told: std::collections::HashSet<String> =
+            [outbox::meta_order_key(&outbox::Sink::Alertmanager)].into();
+        let alertnames = |alerts: Vec<serde_json::Value>| -> Vec<String> {
+            alerts
+                .iter()
+                .map(|alert| alert["labels"]["alertname"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            alertnames(resends(&[], &never_told)),
+            ["BurnwatchEvaluationStale"]
+        );
+        assert!(
+            resends(std::slice::from_ref(&silence), &never_told).is_empty(),
+            "silenced from its start: Alertmanager never heard of it"
+        );
+        assert_eq!(
+            alertnames(resends(&[silence], &told)),
+            ["BurnwatchEvaluationStale"],
+            "told it fires: a silence mutes, it does not end it"
+        );
+    }
 }

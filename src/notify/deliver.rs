@@ -1,4 +1,4 @@
-//! Delivery workers: one task per sink family (`slack`, `slack-webhook`, `webhook`,
+//! Delivery workers: one task per [`SinkFamily`] (`slack`, `slack-webhook`, `webhook`,
 //! `alertmanager`) drains the outbox in order, at most one request at a time.
 //!
 //! - Backoff: exponential from 1s, doubling to 5 minutes, with jitter (each wait is 50–100% of
@@ -28,7 +28,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::notify::AlertmanagerConfig;
-use crate::notify::outbox::{Row, SlackPayload};
+use crate::notify::outbox::{Kind, Row, Sink, SinkFamily, SlackPayload};
 use crate::notify::sinks::{Failure, Http, Outgoing, SlackApi};
 use crate::replay::format_time;
 use crate::slo::Millis;
@@ -84,9 +84,6 @@ pub struct Context {
     pub alertmanager_lock: Arc<tokio::sync::Mutex<()>>,
     pub shutdown: CancellationToken,
 }
-
-/// The sink families, each drained by its own worker.
-pub const FAMILIES: [&str; 4] = ["slack", "slack-webhook", "webhook", "alertmanager"];
 
 pub fn wall_clock() -> Millis {
     std::time::SystemTime::now()
@@ -223,11 +220,11 @@ impl Pacer {
 }
 
 /// Drains the outbox rows of `family` until shutdown.
-pub async fn worker(family: &'static str, context: Context) {
+pub async fn worker(family: SinkFamily, context: Context) {
     let backoff_gauge = context
         .metrics
         .store_backoff
-        .get_or_create(&vec![("sink".to_string(), family.to_string())])
+        .get_or_create(&vec![("sink".to_string(), family.as_str().to_string())])
         .clone();
     backoff_gauge.set(0.0);
     let mut worker = Worker {
@@ -245,7 +242,7 @@ pub async fn worker(family: &'static str, context: Context) {
             Ok(wait) => {
                 if worker.backoff.recovered() {
                     backoff_gauge.set(0.0);
-                    tracing::info!(family, "the outbox store answers again; delivery resumes");
+                    tracing::info!(%family, "the outbox store answers again; delivery resumes");
                 }
                 let Some(wait) = wait else { continue };
                 tokio::select! {
@@ -261,7 +258,7 @@ pub async fn worker(family: &'static str, context: Context) {
                 backoff_gauge.set(wait.as_secs_f64());
                 tracing::error!(
                     %error,
-                    family,
+                    %family,
                     operation = operation.name(),
                     unrecorded = worker.unrecorded.len(),
                     "outbox store failed; delivery waits {}ms before trying again",
@@ -278,7 +275,7 @@ pub async fn worker(family: &'static str, context: Context) {
 
 /// One worker's state.
 struct Worker {
-    family: &'static str,
+    family: SinkFamily,
     context: Context,
     pacer: Pacer,
     backoff: StoreBackoff,
@@ -441,32 +438,34 @@ impl Worker {
 }
 
 fn pacing_key(row: &Row) -> Option<String> {
-    match (row.sink.as_str(), row.kind.as_str()) {
-        ("slack", "post" | "reply") => row.payload["channel"].as_str().map(str::to_string),
-        ("slack-webhook", _) => Some("slack-webhook".to_string()),
+    match (&row.sink, row.kind) {
+        (Sink::Slack, Kind::Post | Kind::Reply) => {
+            row.payload["channel"].as_str().map(str::to_string)
+        }
+        (Sink::SlackWebhook, _) => Some(Sink::SlackWebhook.to_string()),
         _ => None,
     }
 }
 
 async fn update_depth(context: &Context) -> Result<(), StoreFailed> {
     let depth = store_call(context, StoreOp::Depth, |store| store.depth()).await?;
-    for family in FAMILIES {
+    for family in SinkFamily::ALL {
         let pending: i64 = depth
             .iter()
-            .filter(|(sink, _)| sink == family || sink.starts_with(&format!("{family}:")))
+            .filter(|(sink, _)| sink.family() == family)
             .map(|(_, count)| count)
             .sum();
         context
             .metrics
             .depth
-            .get_or_create(&vec![("sink".to_string(), family.to_string())])
+            .get_or_create(&vec![("sink".to_string(), family.as_str().to_string())])
             .set(pending);
     }
     Ok(())
 }
 
 fn sink_label(row: &Row) -> String {
-    row.sink.clone()
+    row.sink.to_string()
 }
 
 /// The outcome of an attempt, as the outbox records it.
@@ -568,8 +567,8 @@ async fn attempt(
         })
         .await
     };
-    match row.sink.as_str() {
-        "slack" => {
+    match &row.sink {
+        Sink::Slack => {
             let api = sinks.slack_api.as_ref().ok_or_else(not_configured)?;
             let payload: SlackPayload =
                 serde_json::from_value(row.payload.clone()).map_err(|_| Failure::Permanent {
@@ -577,7 +576,7 @@ async fn attempt(
                 })?;
             slack(context, api, row, &payload, key).await
         }
-        "slack-webhook" => {
+        Sink::SlackWebhook => {
             let (url, timeout) = sinks.slack_webhook.as_ref().ok_or_else(not_configured)?;
             mark_in_flight().await?;
             sinks
@@ -591,7 +590,7 @@ async fn attempt(
                 .await?;
             Ok(Done::Delivered(None))
         }
-        "alertmanager" => {
+        Sink::Alertmanager => {
             let config = sinks.alertmanager.as_ref().ok_or_else(not_configured)?;
             let _one_at_a_time = context.alertmanager_lock.lock().await;
             let alert = with_ends_at(row.payload.clone(), config);
@@ -602,8 +601,7 @@ async fn attempt(
                 .await?;
             Ok(Done::Delivered(None))
         }
-        webhook => {
-            let name = webhook.strip_prefix("webhook:").unwrap_or(webhook);
+        Sink::Webhook(name) => {
             let (_, url, timeout) = sinks
                 .webhooks
                 .iter()
@@ -639,8 +637,8 @@ async fn slack(
         store.incident_root(incident)
     })
     .await?;
-    match row.kind.as_str() {
-        "update" => {
+    match row.kind {
+        Kind::Update => {
             let (Some(channel_id), Some(root_ts)) = (channel_id, root_ts) else {
                 return Err(Failure::Permanent {
                     reason: "no_root_message".to_string(),
@@ -654,7 +652,7 @@ async fn slack(
         kind => {
             // "post" opens the incident; "reply" goes under its root (or, when the root
             // could never be posted, stands alone).
-            let thread_ts = if kind == "reply" {
+            let thread_ts = if kind == Kind::Reply {
                 root_ts.clone()
             } else {
                 None
@@ -758,8 +756,8 @@ async fn look_up(
 }
 
 /// A posted message: an incident's root (`post`) is recorded with its incident.
-fn posted(kind: &str, channel_id: String, ts: String) -> Done {
-    if kind == "post" {
+fn posted(kind: Kind, channel_id: String, ts: String) -> Done {
+    if kind == Kind::Post {
         Done::Root { channel_id, ts }
     } else {
         Done::Delivered(Some(ts))
@@ -801,7 +799,7 @@ pub async fn alertmanager_resender(context: Context, mut active: watch::Receiver
                             .metrics
                             .failures
                             .get_or_create(&vec![
-                                ("sink".to_string(), "alertmanager".to_string()),
+                                ("sink".to_string(), Sink::Alertmanager.to_string()),
                                 ("reason".to_string(), failure.reason().to_string()),
                             ])
                             .inc();

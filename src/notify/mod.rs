@@ -2,6 +2,7 @@
 //! durable outbox to Slack (Web API or incoming webhook), Alertmanager, generic webhooks and
 //! the console.
 
+pub mod apply;
 pub mod console;
 pub mod deliver;
 #[cfg(test)]

@@ -15,9 +15,16 @@
 //! firing tier posts the root message; later changes update the root in place and reply in
 //! its thread (escalation from ticket to page is broadcast to the channel); when the last tier
 //! resolves the root turns RESOLVED and the incident closes.
+//!
+//! This module is the pure side: the schema, the row and sink types, and the planner, which
+//! turns events (with the routes, silences and open incidents it is given as plain values)
+//! into the incident changes and rows to write. `apply.rs` reads the open incidents from the
+//! cycle's transaction and writes the plan in that same transaction.
 
-use rusqlite::{OptionalExtension, Transaction, params};
-use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::{Map, Value, json};
 
 use crate::alert::Change;
 use crate::config::notify::{NotifyConfig, Silence};
@@ -26,7 +33,6 @@ use crate::notify::matcher;
 use crate::notify::render::{self, Message};
 use crate::replay::format_time;
 use crate::slo::{Millis, Slo, TierKind};
-use crate::store::{StoreError, failed};
 
 pub use crate::notify::wire::{
     SlackPayload, StaleSlo, alertmanager_alert, alertmanager_resend, meta_alert, meta_labels,
@@ -81,12 +87,138 @@ pub const SCHEMA: &str = "
 /// How long delivered rows are kept (for inspection) before they are pruned.
 pub const KEEP_DELIVERED: Millis = 7 * 86_400_000;
 
+/// The sink families, each drained by its own delivery worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SinkFamily {
+    Slack,
+    SlackWebhook,
+    Webhook,
+    Alertmanager,
+}
+
+impl SinkFamily {
+    pub const ALL: [SinkFamily; 4] = [
+        SinkFamily::Slack,
+        SinkFamily::SlackWebhook,
+        SinkFamily::Webhook,
+        SinkFamily::Alertmanager,
+    ];
+
+    /// The family's name: the `sink` column's value (or, for webhooks, its prefix) and the
+    /// `sink` label of the delivery metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkFamily::Slack => "slack",
+            SinkFamily::SlackWebhook => "slack-webhook",
+            SinkFamily::Webhook => "webhook",
+            SinkFamily::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+impl fmt::Display for SinkFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a row goes: the `sink` column (`slack`, `slack-webhook`, `webhook:<name>`,
+/// `alertmanager`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Sink {
+    /// The Slack Web API (incident threads).
+    Slack,
+    /// A Slack incoming webhook.
+    SlackWebhook,
+    /// A generic webhook, by its configured name.
+    Webhook(String),
+    Alertmanager,
+}
+
+impl Sink {
+    pub fn family(&self) -> SinkFamily {
+        match self {
+            Sink::Slack => SinkFamily::Slack,
+            Sink::SlackWebhook => SinkFamily::SlackWebhook,
+            Sink::Webhook(_) => SinkFamily::Webhook,
+            Sink::Alertmanager => SinkFamily::Alertmanager,
+        }
+    }
+
+    /// The value stored in the `sink` column.
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Sink::Webhook(name) => format!("webhook:{name}").into(),
+            other => other.family().as_str().into(),
+        }
+    }
+
+    /// Reads a `sink` column value.
+    pub fn parse(text: &str) -> Option<Sink> {
+        match text {
+            "slack" => Some(Sink::Slack),
+            "slack-webhook" => Some(Sink::SlackWebhook),
+            "alertmanager" => Some(Sink::Alertmanager),
+            other => other
+                .strip_prefix("webhook:")
+                .map(|name| Sink::Webhook(name.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// What a row does at its receiver: the `kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A Slack incident's root message.
+    Post,
+    /// A reply in a Slack incident's thread.
+    Reply,
+    /// The root message of a Slack incident, updated in place.
+    Update,
+    /// One message to a receiver without threads (incoming webhook, webhooks, Alertmanager).
+    Send,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Post => "post",
+            Kind::Reply => "reply",
+            Kind::Update => "update",
+            Kind::Send => "send",
+        }
+    }
+
+    /// Reads a `kind` column value.
+    pub fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "post" => Some(Kind::Post),
+            "reply" => Some(Kind::Reply),
+            "update" => Some(Kind::Update),
+            "send" => Some(Kind::Send),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One row ready to be delivered.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub id: i64,
-    pub sink: String,
-    pub kind: String,
+    pub sink: Sink,
+    pub kind: Kind,
     pub payload: Value,
     pub incident_id: Option<i64>,
     pub attempts: i64,
@@ -125,7 +257,112 @@ pub enum SlackKind {
     Webhook,
 }
 
-fn labels_json(labels: &[(String, String)]) -> String {
+/// An incident as the planner refers to it: one in the store, or one this plan opens (the
+/// n-th [`IncidentChange::Open`] of the plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentRef {
+    Stored(i64),
+    New(usize),
+}
+
+/// An open Slack incident, as the planner is given it (and keeps it while planning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    pub id: IncidentRef,
+    /// The routed channel, as configured when it opened.
+    pub target: String,
+    pub slo_id: String,
+    /// The instance's labels as stored (a JSON array of [name, value]).
+    pub labels: String,
+    /// Firing tier -> its current root message.
+    pub tiers: Map<String, Value>,
+}
+
+/// A change to the `incidents` table, in plan order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IncidentChange {
+    /// Opens a new incident ([`IncidentRef::New`] of its position among the opens).
+    Open {
+        target: String,
+        slo_id: String,
+        labels: String,
+        tiers: Map<String, Value>,
+    },
+    /// The firing tiers of an open incident changed.
+    Tiers {
+        incident: IncidentRef,
+        tiers: Map<String, Value>,
+    },
+    /// The incident closes.
+    Close { incident: IncidentRef },
+}
+
+/// The order a planned row keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Order {
+    /// The thread of a Slack incident (order key `slack|<incident id>`).
+    Incident(IncidentRef),
+    /// Any other order key (one SLO instance at a webhook, one alert at Alertmanager).
+    Key(String),
+}
+
+/// A row to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRow {
+    pub sink: Sink,
+    pub kind: Kind,
+    pub order: Order,
+    /// What caused it: the row's natural key is `slack|<incident id>|<cause>` for incident
+    /// rows and `<sink>|<cause>` for the others, so planning the same change twice queues it
+    /// once.
+    pub cause: String,
+    pub payload: Value,
+}
+
+impl PlannedRow {
+    /// The natural key once the incident's id is known.
+    pub fn natural_key(&self, incident: Option<i64>) -> String {
+        match incident {
+            Some(id) => format!("slack|{id}|{}", self.cause),
+            None => format!("{}|{}", self.sink, self.cause),
+        }
+    }
+
+    /// The order key once the incident's id is known.
+    pub fn order_key(&self, incident: Option<i64>) -> String {
+        match (&self.order, incident) {
+            (Order::Key(key), _) => key.clone(),
+            (Order::Incident(_), id) => format!("slack|{}", id.unwrap_or_default()),
+        }
+    }
+}
+
+/// What to write: incident changes (in order), then rows (in order), and how many
+/// notifications silences held.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    pub incidents: Vec<IncidentChange>,
+    pub rows: Vec<PlannedRow>,
+    pub silenced: usize,
+}
+
+/// A change of the "evaluation stale" meta alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaStatus {
+    /// It fires (naming the stale SLOs).
+    Firing,
+    /// It still fires, but the set of stale SLOs changed: the message is updated in place.
+    Changed,
+    Resolved,
+}
+
+impl MetaStatus {
+    pub fn is_firing(self) -> bool {
+        self != MetaStatus::Resolved
+    }
+}
+
+pub(crate) fn labels_json(labels: &[(String, String)]) -> String {
     serde_json::to_string(labels).unwrap_or_default()
 }
 
@@ -138,34 +375,13 @@ pub fn alertmanager_order_key(slo_id: &str, labels: &[(String, String)], tier: T
     )
 }
 
-struct Enqueue<'a> {
-    sink: &'a str,
-    order_key: &'a str,
-    incident_id: Option<i64>,
-    kind: &'a str,
-    payload: Value,
-    natural_key: String,
+/// The order key of the meta alert at `sink` (Alertmanager: the alert's key there).
+pub fn meta_order_key(sink: &Sink) -> String {
+    format!("{sink}|burnwatch|meta")
 }
 
-fn enqueue(tx: &Transaction, now: Millis, row: Enqueue) -> Result<bool, StoreError> {
-    let inserted = tx
-        .execute(
-            "INSERT OR IGNORE INTO outbox
-                (natural_key, sink, order_key, incident_id, kind, payload, created_at, state, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
-            params![
-                row.natural_key,
-                row.sink,
-                row.order_key,
-                row.incident_id,
-                row.kind,
-                row.payload.to_string(),
-                now
-            ],
-        )
-        .map_err(failed("queue a notification"))?;
-    Ok(inserted == 1)
-}
+/// The `slo_id` of the meta alert's incidents.
+pub const META_SLO_ID: &str = "burnwatch";
 
 /// The first route whose matchers match decides the Slack channel.
 pub fn route<'a>(notify: &'a NotifyConfig, labels: &[(String, String)]) -> Option<&'a str> {
@@ -176,11 +392,17 @@ pub fn route<'a>(notify: &'a NotifyConfig, labels: &[(String, String)]) -> Optio
         .and_then(|route| route.slack_channel.as_deref())
 }
 
-fn silenced(plan: &Plan, labels: &[(String, String)], now: Millis) -> bool {
-    plan.notify
+/// Whether a silence (of the config or `api`) holds `labels` at `now`.
+pub fn silenced(
+    notify: &NotifyConfig,
+    api: &[Silence],
+    labels: &[(String, String)],
+    now: Millis,
+) -> bool {
+    notify
         .silences
         .iter()
-        .chain(plan.silences)
+        .chain(api)
         .any(|silence| silence.active(now) && matcher::all_match(&silence.matchers, labels))
 }
 
@@ -191,28 +413,203 @@ fn severity_rank(tier: &str) -> u8 {
     }
 }
 
-/// Queues the notifications of `events` (each with its SLO) inside `tx`. Pending and
-/// insufficient-data changes are not notifications.
-pub fn plan(
-    tx: &Transaction,
-    plan: &Plan,
-    events: &[(&Slo, &Event)],
+fn to_value<T: serde::Serialize>(value: T) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// The incidents open while planning, and what the plan does so far.
+struct Book {
     now: Millis,
-) -> Result<Planned, StoreError> {
-    let mut planned = Planned::default();
-    for (slo, event) in events {
+    /// By (SLO, instance labels).
+    open: HashMap<(String, String), Vec<Incident>>,
+    opened: usize,
+    outcome: Outcome,
+}
+
+/// Oldest first: stored incidents by id, then those this plan opens.
+fn age(id: IncidentRef) -> (u8, i64) {
+    match id {
+        IncidentRef::Stored(id) => (0, id),
+        IncidentRef::New(index) => (1, index as i64),
+    }
+}
+
+impl Book {
+    fn new(open: Vec<Incident>, now: Millis) -> Book {
+        let mut by_instance: HashMap<(String, String), Vec<Incident>> = HashMap::new();
+        for incident in open {
+            by_instance
+                .entry((incident.slo_id.clone(), incident.labels.clone()))
+                .or_default()
+                .push(incident);
+        }
+        for incidents in by_instance.values_mut() {
+            incidents.sort_by_key(|incident| age(incident.id));
+        }
+        Book {
+            now,
+            open: by_instance,
+            opened: 0,
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// The open incidents of `slo_id` (of one instance, when `labels` is given), oldest first.
+    fn open_of(&self, slo_id: &str, labels: Option<&str>) -> Vec<Incident> {
+        let mut open: Vec<Incident> = match labels {
+            Some(labels) => self
+                .open
+                .get(&(slo_id.to_string(), labels.to_string()))
+                .cloned()
+                .unwrap_or_default(),
+            None => self
+                .open
+                .iter()
+                .filter(|((slo, _), _)| slo == slo_id)
+                .flat_map(|(_, incidents)| incidents.iter().cloned())
+                .collect(),
+        };
+        open.sort_by_key(|incident| age(incident.id));
+        open
+    }
+
+    fn open_incident(
+        &mut self,
+        target: &str,
+        slo_id: &str,
+        labels: &str,
+        tiers: Map<String, Value>,
+    ) -> IncidentRef {
+        let id = IncidentRef::New(self.opened);
+        self.opened += 1;
+        self.outcome.incidents.push(IncidentChange::Open {
+            target: target.to_string(),
+            slo_id: slo_id.to_string(),
+            labels: labels.to_string(),
+            tiers: tiers.clone(),
+        });
+        self.open
+            .entry((slo_id.to_string(), labels.to_string()))
+            .or_default()
+            .push(Incident {
+                id,
+                target: target.to_string(),
+                slo_id: slo_id.to_string(),
+                labels: labels.to_string(),
+                tiers,
+            });
+        id
+    }
+
+    fn held(&mut self, incident: &Incident) -> Option<&mut Vec<Incident>> {
+        self.open
+            .get_mut(&(incident.slo_id.clone(), incident.labels.clone()))
+    }
+
+    fn set_tiers(&mut self, incident: &Incident, tiers: Map<String, Value>) {
+        if let Some(held) = self.held(incident)
+            && let Some(held) = held.iter_mut().find(|held| held.id == incident.id)
+        {
+            held.tiers = tiers.clone();
+        }
+        self.outcome.incidents.push(IncidentChange::Tiers {
+            incident: incident.id,
+            tiers,
+        });
+    }
+
+    fn close(&mut self, incident: &Incident) {
+        if let Some(held) = self.held(incident) {
+            held.retain(|held| held.id != incident.id);
+        }
+        self.outcome.incidents.push(IncidentChange::Close {
+            incident: incident.id,
+        });
+    }
+
+    fn thread_row(&mut self, id: IncidentRef, kind: Kind, payload: Value, cause: String) {
+        self.outcome.rows.push(PlannedRow {
+            sink: Sink::Slack,
+            kind,
+            order: Order::Incident(id),
+            cause,
+            payload,
+        });
+    }
+
+    fn row(&mut self, sink: Sink, order_key: String, payload: Value, cause: &str) {
+        self.outcome.rows.push(PlannedRow {
+            sink,
+            kind: Kind::Send,
+            order: Order::Key(order_key),
+            cause: cause.to_string(),
+            payload,
+        });
+    }
+
+    /// Closes a Slack incident: its root turns to `payload` and the same goes in its thread.
+    /// `cause` tells this closing from any other in the rows' natural keys.
+    fn close_incident(&mut self, incident: &Incident, payload: &SlackPayload, cause: &str) {
+        self.close(incident);
+        let payload = to_value(payload);
+        for (index, kind) in [Kind::Update, Kind::Reply].into_iter().enumerate() {
+            self.thread_row(
+                incident.id,
+                kind,
+                payload.clone(),
+                format!("{cause}|{index}"),
+            );
+        }
+    }
+}
+
+/// The pure planner: given the open incidents it may touch, turns events into the incident
+/// changes and rows to write. No I/O, no clock: `now` is the outbox's time.
+pub struct Planner<'a> {
+    plan: &'a Plan<'a>,
+    book: Book,
+}
+
+impl<'a> Planner<'a> {
+    /// `open`: the open Slack incidents of the SLOs the events name (and of the meta alert,
+    /// `META_SLO_ID`, when it changes).
+    pub fn new(plan: &'a Plan<'a>, open: Vec<Incident>, now: Millis) -> Planner<'a> {
+        Planner {
+            plan,
+            book: Book::new(open, now),
+        }
+    }
+
+    /// What to write.
+    pub fn finish(self) -> Outcome {
+        self.book.outcome
+    }
+
+    fn silenced(&self, labels: &[(String, String)]) -> bool {
+        silenced(self.plan.notify, self.plan.silences, labels, self.book.now)
+    }
+
+    /// Plans the notifications of `events` (each with its SLO). Pending and
+    /// insufficient-data changes are not notifications.
+    pub fn events(&mut self, events: &[(&Slo, &Event)]) {
+        for (slo, event) in events {
+            self.event(slo, event);
+        }
+    }
+
+    fn event(&mut self, slo: &Slo, event: &Event) {
         if !matches!(
             event.change,
             Change::Firing | Change::Reminder | Change::Resolved
         ) {
-            continue;
+            return;
         }
         let labels = render::alert_labels(slo, event.tier, &event.labels);
         // A silence holds new and continuing burns; a resolution always goes out, so nothing
         // that was told about the burn is left believing it still burns.
-        if event.change != Change::Resolved && silenced(plan, &labels, now) {
-            planned.silenced += 1;
-            continue;
+        if event.change != Change::Resolved && self.silenced(&labels) {
+            self.book.outcome.silenced += 1;
+            return;
         }
         let message = render::render(slo, event);
         let instance = labels_json(&event.labels);
@@ -224,496 +621,304 @@ pub fn plan(
             event.change.as_str(),
             event.at
         );
-        let channel = route(plan.notify, &labels);
-        match (plan.slack, channel) {
+        let channel = route(self.plan.notify, &labels);
+        match (self.plan.slack, channel) {
             (Some(SlackKind::WebApi), _) => {
-                planned.queued +=
-                    plan_slack_thread(tx, slo, event, channel, &instance, &cause, now)?;
+                self.slack_thread(slo, event, channel, &instance, &cause);
             }
             (Some(SlackKind::Webhook), Some(_)) => {
                 let order_key = format!("slack-webhook|{}|{instance}", slo.id);
                 let payload = SlackPayload::new("", &message, false);
-                planned.queued += usize::from(enqueue(
-                    tx,
-                    now,
-                    Enqueue {
-                        sink: "slack-webhook",
-                        order_key: &order_key,
-                        incident_id: None,
-                        kind: "send",
-                        payload: serde_json::to_value(payload).unwrap_or_default(),
-                        natural_key: format!("slack-webhook|{cause}"),
-                    },
-                )?);
+                self.book
+                    .row(Sink::SlackWebhook, order_key, to_value(payload), &cause);
             }
             _ => {}
         }
-        for webhook in &plan.notify.webhooks {
-            let sink = format!("webhook:{}", webhook.name);
+        for webhook in &self.plan.notify.webhooks {
+            let sink = Sink::Webhook(webhook.name.clone());
             let order_key = format!("{sink}|{}|{instance}", slo.id);
-            planned.queued += usize::from(enqueue(
-                tx,
-                now,
-                Enqueue {
-                    sink: &sink,
-                    order_key: &order_key,
-                    incident_id: None,
-                    kind: "send",
-                    payload: webhook_document(slo, event, &labels, &message),
-                    natural_key: format!("{sink}|{cause}"),
-                },
-            )?);
+            let document = webhook_document(slo, event, &labels, &message);
+            self.book.row(sink, order_key, document, &cause);
         }
-        if plan.notify.alertmanager.is_some() && event.change != Change::Reminder {
+        if self.plan.notify.alertmanager.is_some() && event.change != Change::Reminder {
             let order_key = alertmanager_order_key(&slo.id, &event.labels, event.tier);
-            planned.queued += usize::from(enqueue(
-                tx,
-                now,
-                Enqueue {
-                    sink: "alertmanager",
-                    order_key: &order_key,
-                    incident_id: None,
-                    kind: "send",
-                    payload: alertmanager_alert(
-                        slo,
-                        event,
-                        &labels,
-                        &message,
-                        plan.external_url,
-                        None,
-                    ),
-                    natural_key: format!("alertmanager|{cause}"),
-                },
-            )?);
+            let alert =
+                alertmanager_alert(slo, event, &labels, &message, self.plan.external_url, None);
+            self.book.row(Sink::Alertmanager, order_key, alert, &cause);
         }
     }
-    Ok(planned)
-}
 
-/// Closes a Slack incident: its root turns to `payload` and the same goes in its thread.
-/// `cause` tells this closing from any other in the rows' natural keys.
-fn close_incident(
-    tx: &Transaction,
-    id: i64,
-    payload: &SlackPayload,
-    cause: &str,
-    now: Millis,
-) -> Result<usize, StoreError> {
-    tx.execute(
-        "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
-        params![now, id],
-    )
-    .map_err(failed("close incident"))?;
-    let payload = serde_json::to_value(payload).unwrap_or_default();
-    let mut queued = 0;
-    for (index, kind) in ["update", "reply"].iter().enumerate() {
-        queued += usize::from(enqueue(
-            tx,
-            now,
-            Enqueue {
-                sink: "slack",
-                order_key: &format!("slack|{id}"),
-                incident_id: Some(id),
-                kind,
-                payload: payload.clone(),
-                natural_key: format!("slack|{id}|{cause}|{index}"),
-            },
-        )?);
-    }
-    Ok(queued)
-}
-
-/// The open Slack incidents of `slo_id` (of one instance, when `labels` is given), oldest
-/// first: (id, target channel, firing tiers as JSON).
-fn open_incidents(
-    tx: &Transaction,
-    slo_id: &str,
-    labels: Option<&str>,
-) -> Result<Vec<(i64, String, String)>, StoreError> {
-    let mut query = tx
-        .prepare_cached(
-            "SELECT id, target, tiers FROM incidents
-             WHERE sink = 'slack' AND slo_id = ?1 AND (?2 IS NULL OR labels = ?2)
-               AND closed_at IS NULL
-             ORDER BY id",
-        )
-        .map_err(failed("prepare incidents"))?;
-    let rows = query
-        .query_map(params![slo_id, labels], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .map_err(failed("read incidents"))?;
-    rows.collect::<Result<_, _>>()
-        .map_err(failed("read incident"))
-}
-
-/// Queues the "evaluation stale" meta alert's change at evaluation time `at`: a Slack thread in
-/// the routed channel (as an SLO incident has; resolved wherever it was opened),
-/// Alertmanager, webhooks. `now` is the outbox's (real) time.
-pub fn plan_meta(
-    tx: &Transaction,
-    plan: &Plan,
-    firing: bool,
-    since: Millis,
-    at: Millis,
-    now: Millis,
-    stale: &[StaleSlo],
-) -> Result<Planned, StoreError> {
-    let labels = meta_labels();
-    let mut planned = Planned::default();
-    if firing && silenced(plan, &labels, now) {
-        planned.silenced += 1;
-        return Ok(planned);
-    }
-    let (message, alert) = meta_alert(firing, since, at, plan.external_url, stale);
-    if !firing && plan.slack == Some(SlackKind::WebApi) {
-        // Resolve every open stale thread, wherever routes sent it.
-        let open = open_incidents(tx, "burnwatch", None)?;
-        for (id, target, _) in open {
-            planned.queued += close_incident(
-                tx,
-                id,
-                &SlackPayload::new(&target, &message, false),
-                &format!("burnwatch|meta|resolved|{since}"),
-                now,
-            )?;
-        }
-    }
-    let change = if firing { "firing" } else { "resolved" };
-    let cause = format!("burnwatch|meta|{change}|{since}");
-    let order_key_of = |sink: &str| format!("{sink}|burnwatch|meta");
-    if let Some(channel) = route(plan.notify, &labels) {
-        match plan.slack {
-            Some(SlackKind::WebApi) if firing => {
-                let open: Option<i64> = tx
-                    .query_row(
-                        "SELECT id FROM incidents WHERE sink = 'slack' AND target = ?1
-                         AND slo_id = 'burnwatch' AND labels = '[]' AND closed_at IS NULL",
-                        params![channel],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                    .map_err(failed("read incident"))?;
-                let payload = serde_json::to_value(SlackPayload::new(channel, &message, false))
-                    .unwrap_or_default();
-                let (incident, kinds): (i64, &[&str]) = match open {
-                    None => {
-                        tx.execute(
-                            "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
-                             VALUES ('slack', ?1, 'burnwatch', '[]', ?2, '{}')",
-                            params![channel, now],
-                        )
-                        .map_err(failed("open incident"))?;
-                        (tx.last_insert_rowid(), &["post"])
-                    }
-                    // Stale again while an earlier episode's thread is still open: the same
-                    // thread says so.
-                    Some(id) => (id, &["update", "reply"]),
-                };
-                let incident = Some(incident);
-                if let Some(incident) = incident {
-                    let order_key = format!("slack|{incident}");
-                    for (index, kind) in kinds.iter().enumerate() {
-                        planned.queued += usize::from(enqueue(
-                            tx,
-                            now,
-                            Enqueue {
-                                sink: "slack",
-                                order_key: &order_key,
-                                incident_id: Some(incident),
-                                kind,
-                                payload: payload.clone(),
-                                natural_key: format!("slack|{incident}|{cause}|{index}"),
-                            },
-                        )?);
-                    }
+    /// One Slack incident thread: open, escalate, remind, resolve.
+    ///
+    /// A burn (firing, reminder) goes to the incident in the channel it routes to now; a
+    /// resolution goes to every open incident of the instance where that tier fires, wherever
+    /// it was routed (routes may have changed since).
+    fn slack_thread(
+        &mut self,
+        slo: &Slo,
+        event: &Event,
+        channel: Option<&str>,
+        instance: &str,
+        cause: &str,
+    ) {
+        let open = self.book.open_of(&slo.id, Some(instance));
+        let tier = event.tier.as_str();
+        if event.change == Change::Resolved {
+            for incident in open {
+                if incident.tiers.contains_key(tier) {
+                    let target = incident.target.clone();
+                    self.advance_thread(slo, event, &target, Some(incident), cause);
                 }
             }
-            Some(SlackKind::Webhook) => {
-                planned.queued += usize::from(enqueue(
-                    tx,
-                    now,
-                    Enqueue {
-                        sink: "slack-webhook",
-                        order_key: &order_key_of("slack-webhook"),
-                        incident_id: None,
-                        kind: "send",
-                        payload: serde_json::to_value(SlackPayload::new("", &message, false))
-                            .unwrap_or_default(),
-                        natural_key: format!("slack-webhook|{cause}"),
-                    },
-                )?);
+            return;
+        }
+        let Some(channel) = channel else {
+            return;
+        };
+        let (here, elsewhere): (Vec<_>, Vec<_>) = open
+            .into_iter()
+            .partition(|incident| incident.target == channel);
+        self.advance_thread(slo, event, channel, here.into_iter().next(), cause);
+        // A page while the ticket's thread is open in another channel: the page goes where
+        // pages go, and the ticket's thread says where the incident went.
+        if event.change == Change::Firing && event.tier == TierKind::Page {
+            for incident in elsewhere {
+                let page = render::render(slo, event);
+                let note = Message {
+                    title: format!("Escalated: paging in {channel}"),
+                    mrkdwn: format!(
+                        ":arrow_double_up: *Escalated: paging in {}*\n{}",
+                        render::escape(channel),
+                        page.mrkdwn
+                    ),
+                    plain: format!("Escalated: paging in {channel}\n{}", page.plain),
+                };
+                self.book.thread_row(
+                    incident.id,
+                    Kind::Reply,
+                    to_value(SlackPayload::new(&incident.target, &note, false)),
+                    format!("{cause}|escalated"),
+                );
             }
-            Some(SlackKind::WebApi) | None => {}
         }
     }
-    for webhook in &plan.notify.webhooks {
-        let sink = format!("webhook:{}", webhook.name);
-        let document = json!({
-            "version": "1",
-            "status": change,
-            "change": change,
-            "at": format_time(now),
-            "meta": "evaluation_stale",
-            "stale_since": format_time(since),
-            "stale_slos": stale.iter().map(|slo| json!({
-                "id": slo.id,
-                "last_answered": slo.last_answered.map(format_time),
-            })).collect::<Vec<_>>(),
-            "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-            "title": message.title,
-            "text": message.plain,
-        });
-        planned.queued += usize::from(enqueue(
-            tx,
-            now,
-            Enqueue {
-                sink: &sink,
-                order_key: &order_key_of(&sink),
-                incident_id: None,
-                kind: "send",
-                payload: document,
-                natural_key: format!("{sink}|{cause}"),
-            },
-        )?);
+
+    /// One change in one incident thread (`open`: the incident), or a new incident.
+    fn advance_thread(
+        &mut self,
+        slo: &Slo,
+        event: &Event,
+        channel: &str,
+        open: Option<Incident>,
+        cause: &str,
+    ) {
+        let tier = event.tier.as_str();
+        // Reminders refresh the root with current figures under the firing headline.
+        let mut as_firing = event.clone();
+        if as_firing.change == Change::Reminder {
+            as_firing.change = Change::Firing;
+        }
+        let root_now = SlackPayload::new(channel, &render::render(slo, &as_firing), false);
+        let message = render::render(slo, event);
+        let mut rows: Vec<(Kind, SlackPayload)> = Vec::new();
+        let id = match (open, event.change) {
+            (None, Change::Resolved) => return,
+            (None, _) => {
+                // A new incident (or one whose firing was silenced until now).
+                let mut tiers = Map::new();
+                tiers.insert(tier.to_string(), to_value(&root_now));
+                let instance = labels_json(&event.labels);
+                rows.push((Kind::Post, root_now));
+                self.book.open_incident(channel, &slo.id, &instance, tiers)
+            }
+            (Some(incident), change) => {
+                let mut tiers = incident.tiers.clone();
+                let top_before = tiers.keys().map(|t| severity_rank(t)).max().unwrap_or(0);
+                match change {
+                    Change::Resolved => {
+                        tiers.remove(tier);
+                    }
+                    _ => {
+                        tiers.insert(tier.to_string(), to_value(&root_now));
+                    }
+                }
+                let top = tiers
+                    .iter()
+                    .max_by_key(|(name, _)| severity_rank(name))
+                    .map(|(name, root)| (name.clone(), root.clone()));
+                let escalation =
+                    change == Change::Firing && severity_rank(tier) > top_before && top_before > 0;
+                match top {
+                    None => {
+                        // The last firing tier resolved: the root says RESOLVED, the thread
+                        // says how it ended, the incident closes.
+                        rows.push((Kind::Update, SlackPayload::new(channel, &message, false)));
+                        rows.push((Kind::Reply, SlackPayload::new(channel, &message, false)));
+                        self.book.close(&incident);
+                    }
+                    Some((top_tier, root)) => {
+                        if (top_tier == tier || change == Change::Resolved)
+                            && let Ok(root) = serde_json::from_value::<SlackPayload>(root)
+                        {
+                            rows.push((Kind::Update, root));
+                        }
+                        rows.push((
+                            Kind::Reply,
+                            SlackPayload::new(channel, &message, escalation),
+                        ));
+                        self.book.set_tiers(&incident, tiers);
+                    }
+                }
+                incident.id
+            }
+        };
+        for (index, (kind, payload)) in rows.into_iter().enumerate() {
+            self.book
+                .thread_row(id, kind, to_value(payload), format!("{cause}|{index}"));
+        }
     }
-    if plan.notify.alertmanager.is_some() {
-        planned.queued += usize::from(enqueue(
-            tx,
-            now,
-            Enqueue {
-                sink: "alertmanager",
-                order_key: &order_key_of("alertmanager"),
-                incident_id: None,
-                kind: "send",
-                payload: alert,
-                natural_key: format!("alertmanager|{cause}"),
-            },
-        )?);
+
+    /// Plans a change of the "evaluation stale" meta alert at evaluation time `at`: a Slack
+    /// thread in the routed channel (as an SLO incident has; updated and resolved wherever it
+    /// was opened), Alertmanager, webhooks.
+    pub fn meta(&mut self, status: MetaStatus, since: Millis, at: Millis, stale: &[StaleSlo]) {
+        let labels = meta_labels();
+        let firing = status.is_firing();
+        // As for SLO alerts: a silence holds the firing and its changes, never the resolution.
+        if firing && self.silenced(&labels) {
+            self.book.outcome.silenced += 1;
+            return;
+        }
+        let (message, alert) = meta_alert(firing, since, at, self.plan.external_url, stale);
+        let web_api = self.plan.slack == Some(SlackKind::WebApi);
+        if status == MetaStatus::Changed {
+            // The stale SLOs changed while it fires: every open stale thread's root names the
+            // current ones. Only the Web API can edit a message; the other sinks heard of the
+            // firing and will hear of the resolution (Alertmanager's re-sends carry the
+            // current list).
+            if web_api {
+                for incident in self.book.open_of(META_SLO_ID, None) {
+                    let payload = to_value(SlackPayload::new(&incident.target, &message, false));
+                    self.book.thread_row(
+                        incident.id,
+                        Kind::Update,
+                        payload,
+                        format!("burnwatch|meta|changed|{since}|{at}|0"),
+                    );
+                }
+            }
+            return;
+        }
+        if !firing && web_api {
+            // Resolve every open stale thread, wherever routes sent it.
+            for incident in self.book.open_of(META_SLO_ID, None) {
+                self.book.close_incident(
+                    &incident,
+                    &SlackPayload::new(&incident.target, &message, false),
+                    &format!("burnwatch|meta|resolved|{since}"),
+                );
+            }
+        }
+        let change = if firing { "firing" } else { "resolved" };
+        let cause = format!("burnwatch|meta|{change}|{since}");
+        if let Some(channel) = route(self.plan.notify, &labels) {
+            match self.plan.slack {
+                Some(SlackKind::WebApi) if firing => {
+                    let payload = to_value(SlackPayload::new(channel, &message, false));
+                    let open = self
+                        .book
+                        .open_of(META_SLO_ID, None)
+                        .into_iter()
+                        .find(|incident| incident.target == channel && incident.labels == "[]");
+                    let (incident, kinds): (IncidentRef, &[Kind]) = match open {
+                        None => (
+                            self.book
+                                .open_incident(channel, META_SLO_ID, "[]", Map::new()),
+                            &[Kind::Post],
+                        ),
+                        // Stale again while an earlier episode's thread is still open: the
+                        // same thread says so.
+                        Some(incident) => (incident.id, &[Kind::Update, Kind::Reply]),
+                    };
+                    for (index, kind) in kinds.iter().enumerate() {
+                        self.book.thread_row(
+                            incident,
+                            *kind,
+                            payload.clone(),
+                            format!("{cause}|{index}"),
+                        );
+                    }
+                }
+                Some(SlackKind::Webhook) => {
+                    let payload = to_value(SlackPayload::new("", &message, false));
+                    self.book.row(
+                        Sink::SlackWebhook,
+                        meta_order_key(&Sink::SlackWebhook),
+                        payload,
+                        &cause,
+                    );
+                }
+                Some(SlackKind::WebApi) | None => {}
+            }
+        }
+        for webhook in &self.plan.notify.webhooks {
+            let sink = Sink::Webhook(webhook.name.clone());
+            let document = json!({
+                "version": "1",
+                "status": change,
+                "change": change,
+                "at": format_time(self.book.now),
+                "meta": "evaluation_stale",
+                "stale_since": format_time(since),
+                "stale_slos": stale.iter().map(|slo| json!({
+                    "id": slo.id,
+                    "last_answered": slo.last_answered.map(format_time),
+                })).collect::<Vec<_>>(),
+                "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "title": message.title,
+                "text": message.plain,
+            });
+            let order_key = meta_order_key(&sink);
+            self.book.row(sink, order_key, document, &cause);
+        }
+        if self.plan.notify.alertmanager.is_some() {
+            self.book.row(
+                Sink::Alertmanager,
+                meta_order_key(&Sink::Alertmanager),
+                alert,
+                &cause,
+            );
+        }
     }
-    Ok(planned)
 }
 
 /// Closes the open Slack incidents of SLOs that a reload removed: their roots and threads say
-/// the SLO is no longer evaluated (else they would show it burning forever).
-pub fn plan_removed(
-    tx: &Transaction,
-    slo_ids: &[String],
-    now: Millis,
-) -> Result<usize, StoreError> {
-    let mut queued = 0;
+/// the SLO is no longer evaluated (else they would show it burning forever). `open`: the
+/// open incidents of those SLOs.
+pub fn plan_removed(open: Vec<Incident>, slo_ids: &[String], now: Millis) -> Outcome {
+    let mut book = Book::new(open, now);
     for slo_id in slo_ids {
-        let open = open_incidents(tx, slo_id, None)?;
-        for (id, target, _) in open {
+        for incident in book.open_of(slo_id, None) {
             let title = format!("ENDED: {slo_id} is no longer evaluated");
             let body = format!(
                 "The SLO was removed from burnwatch's configuration at {}; this incident is closed without a verdict.",
                 format_time(now)
             );
             let message = Message::notice(":heavy_minus_sign:", title, &body);
-            queued += close_incident(
-                tx,
-                id,
-                &SlackPayload::new(&target, &message, false),
+            book.close_incident(
+                &incident,
+                &SlackPayload::new(&incident.target, &message, false),
                 &format!("removed|{now}"),
-                now,
-            )?;
+            );
         }
     }
-    Ok(queued)
-}
-
-/// One Slack incident thread: open, escalate, remind, resolve.
-///
-/// A burn (firing, reminder) goes to the incident in the channel it routes to now; a
-/// resolution goes to every open incident of the instance where that tier fires, wherever it
-/// was routed (routes may have changed since).
-fn plan_slack_thread(
-    tx: &Transaction,
-    slo: &Slo,
-    event: &Event,
-    channel: Option<&str>,
-    instance: &str,
-    cause: &str,
-    now: Millis,
-) -> Result<usize, StoreError> {
-    let open = open_incidents(tx, &slo.id, Some(instance))?;
-    let tier = event.tier.as_str();
-    if event.change == Change::Resolved {
-        let mut queued = 0;
-        for (id, target, tiers) in open {
-            let firing: serde_json::Map<String, Value> =
-                serde_json::from_str(&tiers).unwrap_or_default();
-            if firing.contains_key(tier) {
-                queued += advance_thread(
-                    tx,
-                    slo,
-                    event,
-                    &target,
-                    Some((id, tiers)),
-                    instance,
-                    cause,
-                    now,
-                )?;
-            }
-        }
-        return Ok(queued);
-    }
-    let Some(channel) = channel else {
-        return Ok(0);
-    };
-    let (here, elsewhere): (Vec<_>, Vec<_>) = open
-        .into_iter()
-        .partition(|(_, target, _)| target == channel);
-    let mut queued = advance_thread(
-        tx,
-        slo,
-        event,
-        channel,
-        here.into_iter().next().map(|(id, _, tiers)| (id, tiers)),
-        instance,
-        cause,
-        now,
-    )?;
-    // A page while the ticket's thread is open in another channel: the page goes where pages
-    // go, and the ticket's thread says where the incident went.
-    if event.change == Change::Firing && event.tier == crate::slo::TierKind::Page {
-        for (id, target, _) in elsewhere {
-            let page = render::render(slo, event);
-            let note = Message {
-                title: format!("Escalated: paging in {channel}"),
-                mrkdwn: format!(
-                    ":arrow_double_up: *Escalated: paging in {}*\n{}",
-                    render::escape(channel),
-                    page.mrkdwn
-                ),
-                plain: format!("Escalated: paging in {channel}\n{}", page.plain),
-            };
-            queued += usize::from(enqueue(
-                tx,
-                now,
-                Enqueue {
-                    sink: "slack",
-                    order_key: &format!("slack|{id}"),
-                    incident_id: Some(id),
-                    kind: "reply",
-                    payload: serde_json::to_value(SlackPayload::new(&target, &note, false))
-                        .unwrap_or_default(),
-                    natural_key: format!("slack|{id}|{cause}|escalated"),
-                },
-            )?);
-        }
-    }
-    Ok(queued)
-}
-
-/// One change in one incident thread (`open`: its id and firing tiers), or a new incident.
-#[allow(clippy::too_many_arguments)]
-fn advance_thread(
-    tx: &Transaction,
-    slo: &Slo,
-    event: &Event,
-    channel: &str,
-    open: Option<(i64, String)>,
-    instance: &str,
-    cause: &str,
-    now: Millis,
-) -> Result<usize, StoreError> {
-    let tier = event.tier.as_str();
-    // Reminders refresh the root with current figures under the firing headline.
-    let mut as_firing = event.clone();
-    if as_firing.change == Change::Reminder {
-        as_firing.change = Change::Firing;
-    }
-    let root_now = SlackPayload::new(channel, &render::render(slo, &as_firing), false);
-    let message = render::render(slo, event);
-    let mut rows: Vec<(&str, SlackPayload)> = Vec::new();
-    let incident_id = match (open, event.change) {
-        (None, Change::Resolved) => return Ok(0),
-        (None, _) => {
-            // A new incident (or one whose firing was silenced until now).
-            let tiers = json!({ tier: root_now });
-            tx.execute(
-                "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
-                 VALUES ('slack', ?1, ?2, ?3, ?4, ?5)",
-                params![channel, slo.id, instance, now, tiers.to_string()],
-            )
-            .map_err(failed("open incident"))?;
-            rows.push(("post", root_now));
-            tx.last_insert_rowid()
-        }
-        (Some((id, tiers)), change) => {
-            let mut tiers: serde_json::Map<String, Value> =
-                serde_json::from_str(&tiers).unwrap_or_default();
-            let top_before = tiers.keys().map(|t| severity_rank(t)).max().unwrap_or(0);
-            match change {
-                Change::Resolved => {
-                    tiers.remove(tier);
-                }
-                _ => {
-                    tiers.insert(
-                        tier.to_string(),
-                        serde_json::to_value(&root_now).unwrap_or_default(),
-                    );
-                }
-            }
-            let top = tiers
-                .iter()
-                .max_by_key(|(name, _)| severity_rank(name))
-                .map(|(name, root)| (name.clone(), root.clone()));
-            let escalation =
-                change == Change::Firing && severity_rank(tier) > top_before && top_before > 0;
-            match top {
-                None => {
-                    // The last firing tier resolved: the root says RESOLVED, the thread says
-                    // how it ended, the incident closes.
-                    rows.push(("update", SlackPayload::new(channel, &message, false)));
-                    rows.push(("reply", SlackPayload::new(channel, &message, false)));
-                    tx.execute(
-                        "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
-                        params![now, id],
-                    )
-                    .map_err(failed("close incident"))?;
-                }
-                Some((top_tier, root)) => {
-                    if (top_tier == tier || change == Change::Resolved)
-                        && let Ok(root) = serde_json::from_value::<SlackPayload>(root)
-                    {
-                        rows.push(("update", root));
-                    }
-                    rows.push(("reply", SlackPayload::new(channel, &message, escalation)));
-                    tx.execute(
-                        "UPDATE incidents SET tiers = ?1 WHERE id = ?2",
-                        params![Value::Object(tiers).to_string(), id],
-                    )
-                    .map_err(failed("update incident"))?;
-                }
-            }
-            id
-        }
-    };
-    let order_key = format!("slack|{incident_id}");
-    let mut queued = 0;
-    for (index, (kind, payload)) in rows.into_iter().enumerate() {
-        queued += usize::from(enqueue(
-            tx,
-            now,
-            Enqueue {
-                sink: "slack",
-                order_key: &order_key,
-                incident_id: Some(incident_id),
-                kind,
-                payload: serde_json::to_value(payload).unwrap_or_default(),
-                natural_key: format!("slack|{incident_id}|{cause}|{index}"),
-            },
-        )?);
-    }
-    Ok(queued)
+    book.outcome
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::apply;
     use crate::notify::fixtures;
     use crate::notify::matcher::Matcher;
     use crate::slo::TierKind;
@@ -776,7 +981,7 @@ mod tests {
         };
         let pairs: Vec<(&Slo, &Event)> = events.iter().map(|event| (&slo, event)).collect();
         store
-            .save_cycle(&[], |tx| plan(tx, &context, &pairs, now))
+            .save_cycle(&[], |tx| apply::queue_events(tx, &context, &pairs, now))
             .unwrap()
     }
 
@@ -901,29 +1106,29 @@ mod tests {
         step(&mut store, &notify, TierKind::Ticket, Change::Firing, t + 2);
         let ids = |rows: Vec<Row>| {
             rows.iter()
-                .map(|row| (row.id, row.kind.clone()))
+                .map(|row| (row.id, row.kind))
                 .collect::<Vec<_>>()
         };
         let now = crate::notify::deliver::wall_clock();
         assert_eq!(
-            ids(store.due("slack", now, 10).unwrap()),
-            [(1, "post".to_string()), (4, "post".to_string())]
+            ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
+            [(1, Kind::Post), (4, Kind::Post)]
         );
-        assert!(store.due("webhook", now, 10).unwrap().is_empty());
+        assert!(store.due(SinkFamily::Webhook, now, 10).unwrap().is_empty());
         store
             .mark_failed(1, "http_503", Some(now + 60_000), true)
             .unwrap();
         assert_eq!(
-            ids(store.due("slack", now, 10).unwrap()),
-            [(4, "post".to_string())],
+            ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
+            [(4, Kind::Post)],
             "a row waiting for its retry holds back its order only"
         );
         store.mark_delivered(1, now, Some("1.0")).unwrap();
         assert_eq!(
-            ids(store.due("slack", now, 10).unwrap()),
-            [(2, "update".to_string()), (4, "post".to_string())]
+            ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
+            [(2, Kind::Update), (4, Kind::Post)]
         );
-        assert_eq!(store.next_due("slack", now).unwrap(), None);
+        assert_eq!(store.next_due(SinkFamily::Slack, now).unwrap(), None);
     }
 
     #[test]
@@ -938,7 +1143,7 @@ mod tests {
             t,
         );
         let closed = store
-            .save_cycle(&[], |tx| plan_removed(tx, &[slo().id], t + 1))
+            .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 1))
             .unwrap();
         assert_eq!(closed, 2);
         let rows = queued(&store);
@@ -951,7 +1156,7 @@ mod tests {
             ("slack:update", "slack:reply")
         );
         let again = store
-            .save_cycle(&[], |tx| plan_removed(tx, &[slo().id], t + 2))
+            .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 2))
             .unwrap();
         assert_eq!(again, 0, "closed once");
     }
@@ -1041,5 +1246,436 @@ mod tests {
         resolved.firing_since = Some(1_700_000_000_000);
         let alert = alertmanager_alert(&slo, &resolved, &labels, &message, "http://bw:9099", None);
         assert_eq!(alert["endsAt"], "2023-11-14T22:23:20Z");
+    }
+
+    // The planner alone: open incidents in, incident changes and rows out; no database.
+
+    fn pure_plan<'a>(notify: &'a NotifyConfig, silences: &'a [Silence]) -> Plan<'a> {
+        Plan {
+            notify,
+            silences,
+            slack: Some(SlackKind::WebApi),
+            external_url: "http://burnwatch:9099",
+        }
+    }
+
+    fn routed(channel: &str) -> NotifyConfig {
+        let mut notify = NotifyConfig::default();
+        notify.routes = vec![crate::config::notify::Route {
+            matchers: Vec::new(),
+            slack_channel: Some(channel.to_string()),
+        }];
+        notify
+    }
+
+    fn instance() -> String {
+        labels_json(&event(TierKind::Page, Change::Firing, 0).labels)
+    }
+
+    /// An open incident of the fixture's instance with `tiers` firing.
+    fn incident(id: i64, target: &str, tiers: &[TierKind]) -> Incident {
+        let slo = slo();
+        let mut firing = Map::new();
+        for tier in tiers {
+            let root = SlackPayload::new(
+                target,
+                &render::render(&slo, &event(*tier, Change::Firing, 1)),
+                false,
+            );
+            firing.insert(tier.as_str().to_string(), to_value(root));
+        }
+        Incident {
+            id: IncidentRef::Stored(id),
+            target: target.to_string(),
+            slo_id: slo.id.clone(),
+            labels: instance(),
+            tiers: firing,
+        }
+    }
+
+    fn planned(plan: &Plan, open: Vec<Incident>, events: &[Event], now: Millis) -> Outcome {
+        let slo = slo();
+        let pairs: Vec<(&Slo, &Event)> = events.iter().map(|event| (&slo, event)).collect();
+        let mut planner = Planner::new(plan, open, now);
+        planner.events(&pairs);
+        planner.finish()
+    }
+
+    /// (sink:kind, order, channel, headline, broadcast) of every planned row.
+    fn described(outcome: &Outcome) -> Vec<String> {
+        outcome
+            .rows
+            .iter()
+            .map(|row| {
+                let order = match &row.order {
+                    Order::Incident(IncidentRef::Stored(id)) => format!("incident {id}"),
+                    Order::Incident(IncidentRef::New(index)) => format!("new {index}"),
+                    Order::Key(key) => key.clone(),
+                };
+                let headline = row.payload["text"]
+                    .as_str()
+                    .map(|text| text.lines().next().unwrap_or("").to_string())
+                    .unwrap_or_else(|| row.payload["labels"]["alertname"].to_string());
+                format!(
+                    "{}:{} [{order}] {} {headline}{}",
+                    row.sink,
+                    row.kind,
+                    row.payload["channel"].as_str().unwrap_or(""),
+                    if row.payload["broadcast"] == json!(true) {
+                        " (broadcast)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn planner_opens_a_new_incident_with_its_root() {
+        let notify = routed("#incidents");
+        let plan = pure_plan(&notify, &[]);
+        let t = 1_700_000_000_000;
+        let outcome = planned(
+            &plan,
+            Vec::new(),
+            &[event(TierKind::Page, Change::Firing, t)],
+            t,
+        );
+        assert_eq!(
+            described(&outcome),
+            ["slack:post [new 0] #incidents CRITICAL: Fast error budget burn on order-service"]
+        );
+        match outcome.incidents.as_slice() {
+            [
+                IncidentChange::Open {
+                    target,
+                    slo_id,
+                    labels,
+                    tiers,
+                },
+            ] => {
+                assert_eq!(
+                    (target.as_str(), slo_id.as_str(), labels.as_str()),
+                    ("#incidents", slo().id.as_str(), instance().as_str())
+                );
+                assert_eq!(tiers.keys().collect::<Vec<_>>(), ["page"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let row = &outcome.rows[0];
+        assert_eq!(row.order_key(Some(9)), "slack|9");
+        assert_eq!(
+            row.natural_key(Some(9)),
+            format!("slack|9|{}|{}|page|firing|{t}|0", slo().id, instance())
+        );
+    }
+
+    #[test]
+    fn planner_updates_the_root_in_place_and_replies_in_the_thread() {
+        let notify = routed("#incidents");
+        let plan = pure_plan(&notify, &[]);
+        let open = vec![incident(7, "#incidents", &[TierKind::Page])];
+        let t = 1_700_000_000_000;
+        let outcome = planned(
+            &plan,
+            open,
+            &[event(TierKind::Page, Change::Reminder, t)],
+            t,
+        );
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:update [incident 7] #incidents CRITICAL: Fast error budget burn on order-service",
+                "slack:reply [incident 7] #incidents STILL FIRING: Fast error budget burn on order-service",
+            ]
+        );
+        assert!(matches!(
+            outcome.incidents.as_slice(),
+            [IncidentChange::Tiers {
+                incident: IncidentRef::Stored(7),
+                ..
+            }]
+        ));
+        // Escalation in the same thread: the page's root replaces the ticket's, broadcast.
+        let open = vec![incident(7, "#incidents", &[TierKind::Ticket])];
+        let outcome = planned(&plan, open, &[event(TierKind::Page, Change::Firing, t)], t);
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:update [incident 7] #incidents CRITICAL: Fast error budget burn on order-service",
+                "slack:reply [incident 7] #incidents CRITICAL: Fast error budget burn on order-service (broadcast)",
+            ]
+        );
+    }
+
+    #[test]
+    fn planner_sees_the_incidents_it_opens_within_one_cycle() {
+        // A ticket and a page firing in the same cycle, then the page resolving (a cycle
+        // replayed after a failed save): one thread, the second change finds the first's.
+        let notify = routed("#incidents");
+        let plan = pure_plan(&notify, &[]);
+        let t = 1_700_000_000_000;
+        let outcome = planned(
+            &plan,
+            Vec::new(),
+            &[
+                event(TierKind::Ticket, Change::Firing, t),
+                event(TierKind::Page, Change::Firing, t),
+                event(TierKind::Page, Change::Resolved, t + 1),
+                event(TierKind::Ticket, Change::Resolved, t + 1),
+            ],
+            t + 1,
+        );
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:post [new 0] #incidents WARNING: Slow error budget burn on order-service",
+                "slack:update [new 0] #incidents CRITICAL: Fast error budget burn on order-service",
+                "slack:reply [new 0] #incidents CRITICAL: Fast error budget burn on order-service (broadcast)",
+                "slack:update [new 0] #incidents WARNING: Slow error budget burn on order-service",
+                "slack:reply [new 0] #incidents RESOLVED: Fast error budget burn on order-service",
+                "slack:update [new 0] #incidents RESOLVED: Slow error budget burn on order-service",
+                "slack:reply [new 0] #incidents RESOLVED: Slow error budget burn on order-service",
+            ]
+        );
+        assert_eq!(outcome.incidents.len(), 4, "{:?}", outcome.incidents);
+        assert_eq!(
+            outcome.incidents.last(),
+            Some(&IncidentChange::Close {
+                incident: IncidentRef::New(0)
+            })
+        );
+    }
+
+    #[test]
+    fn planner_replies_an_escalation_into_the_tickets_thread_elsewhere() {
+        // Default routes: pages to #incidents, tickets to #slo-alerts.
+        let notify = NotifyConfig::default();
+        let plan = pure_plan(&notify, &[]);
+        let open = vec![incident(3, "#slo-alerts", &[TierKind::Ticket])];
+        let t = 1_700_000_000_000;
+        let outcome = planned(&plan, open, &[event(TierKind::Page, Change::Firing, t)], t);
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:post [new 0] #incidents CRITICAL: Fast error budget burn on order-service",
+                "slack:reply [incident 3] #slo-alerts Escalated: paging in #incidents",
+            ]
+        );
+        assert_eq!(outcome.incidents.len(), 1, "the ticket's thread stays open");
+    }
+
+    #[test]
+    fn planner_resolves_in_the_thread_opened_before_routes_changed() {
+        let mut notify = routed("#elsewhere");
+        let t = 1_700_000_000_000;
+        notify.silences = vec![Silence {
+            id: "all".to_string(),
+            matchers: vec![Matcher::parse("service=~\".+\"").unwrap()],
+            starts_at: t - 1,
+            ends_at: t + 100,
+            comment: String::new(),
+            created_by: String::new(),
+        }];
+        let plan = pure_plan(&notify, &[]);
+        let open = vec![incident(5, "#incidents", &[TierKind::Page])];
+        let outcome = planned(
+            &plan,
+            open,
+            &[event(TierKind::Page, Change::Resolved, t)],
+            t,
+        );
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:update [incident 5] #incidents RESOLVED: Fast error budget burn on order-service",
+                "slack:reply [incident 5] #incidents RESOLVED: Fast error budget burn on order-service",
+            ]
+        );
+        assert_eq!(
+            outcome.incidents,
+            [IncidentChange::Close {
+                incident: IncidentRef::Stored(5)
+            }]
+        );
+        assert_eq!(outcome.silenced, 0, "a resolution is never silenced");
+    }
+
+    #[test]
+    fn planner_mutes_silenced_burns() {
+        let mut notify = routed("#incidents");
+        notify.alertmanager = Some(crate::config::notify::AlertmanagerConfig {
+            url: "http://am:9093".to_string(),
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        });
+        let t = 1_700_000_000_000;
+        let api = [Silence {
+            id: "api".to_string(),
+            matchers: vec![Matcher::parse("tier=\"page\"").unwrap()],
+            starts_at: t - 1,
+            ends_at: t + 10,
+            comment: String::new(),
+            created_by: String::new(),
+        }];
+        let plan = pure_plan(&notify, &api);
+        let open = vec![incident(7, "#incidents", &[TierKind::Page])];
+        let outcome = planned(
+            &plan,
+            open.clone(),
+            &[
+                event(TierKind::Page, Change::Firing, t),
+                event(TierKind::Page, Change::Reminder, t),
+            ],
+            t,
+        );
+        assert_eq!(outcome.silenced, 2);
+        assert!(outcome.rows.is_empty() && outcome.incidents.is_empty());
+        // Once the silence has ended, the burn is heard again.
+        let outcome = planned(
+            &plan,
+            open,
+            &[event(TierKind::Page, Change::Reminder, t + 20)],
+            t + 20,
+        );
+        assert_eq!((outcome.silenced, outcome.rows.len()), (0, 2));
+    }
+
+    #[test]
+    fn planner_ends_threads_of_retired_alerts_and_removed_slos() {
+        let notify = routed("#incidents");
+        let plan = pure_plan(&notify, &[]);
+        let t = 1_700_000_000_000;
+        let mut retired = event(TierKind::Page, Change::Resolved, t);
+        retired.ended = Some(crate::engine::Ending::TierRemoved);
+        let open = vec![incident(5, "#incidents", &[TierKind::Page])];
+        let outcome = planned(&plan, open.clone(), &[retired], t);
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:update [incident 5] #incidents ENDED: Fast error budget burn on order-service",
+                "slack:reply [incident 5] #incidents ENDED: Fast error budget burn on order-service",
+            ]
+        );
+        assert_eq!(
+            outcome.incidents,
+            [IncidentChange::Close {
+                incident: IncidentRef::Stored(5)
+            }]
+        );
+        let outcome = plan_removed(open, &[slo().id, "other".to_string()], t);
+        assert_eq!(
+            described(&outcome),
+            [
+                "slack:update [incident 5] #incidents ENDED: order-service-availability is no longer evaluated",
+                "slack:reply [incident 5] #incidents ENDED: order-service-availability is no longer evaluated",
+            ]
+        );
+        assert_eq!(
+            outcome.rows[0].natural_key(Some(5)),
+            format!("slack|5|removed|{t}|0")
+        );
+    }
+
+    #[test]
+    fn planner_raises_renames_and_resolves_the_meta_alert() {
+        let mut notify = NotifyConfig::default();
+        notify.alertmanager = Some(crate::config::notify::AlertmanagerConfig {
+            url: "http://am:9093".to_string(),
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        });
+        let plan = pure_plan(&notify, &[]);
+        let t = 1_700_000_000_000;
+        let stale = |ids: &[&str]| -> Vec<StaleSlo> {
+            ids.iter()
+                .map(|id| StaleSlo {
+                    id: id.to_string(),
+                    last_answered: Some(t - 60_000),
+                    watched_since: t - 120_000,
+                })
+                .collect()
+        };
+        let since = t - 60_000;
+        let mut planner = Planner::new(&plan, Vec::new(), t);
+        planner.meta(MetaStatus::Firing, since, t, &stale(&["a", "b"]));
+        let fired = planner.finish();
+        assert_eq!(
+            described(&fired),
+            [
+                "slack:post [new 0] #incidents CRITICAL: burnwatch evaluation stale",
+                "alertmanager:send [alertmanager|burnwatch|meta]  \"BurnwatchEvaluationStale\"",
+            ]
+        );
+        assert!(
+            fired.rows[0].payload["text"]
+                .as_str()
+                .unwrap()
+                .contains("a (last answered")
+        );
+        assert!(matches!(
+            fired.incidents.as_slice(),
+            [IncidentChange::Open { slo_id, labels, .. }] if slo_id == META_SLO_ID && labels == "[]"
+        ));
+        // The stale SLOs change while it fires: the root names the current ones, in place.
+        let open = vec![Incident {
+            id: IncidentRef::Stored(11),
+            target: "#incidents".to_string(),
+            slo_id: META_SLO_ID.to_string(),
+            labels: "[]".to_string(),
+            tiers: Map::new(),
+        }];
+        let mut planner = Planner::new(&plan, open.clone(), t + 30_000);
+        planner.meta(MetaStatus::Changed, since, t + 30_000, &stale(&["b"]));
+        let changed = planner.finish();
+        assert_eq!(
+            described(&changed),
+            ["slack:update [incident 11] #incidents CRITICAL: burnwatch evaluation stale"]
+        );
+        let text = changed.rows[0].payload["text"].as_str().unwrap();
+        assert!(
+            text.contains("1 SLO: b (last answered") && !text.contains("a (last"),
+            "{text}"
+        );
+        assert!(changed.incidents.is_empty());
+        // Resolved: the thread closes, Alertmanager hears the end.
+        let mut planner = Planner::new(&plan, open, t + 60_000);
+        planner.meta(MetaStatus::Resolved, since, t + 60_000, &[]);
+        let resolved = planner.finish();
+        assert_eq!(
+            described(&resolved),
+            [
+                "slack:update [incident 11] #incidents RESOLVED: burnwatch evaluation stale",
+                "slack:reply [incident 11] #incidents RESOLVED: burnwatch evaluation stale",
+                "alertmanager:send [alertmanager|burnwatch|meta]  \"BurnwatchEvaluationStale\"",
+            ]
+        );
+        assert!(resolved.rows[2].payload.get("endsAt").is_some());
+        assert_eq!(
+            resolved.incidents,
+            [IncidentChange::Close {
+                incident: IncidentRef::Stored(11)
+            }]
+        );
+    }
+
+    #[test]
+    fn sinks_and_kinds_read_back_the_stored_values() {
+        for (sink, text) in [
+            (Sink::Slack, "slack"),
+            (Sink::SlackWebhook, "slack-webhook"),
+            (Sink::Webhook("pager".to_string()), "webhook:pager"),
+            (Sink::Alertmanager, "alertmanager"),
+        ] {
+            assert_eq!(sink.as_str(), text);
+            assert_eq!(Sink::parse(text), Some(sink.clone()));
+            assert_eq!(sink.family().as_str(), text.split(':').next().unwrap());
+        }
+        assert_eq!(Sink::parse("pagerduty"), None);
+        for kind in [Kind::Post, Kind::Reply, Kind::Update, Kind::Send] {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(Kind::parse("delete"), None);
     }
 }

@@ -1,20 +1,42 @@
 //! The outbox as a queue, the delivery workers' side of it: the rows due (the heads of their
 //! orders), in-flight marks, outcomes, Slack roots and their channels, silences, depth and
-//! pruning. The rows are written by the planner (`outbox.rs`) in the cycle's transaction.
+//! pruning. The rows are planned by `outbox.rs` and written by `apply.rs` in the cycle's
+//! transaction.
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::config::notify::Silence;
 use crate::notify::matcher::Matcher;
-use crate::notify::outbox::{KEEP_DELIVERED, Row};
+use crate::notify::outbox::{KEEP_DELIVERED, Kind, Row, Sink, SinkFamily};
 use crate::slo::Millis;
 use crate::store::{Store, StoreError, failed};
 
+/// A text column read with `parse` (a sink or a row kind).
+fn column<T>(
+    row: &rusqlite::Row,
+    index: usize,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown value {text:?}").into(),
+        )
+    })
+}
+
 impl Store {
-    /// Rows of `sink` (or of every sink starting with `sink` and `:`) that are due at `now`
-    /// and first in their order, oldest first.
-    pub fn due(&self, sink: &str, now: Millis, limit: usize) -> Result<Vec<Row>, StoreError> {
+    /// Rows of `family` (`webhook`: every `webhook:<name>`) that are due at `now` and first in
+    /// their order, oldest first.
+    pub fn due(
+        &self,
+        family: SinkFamily,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         let mut query = self
             .connection()
             .prepare_cached(
@@ -29,12 +51,12 @@ impl Store {
             )
             .map_err(failed("prepare due"))?;
         let rows = query
-            .query_map(params![sink, now, limit as i64], |row| {
+            .query_map(params![family.as_str(), now, limit as i64], |row| {
                 let payload: String = row.get(3)?;
                 Ok(Row {
                     id: row.get(0)?,
-                    sink: row.get(1)?,
-                    kind: row.get(2)?,
+                    sink: column(row, 1, Sink::parse)?,
+                    kind: column(row, 2, Kind::parse)?,
                     payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
                     incident_id: row.get(4)?,
                     attempts: row.get(5)?,
@@ -46,14 +68,14 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(failed("read due"))
     }
 
-    /// When the next pending row of `sink` falls due after `now`, if any.
-    pub fn next_due(&self, sink: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+    /// When the next pending row of `family` falls due after `now`, if any.
+    pub fn next_due(&self, family: SinkFamily, now: Millis) -> Result<Option<Millis>, StoreError> {
         self.connection()
             .query_row(
                 "SELECT MIN(next_attempt_at) FROM outbox
                  WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
                    AND next_attempt_at > ?2",
-                params![sink, now],
+                params![family.as_str(), now],
                 |row| row.get(0),
             )
             .map_err(failed("next due"))
@@ -194,7 +216,7 @@ impl Store {
     }
 
     /// Pending rows by sink (`webhook:<name>` counted under its own name).
-    pub fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub fn depth(&self) -> Result<Vec<(Sink, i64)>, StoreError> {
         let mut query = self
             .connection()
             .prepare_cached(
@@ -202,16 +224,13 @@ impl Store {
             )
             .map_err(failed("prepare depth"))?;
         let rows = query
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_map([], |row| Ok((column(row, 0, Sink::parse)?, row.get(1)?)))
             .map_err(failed("select depth"))?;
         rows.collect::<Result<_, _>>().map_err(failed("read depth"))
     }
 
     /// Rows queued after row `after`, oldest first: (id, sink, kind, payload).
-    pub fn queued_after(
-        &self,
-        after: i64,
-    ) -> Result<Vec<(i64, String, String, Value)>, StoreError> {
+    pub fn queued_after(&self, after: i64) -> Result<Vec<(i64, Sink, Kind, Value)>, StoreError> {
         let mut query = self
             .connection()
             .prepare_cached("SELECT id, sink, kind, payload FROM outbox WHERE id > ?1 ORDER BY id")
@@ -221,8 +240,8 @@ impl Store {
                 let payload: String = row.get(3)?;
                 Ok((
                     row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
+                    column(row, 1, Sink::parse)?,
+                    column(row, 2, Kind::parse)?,
                     serde_json::from_str(&payload).unwrap_or(Value::Null),
                 ))
             })
@@ -260,13 +279,20 @@ impl Store {
     }
 
     /// Drops delivered and failed rows older than [`KEEP_DELIVERED`], and closed incidents
-    /// without rows.
+    /// without rows. The newest Alertmanager row of an alert is kept while it says the alert
+    /// fires: it is what Alertmanager was last told ([`Store::alertmanager_told_firing`]), and
+    /// an alert firing for longer than a week must not lose it.
     pub fn prune_outbox(&mut self, now: Millis) -> Result<(), StoreError> {
         let connection = self.connection();
         connection
             .execute(
-                "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?1",
-                params![now - KEEP_DELIVERED],
+                "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?1
+                   AND id NOT IN (
+                       SELECT id FROM (
+                           SELECT MAX(id) AS id, json_extract(payload, '$.endsAt') IS NULL AS firing
+                           FROM outbox WHERE sink = ?2 GROUP BY order_key)
+                       WHERE firing)",
+                params![now - KEEP_DELIVERED, Sink::Alertmanager.as_str()],
             )
             .map_err(failed("prune outbox"))?;
         connection
@@ -307,7 +333,6 @@ impl Store {
             .map_err(failed("save silence"))
     }
 
-    /// Silences added through the API that have not ended by `now`.
     /// The order keys of the alerts Alertmanager has been told fire: their newest
     /// Alertmanager notification is a firing one (no `endsAt`). A silence that begins later
     /// must not let them lapse there: it mutes, it does not end the burn.
@@ -319,11 +344,11 @@ impl Store {
             .prepare_cached(
                 // One pass: with MAX(), SQLite takes the bare columns from the newest row.
                 "SELECT order_key, json_extract(payload, '$.endsAt') IS NULL, MAX(id)
-                 FROM outbox WHERE sink = 'alertmanager' GROUP BY order_key",
+                 FROM outbox WHERE sink = ?1 GROUP BY order_key",
             )
             .map_err(failed("prepare alertmanager alerts"))?;
         let rows = query
-            .query_map([], |row| {
+            .query_map(params![Sink::Alertmanager.as_str()], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
             })
             .map_err(failed("read alertmanager alerts"))?;
@@ -337,6 +362,7 @@ impl Store {
         Ok(firing)
     }
 
+    /// Silences added through the API that have not ended by `now`.
     pub fn silences(&self, now: Millis) -> Result<Vec<Silence>, StoreError> {
         let mut query = self
             .connection()
@@ -376,5 +402,102 @@ impl Store {
             });
         }
         Ok(silences)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::alert::Change;
+    use crate::config::notify::{AlertmanagerConfig, NotifyConfig};
+    use crate::engine::Event;
+    use crate::notify::apply;
+    use crate::notify::fixtures;
+    use crate::notify::outbox::{KEEP_DELIVERED, Plan, SlackKind, alertmanager_order_key};
+    use crate::slo::{Millis, Slo, TierKind};
+    use crate::store::Store;
+
+    fn queue(store: &mut Store, slo: &Slo, event: &Event, now: Millis) {
+        let notify = NotifyConfig {
+            alertmanager: Some(AlertmanagerConfig {
+                url: "http://am:9093".to_string(),
+                resend_interval: Duration::from_secs(60),
+                timeout: Duration::from_secs(5),
+            }),
+            ..NotifyConfig::default()
+        };
+        let plan = Plan {
+            notify: &notify,
+            silences: &[],
+            slack: Some(SlackKind::WebApi),
+            external_url: "http://burnwatch:9099",
+        };
+        store
+            .save_cycle(&[], |tx| {
+                apply::queue_events(tx, &plan, &[(slo, event)], now)
+            })
+            .unwrap();
+    }
+
+    fn deliver_all(store: &mut Store, now: Millis) {
+        let ids: Vec<i64> = store
+            .outbox_rows()
+            .unwrap()
+            .iter()
+            .filter(|row| row["state"] == "pending")
+            .map(|row| row["id"].as_i64().unwrap())
+            .collect();
+        for id in ids {
+            store.mark_delivered(id, now, None).unwrap();
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_what_alertmanager_was_last_told_of_a_long_burn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let slo = fixtures::slo("order-service", "https://runbooks.example.com/orders");
+        let t = 1_700_000_000_000;
+        let firing = fixtures::event(
+            &slo.id,
+            "POST /orders",
+            TierKind::Page,
+            Change::Firing,
+            t,
+            t,
+        );
+        queue(&mut store, &slo, &firing, t);
+        deliver_all(&mut store, t);
+        let key = alertmanager_order_key(&slo.id, &firing.labels, TierKind::Page);
+        assert!(store.alertmanager_told_firing().unwrap().contains(&key));
+        // Eight days later, still firing: the Slack root goes, the Alertmanager alert stays.
+        store.prune_outbox(t + KEEP_DELIVERED + 86_400_000).unwrap();
+        let left: Vec<String> = store
+            .outbox_rows()
+            .unwrap()
+            .iter()
+            .map(|row| row["sink"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(left, ["alertmanager"]);
+        assert!(
+            store.alertmanager_told_firing().unwrap().contains(&key),
+            "a silence now must not let Alertmanager end the alert"
+        );
+        // Resolved and pruned in turn: nothing is left to say it fires.
+        let later = t + 9 * 86_400_000;
+        let resolved = fixtures::event(
+            &slo.id,
+            "POST /orders",
+            TierKind::Page,
+            Change::Resolved,
+            later,
+            t,
+        );
+        queue(&mut store, &slo, &resolved, later);
+        deliver_all(&mut store, later);
+        store.prune_outbox(later + KEEP_DELIVERED + 1).unwrap();
+        assert!(store.outbox_rows().unwrap().is_empty());
+        assert!(store.alertmanager_told_firing().unwrap().is_empty());
     }
 }

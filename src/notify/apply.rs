@@ -1,0 +1,160 @@
+//! The planner's I/O: reads the open Slack incidents a plan needs from the caller's
+//! transaction and writes what the pure planner (`outbox.rs`) decided, in that same
+//! transaction, so a notification is committed with the alert state that caused it.
+
+use rusqlite::{Transaction, params};
+use serde_json::{Map, Value};
+
+use crate::engine::Event;
+use crate::notify::outbox::{
+    self, Incident, IncidentChange, IncidentRef, Order, Outcome, Plan, Planned, Planner,
+};
+use crate::slo::{Millis, Slo};
+use crate::store::{StoreError, failed};
+
+/// The open Slack incidents of `slo_ids`, oldest first.
+pub fn open_incidents<'a>(
+    tx: &Transaction,
+    slo_ids: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Incident>, StoreError> {
+    let mut ids: Vec<&str> = slo_ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut query = tx
+        .prepare_cached(
+            "SELECT id, target, slo_id, labels, tiers FROM incidents
+             WHERE sink = 'slack' AND slo_id = ?1 AND closed_at IS NULL
+             ORDER BY id",
+        )
+        .map_err(failed("prepare incidents"))?;
+    let mut open = Vec::new();
+    for slo_id in ids {
+        let rows = query
+            .query_map(params![slo_id], |row| {
+                let tiers: String = row.get(4)?;
+                Ok(Incident {
+                    id: IncidentRef::Stored(row.get(0)?),
+                    target: row.get(1)?,
+                    slo_id: row.get(2)?,
+                    labels: row.get(3)?,
+                    tiers: serde_json::from_str(&tiers).unwrap_or_default(),
+                })
+            })
+            .map_err(failed("read incidents"))?;
+        for row in rows {
+            open.push(row.map_err(failed("read incident"))?);
+        }
+    }
+    open.sort_by_key(|incident| match incident.id {
+        IncidentRef::Stored(id) => id,
+        IncidentRef::New(_) => i64::MAX,
+    });
+    Ok(open)
+}
+
+fn tiers_json(tiers: &Map<String, Value>) -> String {
+    Value::Object(tiers.clone()).to_string()
+}
+
+/// Writes a plan inside `tx`: its incident changes in order, then its rows. A row whose
+/// natural key is already queued is not queued again.
+pub fn apply(tx: &Transaction, outcome: &Outcome, now: Millis) -> Result<Planned, StoreError> {
+    let mut opened: Vec<i64> = Vec::new();
+    let resolve = |opened: &[i64], incident: IncidentRef| -> Result<i64, StoreError> {
+        match incident {
+            IncidentRef::Stored(id) => Ok(id),
+            IncidentRef::New(index) => opened
+                .get(index)
+                .copied()
+                .ok_or_else(|| StoreError::new(format!("plan names unknown incident {index}"))),
+        }
+    };
+    for change in &outcome.incidents {
+        match change {
+            IncidentChange::Open {
+                target,
+                slo_id,
+                labels,
+                tiers,
+            } => {
+                tx.execute(
+                    "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
+                     VALUES ('slack', ?1, ?2, ?3, ?4, ?5)",
+                    params![target, slo_id, labels, now, tiers_json(tiers)],
+                )
+                .map_err(failed("open incident"))?;
+                opened.push(tx.last_insert_rowid());
+            }
+            IncidentChange::Tiers { incident, tiers } => {
+                tx.execute(
+                    "UPDATE incidents SET tiers = ?1 WHERE id = ?2",
+                    params![tiers_json(tiers), resolve(&opened, *incident)?],
+                )
+                .map_err(failed("update incident"))?;
+            }
+            IncidentChange::Close { incident } => {
+                tx.execute(
+                    "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
+                    params![now, resolve(&opened, *incident)?],
+                )
+                .map_err(failed("close incident"))?;
+            }
+        }
+    }
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO outbox
+                (natural_key, sink, order_key, incident_id, kind, payload, created_at, state, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
+        )
+        .map_err(failed("prepare queue"))?;
+    let mut planned = Planned {
+        queued: 0,
+        silenced: outcome.silenced,
+    };
+    for row in &outcome.rows {
+        let incident = match &row.order {
+            Order::Incident(incident) => Some(resolve(&opened, *incident)?),
+            Order::Key(_) => None,
+        };
+        let inserted = insert
+            .execute(params![
+                row.natural_key(incident),
+                row.sink.as_str(),
+                row.order_key(incident),
+                incident,
+                row.kind.as_str(),
+                row.payload.to_string(),
+                now
+            ])
+            .map_err(failed("queue a notification"))?;
+        planned.queued += inserted;
+    }
+    Ok(planned)
+}
+
+/// Plans and queues the notifications of `events` inside `tx` (the planner over the open
+/// incidents of their SLOs, then [`apply`]).
+pub fn queue_events(
+    tx: &Transaction,
+    plan: &Plan,
+    events: &[(&Slo, &Event)],
+    now: Millis,
+) -> Result<Planned, StoreError> {
+    let open = open_incidents(tx, events.iter().map(|(slo, _)| slo.id.as_str()))?;
+    let mut planner = Planner::new(plan, open, now);
+    planner.events(events);
+    apply(tx, &planner.finish(), now)
+}
+
+/// Closes the open Slack incidents of SLOs a reload removed, inside `tx`; returns the rows
+/// queued.
+pub fn queue_removed(
+    tx: &Transaction,
+    slo_ids: &[String],
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let open = open_incidents(tx, slo_ids.iter().map(String::as_str))?;
+    let outcome = outbox::plan_removed(open, slo_ids, now);
+    Ok(apply(tx, &outcome, now)?.queued)
+}
