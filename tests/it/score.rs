@@ -421,3 +421,123 @@ fn incidents_from_a_file() {
         text(&output.stderr)
     );
 }
+
+/// A recording built by hand, replayed and scored through the binary: the consumption the
+/// replay measures follows the documented definition.
+///
+/// 100 requests a minute (samples every minute, a day of history first); a 99% objective
+/// over 1d allows 1,440 bad events a day. From minute B of the scored range, 10 of each
+/// minute's requests fail for 30 minutes (burn rate 10). With significant at 5% of the budget
+/// in 1h (72 bad events), the event starts at B+8 (80 bad events in the hour) and ends at B+82
+/// (the hour ending then still holds 8 of the burn's minutes). The page (10% of the budget
+/// in 1h: factor 2.4, an error ratio above 2.4%: 150 bad of 6,000, where B+14 has 140) fires
+/// at B+15: detected
+/// after 7 minutes with 150 bad events spent, 150 / 1,440 of the budget.
+#[test]
+fn a_recording_built_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "version: burnwatch/v1
+service: shop
+slos:
+  - name: availability
+    objective: 99
+    period: 1d
+    sli:
+      ratio:
+        errors: requests_total{code=\"500\"}
+        total: requests_total
+    alerting:
+      resolve_timeout: 5m
+      page:
+        windows:
+          - {long: 1h, short: 5m, budget_percent: 10}
+      ticket: {disable: true}
+",
+    )
+    .unwrap();
+    let start: i64 = 1_699_833_600; // 2023-11-13T00:00:00Z, a Monday
+    let day = 1_440;
+    let burn_start = day + 60; // B: 2023-11-14T01:00:00Z
+    let errors = |minute: i64| 10 * (minute - burn_start).clamp(0, 30);
+    let mut recording = String::from("# TYPE requests counter\n");
+    for (code, count) in [
+        (
+            "200",
+            &(|minute: i64| 100 * minute - errors(minute)) as &dyn Fn(i64) -> i64,
+        ),
+        ("500", &errors),
+    ] {
+        for minute in 0..=day + 240 {
+            recording.push_str(&format!(
+                "requests_total{{code=\"{code}\"}} {} {}\n",
+                count(minute),
+                start + minute * 60
+            ));
+        }
+    }
+    recording.push_str("# EOF\n");
+    let data = dir.path().join("shop.om");
+    std::fs::write(&data, recording).unwrap();
+    let output = burnwatch(&[
+        "replay",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--score",
+        "--significant",
+        "page=5%/1h",
+        "--format",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["from"], "2023-11-14T00:00:00Z");
+    let rows = json["scores"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{json:#}");
+    let page = &rows[0];
+    assert_eq!(page["tier"], "page");
+    assert_eq!(page["significant_events"], 1, "{page:#}");
+    let event = &page["events"][0];
+    assert_eq!(event["start"], "2023-11-14T01:08:00Z", "{event:#}");
+    assert_eq!(event["end"], "2023-11-14T02:22:00Z", "{event:#}");
+    assert_eq!(event["detected_at"], "2023-11-14T01:15:00Z", "{event:#}");
+    assert_eq!(event["detection_seconds"], 420);
+    let spent = event["budget_spent_before_detection"].as_f64().unwrap();
+    assert!(close(spent, 150.0 / 1440.0), "{event:#}");
+    // Resolved once the burn left the 5m window and resolve_timeout passed, long before the
+    // hour let go of the event.
+    assert_eq!(event["reset_seconds"], 0);
+    assert_eq!(
+        (page["precision"].clone(), page["recall"].clone()),
+        (1.into(), 1.into())
+    );
+    // 01:15 on a Tuesday: outside the default working hours.
+    assert_eq!(page["fired_outside_working_hours"], 1);
+    // Working hours are an option: all of Tuesday counts.
+    let output = burnwatch(&[
+        "replay",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--score",
+        "--significant",
+        "page=5%/1h",
+        "--working-hours",
+        "Tue 00:00-24:00 UTC",
+        "--format",
+        "csv",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let csv = text(&output.stdout);
+    let row = csv.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("shop-availability,,page,5%/1h,1,0,1,1,1,1,1,420,420,0,0,"),
+        "{csv}"
+    );
+    assert!(row.ends_with(",0"), "{csv}");
+}
