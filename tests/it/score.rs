@@ -426,13 +426,12 @@ fn incidents_from_a_file() {
 /// replay measures follows the documented definition.
 ///
 /// 100 requests a minute (samples every minute, a day of history first); a 99% objective
-/// over 1d allows 1,440 bad events a day. From minute B of the scored range, 10 of each
+/// over 1d allows 1,440 bad events a day. From minute B (01:00 on the second day), 10 of each
 /// minute's requests fail for 30 minutes (burn rate 10). With significant at 5% of the budget
 /// in 1h (72 bad events), the event starts at B+8 (80 bad events in the hour) and ends at B+82
 /// (the hour ending then still holds 8 of the burn's minutes). The page (10% of the budget
 /// in 1h: factor 2.4, an error ratio above 2.4%: 150 bad of 6,000, where B+14 has 140) fires
-/// at B+15: detected
-/// after 7 minutes with 150 bad events spent, 150 / 1,440 of the budget.
+/// at B+15: detected after 7 minutes with 150 bad events spent, 150 / 1,440 of the budget.
 #[test]
 fn a_recording_built_by_hand() {
     let dir = tempfile::tempdir().unwrap();
