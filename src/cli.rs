@@ -68,7 +68,7 @@ pub enum Command {
         score: bool,
         /// Significant events: more than a share of the period's budget consumed over a
         /// rolling window, per tier.
-        #[arg(long, requires = "score", default_value = "page=2%/1h,ticket=10%/3d", value_parser = Thresholds::parse)]
+        #[arg(long, requires = "score", conflicts_with = "incidents", default_value = "page=2%/1h,ticket=10%/3d", value_parser = Thresholds::parse)]
         significant: Thresholds,
         /// Significant events from a file of known incidents instead: CSV
         /// (start,end,slo[,labels]) or YAML (.yaml, .yml) with the same fields.
@@ -346,6 +346,16 @@ fn replay_score(
     let (timeline, consumption) = replay::run_measuring(slos, &recording, range, Some(&windows));
     for skipped in &timeline.skipped {
         eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
+    }
+    if let Truth::Incidents(incidents) = &truth {
+        for incident in incidents {
+            if !slos.iter().any(|slo| slo.id == incident.slo) {
+                eprintln!(
+                    "burnwatch: an incident names SLO {:?}, which the specs do not define",
+                    incident.slo
+                );
+            }
+        }
     }
     let card = report::scorecard(slos, &timeline, &consumption, truth, working_hours);
     let mut stdout = io::stdout().lock();

@@ -28,7 +28,8 @@ use crate::slo::{Millis, Slo, TierKind, format_duration};
 pub enum Truth {
     /// Budget consumed over a rolling window above a share, per tier.
     Budget(Thresholds),
-    /// Incidents the team knows of, for every tier.
+    /// Incidents the team knows of, for every tier; those entirely outside the range are left
+    /// out.
     Incidents(Vec<Incident>),
 }
 
@@ -111,7 +112,11 @@ pub fn scorecard(
                 Truth::Incidents(incidents) => (
                     incidents
                         .iter()
-                        .filter(|incident| incident.concerns(&instance.slo_id, &instance.labels))
+                        .filter(|incident| {
+                            incident.concerns(&instance.slo_id, &instance.labels)
+                                && incident.start <= range.to
+                                && range.from <= incident.end
+                        })
                         .map(|incident| SignificantEvent {
                             start: incident.start,
                             end: incident.end,

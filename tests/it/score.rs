@@ -358,7 +358,9 @@ fn incidents_from_a_file() {
         &incidents,
         "start,end,slo,labels\n\
          2023-11-14T01:00:00Z,2023-11-14T01:30:00Z,order-service-requests-availability,route=POST /orders\n\
-         2023-11-14T03:00:00Z,2023-11-14T03:10:00Z,order-service-requests-availability,route=GET /orders\n",
+         2023-11-14T03:00:00Z,2023-11-14T03:10:00Z,order-service-requests-availability,route=GET /orders\n\
+         2023-11-10T03:00:00Z,2023-11-10T03:10:00Z,order-service-requests-availability,\n\
+         2023-11-14T03:00:00Z,2023-11-14T03:10:00Z,order-service-gone,\n",
     )
     .unwrap();
     let output = burnwatch(&[
@@ -376,9 +378,18 @@ fn incidents_from_a_file() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["ground_truth"], "incidents");
+    assert!(
+        text(&output.stderr).contains(
+            "an incident names SLO \"order-service-gone\", which the specs do not define"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
     let availability = "order-service-requests-availability";
     let page = scores_of(&json, availability, "POST /orders", "page");
     assert_eq!(page["significant"], serde_json::Value::Null);
+    // The incident of 2023-11-10 lies before the range: left out.
+    assert_eq!(page["significant_events"], 1, "{page:#}");
     assert_eq!(
         (page["recall"].clone(), page["precision"].clone()),
         (1.into(), 1.into())
