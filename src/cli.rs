@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Document};
 use crate::replay::{self, Range};
+use crate::score::input::{Thresholds, WorkingHours, parse_incidents};
+use crate::score::report::{self, Truth};
 use crate::slo::{Sli, Slo, format_duration, parse_duration};
 use crate::source::openmetrics;
 
@@ -61,8 +63,25 @@ pub enum Command {
         /// Time between evaluations.
         #[arg(long, default_value = "1m", value_parser = parse_duration)]
         step: Duration,
+        /// text, json, or (with --score) csv.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Score each SLO instance's tiers against the significant events instead of printing
+        /// the timeline (recordings only; --from defaults to a full period after the first
+        /// sample).
+        #[arg(long, conflicts_with = "prometheus")]
+        score: bool,
+        /// Significant events: more than a share of the period's budget consumed over a
+        /// rolling window, per tier.
+        #[arg(long, requires = "score", conflicts_with = "incidents", default_value = "page=2%/1h,ticket=10%/3d", value_parser = Thresholds::parse)]
+        significant: Thresholds,
+        /// Significant events from a file of known incidents instead: CSV
+        /// (start,end,slo[,labels]) or YAML (.yaml, .yml) with the same fields.
+        #[arg(long, requires = "score")]
+        incidents: Option<PathBuf>,
+        /// Alerts fired outside these hours are counted (days, hours, UTC or a fixed offset).
+        #[arg(long, requires = "score", default_value = "Mon-Fri 09:00-18:00 UTC", value_parser = WorkingHours::parse)]
+        working_hours: WorkingHours,
     },
     /// Run the daemon next to Prometheus: evaluate every SLO each interval, alert, serve HTTP.
     Serve {
@@ -116,6 +135,8 @@ pub enum Command {
 pub enum Format {
     Text,
     Json,
+    /// With --score only.
+    Csv,
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -131,6 +152,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             to,
             step,
             format,
+            score,
+            significant,
+            incidents,
+            working_hours,
         } => {
             let daemon_config = match &daemon_config {
                 Some(path) => Some((crate::daemon::read_config(path)?, path.clone())),
@@ -154,6 +179,26 @@ pub fn run(cli: Cli) -> Result<i32> {
                 )?),
                 (None, None) => None,
             };
+            if score {
+                let truth = match incidents {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        Truth::Incidents(
+                            parse_incidents(&path.display().to_string(), &text)
+                                .map_err(anyhow::Error::msg)?,
+                        )
+                    }
+                    None => Truth::Budget(significant),
+                };
+                let Some(data) = data else {
+                    bail!("--score needs --data FILE")
+                };
+                return replay_score(&slos, &data, from, to, step, format, truth, working_hours);
+            }
+            if format == Format::Csv {
+                bail!("--format csv needs --score");
+            }
             let timeline = match (data, client) {
                 (Some(data), _) => {
                     let text = std::fs::read_to_string(&data)
@@ -186,6 +231,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     "{}",
                     serde_json::to_string_pretty(&replay::to_json(&timeline))?
                 )?,
+                Format::Csv => unreachable!("refused above"),
             }
             Ok(0)
         }
@@ -286,6 +332,70 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `replay --score`: the replay of a recording, scored. Scoring wants the period's events at
+/// every step, so the range starts no earlier than a full period (the longest of the SLOs')
+/// after the first sample.
+#[allow(clippy::too_many_arguments)]
+fn replay_score(
+    slos: &[Slo],
+    data: &std::path::Path,
+    from: Option<i64>,
+    to: Option<i64>,
+    step: Duration,
+    format: Format,
+    truth: Truth,
+    working_hours: WorkingHours,
+) -> Result<i32> {
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let recording = openmetrics::parse(&data.display().to_string(), &text)?;
+    let (first, _) = recording
+        .time_range()
+        .ok_or_else(|| anyhow::anyhow!("the recording has no samples"))?;
+    let period = slos
+        .iter()
+        .map(|slo| crate::slo::millis(slo.period))
+        .max()
+        .unwrap_or(0);
+    let scorable = first + period;
+    let from = from.unwrap_or(scorable);
+    if from < scorable {
+        bail!(
+            "--score needs a full period of samples before --from: the first sample is at {}, so --from must be {} or later",
+            replay::format_time(first),
+            replay::format_time(scorable)
+        );
+    }
+    let range = Range::resolve(&recording, Some(from), to, step).map_err(anyhow::Error::msg)?;
+    let windows = truth.windows();
+    let (timeline, consumption) = replay::run_measuring(slos, &recording, range, Some(&windows));
+    for skipped in &timeline.skipped {
+        eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
+    }
+    if let Truth::Incidents(incidents) = &truth {
+        for incident in incidents {
+            if !slos.iter().any(|slo| slo.id == incident.slo) {
+                eprintln!(
+                    "burnwatch: an incident names SLO {:?}, which the specs do not define",
+                    incident.slo
+                );
+            }
+        }
+    }
+    let card = report::scorecard(slos, &timeline, &consumption, truth, working_hours);
+    let mut stdout = io::stdout().lock();
+    match format {
+        Format::Text => write!(stdout, "{}", report::to_text(&card))?,
+        Format::Json => writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&report::to_json(&card))?
+        )?,
+        Format::Csv => write!(stdout, "{}", report::to_csv(&card))?,
+    }
+    Ok(0)
 }
 
 /// `replay --prometheus` or `--config`: the same engine over Prometheus's history, with a

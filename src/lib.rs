@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod notify;
 pub mod query;
 pub mod replay;
+pub mod score;
 pub mod server;
 pub mod slo;
 pub mod source;

@@ -230,48 +230,134 @@ pub struct Timeline {
 /// whole range on its own, spread over the machine's cores; events are then put in time order,
 /// instances in spec order within one time, as [`Replay::step`] would produce them.
 pub fn run(slos: &[Slo], recording: &Recording, range: Range) -> Timeline {
+    run_measuring(slos, recording, range, None).0
+}
+
+/// The error budget one SLO instance consumed at every step of a replay, for scoring
+/// ([`crate::score`]). Shares of the period's budget: bad events ÷ (the period's total events
+/// `[t − period, t]` × (1 − objective)); NaN where the period has no events or no data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumption {
+    pub slo_id: String,
+    pub labels: InstanceLabels,
+    /// Per step, the budget consumed over `(previous step, this step]`: the increase of the bad
+    /// events over `[from − step, t]` since the previous step (so the steps add up to the
+    /// increase over the whole range, whatever the scrape interval).
+    pub per_step: Vec<f64>,
+    /// Per window asked for, the budget consumed over `[t − window, t]` at every step.
+    pub rolling: Vec<(Duration, Vec<f64>)>,
+}
+
+/// [`run`], and with `windows` the budget every instance consumed at every step over each of
+/// those windows (in the order of the instances bound, SLOs in spec order).
+pub fn run_measuring(
+    slos: &[Slo],
+    recording: &Recording,
+    range: Range,
+    windows: Option<&[Duration]>,
+) -> (Timeline, Vec<Consumption>) {
     let (mut bound, skipped) = bind(slos, recording);
     let instances = bound.len();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(instances.max(1));
     let chunk = instances.div_ceil(workers).max(1);
-    let mut events: Vec<Event> = std::thread::scope(|scope| {
-        let handles: Vec<_> = bound
-            .chunks_mut(chunk)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    let mut engine = Engine::new();
-                    let mut events = Vec::new();
-                    for bound in chunk {
-                        let id = engine.instance(bound.slo, &bound.instance.labels);
-                        for now in range.times() {
-                            let mut measure =
-                                |window: Duration| bound.instance.measure(recording, now, window);
-                            events.extend(engine.evaluate(now, bound.slo, id, &mut measure));
+    let (events, consumption): (Vec<Vec<Event>>, Vec<Vec<Consumption>>) =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = bound
+                .chunks_mut(chunk)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        let mut engine = Engine::new();
+                        let mut events = Vec::new();
+                        let mut consumption = Vec::new();
+                        for bound in chunk {
+                            let id = engine.instance(bound.slo, &bound.instance.labels);
+                            let mut meter =
+                                windows.map(|windows| Meter::new(bound, windows, range));
+                            for now in range.times() {
+                                let mut measure = |window: Duration| {
+                                    bound.instance.measure(recording, now, window)
+                                };
+                                events.extend(engine.evaluate(now, bound.slo, id, &mut measure));
+                                if let Some(meter) = &mut meter {
+                                    meter.step(bound, recording, now);
+                                }
+                            }
+                            consumption.extend(meter.map(|meter| meter.consumption));
                         }
-                    }
-                    events
+                        (events, consumption)
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .unzip()
+        });
+    let mut events: Vec<Event> = events.into_iter().flatten().collect();
     events.sort_by_key(|event| event.at);
     let steps = range.times().count() as u64;
-    Timeline {
+    let timeline = Timeline {
         range,
         events,
         skipped,
         instances,
         evaluations: steps * instances as u64,
+    };
+    (timeline, consumption.into_iter().flatten().collect())
+}
+
+/// Measures one instance's budget consumption step by step.
+struct Meter {
+    consumption: Consumption,
+    /// The start of the growing window whose increases give the per-step consumption.
+    anchor: Millis,
+    /// Bad events over `[anchor, previous step]`.
+    bad_before: f64,
+}
+
+impl Meter {
+    fn new(bound: &Bound, windows: &[Duration], range: Range) -> Meter {
+        Meter {
+            consumption: Consumption {
+                slo_id: bound.slo.id.clone(),
+                labels: bound.instance.labels.clone(),
+                per_step: Vec::new(),
+                rolling: windows.iter().map(|&window| (window, Vec::new())).collect(),
+            },
+            anchor: range.from - millis(range.step).max(1),
+            bad_before: 0.0,
+        }
+    }
+
+    fn step(&mut self, bound: &mut Bound, recording: &Recording, now: Millis) {
+        let slo = bound.slo;
+        let budget = bound
+            .instance
+            .measure(recording, now, slo.period)
+            .map_or(f64::NAN, |period| {
+                period.total * slo.objective.error_budget()
+            });
+        let share = |bad: f64| if budget > 0.0 { bad / budget } else { f64::NAN };
+        let grown = Duration::from_millis((now - self.anchor).max(1) as u64);
+        let bad = bound
+            .instance
+            .measure(recording, now, grown)
+            .map_or(self.bad_before, |value| value.bad);
+        self.consumption.per_step.push(share(bad - self.bad_before));
+        self.bad_before = bad;
+        for (window, values) in &mut self.consumption.rolling {
+            let bad = bound
+                .instance
+                .measure(recording, now, *window)
+                .map_or(f64::NAN, |value| value.bad);
+            values.push(share(bad));
+        }
     }
 }
 
@@ -307,7 +393,7 @@ pub fn parse_time(text: &str) -> Result<Millis, String> {
 }
 
 /// Rounds to 10 significant digits so timelines carry no float noise; NaN and ±Inf become null.
-fn number(value: f64) -> Value {
+pub(crate) fn number(value: f64) -> Value {
     if !value.is_finite() {
         return Value::Null;
     }

@@ -7,5 +7,6 @@ mod differential;
 mod engine;
 mod fake_slack;
 mod prom;
+mod score;
 mod serve;
 mod strategies;
