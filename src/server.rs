@@ -1,4 +1,5 @@
-//! The HTTP face (axum): `/-/healthy`, `/-/ready`, `POST /-/reload`, `/metrics` (OpenMetrics),
+//! The HTTP face (axum): the status page (`/`, `/slo/{id}`, see [`crate::page`]),
+//! `/-/healthy`, `/-/ready`, `POST /-/reload`, `/metrics` (OpenMetrics),
 //! `/api/v1/slos`, `/api/v1/alerts`, `/api/v1/outbox` (JSON) and `/api/v1/silences` (GET, POST;
 //! `DELETE /api/v1/silences/{id}` expires one).
 //!
@@ -36,6 +37,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/slo/{id}", get(slo_page))
         .route("/-/healthy", get(|| async { "burnwatch is healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
@@ -51,6 +54,140 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
+}
+
+/// An HTML page of the status page: no script may run in it (its content is escaped, and the
+/// policy forbids scripts besides).
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/`: every SLO instance at a glance. The status is copied under the lock (an `Arc`) and
+/// the page drawn off the runtime's workers, so a page view never holds up an evaluation.
+async fn status_page(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<crate::page::ListQuery>,
+) -> Response {
+    let (slos, alerts, stale, last_evaluation) = {
+        let status = shared.status.read().unwrap_or_else(|e| e.into_inner());
+        (
+            status.slos.clone(),
+            status.alerts.clone(),
+            status.stale_slos.clone(),
+            status.last_evaluation,
+        )
+    };
+    let source = shared
+        .pages
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let drawn = tokio::task::spawn_blocking(move || {
+        crate::page::list(
+            &crate::page::Snapshot {
+                source: &source,
+                slos: &slos,
+                alerts: &alerts,
+                stale: &stale,
+                last_evaluation,
+            },
+            &query,
+        )
+    })
+    .await;
+    match drawn {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(error) => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::page::html::layout("error", &crate::page::html::escape(&error.to_string())),
+        ),
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+}
+
+/// `/slo/{id}`: one SLO, its instances' charts, incidents and notifications.
+async fn slo_page(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<PageQuery>,
+) -> Response {
+    let source = shared
+        .pages
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some((slo, history)) = source.slos.iter().find(|(slo, _)| slo.id == id).cloned() else {
+        return html(
+            StatusCode::NOT_FOUND,
+            crate::page::html::layout(
+                "not found",
+                &format!(
+                    "<p>No SLO {} is configured. <a href=\"/\">All SLOs</a></p>",
+                    crate::page::html::escape(&id)
+                ),
+            ),
+        );
+    };
+    let (slos, now) = {
+        let status = shared.status.read().unwrap_or_else(|e| e.into_inner());
+        (
+            status.slos.clone(),
+            status.last_evaluation.unwrap_or_else(now),
+        )
+    };
+    let lookup = id.clone();
+    let stored = with_store(&shared, move |store| {
+        Ok((store.slo_incidents(&lookup)?, store.slo_notifications(&id)?))
+    })
+    .await;
+    let drawn = tokio::task::spawn_blocking(move || {
+        let status = slos.iter().find(|status| status.id == slo.id);
+        let instances = status.map_or(&[][..], |status| status.instances.as_slice());
+        let pages = instances.len().div_ceil(crate::page::SLO_PAGE).max(1);
+        let page = query.page.unwrap_or(1).clamp(1, pages);
+        let (views, _) = crate::page::views(&history, instances, page);
+        let (incidents, notifications, error) = match &stored {
+            Ok((incidents, notifications)) => {
+                (incidents.as_slice(), notifications.as_slice(), None)
+            }
+            Err(error) => (&[][..], &[][..], Some(error.as_str())),
+        };
+        crate::page::slo_page(
+            &slo,
+            status,
+            &views,
+            page,
+            now,
+            incidents,
+            notifications,
+            error,
+        )
+    })
+    .await;
+    match drawn {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(error) => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::page::html::layout("error", &crate::page::html::escape(&error.to_string())),
+        ),
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests.
@@ -311,7 +448,7 @@ async fn slos(State(shared): State<Arc<Shared>>) -> Response {
         "last_evaluation": status.last_evaluation.map(format_time),
         "stale": status.stale,
         "stale_slos": status.stale_slos,
-        "slos": status.slos,
+        "slos": *status.slos,
     }))
     .into_response()
 }

@@ -14,9 +14,9 @@ use crate::engine::SavedAlert;
 use crate::slo::Millis;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "
     CREATE TABLE alerts (
         slo_id TEXT NOT NULL,
@@ -38,6 +38,13 @@ const MIGRATIONS: [&str; 3] = [
     );
 ",
     crate::notify::outbox::SCHEMA,
+    "
+    CREATE TABLE histories (
+        slo_id   TEXT PRIMARY KEY,
+        saved_at INTEGER NOT NULL,  -- milliseconds since the epoch
+        data     BLOB NOT NULL      -- MessagePack of the status page's history
+    );
+",
 ];
 
 #[derive(Debug)]
@@ -246,6 +253,37 @@ impl Store {
     }
 
     /// Forgets the incremental states of SLOs not in `keep`.
+    /// Saves one SLO's status-page history (replacing the last).
+    pub fn save_history(
+        &mut self,
+        slo_id: &str,
+        now: Millis,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "INSERT INTO histories (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
+                params![slo_id, now, data],
+            )
+            .map_err(failed("save history"))?;
+        Ok(())
+    }
+
+    /// Every saved history: (SLO id, bytes).
+    pub fn load_histories(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut query = self
+            .connection
+            .prepare("SELECT slo_id, data FROM histories")
+            .map_err(failed("prepare histories"))?;
+        let rows = query
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(failed("select histories"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read histories"))
+    }
+
+    /// Forgets the checkpoints and histories of SLOs not in `keep`.
     pub fn retain_checkpoints(&mut self, keep: &[&str]) -> Result<(), StoreError> {
         let saved: Vec<String> = self
             .load_checkpoint_ids()?
@@ -256,6 +294,17 @@ impl Store {
             self.connection
                 .execute("DELETE FROM checkpoints WHERE slo_id = ?1", params![id])
                 .map_err(failed("delete checkpoint"))?;
+        }
+        let histories: Vec<String> = self
+            .load_histories()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !keep.contains(&id.as_str()))
+            .collect();
+        for id in histories {
+            self.connection
+                .execute("DELETE FROM histories WHERE slo_id = ?1", params![id])
+                .map_err(failed("delete history"))?;
         }
         Ok(())
     }

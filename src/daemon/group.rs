@@ -7,11 +7,15 @@
 //! group's state into the group of the same SLO id (Prometheus's `Group.CopyState`), retiring
 //! the alerts that no longer match a (tier, instance) and those of SLOs that are gone.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{IncrementalStates, SloHealth, SloStatus, incremental_for, slo_status};
 use crate::config::Strategy;
 use crate::engine::{Engine, Event, SavedAlert};
+use crate::history::SloHistory;
+use crate::page::PageSource;
 use crate::slo::{Millis, Slo};
 use crate::source::incremental::Incremental;
 use crate::source::live::{self, Snapshot};
@@ -26,11 +30,15 @@ pub(super) struct Group {
     pub(super) health: SloHealth,
     /// This SLO's alerts, keyed by (tier, instance labels).
     alerts: Engine,
+    /// Its instances' burn rates and alert intervals over the last period, for the status
+    /// page (which locks it only to copy what it shows).
+    pub(super) history: Arc<Mutex<SloHistory>>,
 }
 
 impl Group {
     fn new(slo: Slo, watched_since: Millis) -> Group {
         Group {
+            history: Arc::new(Mutex::new(SloHistory::new(&slo))),
             slo,
             incremental: None,
             health: SloHealth::new(watched_since),
@@ -73,6 +81,17 @@ impl Group {
         // Instances the answer no longer holds: their alerts end after `resolve_timeout`
         // without data, and they are forgotten once inactive.
         events.extend(self.alerts.evaluate_absent(now, &[&self.slo]));
+        {
+            let budget = self.slo.objective.error_budget();
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            for (labels, windows) in &snapshot.instances {
+                history.record(now, labels, windows, budget);
+            }
+            for event in &events {
+                history.note(event);
+            }
+            history.prune(now);
+        }
         let status = slo_status(&self.slo, &mut self.health, Some(snapshot));
         (events, status)
     }
@@ -99,6 +118,7 @@ impl Groups {
         slos: &[Slo],
         saved: Vec<SavedAlert>,
         mut states: IncrementalStates,
+        mut histories: HashMap<String, SloHistory>,
         watched_since: Millis,
         now: Millis,
     ) -> (Groups, Vec<(Slo, Event)>) {
@@ -113,6 +133,11 @@ impl Groups {
                 && template == group.slo.sli.error_ratio_template()
             {
                 group.incremental = Some(state);
+            }
+            if let Some(history) = histories.remove(&group.slo.id)
+                && history.fits(&group.slo)
+            {
+                group.history = Arc::new(Mutex::new(history));
             }
         }
         for alert in saved {
@@ -161,6 +186,17 @@ impl Groups {
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &Group> {
         self.groups.iter()
+    }
+
+    /// What the status page reads: each SLO as loaded, with its history.
+    pub(super) fn page_source(&self) -> PageSource {
+        PageSource {
+            slos: self
+                .groups
+                .iter()
+                .map(|group| (group.slo.clone(), group.history.clone()))
+                .collect(),
+        }
     }
 
     /// Every alert that is not simply inactive, group by group.
@@ -247,6 +283,14 @@ impl Group {
             self.incremental = previous.incremental;
         }
         self.alerts = previous.alerts;
+        let fits = previous
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fits(&self.slo);
+        if fits {
+            self.history = previous.history;
+        }
         self.alerts.retire(
             now,
             std::slice::from_ref(&self.slo),

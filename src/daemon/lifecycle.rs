@@ -112,6 +112,7 @@ impl Daemon {
             reloads: reload_sender,
             store: store.clone(),
             config_silences: RwLock::new(loaded.config.notify.silences.clone()),
+            pages: RwLock::default(),
         });
         let listen = options.listen.unwrap_or(loaded.config.listen);
         let listener = tokio::net::TcpListener::bind(listen)
@@ -138,6 +139,7 @@ impl Daemon {
         // Alerts that no longer match a configured (SLO, tier, instance labels) end; their
         // resolutions are planned with the first cycle's changes.
         let states = resume_incremental(&store, &loaded, clock.now()).await?;
+        let histories = super::load_histories(&store).await;
         // Stale when the last run stopped: the SLOs' silence counts from then, and the meta
         // alert resolves once every SLO has answered.
         let stale_since: Option<Millis> = store
@@ -147,8 +149,15 @@ impl Daemon {
         let watched_since = stale_since.unwrap_or(clock.now()).min(clock.now());
         // Each SLO's group, with its saved alerts and checkpointed state; alerts that no longer
         // match a (tier, instance) end, their resolutions planned with the first cycle's.
-        let (groups, retired) =
-            Groups::start(&loaded.slos, saved, states, watched_since, clock.now());
+        let (groups, retired) = Groups::start(
+            &loaded.slos,
+            saved,
+            states,
+            histories,
+            watched_since,
+            clock.now(),
+        );
+        *shared.pages.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(groups.page_source());
         let ticker = Ticker::new(&clock, loaded.config.evaluation_interval);
         Ok(Daemon {
             last_checkpoint: clock.now(),
@@ -204,6 +213,8 @@ impl Daemon {
         let retired = self
             .groups
             .reload(&new.slos, new.config.strategy, self.clock.now());
+        *self.shared.pages.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(self.groups.page_source());
         if new.config.notify.console {
             for (slo, event) in &retired {
                 console::emit(slo, event);
@@ -350,7 +361,7 @@ impl Daemon {
                 .status
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            status.alerts = saved.to_vec();
+            status.alerts = Arc::new(saved.to_vec());
             // Ready once every SLO has answered, or is stale (the meta alert speaks for it).
             let (ready, never) = health::readiness(
                 self.groups

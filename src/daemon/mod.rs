@@ -237,8 +237,9 @@ pub struct Status {
     pub stale_slos: Vec<String>,
     pub last_evaluation: Option<Millis>,
     pub stale: bool,
-    pub slos: Vec<SloStatus>,
-    pub alerts: Vec<SavedAlert>,
+    /// Swapped whole by each cycle: readers clone the `Arc` and let go of the lock.
+    pub slos: Arc<Vec<SloStatus>>,
+    pub alerts: Arc<Vec<SavedAlert>>,
 }
 
 /// State shared between the loop and the HTTP server.
@@ -250,6 +251,8 @@ pub struct Shared {
     pub store: StoreHandle,
     /// Silences from the config file (API silences live in the store).
     pub config_silences: RwLock<Vec<Silence>>,
+    /// The SLOs as loaded and their histories, for the status page (replaced by a reload).
+    pub pages: RwLock<Arc<crate::page::PageSource>>,
 }
 
 fn finite(value: f64) -> Option<f64> {
@@ -683,6 +686,22 @@ fn checkpoint(store: &StoreHandle, groups: &Groups, now: Millis) -> Result<()> {
                 }
             }
         }
+        for group in groups.iter() {
+            let encoded = group
+                .history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .encode();
+            match encoded {
+                Ok(bytes) => {
+                    let id = group.slo.id.clone();
+                    store.call_blocking(move |store| store.save_history(&id, now, &bytes))?
+                }
+                Err(error) => {
+                    tracing::warn!(slo = %group.slo.id, %error, "cannot encode the history")
+                }
+            }
+        }
         let configured: Vec<String> = groups.iter().map(|group| group.slo.id.clone()).collect();
         store.call_blocking(move |store| {
             let configured: Vec<&str> = configured.iter().map(String::as_str).collect();
@@ -690,6 +709,30 @@ fn checkpoint(store: &StoreHandle, groups: &Groups, now: Millis) -> Result<()> {
         })?;
         Ok(())
     })
+}
+
+/// The status page's histories from the store; an unreadable one is left out (the page's
+/// charts start over, nothing else depends on them).
+async fn load_histories(store: &StoreHandle) -> HashMap<String, crate::history::SloHistory> {
+    let saved = match store.call(|store| store.load_histories()).await {
+        Ok(saved) => saved,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the status page's histories");
+            return HashMap::new();
+        }
+    };
+    saved
+        .into_iter()
+        .filter_map(
+            |(slo_id, bytes)| match crate::history::SloHistory::decode(&bytes) {
+                Ok(history) => Some((slo_id, history)),
+                Err(error) => {
+                    tracing::warn!(slo = %slo_id, %error, "ignoring an unreadable history");
+                    None
+                }
+            },
+        )
+        .collect()
 }
 
 /// Whether an SLO is evaluated incrementally under the configured strategy.
@@ -756,7 +799,7 @@ async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Milli
         .status
         .write()
         .unwrap_or_else(|e| e.into_inner())
-        .slos = statuses;
+        .slos = Arc::new(statuses);
     events
 }
 

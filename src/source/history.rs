@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::burn::WindowValue;
 use crate::engine::{Engine, InstanceLabels};
-use crate::query::with_window;
+use crate::query::{CounterQuery, with_window};
 use crate::replay::{Range, Timeline};
 use crate::slo::{Millis, Slo, millis};
 use crate::source::live::{templates, window_value, windows_with_period};
@@ -114,6 +114,9 @@ async fn fetch(
 /// the whole range (Prometheus bounds the samples one query may load).
 const RAW_SLICE: Millis = 6 * 3_600_000;
 
+/// Raw-sample requests in flight at once.
+const RAW_IN_FLIGHT: usize = 4;
+
 /// The first sample time a replay of `slo` over `range` needs: its longest window (the
 /// period) before the first evaluation.
 fn needed_from(slo: &Slo, range: &Range) -> Millis {
@@ -124,33 +127,72 @@ fn needed_from(slo: &Slo, range: &Range) -> Millis {
     range.from - millis(longest)
 }
 
-/// The counter selectors of the SLOs evaluated locally, each once, with the first sample time
-/// any of them needs.
+/// The counter selectors to read for the SLOs evaluated locally, with the first sample time
+/// each is needed from. A selector whose series another one's include (the same metric, and
+/// every matcher of the other among its own: `errors` is usually `total` and a `code`
+/// matcher) is not read on its own.
 fn raw_selectors(slos: &[&Slo], range: &Range) -> Vec<(String, Millis)> {
-    let mut selectors: Vec<(String, Millis)> = Vec::new();
+    let mut queries: Vec<(CounterQuery, Millis)> = Vec::new();
     for slo in slos {
         let Ok(local) = slo.sli.local() else { continue };
         let (numerator, total) = local.queries();
         for query in [numerator, total] {
-            let selector = query.selector();
-            let from = needed_from(slo, range);
-            match selectors.iter_mut().find(|(known, _)| *known == selector) {
-                Some((_, earliest)) => *earliest = (*earliest).min(from),
-                None => selectors.push((selector, from)),
-            }
+            queries.push((query.clone(), needed_from(slo, range)));
+        }
+    }
+    let matchers = |query: &CounterQuery| -> Vec<String> {
+        query.matchers.iter().map(ToString::to_string).collect()
+    };
+    let mut selectors: Vec<(String, Millis)> = Vec::new();
+    for (index, (query, from)) in queries.iter().enumerate() {
+        let own = matchers(query);
+        // Covered by another selector (an identical one only by the first of them), read
+        // from as early as any that needs its series.
+        let covered = queries.iter().enumerate().any(|(other_index, (other, _))| {
+            let theirs = matchers(other);
+            other_index != index
+                && other.metric == query.metric
+                && theirs.iter().all(|matcher| own.contains(matcher))
+                && (theirs.len() < own.len() || other_index < index)
+        });
+        if covered {
+            continue;
+        }
+        let earliest = queries
+            .iter()
+            .filter(|(other, _)| {
+                other.metric == query.metric
+                    && own.iter().all(|matcher| matchers(other).contains(matcher))
+            })
+            .map(|(_, from)| *from)
+            .fold(*from, Millis::min);
+        let selector = query.selector();
+        if !selectors.iter().any(|(known, _)| *known == selector) {
+            selectors.push((selector, earliest));
         }
     }
     selectors
+}
+
+/// The requests reading `selectors` up to `to`: (selector, slice start, slice end).
+fn raw_slices(selectors: &[(String, Millis)], to: Millis) -> Vec<(String, Millis, Millis)> {
+    let mut slices = Vec::new();
+    for (selector, from) in selectors {
+        let mut slice_from = *from;
+        while slice_from < to {
+            let slice_to = (slice_from + RAW_SLICE).min(to);
+            slices.push((selector.clone(), slice_from, slice_to));
+            slice_from = slice_to;
+        }
+    }
+    slices
 }
 
 /// How many requests a replay of `slos` over `range` sends (for progress bars): raw-sample
 /// slices for the SLOs evaluated locally, range queries per window for the others.
 pub fn queries_needed(slos: &[Slo], range: &Range) -> u64 {
     let local: Vec<&Slo> = slos.iter().filter(|slo| slo.sli.local().is_ok()).collect();
-    let raw: u64 = raw_selectors(&local, range)
-        .iter()
-        .map(|(_, from)| ((range.to - from + RAW_SLICE - 1) / RAW_SLICE).max(1) as u64)
-        .sum();
+    let raw = raw_slices(&raw_selectors(&local, range), range.to).len() as u64;
     let queried: u64 = slos
         .iter()
         .filter(|slo| slo.sli.local().is_err())
@@ -159,46 +201,64 @@ pub fn queries_needed(slos: &[Slo], range: &Range) -> u64 {
     raw + queried
 }
 
-/// The raw samples of `selectors` from their first needed time to `to`, read in slices, as a
-/// recording: the same series a file of Prometheus's data would hold.
+/// The raw samples of `selectors` from their first needed time to `to`, read in slices
+/// ([`RAW_IN_FLIGHT`] at once), as a recording: the same series a file of Prometheus's data
+/// would hold.
 async fn raw_recording(
     client: &Client,
     selectors: &[(String, Millis)],
     to: Millis,
     progress: &mut impl FnMut(),
 ) -> Result<Recording, ApiError> {
+    let slices = raw_slices(selectors, to);
+    let mut answers: Vec<Option<Vec<RangeSeries>>> = vec![None; slices.len()];
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0;
+    loop {
+        while tasks.len() < RAW_IN_FLIGHT && next < slices.len() {
+            let (selector, from, to) = slices[next].clone();
+            let client = client.clone();
+            let index = next;
+            tasks.spawn(async move {
+                let expr = format!("{selector}[{}ms]", to - from);
+                let answer = client.query(&expr, to).await;
+                (index, expr, answer)
+            });
+            next += 1;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (index, expr, answer) =
+            joined.map_err(|error| ApiError::Connect(format!("query task failed: {error}")))?;
+        progress();
+        match answer?.answer {
+            Answer::Matrix(series) => answers[index] = Some(series),
+            _ => return Err(ApiError::Malformed(format!("expected a matrix for {expr}"))),
+        }
+    }
+    // In slice order, so every series' samples are added in time order.
     let mut by_labels: HashMap<Vec<(String, String)>, usize> = HashMap::new();
     let mut recording = Recording {
         file: "Prometheus's history".to_string(),
         ..Recording::default()
     };
-    for (selector, from) in selectors {
-        let mut slice_from = *from;
-        while slice_from < to {
-            let slice_to = (slice_from + RAW_SLICE).min(to);
-            let expr = format!("{selector}[{}ms]", slice_to - slice_from);
-            let evaluated = client.query(&expr, slice_to).await?;
-            progress();
-            let Answer::Matrix(series) = evaluated.answer else {
-                return Err(ApiError::Malformed(format!("expected a matrix for {expr}")));
-            };
-            for piece in series {
-                let mut labels = piece.labels;
-                labels.sort();
-                let index = *by_labels.entry(labels.clone()).or_insert_with(|| {
-                    recording.series.push(Series::new(labels));
-                    recording.series.len() - 1
-                });
-                let target = &mut recording.series[index];
-                for (at, value) in piece.samples {
-                    // Slices meet at their ends: a sample is read once.
-                    if target.last_timestamp().is_none_or(|last| last < at) {
-                        target.push(at, value);
-                        recording.samples += 1;
-                    }
+    for series in answers.into_iter().flatten() {
+        for piece in series {
+            let mut labels = piece.labels;
+            labels.sort();
+            let index = *by_labels.entry(labels.clone()).or_insert_with(|| {
+                recording.series.push(Series::new(labels));
+                recording.series.len() - 1
+            });
+            let target = &mut recording.series[index];
+            for (at, value) in piece.samples {
+                // Slices meet at their ends: a sample is read once.
+                if target.last_timestamp().is_none_or(|last| last < at) {
+                    target.push(at, value);
+                    recording.samples += 1;
                 }
             }
-            slice_from = slice_to;
         }
     }
     Ok(recording)

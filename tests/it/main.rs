@@ -1,6 +1,7 @@
 //! Integration tests (one test binary, `cargo test --test it`).
 
 mod alertmanager;
+mod browser;
 mod cli;
 mod delivery;
 mod differential;
