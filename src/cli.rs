@@ -128,6 +128,10 @@ pub enum Command {
         /// Slack's Web API base URL.
         #[arg(long, default_value = crate::config::notify::DEFAULT_SLACK_API)]
         slack_api_url: String,
+        /// Serve the status page (and the rest of serve's HTTP face) here while the demo runs;
+        /// `off` for none.
+        #[arg(long, default_value = "127.0.0.1:9099")]
+        listen: String,
     },
 }
 
@@ -301,7 +305,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             slack_token_file,
             slack_channel,
             slack_api_url,
+            listen,
         } => {
+            let listen = match listen.as_str() {
+                "off" => None,
+                address => Some(address.parse::<std::net::SocketAddr>().with_context(|| {
+                    format!("--listen {address}: not an address and port (or `off`)")
+                })?),
+            };
             if let Some(path) = write_data {
                 std::fs::write(&path, crate::demo::recording_text())
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -328,7 +339,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 token: crate::source::prometheus::Secret::new(token),
                 channel: slack_channel,
             });
-            crate::demo::run(&mut io::stdout().lock(), pace, slack)?;
+            crate::demo::run(&mut io::stdout().lock(), pace, slack, listen)?;
             Ok(0)
         }
     }

@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::Change;
 use crate::config::notify::{NotifyConfig, Route};
 use crate::config::{self, Document};
+use crate::history::SloHistory;
 use crate::notify::apply;
 use crate::notify::deliver::{self, Sinks};
 use crate::notify::outbox::{self, SinkFamily, SlackKind};
@@ -362,15 +364,145 @@ impl Notifier {
     }
 }
 
+/// The status page while the demo runs: serve's HTTP face over the demo's state (its SLOs,
+/// their windows and alerts at each step, their histories, the outbox of its messages).
+struct Board {
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<crate::daemon::Shared>,
+    histories: Vec<(String, Arc<std::sync::Mutex<SloHistory>>)>,
+    stop: CancellationToken,
+    url: String,
+}
+
+impl Board {
+    fn start(listen: SocketAddr, slos: &[Slo], store: StoreHandle) -> anyhow::Result<Board> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(listen))?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let histories: Vec<(String, Arc<std::sync::Mutex<SloHistory>>)> = slos
+            .iter()
+            .map(|slo| {
+                (
+                    slo.id.clone(),
+                    Arc::new(std::sync::Mutex::new(SloHistory::new(slo))),
+                )
+            })
+            .collect();
+        let (reloads, _) = tokio::sync::mpsc::channel(1);
+        let shared = Arc::new(crate::daemon::Shared {
+            status: Default::default(),
+            metrics: std::sync::Mutex::new(crate::metrics::Metrics::new()),
+            reload_token: Default::default(),
+            reloads,
+            store,
+            config_silences: Default::default(),
+            pages: std::sync::RwLock::new(Arc::new(crate::page::PageSource {
+                slos: slos
+                    .iter()
+                    .zip(&histories)
+                    .map(|(slo, (_, history))| (slo.clone(), history.clone()))
+                    .collect(),
+            })),
+        });
+        let stop = CancellationToken::new();
+        runtime.spawn(crate::server::serve(listener, shared.clone(), stop.clone()));
+        Ok(Board {
+            runtime,
+            shared,
+            histories,
+            stop,
+            url,
+        })
+    }
+
+    /// Shows the evaluation at `now`: every instance's windows, the alerts, the histories.
+    fn publish(
+        &self,
+        slos: &[Slo],
+        replay: &mut Replay,
+        recording: &Recording,
+        events: &[crate::engine::Event],
+        now: Millis,
+    ) {
+        let mut statuses = Vec::with_capacity(slos.len());
+        for (slo, (_, history)) in slos.iter().zip(&self.histories) {
+            let windows = crate::source::live::windows_with_period(slo);
+            let instances: Vec<_> = replay
+                .instances_of(&slo.id)
+                .into_iter()
+                .map(|(index, labels)| {
+                    let values: Vec<_> = windows
+                        .iter()
+                        .filter_map(|window| {
+                            Some((*window, replay.measure(recording, index, now, *window)?))
+                        })
+                        .collect();
+                    (labels, values)
+                })
+                .collect();
+            {
+                let mut history = history.lock().unwrap_or_else(|e| e.into_inner());
+                for (labels, values) in &instances {
+                    history.record(now, labels, values, slo.objective.error_budget());
+                }
+                for event in events.iter().filter(|event| event.slo_id == slo.id) {
+                    history.note(event);
+                }
+            }
+            statuses.push(crate::daemon::evaluated_status(slo, instances, now));
+        }
+        let mut status = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        status.slos = Arc::new(statuses);
+        status.alerts = Arc::new(replay.alerts());
+        status.last_evaluation = Some(now);
+        status.ready = true;
+    }
+
+    /// Keeps serving until Ctrl-C, then stops.
+    fn linger(self) {
+        let _ = self.runtime.block_on(tokio::signal::ctrl_c());
+        self.stop.cancel();
+        self.runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
 /// Replays the seed incident, printing a status line every five virtual minutes and every
 /// Slack message as serve would send it (post, update in place, thread reply). With `slack`
 /// the messages are posted for real. `pace` is the real time per 30 s evaluation step.
-pub fn run(out: &mut impl Write, pace: Duration, slack: Option<DemoSlack>) -> anyhow::Result<()> {
+pub fn run(
+    out: &mut impl Write,
+    pace: Duration,
+    slack: Option<DemoSlack>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let posting = slack.is_some();
     let mut notifier = Notifier::new(slack)?;
     let (slos, recording) = load().map_err(io::Error::other)?;
     let range = range();
     let (mut replay, skipped) = Replay::new(&slos, &recording);
+    // The status page: a port already taken costs the page, not the demo.
+    let board = match listen.map(|address| Board::start(address, &slos, notifier.store.clone())) {
+        Some(Ok(board)) => {
+            writeln!(out, "status page: {} (while the demo runs)", board.url)?;
+            Some(board)
+        }
+        Some(Err(error)) => {
+            writeln!(
+                out,
+                "no status page: cannot listen on {}: {error:#}",
+                listen.map_or(String::new(), |a| a.to_string())
+            )?;
+            None
+        }
+        None => None,
+    };
     writeln!(
         out,
         "burnwatch demo: the order-service seed incident, replayed through the real engine"
@@ -398,6 +530,9 @@ pub fn run(out: &mut impl Write, pace: Duration, slack: Option<DemoSlack>) -> an
         .ok_or_else(|| io::Error::other("the demo spec has no requests-availability SLO"))?;
     for (tick, now) in range.times().enumerate() {
         let events = replay.step(&recording, now);
+        if let Some(board) = &board {
+            board.publish(&slos, &mut replay, &recording, &events, now);
+        }
         if tick % 10 == 0 {
             status_line(out, &mut replay, &recording, availability, now)?;
         }
@@ -439,6 +574,14 @@ pub fn run(out: &mut impl Write, pace: Duration, slack: Option<DemoSlack>) -> an
             writeln!(out, "every message was delivered to Slack")?;
         } else {
             anyhow::bail!("{left} messages could not be delivered to Slack (see the log)");
+        }
+    }
+    if let Some(board) = board {
+        // On a terminal the page stays for a look; a script's run ends here.
+        if io::IsTerminal::is_terminal(&io::stdout()) {
+            writeln!(out, "the status page stays at {} until Ctrl-C", board.url)?;
+            out.flush()?;
+            board.linger();
         }
     }
     Ok(())

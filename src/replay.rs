@@ -87,6 +87,11 @@ impl<'a> Replay<'a> {
         self.bound.len()
     }
 
+    /// Every alert that is not simply inactive (for status pages).
+    pub fn alerts(&self) -> Vec<crate::engine::SavedAlert> {
+        self.engine.export()
+    }
+
     /// The instances of one SLO: (index for [`Replay::measure`], labels).
     pub fn instances_of(&self, slo_id: &str) -> Vec<(usize, InstanceLabels)> {
         self.bound

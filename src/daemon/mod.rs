@@ -803,6 +803,22 @@ async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Milli
     events
 }
 
+/// The status of one SLO evaluated at `now` with these window values per instance, as the
+/// HTTP face shows it (the demo's status page).
+pub fn evaluated_status(
+    slo: &Slo,
+    instances: Vec<(InstanceLabels, Vec<(Duration, WindowValue)>)>,
+    now: Millis,
+) -> SloStatus {
+    let mut health = SloHealth::new(now);
+    health.health.last_success = Some(now);
+    let snapshot = Snapshot {
+        instances: instances.into_iter().collect(),
+        ..Snapshot::default()
+    };
+    slo_status(slo, &mut health, Some(&snapshot))
+}
+
 /// The status of one SLO from a fresh snapshot, or (without one) as last seen.
 fn slo_status(slo: &Slo, health: &mut SloHealth, snapshot: Option<&Snapshot>) -> SloStatus {
     let budget = slo.objective.error_budget();

@@ -339,3 +339,72 @@ fn demo_prints_firing_then_resolved_with_the_runbook() {
             .exists()
     );
 }
+
+/// `demo` serves the status page while it runs: the URL it prints answers with the seed
+/// incident's firing row at some point, and the SLO's page draws its burn lines; the demo
+/// still ends by itself when its output is not a terminal.
+#[test]
+fn demo_serves_the_status_page_while_it_runs() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(["demo", "--pace", "60ms", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the demo");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("status page: ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string)
+        })
+        .expect("the demo prints the status page's URL");
+    // Drain the rest of the output so the demo never blocks on a full pipe.
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    burnwatch::source::prometheus::install_crypto_provider();
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        http.get(format!("{}{}", url.trim_end_matches('/'), path))
+            .send()
+            .and_then(|answer| answer.text())
+            .ok()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut firing = None;
+    while firing.is_none() && std::time::Instant::now() < deadline {
+        firing = get("/?show=firing").filter(|page| {
+            page.contains(
+                r#"<tr class="slo-row firing" data-slo="order-service-requests-availability">"#,
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let firing = firing.expect("the firing row of the seed incident on the status page");
+    assert!(firing.contains("POST /orders"), "{firing}");
+    let slo_page = get("/slo/order-service-requests-availability").expect("the SLO's page");
+    assert!(
+        slo_page.contains(r#"<path class="burn" d="M"#),
+        "{slo_page}"
+    );
+    // The messages the demo planned are the SLO's notifications, its incident the page's.
+    assert!(
+        slo_page.contains("<td>slack</td><td>post</td>"),
+        "{slo_page}"
+    );
+    assert!(slo_page.contains("#incidents"), "{slo_page}");
+    let status = child.wait().expect("the demo ends");
+    assert!(status.success());
+    let rest = rest.join().unwrap();
+    assert!(
+        rest.iter().any(|line| line.contains("RESOLVED")),
+        "{rest:?}"
+    );
+}
