@@ -1,11 +1,14 @@
 //! A compact, bounded history of every SLO instance's burn rates, kept by burnwatch itself so
 //! the status page draws its charts without asking Prometheus again.
 //!
-//! Per instance: [`POINTS`] buckets spanning the SLO's period, each holding, per window, the
-//! highest burn rate evaluated in it (a short spike stays visible at any zoom), and the
-//! intervals its alerts fired. Memory is `POINTS × windows × 4` bytes per instance whatever
-//! the evaluation interval; an instance not seen for a whole period is forgotten. Pure: time
-//! is a parameter, and [`SloHistory`] is encoded for the store with the checkpoints.
+//! Per instance, two rings of buckets, each bucket holding per window the highest burn rate
+//! evaluated in it (a short spike stays visible at any zoom): [`PERIOD_POINTS`] across the
+//! SLO's period, and [`RECENT_POINTS`] across the recent span (6 hours, or a quarter of a
+//! shorter period) for incidents; and the intervals its alerts fired. A burn rate is kept in
+//! two bytes (log scale, 10⁻⁴ to 10⁶, about 0.04% apart), so an instance of an SLO with the
+//! default windows costs about 2.7 KiB whatever the evaluation interval (27 MiB for 10,000).
+//! An instance not seen for a whole period is forgotten. Pure: time is a parameter, and
+//! [`SloHistory`] is encoded for the store with the checkpoints.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,8 +20,12 @@ use crate::burn::WindowValue;
 use crate::engine::{Event, InstanceLabels};
 use crate::slo::{Millis, Slo, TierKind, millis};
 
-/// Buckets per instance across the period (3 hours each for 30 days, 15 seconds for 1 hour).
-pub const POINTS: usize = 240;
+/// Buckets across the period (6 hours each for 30 days).
+pub const PERIOD_POINTS: usize = 120;
+/// Buckets across the recent span (5 minutes each over 6 hours).
+pub const RECENT_POINTS: usize = 72;
+/// The recent span, at most.
+const RECENT_SPAN: Millis = 6 * 3_600_000;
 
 /// Alert intervals kept per instance (the oldest go first).
 const MAX_SPANS: usize = 64;
@@ -31,24 +38,39 @@ pub struct AlertSpan {
     pub to: Option<Millis>,
 }
 
-/// One instance's buckets and alert intervals.
+/// Which of an instance's rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// The SLO's period.
+    Period,
+    /// The last hours.
+    Recent,
+}
+
+/// A ring of buckets: row `r` holds bucket `newest − ((head − r) mod points)`, one cell per
+/// window (0: nothing evaluated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Ring {
+    newest: i64,
+    head: usize,
+    cells: Vec<u16>,
+}
+
+/// One instance's rings and alert intervals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceHistory {
-    /// The bucket number (time ÷ width) of the newest bucket.
-    newest: i64,
-    /// Row `r` of the ring is bucket `newest − ((head − r) mod POINTS)`; each row holds one
-    /// burn rate per window (NaN: nothing evaluated).
-    head: usize,
-    burn: Vec<f32>,
+    period: Ring,
+    recent: Ring,
     spans: Vec<AlertSpan>,
 }
 
 /// The history of one SLO's instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloHistory {
-    /// The bucket width: the period ÷ [`POINTS`].
-    width: Millis,
-    /// The windows recorded, in row order.
+    /// The bucket widths of the period's and the recent ring.
+    period_width: Millis,
+    recent_width: Millis,
+    /// The windows recorded, in cell order: the tiers' windows.
     windows: Vec<Duration>,
     instances: BTreeMap<InstanceLabels, InstanceHistory>,
 }
@@ -56,16 +78,78 @@ pub struct SloHistory {
 /// One window's series for a chart: (bucket start, highest burn rate in it).
 pub type Series = Vec<(Millis, f64)>;
 
-impl SloHistory {
-    /// An empty history for `slo`: its tiers' windows and its period.
-    pub fn new(slo: &Slo) -> SloHistory {
-        let mut windows = slo.windows();
-        if !windows.contains(&slo.period) {
-            windows.push(slo.period);
+const DECADES: f64 = 10.0;
+const LOWEST: f64 = -4.0;
+
+/// A burn rate in two bytes, order kept: 1 for 10⁻⁴ or less, 65535 for 10⁶ or more.
+fn encode(burn: f64) -> u16 {
+    if burn.is_nan() {
+        return 0;
+    }
+    let share = ((burn.max(1e-300).log10() - LOWEST) / DECADES).clamp(0.0, 1.0);
+    1 + (share * 65534.0).round() as u16
+}
+
+fn decode(cell: u16) -> Option<f64> {
+    (cell != 0).then(|| 10f64.powf(f64::from(cell - 1) / 65534.0 * DECADES + LOWEST))
+}
+
+impl Ring {
+    fn new(bucket: i64, points: usize, columns: usize) -> Ring {
+        Ring {
+            newest: bucket,
+            head: 0,
+            cells: vec![0; points * columns],
         }
+    }
+
+    fn points(&self, columns: usize) -> usize {
+        self.cells.len() / columns.max(1)
+    }
+
+    /// Raises the cells of `bucket` to `values` (moving the ring forward to it first).
+    fn record(&mut self, bucket: i64, columns: usize, values: &[(usize, u16)]) {
+        let points = self.points(columns);
+        if bucket > self.newest {
+            let steps = (bucket - self.newest).min(points as i64) as usize;
+            for _ in 0..steps {
+                self.head = (self.head + 1) % points;
+                self.cells[self.head * columns..(self.head + 1) * columns].fill(0);
+            }
+            self.newest = bucket;
+        }
+        if bucket <= self.newest - points as i64 {
+            return;
+        }
+        let back = (self.newest - bucket) as usize;
+        let row = (self.head + points - back) % points;
+        for &(column, value) in values {
+            let cell = &mut self.cells[row * columns + column];
+            *cell = (*cell).max(value);
+        }
+    }
+
+    fn series(&self, columns: usize, column: usize, width: Millis) -> Series {
+        let points = self.points(columns);
+        (0..points)
+            .filter_map(|age| {
+                let back = points - 1 - age;
+                let row = (self.head + points - back) % points;
+                let value = decode(self.cells[row * columns + column])?;
+                Some(((self.newest - back as i64) * width, value))
+            })
+            .collect()
+    }
+}
+
+impl SloHistory {
+    /// An empty history for `slo`: its tiers' windows over its period.
+    pub fn new(slo: &Slo) -> SloHistory {
+        let period = millis(slo.period);
         SloHistory {
-            width: (millis(slo.period) / POINTS as Millis).max(1),
-            windows,
+            period_width: (period / PERIOD_POINTS as Millis).max(1),
+            recent_width: (RECENT_SPAN.min(period / 4) / RECENT_POINTS as Millis).max(1),
+            windows: slo.windows(),
             instances: BTreeMap::new(),
         }
     }
@@ -74,11 +158,13 @@ impl SloHistory {
     /// reload that changes them starts a new one.
     pub fn fits(&self, slo: &Slo) -> bool {
         let fresh = SloHistory::new(slo);
-        fresh.windows == self.windows && fresh.width == self.width
+        fresh.windows == self.windows
+            && fresh.period_width == self.period_width
+            && fresh.recent_width == self.recent_width
     }
 
     /// Records one evaluation of an instance at `now`: each window's burn rate (its error
-    /// ratio ÷ the error budget) raises its bucket's value.
+    /// ratio ÷ the error budget) raises its buckets' values.
     pub fn record(
         &mut self,
         now: Millis,
@@ -86,36 +172,29 @@ impl SloHistory {
         values: &[(Duration, WindowValue)],
         error_budget: f64,
     ) {
-        let bucket = now.div_euclid(self.width);
         let columns = self.windows.len();
+        let cells: Vec<(usize, u16)> = values
+            .iter()
+            .filter_map(|(window, value)| {
+                let column = self.windows.iter().position(|known| known == window)?;
+                let burn = value.error_ratio / error_budget;
+                burn.is_finite().then(|| (column, encode(burn)))
+            })
+            .collect();
+        let (period_bucket, recent_bucket) = (
+            now.div_euclid(self.period_width),
+            now.div_euclid(self.recent_width),
+        );
         let instance = self
             .instances
             .entry(labels.clone())
             .or_insert_with(|| InstanceHistory {
-                newest: bucket,
-                head: 0,
-                burn: vec![f32::NAN; POINTS * columns],
+                period: Ring::new(period_bucket, PERIOD_POINTS, columns),
+                recent: Ring::new(recent_bucket, RECENT_POINTS, columns),
                 spans: Vec::new(),
             });
-        instance.advance(bucket, columns);
-        if bucket < instance.newest - (POINTS as i64 - 1) {
-            return;
-        }
-        let back = (instance.newest - bucket) as usize;
-        let row = (instance.head + POINTS - back) % POINTS;
-        for (window, value) in values {
-            let Some(column) = self.windows.iter().position(|known| known == window) else {
-                continue;
-            };
-            let burn = (value.error_ratio / error_budget) as f32;
-            if !burn.is_finite() {
-                continue;
-            }
-            let cell = &mut instance.burn[row * columns + column];
-            if cell.is_nan() || *cell < burn {
-                *cell = burn;
-            }
-        }
+        instance.period.record(period_bucket, columns, &cells);
+        instance.recent.record(recent_bucket, columns, &cells);
     }
 
     /// Notes an alert change: a firing opens an interval, a resolution closes it.
@@ -155,16 +234,17 @@ impl SloHistory {
         }
     }
 
-    /// Forgets instances not evaluated for a whole period, and alert intervals that ended
-    /// before it.
+    /// Forgets instances not evaluated for a whole period (unless an alert of theirs is still
+    /// open), and alert intervals that ended before it.
     pub fn prune(&mut self, now: Millis) {
-        let oldest_bucket = now.div_euclid(self.width) - POINTS as i64;
-        let period_start = now - self.width * POINTS as Millis;
+        let oldest_bucket = now.div_euclid(self.period_width) - PERIOD_POINTS as i64;
+        let period_start = now - self.period_width * PERIOD_POINTS as Millis;
         self.instances.retain(|_, instance| {
             instance
                 .spans
                 .retain(|span| span.to.is_none_or(|to| period_start <= to));
-            instance.newest > oldest_bucket || instance.spans.iter().any(|span| span.to.is_none())
+            instance.period.newest > oldest_bucket
+                || instance.spans.iter().any(|span| span.to.is_none())
         });
     }
 
@@ -184,24 +264,30 @@ impl SloHistory {
         self.instances.is_empty()
     }
 
-    /// One window's buckets of an instance, oldest first, those with a value only.
-    pub fn series(&self, labels: &InstanceLabels, window: Duration) -> Series {
+    /// One window's buckets of an instance over `span`, oldest first, those with a value.
+    pub fn series(&self, labels: &InstanceLabels, window: Duration, span: Span) -> Series {
         let (Some(instance), Some(column)) = (
             self.instances.get(labels),
             self.windows.iter().position(|known| *known == window),
         ) else {
             return Vec::new();
         };
-        let columns = self.windows.len();
-        (0..POINTS)
-            .filter_map(|age| {
-                let back = POINTS - 1 - age;
-                let row = (instance.head + POINTS - back) % POINTS;
-                let value = instance.burn[row * columns + column];
-                let start = (instance.newest - back as i64) * self.width;
-                (!value.is_nan()).then_some((start, f64::from(value)))
-            })
-            .collect()
+        match span {
+            Span::Period => instance
+                .period
+                .series(self.windows.len(), column, self.period_width),
+            Span::Recent => instance
+                .recent
+                .series(self.windows.len(), column, self.recent_width),
+        }
+    }
+
+    /// How long `span` covers.
+    pub fn length(&self, span: Span) -> Millis {
+        match span {
+            Span::Period => self.period_width * PERIOD_POINTS as Millis,
+            Span::Recent => self.recent_width * RECENT_POINTS as Millis,
+        }
     }
 
     /// The alert intervals of an instance, oldest first.
@@ -211,32 +297,12 @@ impl SloHistory {
             .map_or(&[], |instance| instance.spans.as_slice())
     }
 
-    /// The bucket width.
-    pub fn width(&self) -> Millis {
-        self.width
-    }
-
     pub fn encode(&self) -> Result<Vec<u8>, String> {
         rmp_serde::to_vec(self).map_err(|error| error.to_string())
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SloHistory, String> {
         rmp_serde::from_slice(bytes).map_err(|error| error.to_string())
-    }
-}
-
-impl InstanceHistory {
-    /// Moves the ring forward to `bucket`, clearing the buckets it passes.
-    fn advance(&mut self, bucket: i64, columns: usize) {
-        if bucket <= self.newest {
-            return;
-        }
-        let steps = (bucket - self.newest).min(POINTS as i64) as usize;
-        for _ in 0..steps {
-            self.head = (self.head + 1) % POINTS;
-            self.burn[self.head * columns..(self.head + 1) * columns].fill(f32::NAN);
-        }
-        self.newest = bucket;
     }
 }
 
@@ -262,28 +328,49 @@ mod tests {
     fn buckets_keep_the_highest_burn_and_roll_over_the_period() {
         let slo = slo();
         let mut history = SloHistory::new(&slo);
-        assert_eq!(history.width(), 15_000);
+        // A 1h period: 30 s buckets over it, 12.5 s buckets over its last quarter.
+        assert_eq!(history.length(Span::Period), 3_600_000);
+        assert_eq!(history.length(Span::Recent), 900_000);
         let labels = vec![("route".to_string(), "a".to_string())];
         let minute = Duration::from_secs(60);
-        // Two evaluations in one 15 s bucket: the higher burn stays.
+        // Two evaluations in one bucket: the higher burn stays.
         history.record(0, &labels, &[(minute, value(0.05))], 0.01);
         history.record(5_000, &labels, &[(minute, value(0.02))], 0.01);
-        history.record(15_000, &labels, &[(minute, value(0.01))], 0.01);
-        let series = history.series(&labels, minute);
+        history.record(30_000, &labels, &[(minute, value(0.01))], 0.01);
+        let series = history.series(&labels, minute, Span::Period);
         assert_eq!(series.len(), 2);
         assert_eq!(series[0].0, 0);
-        assert!((series[0].1 - 5.0).abs() < 1e-6, "{series:?}");
-        assert!((series[1].1 - 1.0).abs() < 1e-6, "{series:?}");
+        assert!((series[0].1 - 5.0).abs() < 5.0 * 1e-3, "{series:?}");
+        assert!((series[1].1 - 1.0).abs() < 1e-3, "{series:?}");
+        let recent = history.series(&labels, minute, Span::Recent);
+        assert_eq!(recent.len(), 2, "{recent:?}");
+        assert_eq!(recent[1].0, 25_000);
         // A whole period after the second bucket only the newest bucket is left.
-        history.record(3_615_000, &labels, &[(minute, value(0.03))], 0.01);
-        let series = history.series(&labels, minute);
+        history.record(3_630_000, &labels, &[(minute, value(0.03))], 0.01);
+        let series = history.series(&labels, minute, Span::Period);
         assert_eq!(series.len(), 1, "{series:?}");
-        assert_eq!(series[0].0, 3_615_000);
+        assert_eq!(series[0].0, 3_630_000);
         // Not seen for a period: forgotten.
-        history.prune(7_214_999);
+        history.prune(7_229_999);
         assert_eq!(history.len(), 1);
-        history.prune(7_215_000);
+        history.prune(7_230_000);
         assert!(history.is_empty());
+    }
+
+    #[test]
+    fn burn_rates_keep_their_order_and_four_digits_in_two_bytes() {
+        let mut last = 0;
+        for burn in [0.0, 1e-5, 0.001, 0.5, 1.0, 14.4, 1000.0, 1e7] {
+            let cell = encode(burn);
+            assert!(cell > last || (burn <= 1e-4 && cell == 1), "{burn}");
+            last = cell;
+        }
+        for burn in [0.001, 0.5, 1.0, 14.4, 999.0] {
+            let back = decode(encode(burn)).unwrap();
+            assert!((back - burn).abs() / burn < 5e-4, "{burn} → {back}");
+        }
+        assert_eq!(encode(f64::NAN), 0);
+        assert_eq!(decode(0), None);
     }
 
     #[test]

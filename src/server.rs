@@ -162,7 +162,7 @@ async fn slo_page(
         let instances = status.map_or(&[][..], |status| status.instances.as_slice());
         let pages = instances.len().div_ceil(crate::page::SLO_PAGE).max(1);
         let page = query.page.unwrap_or(1).clamp(1, pages);
-        let (views, _) = crate::page::views(&history, instances, page);
+        let (views, spans) = crate::page::views(&history, instances, page);
         let (incidents, notifications, error) = match &stored {
             Ok((incidents, notifications)) => {
                 (incidents.as_slice(), notifications.as_slice(), None)
@@ -173,6 +173,7 @@ async fn slo_page(
             &slo,
             status,
             &views,
+            spans,
             page,
             now,
             incidents,

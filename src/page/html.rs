@@ -64,7 +64,9 @@ th a{color:inherit}
 .burning{color:#b42318;font-weight:600}
 .muted{color:#60646c;font-size:12px}
 form.filters{display:flex;gap:8px;margin-bottom:12px;align-items:center}
-.chart{display:block;margin:6px 0 14px}
+.chart{display:block;margin:2px 0 10px;max-width:100%;height:auto}
+.charts{display:flex;flex-wrap:wrap;gap:16px}
+figure{margin:0}figcaption{font-size:12px;color:#60646c}
 .pages a,.pages strong{margin-right:8px}
 code{font-size:12px}
 ";

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use crate::alert::{Alert, Phase};
 use crate::daemon::{InstanceStatus, SloStatus};
 use crate::engine::SavedAlert;
-use crate::history::{AlertSpan, Series, SloHistory};
+use crate::history::{AlertSpan, Series, SloHistory, Span};
 use crate::replay::{format_labels, format_rate, format_time};
-use crate::slo::{Millis, Slo, TierKind, format_duration, millis};
+use crate::slo::{Millis, Slo, TierKind, format_duration};
 use crate::store::{Store, StoreError, failed};
 
 pub mod chart;
@@ -438,17 +438,19 @@ impl Store {
 pub struct InstanceView {
     pub status: InstanceStatus,
     pub labels: Vec<(String, String)>,
-    /// Per window: its buckets.
-    pub series: Vec<(std::time::Duration, Series)>,
+    /// Per window: its buckets over the recent span and over the period.
+    pub recent: Vec<(std::time::Duration, Series)>,
+    pub period: Vec<(std::time::Duration, Series)>,
     pub spans: Vec<AlertSpan>,
 }
 
-/// Copies, under the history's lock, what the page shows of the instances on it.
+/// Copies, under the history's lock, what the page shows of the instances on it; also how
+/// long the recent span and the period are.
 pub fn views(
     history: &Mutex<SloHistory>,
     instances: &[InstanceStatus],
     page: usize,
-) -> (Vec<InstanceView>, Millis) {
+) -> (Vec<InstanceView>, (Millis, Millis)) {
     let history = history.lock().unwrap_or_else(|e| e.into_inner());
     let views = instances
         .iter()
@@ -460,19 +462,26 @@ pub fn views(
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect();
-            InstanceView {
-                series: history
+            let series = |span| {
+                history
                     .windows()
                     .iter()
-                    .map(|window| (*window, history.series(&labels, *window)))
-                    .collect(),
+                    .map(|window| (*window, history.series(&labels, *window, span)))
+                    .collect()
+            };
+            InstanceView {
+                recent: series(Span::Recent),
+                period: series(Span::Period),
                 spans: history.spans(&labels).to_vec(),
                 status: status.clone(),
                 labels,
             }
         })
         .collect();
-    (views, history.width())
+    (
+        views,
+        (history.length(Span::Recent), history.length(Span::Period)),
+    )
 }
 
 /// One SLO's page.
@@ -481,6 +490,7 @@ pub fn slo_page(
     slo: &Slo,
     status: Option<&SloStatus>,
     views: &[InstanceView],
+    spans: (Millis, Millis),
     page: usize,
     now: Millis,
     incidents: &[Incident],
@@ -554,7 +564,6 @@ pub fn slo_page(
     // Instances, with charts.
     let total = status.map_or(0, |status| status.instances.len());
     let _ = write!(body, "<h2>Instances ({total})</h2>");
-    let from = now - millis(slo.period);
     let budget_share = slo.objective.error_budget();
     for view in views {
         let _ = write!(
@@ -566,18 +575,6 @@ pub fn slo_page(
         );
         for tier in &slo.tiers {
             for pair in &tier.windows {
-                let short = view.series.iter().find(|(window, _)| *window == pair.short);
-                let long = view.series.iter().find(|(window, _)| *window == pair.long);
-                let (Some((_, short)), Some((_, long))) = (short, long) else {
-                    continue;
-                };
-                let title = format!(
-                    "{} {} {}/{}",
-                    format_labels(&view.labels),
-                    tier.kind.as_str(),
-                    format_duration(pair.short),
-                    format_duration(pair.long)
-                );
                 let _ = write!(
                     body,
                     "<h4>{} · {} / {} · threshold {}</h4>",
@@ -586,26 +583,51 @@ pub fn slo_page(
                     format_duration(pair.long),
                     format_rate(pair.factor)
                 );
-                body.push_str(&chart::render(&chart::Chart {
-                    lines: vec![
-                        (
-                            format!("{} burn rate", format_duration(pair.short)),
-                            short,
-                            "#f76b15",
+                body.push_str(r#"<div class="charts">"#);
+                for (series, length, name) in [
+                    (&view.recent, spans.0, "recent"),
+                    (&view.period, spans.1, "period"),
+                ] {
+                    let find = |window| series.iter().find(|(known, _)| *known == window);
+                    let (Some((_, short)), Some((_, long))) = (find(pair.short), find(pair.long))
+                    else {
+                        continue;
+                    };
+                    let shown =
+                        format_duration(std::time::Duration::from_millis(length.max(0) as u64));
+                    let _ = write!(
+                        body,
+                        r#"<figure class="{name}"><figcaption>last {shown}</figcaption>"#
+                    );
+                    body.push_str(&chart::render(&chart::Chart {
+                        lines: vec![
+                            (
+                                format!("{} burn rate", format_duration(pair.short)),
+                                short,
+                                "#f76b15",
+                            ),
+                            (
+                                format!("{} burn rate", format_duration(pair.long)),
+                                long,
+                                "#1f6feb",
+                            ),
+                        ],
+                        threshold: pair.factor,
+                        spans: &view.spans,
+                        from: now - length,
+                        to: now,
+                        error_budget: budget_share,
+                        title: format!(
+                            "{} {} {}/{} over the last {shown}",
+                            format_labels(&view.labels),
+                            tier.kind.as_str(),
+                            format_duration(pair.short),
+                            format_duration(pair.long)
                         ),
-                        (
-                            format!("{} burn rate", format_duration(pair.long)),
-                            long,
-                            "#1f6feb",
-                        ),
-                    ],
-                    threshold: pair.factor,
-                    spans: &view.spans,
-                    from,
-                    to: now,
-                    error_budget: budget_share,
-                    title,
-                }));
+                    }));
+                    body.push_str("</figure>");
+                }
+                body.push_str("</div>");
             }
         }
         body.push_str("</section>");
