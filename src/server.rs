@@ -75,6 +75,17 @@ fn html(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// A page drawn on a blocking thread, or the error that stopped it.
+fn drawn_page(drawn: Result<String, tokio::task::JoinError>) -> Response {
+    match drawn {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(error) => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::page::html::layout("error", &crate::page::html::escape(&error.to_string())),
+        ),
+    }
+}
+
 /// `/`: every SLO instance at a glance. The status is copied under the lock (an `Arc`) and
 /// the page drawn off the runtime's workers, so a page view never holds up an evaluation.
 async fn status_page(
@@ -108,13 +119,7 @@ async fn status_page(
         )
     })
     .await;
-    match drawn {
-        Ok(body) => html(StatusCode::OK, body),
-        Err(error) => html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            crate::page::html::layout("error", &crate::page::html::escape(&error.to_string())),
-        ),
-    }
+    drawn_page(drawn)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -182,13 +187,7 @@ async fn slo_page(
         )
     })
     .await;
-    match drawn {
-        Ok(body) => html(StatusCode::OK, body),
-        Err(error) => html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            crate::page::html::layout("error", &crate::page::html::escape(&error.to_string())),
-        ),
-    }
+    drawn_page(drawn)
 }
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests.

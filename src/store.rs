@@ -242,31 +242,36 @@ impl Store {
         saved_at: Millis,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        self.connection
-            .execute(
-                "INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
-                params![slo_id, saved_at, data],
-            )
-            .map_err(failed("save checkpoint"))?;
-        Ok(())
+        self.save_blob("checkpoints", slo_id, saved_at, data)
     }
 
-    /// Forgets the incremental states of SLOs not in `keep`.
-    /// Saves one SLO's status-page history (replacing the last).
+    /// Saves (or replaces) one SLO's status-page history.
     pub fn save_history(
         &mut self,
         slo_id: &str,
-        now: Millis,
+        saved_at: Millis,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.save_blob("histories", slo_id, saved_at, data)
+    }
+
+    /// One SLO's row of a `(slo_id, saved_at, data)` table, replaced.
+    fn save_blob(
+        &mut self,
+        table: &'static str,
+        slo_id: &str,
+        saved_at: Millis,
         data: &[u8],
     ) -> Result<(), StoreError> {
         self.connection
             .execute(
-                "INSERT INTO histories (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
-                params![slo_id, now, data],
+                &format!(
+                    "INSERT INTO {table} (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data"
+                ),
+                params![slo_id, saved_at, data],
             )
-            .map_err(failed("save history"))?;
+            .map_err(|error| StoreError(format!("save {table}: {error}")))?;
         Ok(())
     }
 

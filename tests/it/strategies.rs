@@ -93,6 +93,35 @@ fn slo() -> Slo {
     }
 }
 
+/// A proxy in front of `upstream` that answers 503 to the requests `refuse` picks (by their
+/// target) and forwards the rest; with a client that does not retry.
+fn flaky_proxy(
+    upstream: String,
+    refuse: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> (crate::serve::HttpStub, Client) {
+    use crate::serve::{HttpStub, Reply};
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let proxy = HttpStub::start(move |_, target, _| {
+        if refuse(target) {
+            return Reply::json(
+                503,
+                r#"{"status":"error","errorType":"unavailable","error":"injected"}"#,
+            );
+        }
+        match http.get(format!("{upstream}{target}")).send() {
+            Ok(answer) => Reply::json(answer.status().as_u16(), answer.text().unwrap_or_default()),
+            Err(error) => Reply::json(502, format!("{error}")),
+        }
+    });
+    let mut endpoint = Endpoint::new(proxy.url());
+    endpoint.retries = 0;
+    let client = Client::new(&endpoint).unwrap();
+    (proxy, client)
+}
+
 #[test]
 fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
     let (_prometheus, runtime, client) = fixture();
@@ -208,36 +237,14 @@ fn a_warm_start_that_fails_halfway_goes_on_from_the_failed_slice() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::serve::{HttpStub, Reply};
     let (prometheus, runtime, client) = fixture();
-    let upstream = prometheus.url();
     let ranges = Arc::new(AtomicUsize::new(0));
-    let proxy = HttpStub::start({
+    let (_proxy, flaky) = flaky_proxy(prometheus.url(), {
         let ranges = ranges.clone();
-        let http = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        move |_, target, _| {
-            if target.starts_with("/api/v1/query_range")
-                && ranges.fetch_add(1, Ordering::SeqCst) == 3
-            {
-                return Reply::json(
-                    503,
-                    r#"{"status":"error","errorType":"unavailable","error":"injected"}"#,
-                );
-            }
-            match http.get(format!("{upstream}{target}")).send() {
-                Ok(answer) => {
-                    Reply::json(answer.status().as_u16(), answer.text().unwrap_or_default())
-                }
-                Err(error) => Reply::json(502, format!("{error}")),
-            }
+        move |target| {
+            target.starts_with("/api/v1/query_range") && ranges.fetch_add(1, Ordering::SeqCst) == 3
         }
     });
-    let mut endpoint = Endpoint::new(proxy.url());
-    endpoint.retries = 0;
-    let flaky = Client::new(&endpoint).unwrap();
     let slo = slo();
     let interval = Duration::from_secs(30);
     let now = (BURST.1 + 3_600) * 1000;
@@ -290,32 +297,8 @@ fn a_warm_start_that_fails_halfway_goes_on_from_the_failed_slice() {
 /// succeeds with every window of the SLO and without the one since firing.
 #[test]
 fn a_failed_query_of_a_window_since_firing_does_not_fail_the_evaluation() {
-    use crate::serve::{HttpStub, Reply};
     let (prometheus, runtime, _client) = fixture();
-    let upstream = prometheus.url();
-    let proxy = HttpStub::start({
-        let http = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        move |_, target, _| {
-            if target.contains("20m34s") {
-                return Reply::json(
-                    503,
-                    r#"{"status":"error","errorType":"unavailable","error":"injected"}"#,
-                );
-            }
-            match http.get(format!("{upstream}{target}")).send() {
-                Ok(answer) => {
-                    Reply::json(answer.status().as_u16(), answer.text().unwrap_or_default())
-                }
-                Err(error) => Reply::json(502, format!("{error}")),
-            }
-        }
-    });
-    let mut endpoint = Endpoint::new(proxy.url());
-    endpoint.retries = 0;
-    let flaky = Client::new(&endpoint).unwrap();
+    let (_proxy, flaky) = flaky_proxy(prometheus.url(), |target| target.contains("20m34s"));
     let slo = slo();
     let now = BURST.1 * 1000;
     let since_firing = Duration::from_secs(1234);
