@@ -150,10 +150,11 @@ async fn slo_page(
             ),
         );
     };
-    let (slos, now) = {
+    let (slos, alerts, now) = {
         let status = shared.status.read().unwrap_or_else(|e| e.into_inner());
         (
             status.slos.clone(),
+            status.alerts.clone(),
             status.last_evaluation.unwrap_or_else(now),
         )
     };
@@ -164,10 +165,14 @@ async fn slo_page(
     .await;
     let drawn = tokio::task::spawn_blocking(move || {
         let status = slos.iter().find(|status| status.id == slo.id);
-        let instances = status.map_or(&[][..], |status| status.instances.as_slice());
+        let instances = crate::page::page_order(
+            &slo.id,
+            status.map_or(&[][..], |status| status.instances.as_slice()),
+            &alerts,
+        );
         let pages = instances.len().div_ceil(crate::page::SLO_PAGE).max(1);
         let page = query.page.unwrap_or(1).clamp(1, pages);
-        let (views, spans) = crate::page::views(&history, instances, page);
+        let (views, spans) = crate::page::views(&history, &instances, page);
         let (incidents, notifications, error) = match &stored {
             Ok((incidents, notifications)) => {
                 (incidents.as_slice(), notifications.as_slice(), None)

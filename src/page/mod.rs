@@ -444,11 +444,38 @@ pub struct InstanceView {
     pub spans: Vec<AlertSpan>,
 }
 
+/// An SLO's instances as its page lists them: those with a firing (or resolving) alert
+/// first, then in label order.
+pub fn page_order<'a>(
+    slo_id: &str,
+    instances: &'a [InstanceStatus],
+    alerts: &[SavedAlert],
+) -> Vec<&'a InstanceStatus> {
+    let firing: Vec<&[(String, String)]> = alerts
+        .iter()
+        .filter(|saved| saved.slo_id == slo_id && saved.alert.is_firing())
+        .map(|saved| saved.labels.as_slice())
+        .collect();
+    let mut ordered: Vec<(bool, &InstanceStatus)> = instances
+        .iter()
+        .map(|status| {
+            let labels: Vec<(String, String)> = status
+                .labels
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            (!firing.contains(&labels.as_slice()), status)
+        })
+        .collect();
+    ordered.sort_by_key(|(quiet, _)| *quiet);
+    ordered.into_iter().map(|(_, status)| status).collect()
+}
+
 /// Copies, under the history's lock, what the page shows of the instances on it; also how
 /// long the recent span and the period are.
 pub fn views(
     history: &Mutex<SloHistory>,
-    instances: &[InstanceStatus],
+    instances: &[&InstanceStatus],
     page: usize,
 ) -> (Vec<InstanceView>, (Millis, Millis)) {
     let history = history.lock().unwrap_or_else(|e| e.into_inner());
@@ -473,7 +500,7 @@ pub fn views(
                 recent: series(Span::Recent),
                 period: series(Span::Period),
                 spans: history.spans(&labels).to_vec(),
-                status: status.clone(),
+                status: (*status).clone(),
                 labels,
             }
         })
@@ -694,4 +721,48 @@ pub fn slo_page(
     }
     body.push_str("</table>");
     layout(&slo.id, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_slo_page_lists_its_firing_instances_first() {
+        let instance = |route: &str| InstanceStatus {
+            labels: [("route".to_string(), route.to_string())].into(),
+            windows: Vec::new(),
+            budget_remaining: None,
+        };
+        let instances = [instance("a"), instance("b"), instance("c")];
+        let firing = SavedAlert {
+            slo_id: "orders-availability".to_string(),
+            labels: vec![("route".to_string(), "c".to_string())],
+            tier: TierKind::Page,
+            alert: Alert {
+                phase: Phase::Firing {
+                    since: 0,
+                    last_sent: 0,
+                    false_since: None,
+                    absent_since: None,
+                },
+                announced: true,
+                insufficient: false,
+            },
+            tripped: None,
+        };
+        let order = |alerts: &[SavedAlert]| -> Vec<String> {
+            page_order("orders-availability", &instances, alerts)
+                .iter()
+                .map(|status| status.labels["route"].clone())
+                .collect()
+        };
+        assert_eq!(order(&[]), ["a", "b", "c"]);
+        assert_eq!(order(std::slice::from_ref(&firing)), ["c", "a", "b"]);
+        let elsewhere = SavedAlert {
+            slo_id: "other".to_string(),
+            ..firing
+        };
+        assert_eq!(order(&[elsewhere]), ["a", "b", "c"]);
+    }
 }
