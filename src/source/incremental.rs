@@ -527,6 +527,12 @@ impl Incremental {
             .as_ref()
             .is_none_or(|warming| RAW_HORIZON / 2 < now - warming.at)
         {
+            // What the state held is rebuilt by the warm start: let it go first, so the daemon
+            // never holds two states of the SLO (at 10,000 instances, hundreds of MiB each).
+            // Until the warm start completes there is no snapshot and no checkpoint to write.
+            self.instances = BTreeMap::new();
+            self.series_index = HashMap::new();
+            self.last_read = None;
             let (steps, counted_until) = self.warm_plan(now);
             self.warming = Some(Box::new(WarmStart {
                 at: now,
