@@ -35,54 +35,7 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Replay recorded metrics through the alert engine and print the timeline.
-    Replay {
-        /// SLO spec files or folders (default with --config: the config's `rules`).
-        #[arg(long, required_unless_present = "config", num_args = 1..)]
-        spec: Vec<PathBuf>,
-        /// OpenMetrics text with timestamps (the format promtool backfills).
-        #[arg(
-            long,
-            required_unless_present_any = ["prometheus", "config"],
-            conflicts_with_all = ["prometheus", "config"]
-        )]
-        data: Option<PathBuf>,
-        /// Replay Prometheus's history instead (base URL; needs --from and --to).
-        #[arg(long, requires_all = ["from", "to"], conflicts_with = "config")]
-        prometheus: Option<String>,
-        /// Replay the history of the Prometheus a daemon config names, with its path prefix,
-        /// headers (X-Scope-OrgID), credentials and CA, as `serve` reaches it (needs --from
-        /// and --to).
-        #[arg(long, requires_all = ["from", "to"])]
-        config: Option<PathBuf>,
-        /// First evaluation: RFC 3339 or Unix seconds (default: the first sample).
-        #[arg(long, value_parser = replay::parse_time)]
-        from: Option<i64>,
-        /// Last evaluation: RFC 3339 or Unix seconds (default: the last sample).
-        #[arg(long, value_parser = replay::parse_time)]
-        to: Option<i64>,
-        /// Time between evaluations.
-        #[arg(long, default_value = "1m", value_parser = parse_duration)]
-        step: Duration,
-        /// text, json, or (with --score) csv.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        /// Score each SLO instance's tiers against the significant events instead of printing
-        /// the timeline (recordings only; --from defaults to a full period after the first
-        /// sample).
-        #[arg(long, conflicts_with = "prometheus")]
-        score: bool,
-        /// Significant events: more than a share of the period's budget consumed over a
-        /// rolling window, per tier.
-        #[arg(long, requires = "score", conflicts_with = "incidents", default_value = "page=2%/1h,ticket=10%/3d", value_parser = Thresholds::parse)]
-        significant: Thresholds,
-        /// Significant events from a file of known incidents instead: CSV
-        /// (start,end,slo[,labels]) or YAML (.yaml, .yml) with the same fields.
-        #[arg(long, requires = "score")]
-        incidents: Option<PathBuf>,
-        /// Alerts fired outside these hours are counted (days, hours, UTC or a fixed offset).
-        #[arg(long, requires = "score", default_value = "Mon-Fri 09:00-18:00 UTC", value_parser = WorkingHours::parse)]
-        working_hours: WorkingHours,
-    },
+    Replay(ReplayArgs),
     /// Run the daemon next to Prometheus: evaluate every SLO each interval, alert, serve HTTP.
     Serve {
         /// The daemon config (Prometheus, interval, spec files, web).
@@ -135,6 +88,57 @@ pub enum Command {
     },
 }
 
+/// `replay`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// SLO spec files or folders (default with --config: the config's `rules`).
+    #[arg(long, required_unless_present = "config", num_args = 1..)]
+    spec: Vec<PathBuf>,
+    /// OpenMetrics text with timestamps (the format promtool backfills).
+    #[arg(
+        long,
+        required_unless_present_any = ["prometheus", "config"],
+        conflicts_with_all = ["prometheus", "config"]
+    )]
+    data: Option<PathBuf>,
+    /// Replay Prometheus's history instead (base URL; needs --from and --to).
+    #[arg(long, requires_all = ["from", "to"], conflicts_with = "config")]
+    prometheus: Option<String>,
+    /// Replay the history of the Prometheus a daemon config names, with its path prefix,
+    /// headers (X-Scope-OrgID), credentials and CA, as `serve` reaches it (needs --from
+    /// and --to).
+    #[arg(long, requires_all = ["from", "to"])]
+    config: Option<PathBuf>,
+    /// First evaluation: RFC 3339 or Unix seconds (default: the first sample).
+    #[arg(long, value_parser = replay::parse_time)]
+    from: Option<i64>,
+    /// Last evaluation: RFC 3339 or Unix seconds (default: the last sample).
+    #[arg(long, value_parser = replay::parse_time)]
+    to: Option<i64>,
+    /// Time between evaluations.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    step: Duration,
+    /// text, json, or (with --score) csv.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Score each SLO instance's tiers against the significant events instead of printing
+    /// the timeline (recordings only; --from defaults to a full period after the first
+    /// sample).
+    #[arg(long, conflicts_with = "prometheus")]
+    score: bool,
+    /// Significant events: more than a share of the period's budget consumed over a
+    /// rolling window, per tier.
+    #[arg(long, requires = "score", conflicts_with = "incidents", default_value = "page=2%/1h,ticket=10%/3d", value_parser = Thresholds::parse)]
+    significant: Thresholds,
+    /// Significant events from a file of known incidents instead: CSV
+    /// (start,end,slo[,labels]) or YAML (.yaml, .yml) with the same fields.
+    #[arg(long, requires = "score")]
+    incidents: Option<PathBuf>,
+    /// Alerts fired outside these hours are counted (days, hours, UTC or a fixed offset).
+    #[arg(long, requires = "score", default_value = "Mon-Fri 09:00-18:00 UTC", value_parser = WorkingHours::parse)]
+    working_hours: WorkingHours,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -147,98 +151,7 @@ pub enum Format {
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Check { files } => check(&files),
-        Command::Replay {
-            spec,
-            data,
-            prometheus,
-            config: daemon_config,
-            from,
-            to,
-            step,
-            format,
-            score,
-            significant,
-            incidents,
-            working_hours,
-        } => {
-            let daemon_config = match &daemon_config {
-                Some(path) => Some((crate::daemon::read_config(path)?, path.clone())),
-                None => None,
-            };
-            let slos = match (&daemon_config, spec.is_empty()) {
-                (Some((config, _)), true) => config::load_specs(&config.rules)?,
-                _ => config::load_specs(&spec)?,
-            };
-            if daemon_config.is_some() || prometheus.is_some() {
-                crate::source::prometheus::install_crypto_provider();
-            }
-            let client = match (&daemon_config, prometheus) {
-                (Some((config, path)), _) => Some(crate::daemon::prometheus_client(
-                    config,
-                    path,
-                    "replay its history",
-                )?),
-                (None, Some(url)) => Some(crate::source::prometheus::Client::new(
-                    &crate::source::prometheus::Endpoint::new(url),
-                )?),
-                (None, None) => None,
-            };
-            if score {
-                let truth = match incidents {
-                    Some(path) => {
-                        let text = std::fs::read_to_string(&path)
-                            .with_context(|| format!("cannot read {}", path.display()))?;
-                        Truth::Incidents(
-                            parse_incidents(&path.display().to_string(), &text)
-                                .map_err(anyhow::Error::msg)?,
-                        )
-                    }
-                    None => Truth::Budget(significant),
-                };
-                let Some(data) = data else {
-                    bail!("--score needs --data FILE")
-                };
-                return replay_score(&slos, &data, from, to, step, format, truth, working_hours);
-            }
-            if format == Format::Csv {
-                bail!("--format csv needs --score");
-            }
-            let timeline = match (data, client) {
-                (Some(data), _) => {
-                    let text = std::fs::read_to_string(&data)
-                        .with_context(|| format!("cannot read {}", data.display()))?;
-                    let recording = openmetrics::parse(&data.display().to_string(), &text)?;
-                    let range =
-                        Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
-                    tracing::info!(
-                        series = recording.series.len(),
-                        samples = recording.samples,
-                        "replaying {} .. {}",
-                        replay::format_time(range.from),
-                        replay::format_time(range.to)
-                    );
-                    replay::run(&slos, &recording, range)
-                }
-                (None, Some(client)) => replay_from_prometheus(&client, &slos, from, to, step)?,
-                (None, None) => bail!("give --data FILE, --prometheus URL or --config FILE"),
-            };
-            if format == Format::Json {
-                for skipped in &timeline.skipped {
-                    eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
-                }
-            }
-            let mut stdout = io::stdout().lock();
-            match format {
-                Format::Text => write!(stdout, "{}", replay::to_text(&timeline))?,
-                Format::Json => writeln!(
-                    stdout,
-                    "{}",
-                    serde_json::to_string_pretty(&replay::to_json(&timeline))?
-                )?,
-                Format::Csv => unreachable!("refused above"),
-            }
-            Ok(0)
-        }
+        Command::Replay(args) => replay_command(args),
         Command::Healthcheck { url } => {
             crate::source::prometheus::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -343,6 +256,100 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `replay`: from a recording or Prometheus's history; scored with `--score`.
+fn replay_command(args: ReplayArgs) -> Result<i32> {
+    let ReplayArgs {
+        spec,
+        data,
+        prometheus,
+        config: daemon_config,
+        from,
+        to,
+        step,
+        format,
+        score,
+        significant,
+        incidents,
+        working_hours,
+    } = args;
+    let daemon_config = match &daemon_config {
+        Some(path) => Some((crate::daemon::read_config(path)?, path.clone())),
+        None => None,
+    };
+    let slos = match (&daemon_config, spec.is_empty()) {
+        (Some((config, _)), true) => config::load_specs(&config.rules)?,
+        _ => config::load_specs(&spec)?,
+    };
+    if daemon_config.is_some() || prometheus.is_some() {
+        crate::source::prometheus::install_crypto_provider();
+    }
+    let client = match (&daemon_config, prometheus) {
+        (Some((config, path)), _) => Some(crate::daemon::prometheus_client(
+            config,
+            path,
+            "replay its history",
+        )?),
+        (None, Some(url)) => Some(crate::source::prometheus::Client::new(
+            &crate::source::prometheus::Endpoint::new(url),
+        )?),
+        (None, None) => None,
+    };
+    if score {
+        let truth = match incidents {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Truth::Incidents(
+                    parse_incidents(&path.display().to_string(), &text)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+            None => Truth::Budget(significant),
+        };
+        let Some(data) = data else {
+            bail!("--score needs --data FILE")
+        };
+        return replay_score(&slos, &data, from, to, step, format, truth, working_hours);
+    }
+    if format == Format::Csv {
+        bail!("--format csv needs --score");
+    }
+    let timeline = match (data, client) {
+        (Some(data), _) => {
+            let text = std::fs::read_to_string(&data)
+                .with_context(|| format!("cannot read {}", data.display()))?;
+            let recording = openmetrics::parse(&data.display().to_string(), &text)?;
+            let range = Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                series = recording.series.len(),
+                samples = recording.samples,
+                "replaying {} .. {}",
+                replay::format_time(range.from),
+                replay::format_time(range.to)
+            );
+            replay::run(&slos, &recording, range)
+        }
+        (None, Some(client)) => replay_from_prometheus(&client, &slos, from, to, step)?,
+        (None, None) => bail!("give --data FILE, --prometheus URL or --config FILE"),
+    };
+    if format == Format::Json {
+        for skipped in &timeline.skipped {
+            eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
+        }
+    }
+    let mut stdout = io::stdout().lock();
+    match format {
+        Format::Text => write!(stdout, "{}", replay::to_text(&timeline))?,
+        Format::Json => writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&replay::to_json(&timeline))?
+        )?,
+        Format::Csv => unreachable!("refused above"),
+    }
+    Ok(0)
 }
 
 /// `replay --score`: the replay of a recording, scored. Scoring wants the period's events at

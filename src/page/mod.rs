@@ -338,21 +338,7 @@ pub fn list(snapshot: &Snapshot, query: &ListQuery) -> String {
         );
     }
     body.push_str("</tbody></table>");
-    if pages > 1 {
-        body.push_str(r#"<p class="pages">"#);
-        for number in 1..=pages {
-            if number == page {
-                let _ = write!(body, "<strong>{number}</strong>");
-            } else {
-                let _ = write!(
-                    body,
-                    r#"<a href="{}">{number}</a>"#,
-                    escape(&link_with(sort, number))
-                );
-            }
-        }
-        body.push_str("</p>");
-    }
+    pager(&mut body, pages, page, |number| link_with(sort, number));
     layout("SLOs", &body)
 }
 
@@ -544,7 +530,14 @@ pub fn slo_page(
             .map(|error| format!(r#" · <span class="burning">{}</span>"#, escape(error)))
             .unwrap_or_default()
     );
-    // The spec as loaded.
+    spec_section(&mut body, slo);
+    instances_section(&mut body, slo, status, views, spans, page, now);
+    store_sections(&mut body, incidents, notifications, store_error);
+    layout(&slo.id, &body)
+}
+
+/// The spec as loaded: SLI, grouping, tiers with their pairs and timing, links.
+fn spec_section(body: &mut String, slo: &Slo) {
     let _ = write!(
         body,
         r#"<h2>Spec</h2><table class="spec"><tr><th>SLI</th><td><code>{}</code></td></tr><tr><th>Grouped by</th><td>{}</td></tr><tr><th>Min events</th><td>{}</td></tr>"#,
@@ -588,7 +581,18 @@ pub fn slo_page(
             links.join(" · ")
         }
     );
-    // Instances, with charts.
+}
+
+/// The instances on this page of the SLO's, each with a chart per window pair and span.
+fn instances_section(
+    body: &mut String,
+    slo: &Slo,
+    status: Option<&SloStatus>,
+    views: &[InstanceView],
+    spans: (Millis, Millis),
+    page: usize,
+    now: Millis,
+) {
     let total = status.map_or(0, |status| status.instances.len());
     let _ = write!(body, "<h2>Instances ({total})</h2>");
     let budget_share = slo.objective.error_budget();
@@ -659,23 +663,18 @@ pub fn slo_page(
         }
         body.push_str("</section>");
     }
-    let pages = total.div_ceil(SLO_PAGE).max(1);
-    if pages > 1 {
-        body.push_str(r#"<p class="pages">"#);
-        for number in 1..=pages {
-            if number == page {
-                let _ = write!(body, "<strong>{number}</strong>");
-            } else {
-                let _ = write!(
-                    body,
-                    r#"<a href="/slo/{}?page={number}">{number}</a>"#,
-                    encode(&slo.id)
-                );
-            }
-        }
-        body.push_str("</p>");
-    }
-    // Incidents and notifications.
+    pager(body, total.div_ceil(SLO_PAGE).max(1), page, |number| {
+        format!("/slo/{}?page={number}", encode(&slo.id))
+    });
+}
+
+/// The SLO's incidents (with their Slack threads) and its notifications in the outbox.
+fn store_sections(
+    body: &mut String,
+    incidents: &[Incident],
+    notifications: &[Notification],
+    store_error: Option<&str>,
+) {
     body.push_str("<h2>Incidents</h2>");
     if let Some(error) = store_error {
         let _ = write!(body, r#"<p class="burning">{}</p>"#, escape(error));
@@ -720,7 +719,22 @@ pub fn slo_page(
         );
     }
     body.push_str("</table>");
-    layout(&slo.id, &body)
+}
+
+/// Links to the pages of a paged list, the current one in bold.
+fn pager(body: &mut String, pages: usize, page: usize, href: impl Fn(usize) -> String) {
+    if pages <= 1 {
+        return;
+    }
+    body.push_str(r#"<p class="pages">"#);
+    for number in 1..=pages {
+        if number == page {
+            let _ = write!(body, "<strong>{number}</strong>");
+        } else {
+            let _ = write!(body, r#"<a href="{}">{number}</a>"#, escape(&href(number)));
+        }
+    }
+    body.push_str("</p>");
 }
 
 #[cfg(test)]
