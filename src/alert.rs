@@ -251,14 +251,6 @@ impl Alert {
         announced.then_some(Change::Resolved)
     }
 
-    /// Restarts the hold of a firing alert without data (after a failed evaluation: what the
-    /// source shows next may be the hole its own outage left, not a vanished series).
-    pub fn restart_absence(&mut self) {
-        if let Phase::Firing { absent_since, .. } = &mut self.phase {
-            *absent_since = None;
-        }
-    }
-
     /// Ends the incident because its tier or SLO is no longer configured (after a reload):
     /// `Resolved` if it was firing and announced; a pending alert is dropped silently.
     pub fn retire(&mut self) -> Option<Change> {

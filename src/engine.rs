@@ -157,11 +157,12 @@ pub fn since_window(now: Millis, since: Millis) -> Option<Duration> {
     (0 < seconds).then(|| Duration::from_secs(seconds as u64))
 }
 
-/// Whether, at `now`, every short window of `tier` still reaches back to `failed`, a failed
-/// evaluation (so none of them can show data the source had while it did not answer).
+/// Whether, at `now`, every short window of `tier`, `(now − short, now]`, still holds
+/// `failed`, a failed evaluation (so none of them can show data the source had while it did
+/// not answer).
 fn in_outage_hole(now: Millis, failed: Millis, tier: &crate::slo::Tier) -> bool {
     let shortest = tier.windows.iter().map(|pair| pair.short).min();
-    shortest.is_some_and(|short| now - crate::slo::millis(short) <= failed)
+    shortest.is_some_and(|short| now - crate::slo::millis(short) < failed)
 }
 
 fn slot_of(kind: TierKind) -> usize {
@@ -247,12 +248,13 @@ impl Engine {
             let absent_before = entry.alert.absent_since();
             if reading.verdict == Verdict::NoData
                 && entry.alert.is_firing()
+                && absent_before.is_none()
                 && failed_at.is_some_and(|failed| in_outage_hole(now, failed, tier))
             {
-                // Every short window still reaches back into the time the source did not
-                // answer: its missing samples are that outage's hole, not a vanished
-                // instance. The alert holds as at a failed evaluation.
-                entry.alert.restart_absence();
+                // Data until the source stopped answering, and every short window still
+                // reaches back into that time: the missing samples are the outage's hole,
+                // not a vanished instance. The alert holds as at a failed evaluation (an
+                // instance already gone before the outage keeps its clock).
                 if kind == TierKind::Page {
                     page_firing = true;
                 }
@@ -350,18 +352,11 @@ impl Engine {
     }
 
     /// The evaluation of `slo_id` at `now` failed: its alerts hold as they are. A source
-    /// that could not answer leaves a hole in its own data, not a vanished instance, so a
-    /// firing alert's hold without data starts afresh only once the tier's short windows lie
-    /// past `now` (until then "no data" holds it as a failed evaluation does).
+    /// that could not answer leaves a hole in its own data, not a vanished instance: a firing
+    /// alert that had data until then starts its hold without data only once the tier's short
+    /// windows lie past `now` (until then "no data" holds it as a failed evaluation does).
     pub fn hold(&mut self, now: Millis, slo_id: &str) {
         self.failed_at.insert(slo_id.to_string(), now);
-        for instance in self.instances.iter_mut().flatten() {
-            if instance.slo_id == slo_id {
-                for entry in &mut instance.tiers {
-                    entry.alert.restart_absence();
-                }
-            }
-        }
     }
 
     /// After a reload: matches every alert by (SLO, tier, instance labels) against the

@@ -216,8 +216,10 @@ impl SloHistory {
                         to: None,
                     });
                 }
-                if instance.spans.len() > MAX_SPANS {
-                    instance.spans.remove(0);
+                if instance.spans.len() > MAX_SPANS
+                    && let Some(oldest) = instance.spans.iter().position(|span| span.to.is_some())
+                {
+                    instance.spans.remove(oldest);
                 }
             }
             Change::Resolved => {
@@ -231,6 +233,19 @@ impl SloHistory {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Closes at `now` the open alert intervals of alerts not firing any more (`firing`: the
+    /// (labels, tier) that are): after a restart (the history is saved hourly, the alerts
+    /// every cycle) or a reload that retired them.
+    pub fn close_ended(&mut self, firing: &[(&InstanceLabels, TierKind)], now: Millis) {
+        for (labels, instance) in &mut self.instances {
+            for span in &mut instance.spans {
+                if span.to.is_none() && !firing.contains(&(labels, span.tier)) {
+                    span.to = Some(now);
+                }
+            }
         }
     }
 
@@ -355,6 +370,43 @@ mod tests {
         assert_eq!(history.len(), 1);
         history.prune(7_230_000);
         assert!(history.is_empty());
+    }
+
+    #[test]
+    fn open_intervals_are_never_trimmed_and_close_when_their_alert_is_gone() {
+        let slo = slo();
+        let mut history = SloHistory::new(&slo);
+        let labels = vec![("route".to_string(), "a".to_string())];
+        history.record(0, &labels, &[(Duration::from_secs(60), value(0.5))], 0.01);
+        let pair = slo.tiers[0].windows[0];
+        let event = |at, tier, change| Event {
+            at,
+            slo_id: slo.id.clone(),
+            labels: labels.clone(),
+            tier,
+            change,
+            reading: PairReading::unread(pair),
+            budget_remaining: 0.5,
+            time_to_exhaustion: None,
+            firing_since: Some(at),
+            budget_spent: None,
+            ended: None,
+        };
+        history.note(&event(0, TierKind::Ticket, Change::Firing));
+        for round in 1..=70 {
+            history.note(&event(round * 10, TierKind::Page, Change::Firing));
+            history.note(&event(round * 10 + 5, TierKind::Page, Change::Resolved));
+        }
+        let spans = history.spans(&labels);
+        assert_eq!(spans.len(), 64);
+        assert!(spans.contains(&AlertSpan {
+            tier: TierKind::Ticket,
+            from: 0,
+            to: None
+        }));
+        // The ticket was retired (a reload, or resolved before a crash): its interval closes.
+        history.close_ended(&[], 1_000);
+        assert!(history.spans(&labels).iter().all(|span| span.to.is_some()));
     }
 
     #[test]

@@ -158,6 +158,10 @@ async fn slo_page(
             status.last_evaluation.unwrap_or_else(now),
         )
     };
+    // Page views queue on the store's thread behind the cycle's saves and the delivery
+    // workers: at most two of their reads at a time, so many open pages cannot hold them up.
+    static PAGE_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _reading = PAGE_READS.acquire().await;
     let lookup = id.clone();
     let stored = with_store(&shared, move |store| {
         Ok((store.slo_incidents(&lookup)?, store.slo_notifications(&id)?))

@@ -300,12 +300,20 @@ impl Store {
                 .execute("DELETE FROM checkpoints WHERE slo_id = ?1", params![id])
                 .map_err(failed("delete checkpoint"))?;
         }
-        let histories: Vec<String> = self
-            .load_histories()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .filter(|id| !keep.contains(&id.as_str()))
-            .collect();
+        let histories: Vec<String> = {
+            let mut query = self
+                .connection
+                .prepare("SELECT slo_id FROM histories")
+                .map_err(failed("prepare select"))?;
+            let ids = query
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(failed("select histories"))?;
+            ids.collect::<Result<Vec<String>, _>>()
+                .map_err(failed("read histories"))?
+                .into_iter()
+                .filter(|id| !keep.contains(&id.as_str()))
+                .collect()
+        };
         for id in histories {
             self.connection
                 .execute("DELETE FROM histories WHERE slo_id = ?1", params![id])
@@ -327,16 +335,113 @@ impl Store {
     }
 
     /// The saved incremental states: (SLO id, when saved, bytes).
+    /// Every checkpoint, bytes included (all in memory: for small states and tests).
     pub fn load_checkpoints(&self) -> Result<Vec<(String, Millis, Vec<u8>)>, StoreError> {
         let mut query = self
             .connection
-            .prepare("SELECT slo_id, saved_at, data FROM checkpoints")
+            .prepare("SELECT slo_id, saved_at, data FROM checkpoints WHERE instr(slo_id, ?1) = 0")
             .map_err(failed("prepare select"))?;
         let rows = query
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_map([STAGED], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .map_err(failed("select checkpoints"))?;
         rows.collect::<Result<_, _>>()
             .map_err(failed("read checkpoint"))
+    }
+
+    /// The checkpoints kept: (SLO id, when saved).
+    pub fn checkpoint_times(&self) -> Result<Vec<(String, Millis)>, StoreError> {
+        let mut query = self
+            .connection
+            .prepare("SELECT slo_id, saved_at FROM checkpoints WHERE instr(slo_id, ?1) = 0")
+            .map_err(failed("prepare select"))?;
+        let rows = query
+            .query_map([STAGED], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(failed("select checkpoints"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(failed("read checkpoint"))
+    }
+
+    /// Decodes one SLO's checkpoint with `decode`, which reads the bytes as a stream (a
+    /// checkpoint of 10,000 instances is hundreds of MiB: it is never held whole).
+    pub fn read_checkpoint<T>(
+        &self,
+        slo_id: &str,
+        decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, String>,
+    ) -> Result<Option<Result<T, String>>, StoreError> {
+        let rowid: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT rowid FROM checkpoints WHERE slo_id = ?1",
+                params![slo_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed("find checkpoint"))?;
+        let Some(rowid) = rowid else {
+            return Ok(None);
+        };
+        let blob = self
+            .connection
+            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", rowid, true)
+            .map_err(failed("open checkpoint"))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, blob);
+        Ok(Some(decode(&mut reader)))
+    }
+
+    /// Begins writing one SLO's checkpoint of `size` bytes, staged beside the one kept (a
+    /// crash before [`Store::commit_checkpoint`] leaves the kept one as it was); returns the
+    /// staged row, for [`Store::write_checkpoint_at`].
+    pub fn begin_checkpoint(
+        &mut self,
+        slo_id: &str,
+        saved_at: Millis,
+        size: usize,
+    ) -> Result<i64, StoreError> {
+        let staged = format!("{slo_id}{STAGED}");
+        self.connection
+            .execute(
+                "INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, zeroblob(?3))
+                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
+                params![staged, saved_at, size as i64],
+            )
+            .map_err(failed("stage checkpoint"))?;
+        self.connection
+            .query_row(
+                "SELECT rowid FROM checkpoints WHERE slo_id = ?1",
+                params![staged],
+                |row| row.get(0),
+            )
+            .map_err(failed("find staged checkpoint"))
+    }
+
+    /// Writes `bytes` at `offset` of a staged checkpoint.
+    pub fn write_checkpoint_at(
+        &mut self,
+        rowid: i64,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut blob = self
+            .connection
+            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", rowid, false)
+            .map_err(failed("open staged checkpoint"))?;
+        blob.write_all_at(bytes, offset)
+            .map_err(failed("write checkpoint"))
+    }
+
+    /// Makes the staged checkpoint of `slo_id` the one kept, in one transaction.
+    pub fn commit_checkpoint(&mut self, slo_id: &str) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction().map_err(failed("begin"))?;
+        transaction
+            .execute("DELETE FROM checkpoints WHERE slo_id = ?1", params![slo_id])
+            .map_err(failed("replace checkpoint"))?;
+        transaction
+            .execute(
+                "UPDATE checkpoints SET slo_id = ?1 WHERE slo_id = ?2",
+                params![slo_id, format!("{slo_id}{STAGED}")],
+            )
+            .map_err(failed("keep checkpoint"))?;
+        transaction.commit().map_err(failed("commit checkpoint"))
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -383,6 +488,10 @@ fn write_alerts(
     }
     Ok(())
 }
+
+/// Marks a checkpoint being written (its SLO id, then this): never loaded, and forgotten by
+/// the next [`Store::retain_checkpoints`] if a crash left it.
+const STAGED: &str = "\u{1}staged";
 
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
@@ -519,6 +628,54 @@ mod tests {
             error.contains(&format!("newer than this burnwatch's {SCHEMA_VERSION}")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_checkpoint_is_written_in_chunks_kept_whole_and_read_as_a_stream() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = Store::open(dir.path()).expect("store");
+        store.save_checkpoint("a", 1, b"old").expect("save");
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let rowid = store.begin_checkpoint("a", 2, data.len()).expect("begin");
+        // Staged: the kept one is still the old one.
+        assert_eq!(
+            store.checkpoint_times().expect("times"),
+            [("a".to_string(), 1)]
+        );
+        for (index, chunk) in data.chunks(65_536).enumerate() {
+            store
+                .write_checkpoint_at(rowid, index * 65_536, chunk)
+                .expect("write");
+        }
+        store.commit_checkpoint("a").expect("commit");
+        assert_eq!(
+            store.checkpoint_times().expect("times"),
+            [("a".to_string(), 2)]
+        );
+        let read = store
+            .read_checkpoint("a", |reader| {
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+                Ok(bytes)
+            })
+            .expect("read")
+            .expect("present")
+            .expect("decoded");
+        assert_eq!(read, data);
+        assert!(
+            store
+                .read_checkpoint("b", |_| Ok(()))
+                .expect("read")
+                .is_none()
+        );
+        // A staged checkpoint a crash left behind is forgotten, the kept one stays.
+        store.begin_checkpoint("a", 3, 10).expect("begin");
+        store.retain_checkpoints(&["a"]).expect("retain");
+        assert_eq!(
+            store.checkpoint_times().expect("times"),
+            [("a".to_string(), 2)]
+        );
+        assert_eq!(store.load_checkpoints().expect("load").len(), 1);
     }
 
     #[tokio::test]

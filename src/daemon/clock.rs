@@ -198,7 +198,7 @@ pub(super) fn start_rehearsal(
             )
         }
         None => {
-            if !store.load_alerts()?.is_empty() || !store.load_checkpoints()?.is_empty() {
+            if !store.load_alerts()?.is_empty() || !store.checkpoint_times()?.is_empty() {
                 anyhow::bail!(
                     "{dir} holds the alert state of a live burnwatch: a rehearsal starts from a new --state-dir"
                 );

@@ -36,6 +36,20 @@ pub(super) struct Group {
 }
 
 impl Group {
+    /// Closes the history's open alert intervals of alerts no longer firing.
+    fn close_ended_spans(&self, now: Millis) {
+        let alerts = self.alerts.export();
+        let firing: Vec<(&crate::engine::InstanceLabels, crate::slo::TierKind)> = alerts
+            .iter()
+            .filter(|saved| saved.alert.is_firing())
+            .map(|saved| (&saved.labels, saved.tier))
+            .collect();
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close_ended(&firing, now);
+    }
+
     fn new(slo: Slo, watched_since: Millis) -> Group {
         Group {
             history: Arc::new(Mutex::new(SloHistory::new(&slo))),
@@ -149,6 +163,7 @@ impl Groups {
         for group in &mut groups.groups {
             let slo = std::slice::from_ref(&group.slo);
             retired.extend(group.alerts.retire(now, slo, slo));
+            group.close_ended_spans(now);
         }
         (groups, retired)
     }
@@ -279,6 +294,7 @@ impl Group {
         self.health = previous.health;
         if incremental_for(strategy, &self.slo)
             && previous.slo.sli.error_ratio_template() == self.slo.sli.error_ratio_template()
+            && previous.slo.period == self.slo.period
         {
             self.incremental = previous.incremental;
         }
@@ -291,11 +307,13 @@ impl Group {
         if fits {
             self.history = previous.history;
         }
-        self.alerts.retire(
+        let retired = self.alerts.retire(
             now,
             std::slice::from_ref(&self.slo),
             std::slice::from_ref(&previous.slo),
-        )
+        );
+        self.close_ended_spans(now);
+        retired
     }
 }
 

@@ -641,9 +641,9 @@ async fn resume_incremental(
     loaded: &Loaded,
     now: Millis,
 ) -> Result<IncrementalStates> {
-    let saved = store.call(|store| store.load_checkpoints()).await?;
+    let saved = store.call(|store| store.checkpoint_times()).await?;
     let mut states = IncrementalStates::new();
-    for (slo_id, saved_at, data) in saved {
+    for (slo_id, saved_at) in saved {
         if !Incremental::resumable(saved_at, now) {
             tracing::info!(slo = %slo_id, "checkpoint older than the raw horizon; warm-starting instead");
             continue;
@@ -655,9 +655,13 @@ async fn resume_incremental(
         else {
             continue;
         };
-        match Checkpoint::decode(&data)
-            .and_then(|checkpoint| Incremental::resume(slo, checkpoint, now))
-        {
+        // Decoded on the store's thread as it is read: the bytes are never held whole.
+        let id = slo_id.clone();
+        let decoded = store
+            .call(move |store| store.read_checkpoint(&id, Checkpoint::read))
+            .await?
+            .unwrap_or_else(|| Err("the checkpoint is gone".to_string()));
+        match decoded.and_then(|checkpoint| Incremental::resume(slo, checkpoint, now)) {
             Ok(state) => {
                 tracing::info!(slo = %slo_id, resumed = state.is_warm(), "incremental state restored from checkpoint");
                 states.insert(slo_id, (slo.sli.error_ratio_template(), state));
@@ -670,21 +674,84 @@ async fn resume_incremental(
     Ok(states)
 }
 
+/// The bytes of a checkpoint sent to the store's thread at a time.
+const CHECKPOINT_CHUNK: usize = 8 << 20;
+
+/// Counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes into a staged checkpoint through the store's thread (wrapped in a `BufWriter` of
+/// [`CHECKPOINT_CHUNK`], so each call carries a chunk).
+struct ChunkWriter<'a> {
+    store: &'a StoreHandle,
+    rowid: i64,
+    offset: usize,
+}
+
+impl std::io::Write for ChunkWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let (rowid, offset, chunk) = (self.rowid, self.offset, bytes.to_vec());
+        self.store
+            .call_blocking(move |store| store.write_checkpoint_at(rowid, offset, &chunk))
+            .map_err(std::io::Error::other)?;
+        self.offset += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn checkpoint(store: &StoreHandle, groups: &Groups, now: Millis) -> Result<()> {
     // Encoding 10,000 instances takes a while: off the runtime's worker (its other tasks move
     // to the other worker), one SLO at a time, each written before the next is encoded.
     tokio::task::block_in_place(|| {
         for (slo, state) in groups.incremental_states() {
-            match state.encode_checkpoint(slo) {
-                None => {}
-                Some(Ok(bytes)) => {
-                    let id = slo.id.clone();
-                    store.call_blocking(move |store| store.save_checkpoint(&id, now, &bytes))?
-                }
+            // Encoded twice, written never whole: once to count its bytes, once into the
+            // staged row a chunk at a time; then kept in one transaction.
+            let mut counter = ByteCount(0);
+            match state.write_checkpoint(slo, &mut counter) {
+                None => continue,
                 Some(Err(error)) => {
-                    tracing::warn!(slo = %slo.id, %error, "cannot encode the incremental state")
+                    tracing::warn!(slo = %slo.id, %error, "cannot encode the incremental state");
+                    continue;
                 }
+                Some(Ok(())) => {}
             }
+            let (id, size) = (slo.id.clone(), counter.0);
+            let rowid = store.call_blocking(move |store| store.begin_checkpoint(&id, now, size))?;
+            let mut chunks = std::io::BufWriter::with_capacity(
+                CHECKPOINT_CHUNK,
+                ChunkWriter {
+                    store,
+                    rowid,
+                    offset: 0,
+                },
+            );
+            let written = state
+                .write_checkpoint(slo, &mut chunks)
+                .unwrap_or_else(|| Err("the state changed while saved".to_string()))
+                .and_then(|()| {
+                    std::io::Write::flush(&mut chunks).map_err(|error| error.to_string())
+                });
+            if let Err(error) = written {
+                tracing::warn!(slo = %slo.id, %error, "cannot write the checkpoint");
+                continue;
+            }
+            let id = slo.id.clone();
+            store.call_blocking(move |store| store.commit_checkpoint(&id))?;
         }
         for group in groups.iter() {
             let encoded = group

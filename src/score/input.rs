@@ -261,7 +261,7 @@ fn offset(zone: &str) -> Result<i32, String> {
     };
     let (hours, minutes) = match rest.split_once(':') {
         Some((hours, minutes)) => (hours, minutes),
-        None if rest.len() == 4 => rest.split_at(2),
+        None if rest.len() == 4 && rest.is_char_boundary(2) => rest.split_at(2),
         None => (rest, "0"),
     };
     let hours: i32 = hours.parse().map_err(|_| invalid())?;
@@ -441,6 +441,8 @@ mod tests {
         assert!(!hours.contains(at(18, 0)));
         // Saturday the 18th at noon.
         assert!(!hours.contains(at(4 * 24 + 12, 0)));
+        // Regression: a zone of four bytes that are not four characters panicked.
+        assert!(WorkingHours::parse("Mon-Fri 09:00-18:00 UTC+1é1").is_err());
         let berlin = WorkingHours::parse("Sat,Mon 08:00-24:00 UTC+01:00").unwrap();
         assert_eq!(berlin.to_string(), "Mon,Sat 08:00-24:00 UTC+01:00");
         assert!(!berlin.contains(at(6, 59)));

@@ -237,29 +237,31 @@ async fn raw_recording(
             _ => return Err(ApiError::Malformed(format!("expected a matrix for {expr}"))),
         }
     }
-    // In slice order, so every series' samples are added in time order.
-    let mut by_labels: HashMap<Vec<(String, String)>, usize> = HashMap::new();
-    let mut recording = Recording {
-        file: "Prometheus's history".to_string(),
-        ..Recording::default()
-    };
+    // A series two selectors name comes in twice, each over its own range: its samples are
+    // gathered from every answer, put in time order and read once.
+    let mut by_labels: HashMap<InstanceLabels, Vec<(Millis, f64)>> = HashMap::new();
     for series in answers.into_iter().flatten() {
         for piece in series {
             let mut labels = piece.labels;
             labels.sort();
-            let index = *by_labels.entry(labels.clone()).or_insert_with(|| {
-                recording.series.push(Series::new(labels));
-                recording.series.len() - 1
-            });
-            let target = &mut recording.series[index];
-            for (at, value) in piece.samples {
-                // Slices meet at their ends: a sample is read once.
-                if target.last_timestamp().is_none_or(|last| last < at) {
-                    target.push(at, value);
-                    recording.samples += 1;
-                }
-            }
+            by_labels.entry(labels).or_default().extend(piece.samples);
         }
+    }
+    let mut recording = Recording {
+        file: "Prometheus's history".to_string(),
+        ..Recording::default()
+    };
+    let mut all: Vec<_> = by_labels.into_iter().collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    for (labels, mut samples) in all {
+        samples.sort_by_key(|(at, _)| *at);
+        samples.dedup_by_key(|(at, _)| *at);
+        let mut series = Series::new(labels);
+        for (at, value) in samples {
+            series.push(at, value);
+            recording.samples += 1;
+        }
+        recording.series.push(series);
     }
     Ok(recording)
 }

@@ -303,6 +303,11 @@ impl Checkpoint {
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
         rmp_serde::from_slice(bytes).map_err(|error| error.to_string())
     }
+
+    /// Decodes a checkpoint as it reads it.
+    pub fn read(reader: &mut dyn std::io::Read) -> Result<Checkpoint, String> {
+        rmp_serde::from_read(reader).map_err(|error| error.to_string())
+    }
 }
 
 /// `metric{matchers}` of a counter query.
@@ -362,21 +367,40 @@ impl Incremental {
     /// 10,000 instances a copy would double the daemon's memory while it is written), or
     /// `None` before the warm start.
     pub fn encode_checkpoint(&self, slo: &Slo) -> Option<Result<Vec<u8>, String>> {
+        let mut bytes = Vec::new();
+        self.write_checkpoint(slo, &mut bytes)
+            .map(|written| written.map(|()| bytes))
+    }
+
+    /// Writes the checkpoint to `out` as it encodes it, straight from the state (neither the
+    /// state nor its encoding is ever held whole), or `None` before the warm start.
+    pub fn write_checkpoint(
+        &self,
+        slo: &Slo,
+        out: &mut impl std::io::Write,
+    ) -> Option<Result<(), String>> {
         /// [`Checkpoint`]'s layout, borrowing.
         #[derive(Serialize)]
         struct Borrowed<'a> {
             template: String,
             period: Millis,
             last_read: Millis,
-            instances: Vec<(&'a InstanceLabels, &'a InstanceState)>,
+            instances: Instances<'a>,
+        }
+        /// The instances as a sequence, serialized one by one from the map.
+        struct Instances<'a>(&'a BTreeMap<InstanceLabels, InstanceState>);
+        impl Serialize for Instances<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter())
+            }
         }
         let borrowed = Borrowed {
             template: slo.sli.error_ratio_template(),
             period: self.period,
             last_read: self.last_read?,
-            instances: self.instances.iter().collect(),
+            instances: Instances(&self.instances),
         };
-        Some(rmp_serde::to_vec(&borrowed).map_err(|error| error.to_string()))
+        Some(rmp_serde::encode::write(out, &borrowed).map_err(|error| error.to_string()))
     }
 
     /// The state to save, once it has been warm-started.

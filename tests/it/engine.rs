@@ -402,28 +402,37 @@ fn a_reload_retires_the_alerts_it_no_longer_matches() {
 }
 
 /// A failed evaluation leaves a hole in the source's own data: "no data" while the tier's
-/// short windows still reach back into it is that hole, not a vanished instance, so the hold
-/// without data starts only once the shortest short window (here 5m) lies past the failure.
+/// short windows still reach back into it is that hole, not a vanished instance, so an
+/// instance that had data until the failure starts its hold without data only once the
+/// shortest short window (here 5m) lies past the failure. One that had vanished before the
+/// failure keeps its clock (regression: a failure restarted it, so a flaky source kept a
+/// vanished instance's alert firing for ever).
 #[test]
-fn a_failed_evaluation_restarts_the_hold_without_data() {
+fn a_failed_evaluation_excuses_the_hole_it_leaves_but_not_an_earlier_absence() {
     let slo = grouped("route", "", "availability");
-    let mut engine = Engine::new();
-    let a = engine.instance(&slo, &route("a"));
-    assert_eq!(engine.evaluate(0, &slo, a, &mut steady(0.1)).len(), 1);
-    let mut ended_at = None;
-    for minute in 1..=20i64 {
-        let now = minute * 60_000;
-        if minute == 4 {
-            engine.hold(now, &slo.id);
-            continue;
+    let ended_at = |data_until: i64| {
+        let mut engine = Engine::new();
+        let a = engine.instance(&slo, &route("a"));
+        for minute in 0..=20i64 {
+            let now = minute * 60_000;
+            if minute == 4 {
+                engine.hold(now, &slo.id);
+                continue;
+            }
+            let events = if minute <= data_until {
+                engine.evaluate(now, &slo, a, &mut steady(0.1))
+            } else {
+                engine.evaluate_absent(now, &[&slo])
+            };
+            if events.iter().any(|event| event.ended.is_some()) {
+                return Some(minute);
+            }
         }
-        let events = engine.evaluate_absent(now, &[&slo]);
-        if events.iter().any(|event| event.ended.is_some()) {
-            ended_at = Some(minute);
-            break;
-        }
-    }
-    // Without data from 1m, failed at 4m, the hole excused until 9m (4m + 5m), without data
-    // from 10m: ends at 15m (resolve_timeout 5m), not 6m nor 10m.
-    assert_eq!(ended_at, Some(15));
+        None
+    };
+    // Data until 3m, failed at 4m: excused while (now − 5m, now] holds 4m (5m to 8m),
+    // without data from 9m: ends at 14m (resolve_timeout 5m).
+    assert_eq!(ended_at(3), Some(14));
+    // Vanished at 1m, before the failure: ends 5m later, at 6m, failure or not.
+    assert_eq!(ended_at(0), Some(6));
 }

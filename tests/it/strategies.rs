@@ -436,6 +436,22 @@ fn a_checkpointed_state_resumes_without_a_warm_start() {
     assert!(!Incremental::resumable(later, later + 2 * 3_600_000 + 1));
 }
 
+/// The POST route alone, over a day.
+const POST_SPEC: &str = r#"version: burnwatch/v1
+service: orders
+slos:
+  - name: post-availability
+    objective: 99.9
+    period: 1d
+    group_by: [route]
+    sli:
+      ratio:
+        errors: http_requests_total{route="POST /orders",code=~"5.."}
+        total: http_requests_total{route="POST /orders"}
+    alerting:
+      ticket: {disable: true}
+"#;
+
 /// The same SLO as [`SPEC`] with an SLI that is not local (PromQL around the ratio): replayed
 /// from Prometheus with `query_range`, it must decide as the local one does.
 const QUERIED_SPEC: &str = r#"version: burnwatch/v1
@@ -468,7 +484,14 @@ fn replay_from_prometheus_matches_replay_from_the_recording() {
         queried.sli.local().is_err(),
         "the raw SLI must not be local"
     );
-    let slos = vec![slo(), queried.clone()];
+    // An SLO with a shorter period over part of the same series, first: the series both
+    // name are read over two ranges (regression: the longer range's older samples were
+    // dropped, so the 7d SLO saw one day of the POST route).
+    let post = match load_str("post.yaml", POST_SPEC, Path::new(".")) {
+        Ok(Document::Slos(mut slos)) => slos.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let slos = vec![post, slo(), queried.clone()];
     let range = Range {
         from: (BURST.0 - 3_600) * 1000,
         to: END * 1000,
@@ -488,7 +511,7 @@ fn replay_from_prometheus_matches_replay_from_the_recording() {
         burnwatch::source::history::queries_needed(&slos, &range)
     );
     let recording = openmetrics::parse("strategies.om", &text).unwrap();
-    let from_recording = replay::run(&slos[..1], &recording, range);
+    let from_recording = replay::run(&slos[..2], &recording, range);
     let timeline = |timeline: &replay::Timeline, slo_id: &str| -> Vec<String> {
         timeline
             .events
@@ -505,7 +528,7 @@ fn replay_from_prometheus_matches_replay_from_the_recording() {
             })
             .collect()
     };
-    let local_id = slos[0].id.as_str();
+    let local_id = slos[1].id.as_str();
     let expected = timeline(&from_recording, local_id);
     assert!(
         expected.iter().any(|line| line.contains("page firing")),
@@ -513,7 +536,11 @@ fn replay_from_prometheus_matches_replay_from_the_recording() {
     );
     assert_eq!(timeline(&from_prometheus, local_id), expected);
     assert_eq!(timeline(&from_prometheus, &queried.id), expected);
-    assert_eq!(from_prometheus.instances, 4);
+    assert_eq!(
+        timeline(&from_prometheus, &slos[0].id),
+        timeline(&from_recording, &slos[0].id)
+    );
+    assert_eq!(from_prometheus.instances, 5);
 }
 
 /// `replay --config` reaches Prometheus as `serve` does: the config's path prefix, tenant
