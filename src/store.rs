@@ -44,6 +44,14 @@ const MIGRATIONS: [&str; 4] = [
         saved_at INTEGER NOT NULL,  -- milliseconds since the epoch
         data     BLOB NOT NULL      -- MessagePack of the status page's history
     );
+    -- The checkpoint kept for each SLO: a checkpoint is written to a row of its own (keyed
+    -- `<slo id>\x01<saved at>`) and kept by pointing the head at it, so keeping it never
+    -- rewrites hundreds of MiB of blob.
+    CREATE TABLE checkpoint_heads (
+        slo_id   TEXT PRIMARY KEY,
+        data_row INTEGER NOT NULL   -- rowid in checkpoints
+    );
+    INSERT INTO checkpoint_heads (slo_id, data_row) SELECT slo_id, rowid FROM checkpoints;
 ",
 ];
 
@@ -235,14 +243,17 @@ impl Store {
         Ok(alerts)
     }
 
-    /// Saves (or replaces) one SLO's incremental state.
+    /// Saves (or replaces) one SLO's incremental state, held whole (small states and tests;
+    /// the daemon streams with [`Store::begin_checkpoint`]).
     pub fn save_checkpoint(
         &mut self,
         slo_id: &str,
         saved_at: Millis,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        self.save_blob("checkpoints", slo_id, saved_at, data)
+        let row = self.begin_checkpoint(slo_id, saved_at, data.len())?;
+        self.write_checkpoint_at(row, 0, data)?;
+        self.commit_checkpoint(slo_id, row)
     }
 
     /// Saves (or replaces) one SLO's status-page history.
@@ -288,18 +299,29 @@ impl Store {
             .map_err(failed("read histories"))
     }
 
-    /// Forgets the checkpoints and histories of SLOs not in `keep`.
+    /// Forgets the checkpoints and histories of SLOs not in `keep`, and checkpoint rows no
+    /// head points at (one a crash left half-written).
     pub fn retain_checkpoints(&mut self, keep: &[&str]) -> Result<(), StoreError> {
         let saved: Vec<String> = self
-            .load_checkpoint_ids()?
+            .checkpoint_times()?
             .into_iter()
+            .map(|(id, _)| id)
             .filter(|id| !keep.contains(&id.as_str()))
             .collect();
         for id in saved {
             self.connection
-                .execute("DELETE FROM checkpoints WHERE slo_id = ?1", params![id])
-                .map_err(failed("delete checkpoint"))?;
+                .execute(
+                    "DELETE FROM checkpoint_heads WHERE slo_id = ?1",
+                    params![id],
+                )
+                .map_err(failed("forget checkpoint"))?;
         }
+        self.connection
+            .execute(
+                "DELETE FROM checkpoints WHERE rowid NOT IN (SELECT data_row FROM checkpoint_heads)",
+                [],
+            )
+            .map_err(failed("delete checkpoints"))?;
         let histories: Vec<String> = {
             let mut query = self
                 .connection
@@ -322,27 +344,18 @@ impl Store {
         Ok(())
     }
 
-    fn load_checkpoint_ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut query = self
-            .connection
-            .prepare("SELECT slo_id FROM checkpoints")
-            .map_err(failed("prepare select"))?;
-        let rows = query
-            .query_map([], |row| row.get::<_, String>(0))
-            .map_err(failed("select checkpoints"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(failed("read checkpoint"))
-    }
-
     /// The saved incremental states: (SLO id, when saved, bytes).
-    /// Every checkpoint, bytes included (all in memory: for small states and tests).
+    /// Every checkpoint kept, bytes included (all in memory: for small states and tests).
     pub fn load_checkpoints(&self) -> Result<Vec<(String, Millis, Vec<u8>)>, StoreError> {
         let mut query = self
             .connection
-            .prepare("SELECT slo_id, saved_at, data FROM checkpoints WHERE instr(slo_id, ?1) = 0")
+            .prepare(
+                "SELECT h.slo_id, c.saved_at, c.data FROM checkpoint_heads h
+                 JOIN checkpoints c ON c.rowid = h.data_row",
+            )
             .map_err(failed("prepare select"))?;
         let rows = query
-            .query_map([STAGED], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .map_err(failed("select checkpoints"))?;
         rows.collect::<Result<_, _>>()
             .map_err(failed("read checkpoint"))
@@ -352,10 +365,13 @@ impl Store {
     pub fn checkpoint_times(&self) -> Result<Vec<(String, Millis)>, StoreError> {
         let mut query = self
             .connection
-            .prepare("SELECT slo_id, saved_at FROM checkpoints WHERE instr(slo_id, ?1) = 0")
+            .prepare(
+                "SELECT h.slo_id, c.saved_at FROM checkpoint_heads h
+                 JOIN checkpoints c ON c.rowid = h.data_row",
+            )
             .map_err(failed("prepare select"))?;
         let rows = query
-            .query_map([STAGED], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(failed("select checkpoints"))?;
         rows.collect::<Result<_, _>>()
             .map_err(failed("read checkpoint"))
@@ -368,79 +384,90 @@ impl Store {
         slo_id: &str,
         decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, String>,
     ) -> Result<Option<Result<T, String>>, StoreError> {
-        let rowid: Option<i64> = self
+        let row: Option<i64> = self
             .connection
             .query_row(
-                "SELECT rowid FROM checkpoints WHERE slo_id = ?1",
+                "SELECT data_row FROM checkpoint_heads WHERE slo_id = ?1",
                 params![slo_id],
                 |row| row.get(0),
             )
             .optional()
             .map_err(failed("find checkpoint"))?;
-        let Some(rowid) = rowid else {
+        let Some(row) = row else {
             return Ok(None);
         };
         let blob = self
             .connection
-            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", rowid, true)
+            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", row, true)
             .map_err(failed("open checkpoint"))?;
         let mut reader = std::io::BufReader::with_capacity(1 << 20, blob);
         Ok(Some(decode(&mut reader)))
     }
 
-    /// Begins writing one SLO's checkpoint of `size` bytes, staged beside the one kept (a
-    /// crash before [`Store::commit_checkpoint`] leaves the kept one as it was); returns the
-    /// staged row, for [`Store::write_checkpoint_at`].
+    /// Begins writing one SLO's checkpoint of `size` bytes into a row of its own, beside the
+    /// one kept (a crash before [`Store::commit_checkpoint`] leaves the kept one as it was);
+    /// returns that row, for [`Store::write_checkpoint_at`].
     pub fn begin_checkpoint(
         &mut self,
         slo_id: &str,
         saved_at: Millis,
         size: usize,
     ) -> Result<i64, StoreError> {
-        let staged = format!("{slo_id}{STAGED}");
         self.connection
             .execute(
-                "INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, zeroblob(?3))
-                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
-                params![staged, saved_at, size as i64],
+                "INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, zeroblob(?3))",
+                params![
+                    format!("{slo_id}{STAGED}{saved_at}-{:016x}", fastrand::u64(..)),
+                    saved_at,
+                    size as i64
+                ],
             )
             .map_err(failed("stage checkpoint"))?;
-        self.connection
-            .query_row(
-                "SELECT rowid FROM checkpoints WHERE slo_id = ?1",
-                params![staged],
-                |row| row.get(0),
-            )
-            .map_err(failed("find staged checkpoint"))
+        Ok(self.connection.last_insert_rowid())
     }
 
-    /// Writes `bytes` at `offset` of a staged checkpoint.
+    /// Writes `bytes` at `offset` of a checkpoint being written.
     pub fn write_checkpoint_at(
         &mut self,
-        rowid: i64,
+        row: i64,
         offset: usize,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         let mut blob = self
             .connection
-            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", rowid, false)
+            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", row, false)
             .map_err(failed("open staged checkpoint"))?;
         blob.write_all_at(bytes, offset)
             .map_err(failed("write checkpoint"))
     }
 
-    /// Makes the staged checkpoint of `slo_id` the one kept, in one transaction.
-    pub fn commit_checkpoint(&mut self, slo_id: &str) -> Result<(), StoreError> {
+    /// Keeps the checkpoint written to `row` as `slo_id`'s, in one transaction, and drops the
+    /// one it replaces.
+    pub fn commit_checkpoint(&mut self, slo_id: &str, row: i64) -> Result<(), StoreError> {
         let transaction = self.connection.transaction().map_err(failed("begin"))?;
-        transaction
-            .execute("DELETE FROM checkpoints WHERE slo_id = ?1", params![slo_id])
-            .map_err(failed("replace checkpoint"))?;
+        let previous: Option<i64> = transaction
+            .query_row(
+                "SELECT data_row FROM checkpoint_heads WHERE slo_id = ?1",
+                params![slo_id],
+                |found| found.get(0),
+            )
+            .optional()
+            .map_err(failed("find checkpoint"))?;
         transaction
             .execute(
-                "UPDATE checkpoints SET slo_id = ?1 WHERE slo_id = ?2",
-                params![slo_id, format!("{slo_id}{STAGED}")],
+                "INSERT INTO checkpoint_heads (slo_id, data_row) VALUES (?1, ?2)
+                 ON CONFLICT(slo_id) DO UPDATE SET data_row = excluded.data_row",
+                params![slo_id, row],
             )
             .map_err(failed("keep checkpoint"))?;
+        if let Some(previous) = previous.filter(|previous| *previous != row) {
+            transaction
+                .execute(
+                    "DELETE FROM checkpoints WHERE rowid = ?1",
+                    params![previous],
+                )
+                .map_err(failed("drop the checkpoint replaced"))?;
+        }
         transaction.commit().map_err(failed("commit checkpoint"))
     }
 
@@ -489,9 +516,9 @@ fn write_alerts(
     Ok(())
 }
 
-/// Marks a checkpoint being written (its SLO id, then this): never loaded, and forgotten by
-/// the next [`Store::retain_checkpoints`] if a crash left it.
-const STAGED: &str = "\u{1}staged";
+/// Separates an SLO id from the rest of a checkpoint row's key
+/// (`<slo id>\x01<saved at>-<random>`).
+const STAGED: &str = "\u{1}";
 
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
@@ -637,7 +664,7 @@ mod tests {
         store.save_checkpoint("a", 1, b"old").expect("save");
         let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let rowid = store.begin_checkpoint("a", 2, data.len()).expect("begin");
-        // Staged: the kept one is still the old one.
+        // Being written: the kept one is still the old one.
         assert_eq!(
             store.checkpoint_times().expect("times"),
             [("a".to_string(), 1)]
@@ -647,7 +674,7 @@ mod tests {
                 .write_checkpoint_at(rowid, index * 65_536, chunk)
                 .expect("write");
         }
-        store.commit_checkpoint("a").expect("commit");
+        store.commit_checkpoint("a", rowid).expect("commit");
         assert_eq!(
             store.checkpoint_times().expect("times"),
             [("a".to_string(), 2)]
@@ -676,6 +703,14 @@ mod tests {
             [("a".to_string(), 2)]
         );
         assert_eq!(store.load_checkpoints().expect("load").len(), 1);
+        // Only the kept one is left: the one it replaced and the half-written one are gone.
+        let rows: i64 = store
+            .connection()
+            .query_row("SELECT count(*) FROM checkpoints", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(rows, 1);
+        store.retain_checkpoints(&[]).expect("retain");
+        assert!(store.checkpoint_times().expect("times").is_empty());
     }
 
     #[tokio::test]

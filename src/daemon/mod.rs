@@ -751,7 +751,7 @@ fn checkpoint(store: &StoreHandle, groups: &Groups, now: Millis) -> Result<()> {
                 continue;
             }
             let id = slo.id.clone();
-            store.call_blocking(move |store| store.commit_checkpoint(&id))?;
+            store.call_blocking(move |store| store.commit_checkpoint(&id, rowid))?;
         }
         for group in groups.iter() {
             let encoded = group

@@ -1014,7 +1014,10 @@ fn incremental_state_is_checkpointed_at_shutdown_and_resumed() {
     let saved = |state: &Path| -> Vec<(String, i64)> {
         let db = rusqlite::Connection::open(state.join("burnwatch.db")).expect("open db");
         let mut query = db
-            .prepare("SELECT slo_id, length(data) FROM checkpoints ORDER BY slo_id")
+            .prepare(
+                "SELECT h.slo_id, length(c.data) FROM checkpoint_heads h
+                 JOIN checkpoints c ON c.rowid = h.data_row ORDER BY h.slo_id",
+            )
             .expect("prepare");
         query
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
