@@ -114,6 +114,9 @@ impl Group {
 /// The manager of every SLO's group, in the configuration's order.
 pub(super) struct Groups {
     groups: Vec<Group>,
+    /// Whether the last evaluation completed a warm start (its transient memory is then
+    /// worth handing back to the system).
+    pub(super) warmed: bool,
 }
 
 /// One group's fetch, run as its own task: what it answered, with the state it used.
@@ -121,6 +124,8 @@ struct Fetched {
     index: usize,
     incremental: Option<Incremental>,
     answer: Result<Snapshot, ApiError>,
+    /// Whether this fetch completed a warm start.
+    warmed: bool,
 }
 
 impl Groups {
@@ -137,6 +142,7 @@ impl Groups {
         now: Millis,
     ) -> (Groups, Vec<(Slo, Event)>) {
         let mut groups = Groups {
+            warmed: false,
             groups: slos
                 .iter()
                 .map(|slo| Group::new(slo.clone(), watched_since))
@@ -256,8 +262,10 @@ impl Groups {
             tasks.spawn(fetch(index, client, slo, incremental, extra, interval, now));
         }
         let mut answers: Vec<(usize, Result<Snapshot, ApiError>)> = Vec::new();
+        self.warmed = false;
         while let Some(joined) = tasks.join_next().await {
             if let Ok(fetched) = joined {
+                self.warmed |= fetched.warmed;
                 if let Some(state) = fetched.incremental {
                     self.groups[fetched.index].incremental = Some(state);
                 }
@@ -332,7 +340,8 @@ async fn fetch(
         Some(mut state) => {
             // A warm start reads the whole period; give it longer than a cycle (what it read
             // is kept if it runs out of time, and the next cycle goes on from there).
-            let timeout = if state.is_warm_at(now) {
+            let warm = state.is_warm_at(now);
+            let timeout = if warm {
                 interval
             } else {
                 interval.max(Duration::from_secs(120))
@@ -344,6 +353,7 @@ async fn fetch(
             Fetched {
                 index,
                 incremental: Some(state),
+                warmed: !warm && answer.is_ok(),
                 answer,
             }
         }
@@ -356,6 +366,7 @@ async fn fetch(
                 index,
                 incremental: None,
                 answer,
+                warmed: false,
             }
         }
     }

@@ -251,6 +251,9 @@ impl Daemon {
         let now = self.ticker.evaluation_time(&self.clock, interval);
         let started = Instant::now();
         let events = cycle(&self.loaded, &mut self.groups, &self.shared, now).await;
+        if self.groups.warmed {
+            super::release_freed_memory();
+        }
         let mut with_slos: Vec<(Slo, Event)> = std::mem::take(&mut self.unsaved);
         with_slos.extend(events.into_iter().filter_map(|event| {
             let slo = self.loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
@@ -396,6 +399,7 @@ impl Daemon {
         if let Err(error) = checkpoint(&self.store, &self.groups, self.clock.now()) {
             tracing::error!("could not checkpoint incremental state: {error:#}");
         }
+        super::release_freed_memory();
         let pruned = self
             .store
             .call(|store| store.prune_outbox(wall_clock()))

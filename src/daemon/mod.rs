@@ -674,6 +674,18 @@ async fn resume_incremental(
     Ok(states)
 }
 
+/// Hands the heap memory freed after a large transient use (a warm start's answers, a
+/// checkpoint's chunks) back to the system, so the resident size follows what is live
+/// (glibc otherwise keeps freed pages in its arenas for reuse).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live
+    // allocation and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The bytes of a checkpoint sent to the store's thread at a time.
 const CHECKPOINT_CHUNK: usize = 8 << 20;
 
