@@ -800,7 +800,7 @@ async fn load_histories(store: &StoreHandle) -> HashMap<String, crate::history::
             return HashMap::new();
         }
     };
-    saved
+    let histories: HashMap<String, crate::history::SloHistory> = saved
         .into_iter()
         .filter_map(
             |(slo_id, bytes)| match crate::history::SloHistory::decode(&bytes) {
@@ -811,7 +811,16 @@ async fn load_histories(store: &StoreHandle) -> HashMap<String, crate::history::
                 }
             },
         )
-        .collect()
+        .collect();
+    tracing::info!(
+        slos = histories.len(),
+        instances = histories
+            .values()
+            .map(|history| history.len())
+            .sum::<usize>(),
+        "status page histories restored"
+    );
+    histories
 }
 
 /// Whether an SLO is evaluated incrementally under the configured strategy.

@@ -1032,6 +1032,17 @@ fn incremental_state_is_checkpointed_at_shutdown_and_resumed() {
 
     let second = live.setup.serve();
     second.wait_ready();
+    // The status page's history was saved with the checkpoint and comes back.
+    assert!(
+        second
+            .stderr()
+            .lines()
+            .any(|line| line.contains("status page histories restored")
+                && line.contains("slos=1")
+                && line.contains("instances=1")),
+        "{}",
+        second.diagnostics()
+    );
     assert!(
         second.stderr().lines().any(|line| line
             .contains("incremental state restored from checkpoint")
