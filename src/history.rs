@@ -267,10 +267,6 @@ impl SloHistory {
         &self.windows
     }
 
-    pub fn instances(&self) -> impl Iterator<Item = &InstanceLabels> {
-        self.instances.keys()
-    }
-
     pub fn len(&self) -> usize {
         self.instances.len()
     }

@@ -263,26 +263,13 @@ impl Store {
         saved_at: Millis,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        self.save_blob("histories", slo_id, saved_at, data)
-    }
-
-    /// One SLO's row of a `(slo_id, saved_at, data)` table, replaced.
-    fn save_blob(
-        &mut self,
-        table: &'static str,
-        slo_id: &str,
-        saved_at: Millis,
-        data: &[u8],
-    ) -> Result<(), StoreError> {
         self.connection
             .execute(
-                &format!(
-                    "INSERT INTO {table} (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data"
-                ),
+                "INSERT INTO histories (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
                 params![slo_id, saved_at, data],
             )
-            .map_err(|error| StoreError(format!("save {table}: {error}")))?;
+            .map_err(failed("save history"))?;
         Ok(())
     }
 
@@ -345,8 +332,9 @@ impl Store {
     }
 
     /// The saved incremental states: (SLO id, when saved, bytes).
-    /// Every checkpoint kept, bytes included (all in memory: for small states and tests).
-    pub fn load_checkpoints(&self) -> Result<Vec<(String, Millis, Vec<u8>)>, StoreError> {
+    /// Every checkpoint kept, bytes included (all in memory).
+    #[cfg(test)]
+    fn load_checkpoints(&self) -> Result<Vec<(String, Millis, Vec<u8>)>, StoreError> {
         let mut query = self
             .connection
             .prepare(
