@@ -137,6 +137,10 @@ pub struct ReplayArgs {
     /// Alerts fired outside these hours are counted (days, hours, UTC or a fixed offset).
     #[arg(long, requires = "score", default_value = "Mon-Fri 09:00-18:00 UTC", value_parser = WorkingHours::parse)]
     working_hours: WorkingHours,
+    /// With --score: also write the report as one self-contained HTML page (charts of every
+    /// window's burn rate, thresholds, alerts, significant events, the score tables).
+    #[arg(long, requires = "score")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -273,6 +277,7 @@ fn replay_command(args: ReplayArgs) -> Result<i32> {
         significant,
         incidents,
         working_hours,
+        html,
     } = args;
     let daemon_config = match &daemon_config {
         Some(path) => Some((crate::daemon::read_config(path)?, path.clone())),
@@ -311,7 +316,13 @@ fn replay_command(args: ReplayArgs) -> Result<i32> {
         let Some(data) = data else {
             bail!("--score needs --data FILE")
         };
-        return replay_score(&slos, &data, from, to, step, format, truth, working_hours);
+        let scoring = Scoring {
+            format,
+            truth,
+            working_hours,
+            html,
+        };
+        return replay_score(&slos, &data, from, to, step, scoring);
     }
     if format == Format::Csv {
         bail!("--format csv needs --score");
@@ -352,20 +363,32 @@ fn replay_command(args: ReplayArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// How `replay --score` scores and what it writes.
+struct Scoring {
+    format: Format,
+    truth: Truth,
+    working_hours: WorkingHours,
+    /// Where the HTML report goes, if anywhere.
+    html: Option<PathBuf>,
+}
+
 /// `replay --score`: the replay of a recording, scored. Scoring wants the period's events at
 /// every step, so the range starts no earlier than a full period (the longest of the SLOs')
 /// after the first sample.
-#[allow(clippy::too_many_arguments)]
 fn replay_score(
     slos: &[Slo],
     data: &std::path::Path,
     from: Option<i64>,
     to: Option<i64>,
     step: Duration,
-    format: Format,
-    truth: Truth,
-    working_hours: WorkingHours,
+    scoring: Scoring,
 ) -> Result<i32> {
+    let Scoring {
+        format,
+        truth,
+        working_hours,
+        html,
+    } = scoring;
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let recording = openmetrics::parse(&data.display().to_string(), &text)?;
@@ -388,7 +411,11 @@ fn replay_score(
     }
     let range = Range::resolve(&recording, Some(from), to, step).map_err(anyhow::Error::msg)?;
     let windows = truth.windows();
-    let (timeline, consumption) = replay::run_measuring(slos, &recording, range, Some(&windows));
+    let measuring = replay::Measuring {
+        windows: &windows,
+        error_ratios: html.is_some(),
+    };
+    let (timeline, consumption) = replay::run_measured(slos, &recording, range, Some(measuring));
     for skipped in &timeline.skipped {
         eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
     }
@@ -403,6 +430,19 @@ fn replay_score(
         }
     }
     let card = report::scorecard(slos, &timeline, &consumption, truth, working_hours);
+    if let Some(path) = &html {
+        let page = crate::score::html::render(&crate::score::html::from_scorecard(
+            slos,
+            &card,
+            &consumption,
+        ));
+        std::fs::write(path, &page).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "wrote the score report to {} ({} KiB)",
+            path.display(),
+            page.len().div_ceil(1024)
+        );
+    }
     let mut stdout = io::stdout().lock();
     match format {
         Format::Text => write!(stdout, "{}", report::to_text(&card))?,

@@ -251,6 +251,31 @@ pub struct Consumption {
     pub per_step: Vec<f64>,
     /// Per window asked for, the budget consumed over `[t − window, t]` at every step.
     pub rolling: Vec<(Duration, Vec<f64>)>,
+    /// With [`Measuring::error_ratios`]: per window of the SLO's tiers (shortest first), its
+    /// error ratio at every step, as the engine measured it (NaN: no data or no traffic).
+    pub error_ratios: Vec<(Duration, Vec<f64>)>,
+}
+
+/// What [`run_measured`] records at every step besides the timeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measuring<'a> {
+    /// The rolling windows whose budget consumption is recorded.
+    pub windows: &'a [Duration],
+    /// Also the error ratio of every window the SLO's tiers use (for the HTML report).
+    pub error_ratios: bool,
+}
+
+/// The windows an SLO's tiers read, shortest first.
+pub fn tier_windows(slo: &Slo) -> Vec<Duration> {
+    let mut windows: Vec<Duration> = slo
+        .tiers
+        .iter()
+        .flat_map(|tier| &tier.windows)
+        .flat_map(|pair| [pair.short, pair.long])
+        .collect();
+    windows.sort();
+    windows.dedup();
+    windows
 }
 
 /// [`run`], and with `windows` the budget every instance consumed at every step over each of
@@ -260,6 +285,21 @@ pub fn run_measuring(
     recording: &Recording,
     range: Range,
     windows: Option<&[Duration]>,
+) -> (Timeline, Vec<Consumption>) {
+    let measuring = windows.map(|windows| Measuring {
+        windows,
+        error_ratios: false,
+    });
+    run_measured(slos, recording, range, measuring)
+}
+
+/// [`run`], and with `measuring` what every instance consumed and measured at every step
+/// (in the order of the instances bound, SLOs in spec order).
+pub fn run_measured(
+    slos: &[Slo],
+    recording: &Recording,
+    range: Range,
+    measuring: Option<Measuring>,
 ) -> (Timeline, Vec<Consumption>) {
     let (mut bound, skipped) = bind(slos, recording);
     let instances = bound.len();
@@ -279,7 +319,7 @@ pub fn run_measuring(
                         for bound in chunk {
                             let id = engine.instance(bound.slo, &bound.instance.labels);
                             let mut meter =
-                                windows.map(|windows| Meter::new(bound, windows, range));
+                                measuring.map(|measuring| Meter::new(bound, measuring, range));
                             for now in range.times() {
                                 let mut measure = |window: Duration| {
                                     bound.instance.measure(recording, now, window)
@@ -327,13 +367,21 @@ struct Meter {
 }
 
 impl Meter {
-    fn new(bound: &Bound, windows: &[Duration], range: Range) -> Meter {
+    fn new(bound: &Bound, measuring: Measuring, range: Range) -> Meter {
+        let ratio_windows = if measuring.error_ratios {
+            tier_windows(bound.slo)
+        } else {
+            Vec::new()
+        };
+        let series =
+            |windows: &[Duration]| windows.iter().map(|&window| (window, Vec::new())).collect();
         Meter {
             consumption: Consumption {
                 slo_id: bound.slo.id.clone(),
                 labels: bound.instance.labels.clone(),
                 per_step: Vec::new(),
-                rolling: windows.iter().map(|&window| (window, Vec::new())).collect(),
+                rolling: series(measuring.windows),
+                error_ratios: series(&ratio_windows),
             },
             anchor: range.from - millis(range.step).max(1),
             bad_before: 0.0,
@@ -362,6 +410,10 @@ impl Meter {
                 .measure(recording, now, *window)
                 .map_or(f64::NAN, |value| value.bad);
             values.push(share(bad));
+        }
+        for (window, values) in &mut self.consumption.error_ratios {
+            let value = bound.instance.measure(recording, now, *window);
+            values.push(value.map_or(f64::NAN, |value| value.error_ratio));
         }
     }
 }

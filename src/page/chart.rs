@@ -4,6 +4,9 @@
 //! the SLO's last period (log scale, 0.1× to above the highest of the threshold and the
 //! values), the pair's threshold (its factor) dashed, and the alert intervals shaded (page
 //! red, ticket amber). The right axis reads the same lines as error ratios.
+//!
+//! The pieces ([`Frame`] and the functions drawing into it) are shared with the scored
+//! replay's HTML report (`score::html`), which draws more lines, thresholds and bands.
 
 use std::fmt::Write as _;
 
@@ -19,6 +22,212 @@ const TOP: f64 = 10.0;
 const BOTTOM: f64 = 22.0;
 const FLOOR: f64 = 0.1;
 
+/// Where a chart draws: the plot area inside the SVG (`left`, `top`, `width`, `height`), the
+/// time range across it and a log scale of burn rates from `floor` up to `ceiling`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Frame {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+    pub from: Millis,
+    pub to: Millis,
+    pub floor: f64,
+    pub ceiling: f64,
+}
+
+impl Frame {
+    /// The x of a time, clamped to the plot.
+    pub fn x(&self, at: Millis) -> f64 {
+        let span = (self.to - self.from).max(1) as f64;
+        self.left
+            + (at - self.from).clamp(0, (self.to - self.from).max(0)) as f64 / span * self.width
+    }
+
+    /// The y of a burn rate on the log scale, clamped to the plot (NaN and values at or below
+    /// the floor at its bottom).
+    pub fn y(&self, value: f64) -> f64 {
+        let low = self.floor.log10();
+        let high = self.ceiling.log10();
+        let share = (value.max(self.floor).log10() - low) / (high - low);
+        let share = if share.is_nan() { 0.0 } else { share };
+        self.top + (1.0 - share.clamp(0.0, 1.0)) * self.height
+    }
+
+    pub fn right(&self) -> f64 {
+        self.left + self.width
+    }
+
+    pub fn bottom(&self) -> f64 {
+        self.top + self.height
+    }
+}
+
+/// The next power of ten above 1.5 × the highest value shown, at least 10.
+pub fn ceiling(highest: f64) -> f64 {
+    let highest = if highest.is_nan() { 0.0 } else { highest };
+    10f64
+        .powf((highest * 1.5).max(1.0).log10().ceil())
+        .max(10.0)
+}
+
+/// The plot area's background.
+pub fn background(svg: &mut String, frame: &Frame) {
+    let _ = write!(
+        svg,
+        r##"<rect class="plot" x="{}" y="{}" width="{}" height="{}" fill="#fbfbfd" stroke="#d0d4dc"/>"##,
+        frame.left, frame.top, frame.width, frame.height
+    );
+}
+
+/// Gridlines every power of ten, labelled as burn rates (left) and as error ratios (right:
+/// the burn rate × the error budget).
+pub fn grid(svg: &mut String, frame: &Frame, error_budget: f64) {
+    let mut level = frame.floor;
+    while level <= frame.ceiling * 1.0001 {
+        let y = frame.y(level);
+        let _ = write!(
+            svg,
+            r##"<line x1="{}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e6e8ee"/><text x="{}" y="{:.1}" font-size="10" text-anchor="end" fill="#555">{}×</text><text x="{}" y="{:.1}" font-size="10" fill="#555">{}</text>"##,
+            frame.left,
+            frame.right(),
+            frame.left - 4.0,
+            y + 3.0,
+            trim(level),
+            frame.right() + 4.0,
+            y + 3.0,
+            percent(level * error_budget)
+        );
+        level *= 10.0;
+    }
+}
+
+/// A dashed horizontal line at `value` (a burn-rate threshold), its title `label`.
+pub fn threshold(svg: &mut String, frame: &Frame, value: f64, colour: &str, label: &str) {
+    let y = frame.y(value);
+    let _ = write!(
+        svg,
+        r#"<line class="threshold" x1="{}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="{colour}" stroke-dasharray="5 4"><title>{}</title></line>"#,
+        frame.left,
+        frame.right(),
+        escape(label)
+    );
+}
+
+/// A line through `points` (time, burn rate); a NaN (no data) breaks it. Nothing for fewer
+/// than one drawable point.
+pub fn line(
+    svg: &mut String,
+    frame: &Frame,
+    points: &[(Millis, f64)],
+    class: &str,
+    colour: &str,
+    label: &str,
+) {
+    let mut path = String::new();
+    let mut drawing = false;
+    for (at, value) in points {
+        if value.is_nan() {
+            drawing = false;
+            continue;
+        }
+        let _ = write!(
+            path,
+            "{}{:.1},{:.1}",
+            match (drawing, path.is_empty()) {
+                (true, _) => " L",
+                (false, true) => "M",
+                (false, false) => " M",
+            },
+            frame.x(*at),
+            frame.y(*value)
+        );
+        drawing = true;
+    }
+    if path.is_empty() {
+        return;
+    }
+    let _ = write!(
+        svg,
+        r#"<path class="{class}" d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"><title>{}</title></path>"#,
+        escape(label)
+    );
+}
+
+/// A band from `from` to `to` (clamped to the frame's range; nothing when outside it), from
+/// `y` down `height`; at least a pixel wide so an instant shows.
+#[allow(clippy::too_many_arguments)]
+pub fn band(
+    svg: &mut String,
+    frame: &Frame,
+    (from, to): (Millis, Millis),
+    (y, height): (f64, f64),
+    class: &str,
+    fill: &str,
+    opacity: f64,
+    title: &str,
+) {
+    if to < frame.from || from > frame.to {
+        return;
+    }
+    let x = frame.x(from.max(frame.from));
+    let end = frame.x(to.min(frame.to));
+    let _ = write!(
+        svg,
+        r#"<rect class="{class}" x="{x:.1}" y="{y:.1}" width="{:.1}" height="{height:.1}" fill="{fill}" fill-opacity="{opacity}"><title>{}</title></rect>"#,
+        (end - x).max(1.0),
+        escape(title)
+    );
+}
+
+/// The first and last time under the plot, at `y`.
+pub fn time_axis(svg: &mut String, frame: &Frame, y: f64) {
+    let _ = write!(
+        svg,
+        r##"<text x="{}" y="{y}" font-size="10" fill="#555">{}</text><text x="{}" y="{y}" font-size="10" text-anchor="end" fill="#555">{}</text>"##,
+        frame.left,
+        crate::replay::format_time(frame.from),
+        frame.right(),
+        crate::replay::format_time(frame.to)
+    );
+}
+
+/// At most `buckets` points of an evenly stepped series (`values[i]` at `from + i × step`):
+/// each bucket of consecutive steps keeps its lowest and highest value, in time order, so a
+/// spike of one step survives. NaN is kept only for a bucket with no value (a gap).
+pub fn downsample(from: Millis, step: Millis, values: &[f64], buckets: usize) -> Series {
+    let at = |index: usize| from + index as Millis * step;
+    if values.len() <= buckets.max(1) * 2 {
+        return values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (at(i), *v))
+            .collect();
+    }
+    let size = values.len().div_ceil(buckets.max(1));
+    let mut points = Vec::with_capacity(buckets * 2);
+    for (number, chunk) in values.chunks(size).enumerate() {
+        let start = number * size;
+        let known = chunk.iter().enumerate().filter(|(_, v)| !v.is_nan());
+        let low = known.clone().min_by(|a, b| a.1.total_cmp(b.1));
+        let high = known.max_by(|a, b| a.1.total_cmp(b.1));
+        match (low, high) {
+            (Some(low), Some(high)) if low.0 == high.0 => points.push((at(start + low.0), *low.1)),
+            (Some(low), Some(high)) => {
+                let (first, second) = if low.0 < high.0 {
+                    (low, high)
+                } else {
+                    (high, low)
+                };
+                points.push((at(start + first.0), *first.1));
+                points.push((at(start + second.0), *second.1));
+            }
+            _ => points.push((at(start), f64::NAN)),
+        }
+    }
+    points
+}
+
 /// What one chart shows.
 pub struct Chart<'a> {
     /// `(label, series, colour)` per line.
@@ -32,18 +241,6 @@ pub struct Chart<'a> {
     pub title: String,
 }
 
-fn x_of(chart: &Chart, at: Millis) -> f64 {
-    let span = (chart.to - chart.from).max(1) as f64;
-    LEFT + (at - chart.from).clamp(0, chart.to - chart.from) as f64 / span * (WIDTH - LEFT - RIGHT)
-}
-
-fn y_of(top: f64, value: f64) -> f64 {
-    let low = FLOOR.log10();
-    let high = top.log10();
-    let share = ((value.max(FLOOR)).log10() - low) / (high - low);
-    TOP + (1.0 - share.clamp(0.0, 1.0)) * (HEIGHT - TOP - BOTTOM)
-}
-
 /// The SVG of one chart.
 pub fn render(chart: &Chart) -> String {
     let highest = chart
@@ -51,98 +248,59 @@ pub fn render(chart: &Chart) -> String {
         .iter()
         .flat_map(|(_, series, _)| series.iter().map(|(_, value)| *value))
         .fold(chart.threshold, f64::max);
-    // The next power of ten above everything shown.
-    let top = 10f64
-        .powf((highest * 1.5).max(1.0).log10().ceil())
-        .max(10.0);
+    let frame = Frame {
+        left: LEFT,
+        top: TOP,
+        width: WIDTH - LEFT - RIGHT,
+        height: HEIGHT - TOP - BOTTOM,
+        from: chart.from,
+        to: chart.to,
+        floor: FLOOR,
+        ceiling: ceiling(highest),
+    };
     let mut svg = String::new();
     let _ = write!(
         svg,
         r#"<svg class="chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg"><title>{}</title>"#,
         escape(&chart.title)
     );
-    let _ = write!(
-        svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="#fbfbfd" stroke="#d0d4dc"/>"##,
-        WIDTH - LEFT - RIGHT,
-        HEIGHT - TOP - BOTTOM
-    );
+    background(&mut svg, &frame);
     for span in chart.spans {
-        let from = x_of(chart, span.from.max(chart.from));
-        let to = x_of(chart, span.to.unwrap_or(chart.to).min(chart.to));
-        if to <= LEFT || from >= WIDTH - RIGHT {
-            continue;
-        }
         let (fill, name) = match span.tier {
             TierKind::Page => ("#e5484d", "page"),
             TierKind::Ticket => ("#f5a524", "ticket"),
         };
-        let _ = write!(
-            svg,
-            r#"<rect class="alert {name}" x="{from:.1}" y="{TOP}" width="{:.1}" height="{}" fill="{fill}" fill-opacity="0.18"><title>{name} firing</title></rect>"#,
-            (to - from).max(1.0),
-            HEIGHT - TOP - BOTTOM
+        band(
+            &mut svg,
+            &frame,
+            (span.from, span.to.unwrap_or(chart.to)),
+            (frame.top, frame.height),
+            &format!("alert {name}"),
+            fill,
+            0.18,
+            &format!("{name} firing"),
         );
     }
-    // Gridlines every power of ten, labelled as burn rates (left) and error ratios (right).
-    let mut level = FLOOR;
-    while level <= top * 1.0001 {
-        let y = y_of(top, level);
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e6e8ee"/><text x="{}" y="{:.1}" font-size="10" text-anchor="end" fill="#555">{}×</text><text x="{}" y="{:.1}" font-size="10" fill="#555">{}</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 4.0,
-            y + 3.0,
-            trim(level),
-            WIDTH - RIGHT + 4.0,
-            y + 3.0,
-            percent(level * chart.error_budget)
-        );
-        level *= 10.0;
-    }
-    let y = y_of(top, chart.threshold);
-    let _ = write!(
-        svg,
-        r##"<line class="threshold" x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#b42318" stroke-dasharray="5 4"><title>threshold {}×</title></line>"##,
-        WIDTH - RIGHT,
-        trim(chart.threshold)
+    grid(&mut svg, &frame, chart.error_budget);
+    threshold(
+        &mut svg,
+        &frame,
+        chart.threshold,
+        "#b42318",
+        &format!("threshold {}×", trim(chart.threshold)),
     );
     for (label, series, colour) in &chart.lines {
-        if series.is_empty() {
-            continue;
-        }
-        let mut path = String::new();
-        for (index, (at, value)) in series.iter().enumerate() {
-            let _ = write!(
-                path,
-                "{}{:.1},{:.1}",
-                if index == 0 { "M" } else { " L" },
-                x_of(chart, *at),
-                y_of(top, *value)
-            );
-        }
-        let _ = write!(
-            svg,
-            r#"<path class="burn" d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"><title>{}</title></path>"#,
-            escape(label)
-        );
+        line(&mut svg, &frame, series, "burn", colour, label);
     }
-    let _ = write!(
-        svg,
-        r##"<text x="{LEFT}" y="{}" font-size="10" fill="#555">{}</text><text x="{}" y="{}" font-size="10" text-anchor="end" fill="#555">{}</text></svg>"##,
-        HEIGHT - 6.0,
-        crate::replay::format_time(chart.from),
-        WIDTH - RIGHT,
-        HEIGHT - 6.0,
-        crate::replay::format_time(chart.to)
-    );
+    time_axis(&mut svg, &frame, HEIGHT - 6.0);
+    svg.push_str("</svg>");
     svg
 }
 
-fn trim(value: f64) -> String {
-    let text = format!("{value:.1}");
-    text.strip_suffix(".0").unwrap_or(&text).to_string()
+/// A scale figure without trailing zeros: `14.4`, `0.01`, `1000`.
+pub(crate) fn trim(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn percent(ratio: f64) -> String {
@@ -178,5 +336,91 @@ mod tests {
         assert!(svg.contains(r#"class="alert page""#));
         assert!(!svg.contains("<script>") && !svg.contains("<b>"), "{svg}");
         assert!(svg.contains("5m &lt;script&gt;"));
+    }
+
+    #[test]
+    fn downsampling_keeps_a_spike_and_the_gaps() {
+        let mut values = vec![1.0; 10_000];
+        values[4_321] = 500.0;
+        values[7_000..7_100].fill(f64::NAN);
+        let points = downsample(0, 60_000, &values, 100);
+        assert!(points.len() <= 200, "{}", points.len());
+        assert!(
+            points.contains(&(4_321 * 60_000, 500.0)),
+            "the spike is kept"
+        );
+        assert!(
+            points.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "in time order"
+        );
+        // Bucket 70 (steps 7000..7100) is all NaN: one gap point.
+        assert!(
+            points
+                .iter()
+                .any(|(at, value)| *at == 7_000 * 60_000 && value.is_nan())
+        );
+        // Short series are kept whole.
+        assert_eq!(downsample(0, 1, &[1.0, 2.0], 100), vec![(0, 1.0), (1, 2.0)]);
+    }
+
+    #[test]
+    fn thresholds_sit_on_the_log_scale() {
+        let frame = Frame {
+            left: 10.0,
+            top: 0.0,
+            width: 100.0,
+            height: 300.0,
+            from: 0,
+            to: 1_000,
+            floor: 0.1,
+            ceiling: 100.0,
+        };
+        // 0.1× at the bottom, 1× a third up, 10× two thirds up, 100× at the top.
+        assert_eq!(frame.y(0.1), 300.0);
+        assert!((frame.y(1.0) - 200.0).abs() < 1e-9);
+        assert!((frame.y(10.0) - 100.0).abs() < 1e-9);
+        assert_eq!(frame.y(f64::NAN), 300.0);
+        assert_eq!(frame.y(1e9), 0.0);
+        // 14.4× is log10(144) / 3 of the way up.
+        let mut svg = String::new();
+        threshold(&mut svg, &frame, 14.4, "#b42318", "page <1h>");
+        let expected = 300.0 - 144f64.log10() / 3.0 * 300.0;
+        assert!(
+            svg.contains(&format!(r#"y1="{expected:.1}" y2="{expected:.1}""#)),
+            "{svg}"
+        );
+        assert!(svg.contains("page &lt;1h&gt;"), "{svg}");
+        assert_eq!(frame.x(500), 60.0);
+        assert_eq!(frame.x(-5), 10.0);
+        assert_eq!(trim(0.01), "0.01");
+        assert_eq!(trim(14.4), "14.4");
+        assert_eq!(trim(1000.0), "1000");
+    }
+
+    #[test]
+    fn a_line_breaks_at_no_data() {
+        let frame = Frame {
+            left: 0.0,
+            top: 0.0,
+            width: 100.0,
+            height: 100.0,
+            from: 0,
+            to: 4,
+            floor: 0.1,
+            ceiling: 10.0,
+        };
+        let mut svg = String::new();
+        line(
+            &mut svg,
+            &frame,
+            &[(0, 1.0), (1, 1.0), (2, f64::NAN), (3, 1.0), (4, 1.0)],
+            "burn",
+            "#000",
+            "x",
+        );
+        assert!(
+            svg.contains(r#"d="M0.0,50.0 L25.0,50.0 M75.0,50.0 L100.0,50.0""#),
+            "{svg}"
+        );
     }
 }

@@ -27,6 +27,7 @@
 //!   an incident from a file) plus the per-step consumption of every step after the event's
 //!   start up to and including the detection.
 
+pub mod html;
 pub mod input;
 pub mod report;
 

@@ -309,37 +309,37 @@ pub fn to_csv(card: &Scorecard) -> String {
     out
 }
 
-fn human_duration(millis: f64) -> String {
+pub(super) fn human_duration(millis: f64) -> String {
     let rounded = std::time::Duration::from_secs((millis / 1000.0).round().max(0.0) as u64);
     format_duration(rounded)
 }
 
-fn pair(stats: Option<Stats>, show: impl Fn(f64) -> String) -> String {
+pub(super) fn pair(stats: Option<Stats>, show: impl Fn(f64) -> String) -> String {
     stats.map_or("-".to_string(), |stats| {
         format!("{}/{}", show(stats.median), show(stats.max))
     })
 }
 
-fn ratio(value: Option<f64>) -> String {
+pub(super) fn ratio(value: Option<f64>) -> String {
     value.map_or("-".to_string(), |value| format!("{:.0}%", value * 100.0))
+}
+
+/// What the significant events are, for people.
+pub(super) fn describe_truth(truth: &Truth) -> String {
+    match truth {
+        Truth::Budget(thresholds) => format!(
+            "budget consumed above page {}, ticket {}",
+            thresholds.page, thresholds.ticket
+        ),
+        Truth::Incidents(incidents) => format!("{} incidents from the file", incidents.len()),
+    }
 }
 
 /// The scorecard for people: a table, then each tier's events and alerts.
 pub fn to_text(card: &Scorecard) -> String {
     let mut out = String::new();
     let range = &card.range;
-    let truth = match &card.truth {
-        Truth::Budget(thresholds) => format!(
-            "significant events: budget consumed above page {}, ticket {}",
-            thresholds.page, thresholds.ticket
-        ),
-        Truth::Incidents(incidents) => {
-            format!(
-                "significant events: {} incidents from the file",
-                incidents.len()
-            )
-        }
-    };
+    let truth = format!("significant events: {}", describe_truth(&card.truth));
     let _ = writeln!(
         out,
         "score {} .. {} every {}; {truth}; working hours {}",
