@@ -43,6 +43,7 @@ impl Browser {
                 "{program} is missing: apt-get install -y chromium chromium-driver (scripts/test does)"
             );
         }
+        burnwatch::source::prometheus::install_crypto_provider();
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -188,7 +189,7 @@ impl Drop for Browser {
 }
 
 /// How many distinct colours a PNG has, among a sample of its pixels (1 for a blank page).
-fn colours(png: &[u8]) -> usize {
+pub(crate) fn colours(png: &[u8]) -> usize {
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let mut reader = decoder.read_info().expect("a PNG");
     let mut pixels = vec![0; reader.output_buffer_size().expect("a size")];

@@ -8,6 +8,7 @@ mod differential;
 mod engine;
 mod fake_slack;
 mod prom;
+mod report_html;
 mod score;
 mod serve;
 mod strategies;
