@@ -192,6 +192,43 @@ pub fn time_axis(svg: &mut String, frame: &Frame, y: f64) {
     );
 }
 
+/// Vertical gridlines at round times (every 1m up to 7d, at most 8 across), labelled at `y`
+/// under the plot: `HH:MM`, with the date when the range is longer than a day, the date alone
+/// for steps of whole days (UTC).
+pub fn time_ticks(svg: &mut String, frame: &Frame, y: f64) {
+    const MINUTE: Millis = 60_000;
+    let span = (frame.to - frame.from).max(1);
+    let every = [
+        1, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1_440, 2_880, 10_080,
+    ]
+    .into_iter()
+    .map(|minutes| minutes * MINUTE)
+    .find(|every| span / every <= 8)
+    .unwrap_or(10_080 * MINUTE);
+    let mut at = frame.from.div_euclid(every) * every;
+    if at < frame.from {
+        at += every;
+    }
+    while at <= frame.to {
+        let x = frame.x(at);
+        let time = crate::replay::format_time(at);
+        let label = match (every >= 1_440 * MINUTE, span > 1_440 * MINUTE) {
+            (true, _) => time.get(5..10),
+            (false, true) => time.get(5..16).map(|text| text.trim_start()),
+            (false, false) => time.get(11..16),
+        }
+        .unwrap_or(&time)
+        .replace('T', " ");
+        let _ = write!(
+            svg,
+            r##"<line class="tick" x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}" stroke="#eef0f3"/><text x="{x:.1}" y="{y}" font-size="10" text-anchor="middle" fill="#555">{label}</text>"##,
+            frame.top,
+            frame.bottom()
+        );
+        at += every;
+    }
+}
+
 /// At most `buckets` points of an evenly stepped series (`values[i]` at `from + i × step`):
 /// each bucket of consecutive steps keeps its lowest and highest value, in time order, so a
 /// spike of one step survives. NaN is kept only for a bucket with no value (a gap).
@@ -212,7 +249,9 @@ pub fn downsample(from: Millis, step: Millis, values: &[f64], buckets: usize) ->
         let low = known.clone().min_by(|a, b| a.1.total_cmp(b.1));
         let high = known.max_by(|a, b| a.1.total_cmp(b.1));
         match (low, high) {
-            (Some(low), Some(high)) if low.0 == high.0 => points.push((at(start + low.0), *low.1)),
+            (Some(low), Some(high)) if low.0 == high.0 || low.1 == high.1 => {
+                points.push((at(start + low.0), *low.1))
+            }
             (Some(low), Some(high)) => {
                 let (first, second) = if low.0 < high.0 {
                     (low, high)
@@ -303,8 +342,15 @@ pub(crate) fn trim(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// A gridline's error ratio: `0.01%`, `1%`, `10%`.
 fn percent(ratio: f64) -> String {
-    crate::replay::format_percent(ratio)
+    let text = crate::replay::format_percent(ratio);
+    match text.strip_suffix('%') {
+        Some(number) if number.contains('.') => {
+            format!("{}%", number.trim_end_matches('0').trim_end_matches('.'))
+        }
+        _ => text,
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +441,48 @@ mod tests {
         assert_eq!(trim(0.01), "0.01");
         assert_eq!(trim(14.4), "14.4");
         assert_eq!(trim(1000.0), "1000");
+        assert_eq!(percent(0.0001), "0.01%");
+        assert_eq!(percent(0.1), "10%");
+    }
+
+    #[test]
+    fn time_ticks_fall_on_round_times() {
+        let hour = 3_600_000;
+        let from = 1_699_920_000_000; // 2023-11-14T00:00:00Z
+        let frame = Frame {
+            left: 0.0,
+            top: 0.0,
+            width: 240.0,
+            height: 10.0,
+            from: from + 10 * 60_000,
+            to: from + 4 * hour,
+            floor: 0.1,
+            ceiling: 10.0,
+        };
+        let mut svg = String::new();
+        time_ticks(&mut svg, &frame, 20.0);
+        let labels: Vec<&str> = svg
+            .split("fill=\"#555\">")
+            .skip(1)
+            .filter_map(|rest| rest.split('<').next())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "00:30", "01:00", "01:30", "02:00", "02:30", "03:00", "03:30", "04:00"
+            ]
+        );
+        let days = Frame {
+            to: from + 30 * 24 * hour,
+            ..frame
+        };
+        let mut svg = String::new();
+        time_ticks(&mut svg, &days, 20.0);
+        // Weekly ticks (from the epoch, a Thursday).
+        assert!(
+            svg.contains(">11-16<") && svg.contains(">12-07<") && !svg.contains(":00<"),
+            "{svg}"
+        );
     }
 
     #[test]

@@ -171,6 +171,7 @@ h3{font-size:14px;margin:12px 0 4px}
 section.instance{border-top:2px solid #e6e8ee;margin-top:18px}
 table{border-collapse:collapse;margin:4px 0 8px}
 th,td{padding:3px 8px;border-bottom:1px solid #e6e8ee;text-align:left;white-space:nowrap}
+td.name{white-space:normal;overflow-wrap:anywhere;max-width:420px}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.missed td.recall,tr.false td.precision{color:#b42318;font-weight:600}
 .charts{display:flex;flex-wrap:wrap;gap:14px}
@@ -255,7 +256,7 @@ fn summary(body: &mut String, report: &Report) {
                 let Some(score) = &tier.score else { continue };
                 let _ = write!(
                     body,
-                    r##"<tr class="{}"><td><a href="#instance-{index}">{}</a></td><td>{}</td><td>{}</td>{}</tr>"##,
+                    r##"<tr class="{}"><td class="name"><a href="#instance-{index}">{}</a></td><td>{}</td><td>{}</td>{}</tr>"##,
                     row_class(score),
                     escape(&instance_name(instance)),
                     tier.tier.as_str(),
@@ -500,7 +501,7 @@ fn chart_figure(
         &format!("{short_name} burn rate"),
     );
     lanes_svg(&mut svg, &frame, instance, kind, events);
-    chart::time_axis(&mut svg, &frame, height - 8.0);
+    chart::time_ticks(&mut svg, &frame, height - 8.0);
     svg.push_str("</svg>");
     format!(
         r#"<figure><figcaption>{}</figcaption>{svg}</figure>"#,
@@ -585,4 +586,122 @@ fn lane_label(svg: &mut String, frame: &Frame, y: f64, name: &str) {
         escape(&short),
         escape(name)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "<script>alert('x')</script>";
+    const MINUTE: Millis = 60_000;
+
+    fn pair(factor: f64) -> WindowPair {
+        WindowPair::new(Duration::from_secs(3_600), Duration::from_secs(300), factor).unwrap()
+    }
+
+    fn policy(name: &str, factor: f64, alerts: Vec<AlertSpan>) -> Policy {
+        Policy {
+            name: name.to_string(),
+            tiers: vec![PolicyTier {
+                tier: TierKind::Page,
+                pairs: vec![pair(factor)],
+                alerts,
+                score: None,
+            }],
+        }
+    }
+
+    /// `count` minutes from 0, a burn rate of 0.5 everywhere but `spikes`, with two policies.
+    fn report(count: usize, spikes: &[(usize, f64)]) -> Report {
+        let mut ratios = vec![0.0005; count];
+        for &(at, burn) in spikes {
+            ratios[at] = burn * 0.001;
+        }
+        Report {
+            from: 0,
+            step: MINUTE,
+            count,
+            ground_truth: "budget consumed above page 2%/1h".to_string(),
+            working_hours: "Mon-Fri 09:00-18:00 UTC".to_string(),
+            instances: vec![InstanceReport {
+                slo_id: format!("shop-{HOSTILE}"),
+                labels: vec![("route".to_string(), HOSTILE.to_string())],
+                error_budget: 0.001,
+                windows: vec![
+                    (Duration::from_secs(300), ratios.clone()),
+                    (Duration::from_secs(3_600), ratios),
+                ],
+                events: vec![TierEvents {
+                    tier: TierKind::Page,
+                    significance: None,
+                    events: vec![SignificantEvent {
+                        start: 10 * MINUTE,
+                        end: 20 * MINUTE,
+                        lead_in: 0.02,
+                    }],
+                }],
+                policies: vec![
+                    policy(
+                        "current",
+                        14.4,
+                        vec![AlertSpan {
+                            fired: 12 * MINUTE,
+                            resolved: Some(30 * MINUTE),
+                        }],
+                    ),
+                    policy(&format!("recommended {HOSTILE}"), 10.0, Vec::new()),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn hostile_names_and_labels_are_text() {
+        let page = render(&report(60, &[]));
+        assert!(!page.contains("<script"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+        // The anchors are numbered, never made of labels.
+        assert!(page.contains(r##"id="instance-0""##));
+        assert!(
+            !page.contains("href=\"#instance-0\""),
+            "no score, no summary row"
+        );
+    }
+
+    #[test]
+    fn each_policy_has_its_threshold_and_lane() {
+        let page = render(&report(60, &[]));
+        assert_eq!(page.matches(r#"class="threshold""#).count(), 2, "{page}");
+        assert!(page.contains(&format!(
+            r#"stroke="{}" stroke-dasharray"#,
+            POLICY_COLOURS[0]
+        )));
+        assert!(page.contains(&format!(
+            r#"stroke="{}" stroke-dasharray"#,
+            POLICY_COLOURS[1]
+        )));
+        assert_eq!(page.matches(r#"class="alert policy-0""#).count(), 1);
+        assert_eq!(page.matches(r#"class="alert policy-1""#).count(), 0);
+        // The event across the plot and in its lane.
+        assert_eq!(page.matches(r#"class="event"#).count(), 2);
+        assert!(page.contains("page · 1h / 5m · threshold current 14.4×, recommended"));
+    }
+
+    /// 30 days at 1m: 43,200 steps drawn in at most two points per bucket, a one-minute
+    /// spike of 200× kept.
+    #[test]
+    fn a_month_of_minutes_stays_small_and_keeps_its_spike() {
+        let count = 43_200;
+        let page = render(&report(count, &[(20_000, 200.0)]));
+        assert!(page.len() < 60_000, "{} bytes", page.len());
+        let burn = |class: &str| {
+            let start = page.find(&format!(r#"<path class="{class}" d=""#)).unwrap();
+            let d = &page[start..];
+            d[..d.find("\"><title>").unwrap()].to_string()
+        };
+        let short = burn("burn short");
+        assert!(short.matches(" L").count() <= 2 * BUCKETS, "{short}");
+        // 200× on a scale from 0.01× to 1000×: y = 8 + 150 × (1 − log10(20000) / 5) ≈ 29.0.
+        assert!(short.contains(",29.0"), "{short}");
+    }
 }
