@@ -174,6 +174,7 @@ th,td{padding:3px 8px;border-bottom:1px solid #e6e8ee;text-align:left;white-spac
 td.name{white-space:normal;overflow-wrap:anywhere;max-width:420px}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.missed td.recall,tr.false td.precision{color:#b42318;font-weight:600}
+tr.quiet td{color:#8b8d98}
 .charts{display:flex;flex-wrap:wrap;gap:14px}
 figure{margin:0}figcaption{font-size:12px;color:#60646c}
 .chart{display:block;max-width:100%;height:auto}
@@ -201,6 +202,12 @@ pub fn render(report: &Report) -> String {
         escape(&report.working_hours),
         legend(report)
     )
+}
+
+/// `99.9%`, `0.1%`: up to four decimals, no trailing zeros.
+fn short_percent(ratio: f64) -> String {
+    let text = format!("{:.4}", ratio * 100.0);
+    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
 fn instance_name(instance: &InstanceReport) -> String {
@@ -269,8 +276,12 @@ fn summary(body: &mut String, report: &Report) {
     body.push_str("</table></section>");
 }
 
+/// `missed` (an event not alerted), `false` (an alert with no event), `quiet` (neither
+/// events nor alerts), else `ok`.
 fn row_class(score: &Score) -> &'static str {
-    if score.detected_events < score.events.len() {
+    if score.fired == 0 && score.events.is_empty() {
+        "quiet"
+    } else if score.detected_events < score.events.len() {
         "missed"
     } else if score.significant_alerts < score.fired {
         "false"
@@ -336,9 +347,10 @@ fn score_table(body: &mut String, instance: &InstanceReport) {
 fn instance_section(body: &mut String, report: &Report, index: usize, instance: &InstanceReport) {
     let _ = write!(
         body,
-        r##"<section class="instance" id="instance-{index}"><h2 class="name">{}</h2><p class="muted">error budget {} · <a href="#summary">summary</a></p>"##,
+        r##"<section class="instance" id="instance-{index}"><h2 class="name">{}</h2><p class="muted">objective {} (error budget {}) · <a href="#summary">back to the summary</a></p>"##,
         escape(&instance_name(instance)),
-        format_percent(instance.error_budget)
+        short_percent(1.0 - instance.error_budget),
+        short_percent(instance.error_budget)
     );
     score_table(body, instance);
     for tier in tiers_of(instance) {
