@@ -154,19 +154,29 @@ pub fn line(
     );
 }
 
-/// A band from `from` to `to` (clamped to the frame's range; nothing when outside it), from
-/// `y` down `height`; at least a pixel wide so an instant shows.
-#[allow(clippy::too_many_arguments)]
-pub fn band(
-    svg: &mut String,
-    frame: &Frame,
-    (from, to): (Millis, Millis),
-    (y, height): (f64, f64),
-    class: &str,
-    fill: &str,
-    opacity: f64,
-    title: &str,
-) {
+/// A shaded interval: an alert firing, a significant event.
+pub struct Band<'a> {
+    /// From, to (clamped to the frame's range).
+    pub span: (Millis, Millis),
+    /// Its top and height.
+    pub rows: (f64, f64),
+    pub class: &'a str,
+    pub fill: &'a str,
+    pub opacity: f64,
+    pub title: &'a str,
+}
+
+/// A band (nothing when outside the frame's range), at least a pixel wide so an instant
+/// shows.
+pub fn band(svg: &mut String, frame: &Frame, band: &Band) {
+    let Band {
+        span: (from, to),
+        rows: (y, height),
+        class,
+        fill,
+        opacity,
+        title,
+    } = *band;
     if to < frame.from || from > frame.to {
         return;
     }
@@ -312,12 +322,14 @@ pub fn render(chart: &Chart) -> String {
         band(
             &mut svg,
             &frame,
-            (span.from, span.to.unwrap_or(chart.to)),
-            (frame.top, frame.height),
-            &format!("alert {name}"),
-            fill,
-            0.18,
-            &format!("{name} firing"),
+            &Band {
+                span: (span.from, span.to.unwrap_or(chart.to)),
+                rows: (frame.top, frame.height),
+                class: &format!("alert {name}"),
+                fill,
+                opacity: 0.18,
+                title: &format!("{name} firing"),
+            },
         );
     }
     grid(&mut svg, &frame, chart.error_budget);

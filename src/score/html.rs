@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::report::{self, Scorecard};
 use super::{AlertSpan, Score, Significance, SignificantEvent};
 use crate::engine::InstanceLabels;
-use crate::page::chart::{self, Frame};
+use crate::page::chart::{self, Band, Frame};
 use crate::page::html::escape;
 use crate::replay::{Consumption, format_labels, format_percent, format_time};
 use crate::slo::{Millis, Slo, TierKind, WindowPair, format_duration, millis};
@@ -415,62 +415,118 @@ fn burn_points(report: &Report, instance: &InstanceReport, window: Duration) -> 
     chart::downsample(report.from, report.step, &burns, BUCKETS)
 }
 
+/// What one chart draws: the tier, the pair's windows, both windows' burn rates and each
+/// policy's threshold on the pair (`(policy index, policy, factor)`).
+struct PairChart<'a> {
+    kind: TierKind,
+    long: Duration,
+    short: Duration,
+    long_points: Vec<(Millis, f64)>,
+    short_points: Vec<(Millis, f64)>,
+    thresholds: Vec<(usize, &'a Policy, f64)>,
+}
+
+impl<'a> PairChart<'a> {
+    fn new(
+        report: &Report,
+        instance: &'a InstanceReport,
+        kind: TierKind,
+        (long, short): (Duration, Duration),
+    ) -> PairChart<'a> {
+        let thresholds = instance
+            .policies
+            .iter()
+            .enumerate()
+            .filter_map(|(index, policy)| {
+                let tier = policy.tiers.iter().find(|tier| tier.tier == kind)?;
+                let pair = tier
+                    .pairs
+                    .iter()
+                    .find(|pair| pair.long == long && pair.short == short)?;
+                Some((index, policy, pair.factor))
+            })
+            .collect();
+        PairChart {
+            kind,
+            long,
+            short,
+            long_points: burn_points(report, instance, long),
+            short_points: burn_points(report, instance, short),
+            thresholds,
+        }
+    }
+
+    /// The plot: the whole range across, up to above the highest burn rate and threshold.
+    fn frame(&self, report: &Report) -> Frame {
+        let highest = self
+            .short_points
+            .iter()
+            .chain(&self.long_points)
+            .map(|(_, value)| *value)
+            .chain(self.thresholds.iter().map(|(_, _, factor)| *factor))
+            .fold(1.0, f64::max);
+        Frame {
+            left: LEFT,
+            top: TOP,
+            width: PLOT_WIDTH,
+            height: PLOT_HEIGHT,
+            from: report.from,
+            to: report.from + (report.count.max(1) as Millis - 1) * report.step,
+            floor: FLOOR,
+            ceiling: chart::ceiling(highest),
+        }
+    }
+
+    /// `page · 1h / 5m · threshold current 14.4×, recommended 10×`.
+    fn caption(&self) -> String {
+        let factors: Vec<String> = self
+            .thresholds
+            .iter()
+            .map(|(_, policy, factor)| format!("{} {}×", policy.name, chart::trim(*factor)))
+            .collect();
+        format!(
+            "{} · {} / {} · threshold {}",
+            self.kind.as_str(),
+            format_duration(self.long),
+            format_duration(self.short),
+            factors.join(", ")
+        )
+    }
+
+    /// The thresholds, then the long window over the short one (the smoother line on top).
+    fn lines(&self, svg: &mut String, frame: &Frame) {
+        for (index, policy, factor) in &self.thresholds {
+            let label = format!("{} threshold {}×", policy.name, chart::trim(*factor));
+            chart::threshold(svg, frame, *factor, policy_colour(*index), &label);
+        }
+        for (points, class, colour, window) in [
+            (&self.short_points, "burn short", SHORT_COLOUR, self.short),
+            (&self.long_points, "burn long", LONG_COLOUR, self.long),
+        ] {
+            let label = format!("{} burn rate", format_duration(window));
+            chart::line(svg, frame, points, class, colour, &label);
+        }
+    }
+}
+
 fn chart_figure(
     report: &Report,
     instance: &InstanceReport,
     kind: TierKind,
-    (long, short): (Duration, Duration),
+    pair: (Duration, Duration),
 ) -> String {
-    let short_points = burn_points(report, instance, short);
-    let long_points = burn_points(report, instance, long);
-    // Each policy's threshold on this pair, if it has the pair.
-    let thresholds: Vec<(usize, &Policy, f64)> = instance
-        .policies
-        .iter()
-        .enumerate()
-        .filter_map(|(index, policy)| {
-            let tier = policy.tiers.iter().find(|tier| tier.tier == kind)?;
-            let pair = tier
-                .pairs
-                .iter()
-                .find(|pair| pair.long == long && pair.short == short)?;
-            Some((index, policy, pair.factor))
-        })
-        .collect();
-    let highest = short_points
-        .iter()
-        .chain(&long_points)
-        .map(|(_, value)| *value)
-        .chain(thresholds.iter().map(|(_, _, factor)| *factor))
-        .fold(1.0, f64::max);
-    let to = report.from + (report.count.max(1) as Millis - 1) * report.step;
-    let frame = Frame {
-        left: LEFT,
-        top: TOP,
-        width: PLOT_WIDTH,
-        height: PLOT_HEIGHT,
-        from: report.from,
-        to,
-        floor: FLOOR,
-        ceiling: chart::ceiling(highest),
-    };
-    let (short_name, long_name) = (format_duration(short), format_duration(long));
-    let factors: Vec<String> = thresholds
-        .iter()
-        .map(|(_, policy, factor)| format!("{} {}×", policy.name, chart::trim(*factor)))
-        .collect();
-    let caption = format!(
-        "{} · {long_name} / {short_name} · threshold {}",
-        kind.as_str(),
-        factors.join(", ")
-    );
-    let mut svg = String::new();
+    let chart = PairChart::new(report, instance, kind, pair);
+    let frame = chart.frame(report);
+    let caption = chart.caption();
     let lanes = 1 + instance.policies.len();
     let height = TOP + PLOT_HEIGHT + LANE_GAP + lanes as f64 * (LANE + LANE_GAP) + AXIS;
+    let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg class="chart" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg" data-tier="{}" data-long="{long_name}" data-short="{short_name}"><title>{}</title>"#,
+        r#"<svg class="chart" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg" data-tier="{}" data-long="{}" data-short="{}"><title>{}</title>"#,
         kind.as_str(),
+        format_duration(chart.long),
+        format_duration(chart.short),
         escape(&format!("{} {caption}", instance_name(instance)))
     );
     chart::background(&mut svg, &frame);
@@ -480,38 +536,18 @@ fn chart_figure(
         .find(|events| events.tier == kind)
         .map_or(&[][..], |events| events.events.as_slice());
     for event in events {
-        chart::band(
-            &mut svg,
-            &frame,
-            (event.start, event.end),
-            (frame.top, frame.height),
-            "event",
-            EVENT_COLOUR,
-            0.14,
-            &event_title(event),
-        );
+        let band = Band {
+            span: (event.start, event.end),
+            rows: (frame.top, frame.height),
+            class: "event",
+            fill: EVENT_COLOUR,
+            opacity: 0.14,
+            title: &event_title(event),
+        };
+        chart::band(&mut svg, &frame, &band);
     }
     chart::grid(&mut svg, &frame, instance.error_budget);
-    for (index, policy, factor) in &thresholds {
-        let label = format!("{} threshold {}×", policy.name, chart::trim(*factor));
-        chart::threshold(&mut svg, &frame, *factor, policy_colour(*index), &label);
-    }
-    chart::line(
-        &mut svg,
-        &frame,
-        &long_points,
-        "burn long",
-        LONG_COLOUR,
-        &format!("{long_name} burn rate"),
-    );
-    chart::line(
-        &mut svg,
-        &frame,
-        &short_points,
-        "burn short",
-        SHORT_COLOUR,
-        &format!("{short_name} burn rate"),
-    );
+    chart.lines(&mut svg, &frame);
     lanes_svg(&mut svg, &frame, instance, kind, events);
     chart::time_ticks(&mut svg, &frame, height - 8.0);
     svg.push_str("</svg>");
@@ -540,17 +576,15 @@ fn lanes_svg(
     let lane_y = |lane: usize| frame.bottom() + LANE_GAP + lane as f64 * (LANE + LANE_GAP);
     lane_label(svg, frame, lane_y(0), "events");
     for event in events {
-        let title = event_title(event);
-        chart::band(
-            svg,
-            frame,
-            (event.start, event.end),
-            (lane_y(0), LANE),
-            "event lane",
-            EVENT_COLOUR,
-            0.7,
-            &title,
-        );
+        let band = Band {
+            span: (event.start, event.end),
+            rows: (lane_y(0), LANE),
+            class: "event lane",
+            fill: EVENT_COLOUR,
+            opacity: 0.7,
+            title: &event_title(event),
+        };
+        chart::band(svg, frame, &band);
     }
     for (index, policy) in instance.policies.iter().enumerate() {
         let y = lane_y(index + 1);
@@ -570,17 +604,15 @@ fn lanes_svg(
                     .resolved
                     .map_or("the end (still firing)".to_string(), format_time)
             );
-            let class = format!("alert policy-{index}");
-            chart::band(
-                svg,
-                frame,
-                (alert.fired, alert.end(frame.to)),
-                (y, LANE),
-                &class,
-                policy_colour(index),
-                0.8,
-                &title,
-            );
+            let band = Band {
+                span: (alert.fired, alert.end(frame.to)),
+                rows: (y, LANE),
+                class: &format!("alert policy-{index}"),
+                fill: policy_colour(index),
+                opacity: 0.8,
+                title: &title,
+            };
+            chart::band(svg, frame, &band);
         }
     }
 }
