@@ -4,6 +4,7 @@
 //! burn was, the score table's numbers, a hostile label as text) and on a screenshot.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -210,4 +211,62 @@ fn report_html_shows_the_burn_its_page_and_scores_and_escapes_labels() {
     if let Ok(path) = std::env::var("BURNWATCH_REPORT_SCREENSHOT") {
         std::fs::write(path, &png).expect("write the screenshot");
     }
+}
+
+/// The error ratios the report draws are the engine's own: at every event of the seed
+/// incident's replay, the recorded ratio of the event's long and short windows at that step
+/// equals the one the engine read (bit for bit, or both no data).
+#[test]
+fn report_html_error_ratios_are_the_ones_the_engine_read() {
+    use burnwatch::replay::{Measuring, Range, run_measured};
+    let slos = burnwatch::config::load_specs(&[std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/order-service.yaml"
+    ))])
+    .expect("the demo's specs");
+    let recording =
+        burnwatch::source::openmetrics::parse("seed.om", &burnwatch::demo::recording_text())
+            .expect("the seed recording");
+    let from = burnwatch::replay::parse_time("2023-11-14T00:00:00Z").unwrap();
+    let range = Range::resolve(&recording, Some(from), None, Duration::from_secs(60)).unwrap();
+    let measuring = Measuring {
+        windows: &[],
+        error_ratios: true,
+    };
+    let (timeline, measured) = run_measured(&slos, &recording, range, Some(measuring));
+    // The page firing and resolving on POST /orders.
+    assert!(timeline.events.len() >= 2, "{:?}", timeline.events);
+    let step = 60_000;
+    for event in &timeline.events {
+        let instance = measured
+            .iter()
+            .find(|m| m.slo_id == event.slo_id && m.labels == event.labels)
+            .expect("the event's instance was measured");
+        let index = ((event.at - range.from) / step) as usize;
+        let reading = &event.reading;
+        for (window, value) in [
+            (reading.pair.long, reading.long),
+            (reading.pair.short, reading.short),
+        ] {
+            let (_, ratios) = instance
+                .error_ratios
+                .iter()
+                .find(|(known, _)| *known == window)
+                .expect("every tier window is recorded");
+            assert_eq!(ratios.len(), range.times().count());
+            let engine = value.map_or(f64::NAN, |value| value.error_ratio);
+            let recorded = ratios[index];
+            assert!(!engine.is_nan(), "the seed incident has traffic: {event:?}");
+            assert!(
+                recorded.to_bits() == engine.to_bits() || (recorded.is_nan() && engine.is_nan()),
+                "{} {:?} at {}: recorded {recorded}, engine {engine}",
+                event.slo_id,
+                window,
+                event.at
+            );
+        }
+    }
+    // Without asking, nothing is recorded.
+    let (_, measured) = run_measured(&slos, &recording, range, Some(Measuring::default()));
+    assert!(measured.iter().all(|m| m.error_ratios.is_empty()));
 }
