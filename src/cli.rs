@@ -495,6 +495,7 @@ fn replay_from_prometheus(
 /// Runs the daemon; SIGHUP reloads, SIGTERM and SIGINT stop it after the cycle in flight.
 fn serve(options: crate::daemon::Options) -> Result<()> {
     crate::source::prometheus::install_crypto_provider();
+    crate::daemon::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -171,7 +171,7 @@ async fn slo_page(
         let status = slos.iter().find(|status| status.id == slo.id);
         let instances = crate::page::page_order(
             &slo.id,
-            status.map_or(&[][..], |status| status.instances.as_slice()),
+            status.map_or(&[][..], |status| &status.instances[..]),
             &alerts,
         );
         let pages = instances.len().div_ceil(crate::page::SLO_PAGE).max(1);

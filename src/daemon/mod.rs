@@ -224,7 +224,8 @@ pub struct SloStatus {
     pub state: String,
     pub last_error: Option<String>,
     pub last_success: Option<String>,
-    pub instances: Vec<InstanceStatus>,
+    /// Shared with the SLO's health, which keeps the last instances for cycles that fail.
+    pub instances: Arc<[InstanceStatus]>,
 }
 
 /// What the daemon shares with the HTTP face.
@@ -264,14 +265,14 @@ fn finite(value: f64) -> Option<f64> {
 #[derive(Clone)]
 struct SloHealth {
     health: Health,
-    last_instances: Vec<InstanceStatus>,
+    last_instances: Arc<[InstanceStatus]>,
 }
 
 impl SloHealth {
     fn new(watched_since: Millis) -> SloHealth {
         SloHealth {
             health: Health::new(watched_since),
-            last_instances: Vec::new(),
+            last_instances: Arc::from(Vec::new()),
         }
     }
 }
@@ -686,6 +687,19 @@ fn release_freed_memory() {
     }
 }
 
+/// Caps glibc's malloc at two arenas. By default every thread that allocates may get an arena
+/// of its own (up to 8 per core), and the blocking threads that ingest warm starts and write
+/// checkpoints each leave one holding freed pages: at 10,000 instances that was about 70 MiB
+/// of resident memory no allocation used. Two arenas serve the daemon's two worker threads.
+/// Call before the runtime starts its threads.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's tuning; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// The bytes of a checkpoint sent to the store's thread at a time.
 const CHECKPOINT_CHUNK: usize = 8 << 20;
 
@@ -915,7 +929,8 @@ fn slo_status(slo: &Slo, health: &mut SloHealth, snapshot: Option<&Snapshot>) ->
             .instances
             .iter()
             .map(|(labels, windows)| instance_status(slo, labels, windows, budget))
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
     }
     let instances = health.last_instances.clone();
     SloStatus {

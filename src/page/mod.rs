@@ -158,7 +158,7 @@ fn rows<'a>(snapshot: &Snapshot<'a>) -> Vec<Row<'a>> {
             continue;
         };
         let stale = snapshot.stale.contains(&status.id);
-        for instance in &status.instances {
+        for instance in status.instances.iter() {
             let labels: Vec<(String, String)> = instance
                 .labels
                 .iter()
