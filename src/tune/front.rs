@@ -3,8 +3,8 @@
 //!
 //! Recommendation rule: among the front's points whose precision is at least the current
 //! policy's (a policy that fires nothing counts as precision 1), the highest recall, then the
-//! fewest alerts per week, then the fastest median detection, then the current policy, then
-//! grid order. With no significant event in the range there is nothing to tune against: the
+//! fewest alerts per week, then the fastest median detection, then the policy closest to the
+//! current one (see [`crate::tune::Policy::distance`]), then grid order. With no significant event in the range there is nothing to tune against: the
 //! current policy is kept.
 
 use crate::score::{Score, Stats};
@@ -91,7 +91,8 @@ impl Summary {
         no_worse && better
     }
 
-    fn same_point(&self, other: &Summary) -> bool {
+    /// Equal on recall, alerts per week and median detection.
+    pub fn same_point(&self, other: &Summary) -> bool {
         self.recall_key() == other.recall_key()
             && self.alerts_per_week == other.alerts_per_week
             && self.detection_key() == other.detection_key()
@@ -110,16 +111,26 @@ pub fn pareto_front(points: &[Summary]) -> Vec<usize> {
         .collect()
 }
 
-/// The recommended point (see the module's rule); `current` is the current policy's index.
-pub fn recommend(points: &[Summary], front: &[usize], current: usize) -> usize {
+/// The recommended point (see the module's rule); `current` is the current policy's index,
+/// `distance(i)` how far point `i`'s policy is from it. Points equal to a front point count
+/// as on the front.
+pub fn recommend(
+    points: &[Summary],
+    front: &[usize],
+    current: usize,
+    distance: impl Fn(usize) -> f64,
+) -> usize {
     if points[current].events == 0 {
         return current;
     }
     let floor = points[current].precision_key();
-    let mut eligible: Vec<usize> = front
-        .iter()
-        .copied()
-        .filter(|&index| points[index].precision_key() >= floor)
+    let mut eligible: Vec<usize> = (0..points.len())
+        .filter(|&index| {
+            front
+                .iter()
+                .any(|&on| points[on].same_point(&points[index]))
+                && points[index].precision_key() >= floor
+        })
         .collect();
     // The current point is on the front or dominated by one that is no worse there; if every
     // front point is less precise, keep it.
@@ -140,14 +151,10 @@ pub fn recommend(points: &[Summary], front: &[usize], current: usize) -> usize {
             .then(ka.1.total_cmp(&kb.1))
             .then(ka.2.total_cmp(&kb.2))
             .then((a != current).cmp(&(b != current)))
+            .then(distance(a).total_cmp(&distance(b)))
             .then(a.cmp(&b))
     });
-    let best = eligible[0];
-    // An equal point found first in the grid stands for the current one on the front.
-    if points[best].same_point(&points[current]) {
-        return current;
-    }
-    best
+    eligible[0]
 }
 
 #[cfg(test)]
@@ -196,11 +203,11 @@ mod tests {
         ];
         let front = pareto_front(&points);
         // Point 2 has the best recall but is less precise than the current policy.
-        assert_eq!(recommend(&points, &front, 0), 1);
+        assert_eq!(recommend(&points, &front, 0, |_| 0.0), 1);
         // A current policy of precision 0.5 lets it through.
         let mut imprecise = points.clone();
         imprecise[0].precision = Some(0.5);
-        assert_eq!(recommend(&imprecise, &front, 0), 2);
+        assert_eq!(recommend(&imprecise, &front, 0, |_| 0.0), 2);
     }
 
     #[test]
@@ -212,10 +219,24 @@ mod tests {
         ];
         let front = pareto_front(&points);
         assert_eq!(front, vec![0, 2]);
-        assert_eq!(recommend(&points, &front, 0), 0);
+        assert_eq!(recommend(&points, &front, 0, |_| 0.0), 0);
         // Equal to a point before it in the grid: still the current one.
         let front = pareto_front(&points[..]);
-        assert_eq!(recommend(&points, &front, 1), 1);
+        assert_eq!(recommend(&points, &front, 1, |_| 0.0), 1);
+    }
+
+    #[test]
+    fn of_equal_points_the_closest_to_the_current_policy() {
+        let points = [
+            point(0.5, 1.0, 9.0, 1.0),
+            point(1.0, 1.0, 5.0, 1.0),
+            point(1.0, 1.0, 5.0, 1.0),
+            point(1.0, 1.0, 5.0, 1.0),
+        ];
+        let front = pareto_front(&points);
+        assert_eq!(front, vec![1]);
+        let distances = [0.0, 2.0, 0.5, 1.0];
+        assert_eq!(recommend(&points, &front, 0, |i| distances[i]), 2);
     }
 
     #[test]
@@ -227,7 +248,7 @@ mod tests {
         }
         let front = pareto_front(&points);
         assert_eq!(front, vec![1]);
-        assert_eq!(recommend(&points, &front, 0), 0);
+        assert_eq!(recommend(&points, &front, 0, |_| 0.0), 0);
     }
 
     #[test]

@@ -30,6 +30,32 @@ impl Policy {
         }
     }
 
+    /// How far this policy is from `other`: one per setting that differs (the set of window
+    /// pairs, `for`, `resolve_timeout`, `min_events`), plus, for the same pairs, how far the
+    /// factors are apart (the sum of |ln(factor ÷ other's)|).
+    pub fn distance(&self, other: &Policy) -> f64 {
+        let same_windows = self.pairs.len() == other.pairs.len()
+            && self
+                .pairs
+                .iter()
+                .zip(&other.pairs)
+                .all(|(a, b)| a.long == b.long && a.short == b.short);
+        let factors: f64 = if same_windows {
+            self.pairs
+                .iter()
+                .zip(&other.pairs)
+                .map(|(a, b)| (a.factor / b.factor).ln().abs())
+                .sum()
+        } else {
+            1.0
+        };
+        let differs = |differ: bool| f64::from(u8::from(differ));
+        factors
+            + differs(self.timing.for_ != other.timing.for_)
+            + differs(self.timing.resolve_timeout != other.timing.resolve_timeout)
+            + differs(self.min_events != other.min_events)
+    }
+
     /// `slo` with this policy for the tier `kind` (the other tier as it is).
     pub fn apply(&self, slo: &Slo, kind: TierKind) -> Slo {
         let mut slo = slo.clone();

@@ -204,7 +204,7 @@ pub fn sweep(
     let times: Vec<Millis> = range.times().collect();
     let (timeline, consumption) =
         crate::replay::run_measuring(slos, recording, range, Some(&options.truth.windows()));
-    let plans: Vec<(&Slo, Vec<(TierKind, Vec<Policy>)>)> = slos
+    let plans: Vec<(&Slo, Plan)> = slos
         .iter()
         .filter(|slo| !timeline.skipped.iter().any(|s| s.slo_id == slo.id))
         .map(|slo| (slo, plan(slo, &options.grid)))
@@ -253,8 +253,11 @@ pub enum Progress {
     Done,
 }
 
+/// Per tier of an SLO, its candidate policies.
+type Plan = Vec<(TierKind, Vec<Policy>)>;
+
 /// The candidates of every tier of `slo`.
-fn plan(slo: &Slo, grid: &Grid) -> Vec<(TierKind, Vec<Policy>)> {
+fn plan(slo: &Slo, grid: &Grid) -> Plan {
     slo.tiers
         .iter()
         .map(|tier| (tier.kind, grid.get(tier.kind).candidates(slo, tier)))
@@ -444,8 +447,21 @@ fn tier_sweep(
     policies: &[Policy],
     summaries: Vec<Summary>,
 ) -> TierSweep {
-    let front = front::pareto_front(&summaries);
-    let recommended = front::recommend(&summaries, &front, TierSweep::CURRENT);
+    let mut front = front::pareto_front(&summaries);
+    let current = &policies[TierSweep::CURRENT];
+    let recommended = front::recommend(&summaries, &front, TierSweep::CURRENT, |index| {
+        policies[index].distance(current)
+    });
+    // The recommended policy, else the current one, stands for the points equal to it on
+    // the front.
+    for on in front.iter_mut() {
+        for stand_in in [recommended, TierSweep::CURRENT] {
+            if summaries[*on].same_point(&summaries[stand_in]) {
+                *on = stand_in;
+                break;
+            }
+        }
+    }
     TierSweep {
         slo_id: data.slo.id.clone(),
         kind,

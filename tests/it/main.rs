@@ -11,3 +11,4 @@ mod prom;
 mod score;
 mod serve;
 mod strategies;
+mod tune;
