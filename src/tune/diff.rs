@@ -470,9 +470,120 @@ pub fn unified(file: &str, lines: &[&str], edits: &[Edit]) -> String {
     out
 }
 
+/// `lines` with `edits` applied (sorted, not overlapping), as text.
+pub fn apply(lines: &[&str], edits: &[Edit]) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    for edit in edits {
+        for line in &lines[at..edit.start] {
+            out.push_str(line);
+            out.push('\n');
+        }
+        for line in &edit.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        at = edit.end;
+    }
+    for line in &lines[at..] {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Document, load_str};
+    use crate::slo::Timing;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn slos(text: &str) -> Vec<Slo> {
+        match load_str("rules/order-service.yaml", text, Path::new(".")) {
+            Ok(Document::Slos(slos)) => slos,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn changed(policy: &Policy) -> Policy {
+        let mut new = policy.clone();
+        new.pairs.truncate(1);
+        new.pairs[0].factor *= 2.0;
+        new.timing.for_ = Duration::from_secs(120);
+        new.min_events = 50.0;
+        new
+    }
+
+    /// The shipped spec, edited for every tier of both SLOs in turn (tiers in a block with a
+    /// comment, tiers with a flow mapping under them, keys shared at the alerting level): the
+    /// file loads again and holds the new policy, everything else as it was.
+    #[test]
+    fn edits_give_the_tier_its_new_policy() {
+        let text = include_str!("../../rules/order-service.yaml");
+        let lines: Vec<&str> = text.lines().collect();
+        let before = slos(text);
+        for (index, slo) in before.iter().enumerate() {
+            for tier in &slo.tiers {
+                let current = Policy::current(slo, tier);
+                let policy = changed(&current);
+                let edits = native_edits(&lines, slo, tier.kind, &policy, &current).unwrap();
+                let after = slos(&apply(&lines, &edits));
+                assert_eq!(
+                    after[index],
+                    Slo {
+                        origin: after[index].origin.clone(),
+                        ..policy.apply(slo, tier.kind)
+                    },
+                    "{}",
+                    apply(&lines, &edits)
+                );
+                let other = Slo {
+                    origin: before[1 - index].origin.clone(),
+                    ..after[1 - index].clone()
+                };
+                assert_eq!(other, before[1 - index], "the other SLO is untouched");
+            }
+        }
+    }
+
+    #[test]
+    fn flow_tiers_and_absent_alerting_are_written_too() {
+        let text = "version: burnwatch/v1
+service: s
+slos:
+  - name: a
+    objective: 99
+    sli:
+      ratio: {errors: e_total, total: t_total}
+    alerting:
+      page: {labels: {channel: \"#x\"}}
+  - name: b
+    objective: 99
+    sli:
+      ratio: {errors: e_total, total: t_total}
+";
+        let lines: Vec<&str> = text.lines().collect();
+        let before = slos(text);
+        for slo in &before {
+            let tier = slo.tier(TierKind::Page).unwrap();
+            let current = Policy::current(slo, tier);
+            let policy = Policy {
+                timing: Timing {
+                    resolve_timeout: Duration::from_secs(900),
+                    ..current.timing
+                },
+                ..changed(&current)
+            };
+            let edits = native_edits(&lines, slo, TierKind::Page, &policy, &current).unwrap();
+            let after = slos(&apply(&lines, &edits));
+            let found = after.iter().find(|s| s.id == slo.id).unwrap();
+            assert_eq!(found.tier(TierKind::Page).unwrap().windows, policy.pairs);
+            assert_eq!(found.tier(TierKind::Page).unwrap().timing, policy.timing);
+            assert_eq!(found.min_events, 50.0);
+        }
+    }
 
     #[test]
     fn hunks_count_their_lines() {
@@ -494,6 +605,57 @@ mod tests {
         assert_eq!(
             diff,
             "--- a/f.yaml\n+++ b/f.yaml\n@@ -2,7 +2,8 @@\n line 2\n line 3\n line 4\n-line 5\n+five\n+five and a half\n line 6\n line 7\n line 8\n@@ -13,6 +14,7 @@\n line 13\n line 14\n line 15\n+new\n line 16\n line 17\n line 18\n"
+        );
+    }
+
+    #[test]
+    fn sloth_files_get_a_note_and_the_native_equivalent() {
+        let text = "version: \"prometheus/v1\"
+service: s
+slos:
+  - name: a
+    objective: 99
+    sli:
+      events:
+        error_query: sum(rate(e_total[{{.window}}]))
+        total_query: sum(rate(t_total[{{.window}}]))
+    alerting:
+      page_alert: {labels: {severity: page}}
+";
+        let slo = match load_str("sloth.yaml", text, Path::new(".")) {
+            Ok(Document::Slos(mut slos)) => slos.remove(0),
+            other => panic!("{other:?}"),
+        };
+        let tier = slo.tier(TierKind::Page).unwrap();
+        let current = Policy::current(&slo, tier);
+        let summary = crate::tune::Summary::of(&[], 1);
+        let sweep = TierSweep {
+            slo_id: slo.id.clone(),
+            kind: TierKind::Page,
+            instances: 1,
+            candidates: [current.clone(), changed(&current)]
+                .into_iter()
+                .map(|policy| crate::tune::Candidate {
+                    policy,
+                    summary: summary.clone(),
+                })
+                .collect(),
+            front: vec![1],
+            recommended: 1,
+        };
+        let change = file_change("sloth.yaml", text, &[(&slo, &sweep)]);
+        assert_eq!(change.diff, None);
+        assert_eq!(change.notes.len(), 1);
+        let note = &change.notes[0];
+        assert!(
+            note.contains("Sloth prometheus/v1 cannot express the page change for s-a"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with(
+                "min_events: 50\nalerting:\n  page:\n    windows:\n      - {long: 1h, short: 5m, factor: 28.8}\n    for: 2m\n    resolve_timeout: 5m"
+            ),
+            "{note}"
         );
     }
 }
