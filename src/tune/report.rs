@@ -157,20 +157,23 @@ pub fn to_text(sweep: &Sweep, changes: &[SpecChange], timings: bool) -> String {
 /// The sweep's cost: precompute, candidates, per candidate and per SLO-day.
 pub fn timings_text(timings: &Timings, span: i64) -> String {
     let days = span as f64 / 86_400_000.0;
-    let slo_days = days * timings.instances as f64;
-    let per_pass = timings.candidates.as_secs_f64() / timings.passes.max(1) as f64;
+    let seconds = timings.candidates.as_secs_f64();
+    let per_pass = seconds * 1000.0 / timings.passes.max(1) as f64;
     format!(
-        "\ntimings: precompute {:.3}s ({} instances × {} steps); {} candidate policies, {} policy×instance passes in {:.3}s: {:.3} ms per candidate policy, {:.3} ms per pass, {:.4} ms per candidate per SLO-day\n",
+        "\ntimings: precompute {:.3} s ({} instances x {} steps, {:.1} SLO-days); \
+         {} candidate policies, {} passes (policy x instance) in {:.3} s: \
+         {:.3} ms per candidate policy, {:.3} ms per pass, {:.4} ms per candidate per SLO-day\n",
         timings.precompute.as_secs_f64(),
         timings.instances,
         timings.steps,
+        days * timings.instances as f64,
         timings.policies,
         timings.passes,
-        timings.candidates.as_secs_f64(),
-        timings.candidates.as_secs_f64() * 1000.0 / timings.policies.max(1) as f64,
-        per_pass * 1000.0,
-        per_pass * 1000.0 / days.max(f64::MIN_POSITIVE),
-    ) + &format!("({slo_days:.1} SLO-days)\n")
+        seconds,
+        seconds * 1000.0 / timings.policies.max(1) as f64,
+        per_pass,
+        per_pass / days.max(f64::MIN_POSITIVE),
+    )
 }
 
 fn point(candidate: &Candidate) -> Value {
