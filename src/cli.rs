@@ -36,6 +36,9 @@ pub enum Command {
     },
     /// Replay recorded metrics through the alert engine and print the timeline.
     Replay(ReplayArgs),
+    /// Sweep candidate alert policies over history; print the Pareto front, the recommended
+    /// policy per SLO and tier, and the spec diff that applies it.
+    Tune(TuneArgs),
     /// Run the daemon next to Prometheus: evaluate every SLO each interval, alert, serve HTTP.
     Serve {
         /// The daemon config (Prometheus, interval, spec files, web).
@@ -88,9 +91,9 @@ pub enum Command {
     },
 }
 
-/// `replay`'s arguments.
+/// Where a replay's specs and history come from (`replay` and `tune`).
 #[derive(Debug, clap::Args)]
-pub struct ReplayArgs {
+pub struct SourceArgs {
     /// SLO spec files or folders (default with --config: the config's `rules`).
     #[arg(long, required_unless_present = "config", num_args = 1..)]
     spec: Vec<PathBuf>,
@@ -118,13 +121,20 @@ pub struct ReplayArgs {
     /// Time between evaluations.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     step: Duration,
+}
+
+/// `replay`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    source: SourceArgs,
     /// text, json, or (with --score) csv.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Score each SLO instance's tiers against the significant events instead of printing
-    /// the timeline (recordings only; --from defaults to a full period after the first
-    /// sample).
-    #[arg(long, conflicts_with = "prometheus")]
+    /// the timeline (--from defaults to a full period after the first sample; from
+    /// Prometheus, the history read starts a period before --from).
+    #[arg(long)]
     score: bool,
     /// Significant events: more than a share of the period's budget consumed over a
     /// rolling window, per tier.
@@ -143,6 +153,39 @@ pub struct ReplayArgs {
     html: Option<PathBuf>,
 }
 
+/// `tune`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The candidate policies: a grid file (see README, "Tuning"); default: the Workbook's
+    /// window pairs, factors ×0.5 to ×2, a few `for` and `resolve_timeout` values.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// text or json.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Significant events: more than a share of the period's budget consumed over a
+    /// rolling window, per tier.
+    #[arg(long, conflicts_with = "incidents", default_value = "page=2%/1h,ticket=10%/3d", value_parser = Thresholds::parse)]
+    significant: Thresholds,
+    /// Significant events from a file of known incidents instead (as replay --score).
+    #[arg(long)]
+    incidents: Option<PathBuf>,
+    /// Alerts fired outside these hours are counted (days, hours, UTC or a fixed offset).
+    #[arg(long, default_value = "Mon-Fri 09:00-18:00 UTC", value_parser = WorkingHours::parse)]
+    working_hours: WorkingHours,
+    /// Print what the sweep cost: precompute time, candidates, time per candidate and per
+    /// SLO-day (on stderr with --format json).
+    #[arg(long)]
+    timings: bool,
+    /// Also write the report as one self-contained HTML page: every window's burn rate with
+    /// the current and the recommended thresholds, both policies' alerts, the significant
+    /// events and the scores.
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -156,6 +199,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Check { files } => check(&files),
         Command::Replay(args) => replay_command(args),
+        Command::Tune(args) => tune_command(args),
         Command::Healthcheck { url } => {
             crate::source::prometheus::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -262,76 +306,78 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// `replay`: from a recording or Prometheus's history; scored with `--score`.
-fn replay_command(args: ReplayArgs) -> Result<i32> {
-    let ReplayArgs {
-        spec,
-        data,
-        prometheus,
-        config: daemon_config,
-        from,
-        to,
-        step,
-        format,
-        score,
-        significant,
-        incidents,
-        working_hours,
-        html,
-    } = args;
-    let daemon_config = match &daemon_config {
+/// Where a replay reads history from.
+enum History {
+    File(PathBuf),
+    Prometheus(crate::source::prometheus::Client),
+}
+
+/// The SLOs and the history source `SourceArgs` name.
+fn load_source(source: &SourceArgs) -> Result<(Vec<Slo>, History)> {
+    let daemon_config = match &source.config {
         Some(path) => Some((crate::daemon::read_config(path)?, path.clone())),
         None => None,
     };
-    let slos = match (&daemon_config, spec.is_empty()) {
+    let slos = match (&daemon_config, source.spec.is_empty()) {
         (Some((config, _)), true) => config::load_specs(&config.rules)?,
-        _ => config::load_specs(&spec)?,
+        _ => config::load_specs(&source.spec)?,
     };
-    if daemon_config.is_some() || prometheus.is_some() {
+    if daemon_config.is_some() || source.prometheus.is_some() {
         crate::source::prometheus::install_crypto_provider();
     }
-    let client = match (&daemon_config, prometheus) {
-        (Some((config, path)), _) => Some(crate::daemon::prometheus_client(
-            config,
-            path,
-            "replay its history",
-        )?),
-        (None, Some(url)) => Some(crate::source::prometheus::Client::new(
-            &crate::source::prometheus::Endpoint::new(url),
-        )?),
-        (None, None) => None,
+    let history =
+        match (&source.data, &daemon_config, &source.prometheus) {
+            (Some(data), _, _) => History::File(data.clone()),
+            (None, Some((config, path)), _) => History::Prometheus(
+                crate::daemon::prometheus_client(config, path, "replay its history")?,
+            ),
+            (None, None, Some(url)) => History::Prometheus(crate::source::prometheus::Client::new(
+                &crate::source::prometheus::Endpoint::new(url.clone()),
+            )?),
+            (None, None, None) => bail!("give --data FILE, --prometheus URL or --config FILE"),
+        };
+    Ok((slos, history))
+}
+
+fn read_recording(data: &std::path::Path) -> Result<openmetrics::Recording> {
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+    Ok(openmetrics::parse(&data.display().to_string(), &text)?)
+}
+
+/// The ground truth the options name: an incidents file, else the budget thresholds.
+fn truth(significant: Thresholds, incidents: Option<&std::path::Path>) -> Result<Truth> {
+    let Some(path) = incidents else {
+        return Ok(Truth::Budget(significant));
     };
-    if score {
-        let truth = match incidents {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Truth::Incidents(
-                    parse_incidents(&path.display().to_string(), &text)
-                        .map_err(anyhow::Error::msg)?,
-                )
-            }
-            None => Truth::Budget(significant),
-        };
-        let Some(data) = data else {
-            bail!("--score needs --data FILE")
-        };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Truth::Incidents(
+        parse_incidents(&path.display().to_string(), &text).map_err(anyhow::Error::msg)?,
+    ))
+}
+
+/// `replay`: from a recording or Prometheus's history; scored with `--score`.
+fn replay_command(args: ReplayArgs) -> Result<i32> {
+    let (slos, history) = load_source(&args.source)?;
+    let SourceArgs { from, to, step, .. } = args.source;
+    if args.score {
+        let truth = truth(args.significant, args.incidents.as_deref())?;
+        let (recording, range) = scoring_recording(&slos, &history, from, to, step)?;
         let scoring = Scoring {
-            format,
+            format: args.format,
             truth,
-            working_hours,
-            html,
+            working_hours: args.working_hours,
+            html: args.html,
         };
-        return replay_score(&slos, &data, from, to, step, scoring);
+        return replay_score(&slos, &recording, range, scoring);
     }
-    if format == Format::Csv {
+    if args.format == Format::Csv {
         bail!("--format csv needs --score");
     }
-    let timeline = match (data, client) {
-        (Some(data), _) => {
-            let text = std::fs::read_to_string(&data)
-                .with_context(|| format!("cannot read {}", data.display()))?;
-            let recording = openmetrics::parse(&data.display().to_string(), &text)?;
+    let timeline = match history {
+        History::File(data) => {
+            let recording = read_recording(&data)?;
             let range = Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
             tracing::info!(
                 series = recording.series.len(),
@@ -342,16 +388,15 @@ fn replay_command(args: ReplayArgs) -> Result<i32> {
             );
             replay::run(&slos, &recording, range)
         }
-        (None, Some(client)) => replay_from_prometheus(&client, &slos, from, to, step)?,
-        (None, None) => bail!("give --data FILE, --prometheus URL or --config FILE"),
+        History::Prometheus(client) => replay_from_prometheus(&client, &slos, from, to, step)?,
     };
-    if format == Format::Json {
+    if args.format == Format::Json {
         for skipped in &timeline.skipped {
             eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
         }
     }
     let mut stdout = io::stdout().lock();
-    match format {
+    match args.format {
         Format::Text => write!(stdout, "{}", replay::to_text(&timeline))?,
         Format::Json => writeln!(
             stdout,
@@ -363,44 +408,46 @@ fn replay_command(args: ReplayArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// How `replay --score` scores and what it writes.
-struct Scoring {
-    format: Format,
-    truth: Truth,
-    working_hours: WorkingHours,
-    /// Where the HTML report goes, if anywhere.
-    html: Option<PathBuf>,
-}
-
-/// `replay --score`: the replay of a recording, scored. Scoring wants the period's events at
-/// every step, so the range starts no earlier than a full period (the longest of the SLOs')
-/// after the first sample.
-fn replay_score(
+/// The recording scoring (and tuning) reads, and its range. Scoring wants the period's events
+/// at every step, so the range starts no earlier than a full period (the longest of the
+/// SLOs') after the first sample; from Prometheus, the raw samples are read from a period
+/// before --from.
+fn scoring_recording(
     slos: &[Slo],
-    data: &std::path::Path,
+    history: &History,
     from: Option<i64>,
     to: Option<i64>,
     step: Duration,
-    scoring: Scoring,
-) -> Result<i32> {
-    let Scoring {
-        format,
-        truth,
-        working_hours,
-        html,
-    } = scoring;
-    let text =
-        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
-    let recording = openmetrics::parse(&data.display().to_string(), &text)?;
+) -> Result<(openmetrics::Recording, Range)> {
+    let recording = match history {
+        History::File(data) => read_recording(data)?,
+        History::Prometheus(client) => {
+            let (Some(from), Some(to)) = (from, to) else {
+                bail!("scoring Prometheus's history needs --from and --to")
+            };
+            let range = Range::new(from, to, step).map_err(anyhow::Error::msg)?;
+            let bar = progress_bar(
+                crate::source::history::recording_queries(slos, &range),
+                "reading history",
+                "requests",
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let recording = runtime.block_on(crate::source::history::recording(
+                client,
+                slos,
+                range,
+                || bar.inc(1),
+            ))?;
+            bar.finish_and_clear();
+            recording
+        }
+    };
     let (first, _) = recording
         .time_range()
-        .ok_or_else(|| anyhow::anyhow!("the recording has no samples"))?;
-    let period = slos
-        .iter()
-        .map(|slo| crate::slo::millis(slo.period))
-        .max()
-        .unwrap_or(0);
-    let scorable = first + period;
+        .ok_or_else(|| anyhow::anyhow!("the history has no samples"))?;
+    let scorable = crate::tune::scorable_from(slos, first);
     let from = from.unwrap_or(scorable);
     if from < scorable {
         bail!(
@@ -410,16 +457,12 @@ fn replay_score(
         );
     }
     let range = Range::resolve(&recording, Some(from), to, step).map_err(anyhow::Error::msg)?;
-    let windows = truth.windows();
-    let measuring = replay::Measuring {
-        windows: &windows,
-        error_ratios: html.is_some(),
-    };
-    let (timeline, consumption) = replay::run_measured(slos, &recording, range, Some(measuring));
-    for skipped in &timeline.skipped {
-        eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
-    }
-    if let Truth::Incidents(incidents) = &truth {
+    Ok((recording, range))
+}
+
+/// Warns of incidents naming SLOs the specs do not define.
+fn warn_unknown_incidents(slos: &[Slo], truth: &Truth) {
+    if let Truth::Incidents(incidents) = truth {
         for incident in incidents {
             if !slos.iter().any(|slo| slo.id == incident.slo) {
                 eprintln!(
@@ -429,19 +472,44 @@ fn replay_score(
             }
         }
     }
+}
+
+/// How `replay --score` scores and what it writes.
+struct Scoring {
+    format: Format,
+    truth: Truth,
+    working_hours: WorkingHours,
+    /// Where the HTML report goes, if anywhere.
+    html: Option<PathBuf>,
+}
+
+/// `replay --score`: the replay of a recording, scored.
+fn replay_score(
+    slos: &[Slo],
+    recording: &openmetrics::Recording,
+    range: Range,
+    scoring: Scoring,
+) -> Result<i32> {
+    let Scoring {
+        format,
+        truth,
+        working_hours,
+        html,
+    } = scoring;
+    let windows = truth.windows();
+    let measuring = replay::Measuring {
+        windows: &windows,
+        error_ratios: html.is_some(),
+    };
+    let (timeline, consumption) = replay::run_measured(slos, recording, range, Some(measuring));
+    for skipped in &timeline.skipped {
+        eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
+    }
+    warn_unknown_incidents(slos, &truth);
     let card = report::scorecard(slos, &timeline, &consumption, truth, working_hours);
     if let Some(path) = &html {
-        let page = crate::score::html::render(&crate::score::html::from_scorecard(
-            slos,
-            &card,
-            &consumption,
-        ));
-        std::fs::write(path, &page).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!(
-            "wrote the score report to {} ({} KiB)",
-            path.display(),
-            page.len().div_ceil(1024)
-        );
+        let report = crate::score::html::from_scorecard(slos, &card, &consumption);
+        write_report(path, &crate::score::html::render(&report))?;
     }
     let mut stdout = io::stdout().lock();
     match format {
@@ -454,6 +522,100 @@ fn replay_score(
         Format::Csv => write!(stdout, "{}", report::to_csv(&card))?,
     }
     Ok(0)
+}
+
+/// Writes an HTML report and says where.
+fn write_report(path: &std::path::Path, page: &str) -> Result<()> {
+    std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote the report to {} ({} KiB)",
+        path.display(),
+        page.len().div_ceil(1024)
+    );
+    Ok(())
+}
+
+/// `tune`: the sweep over a recording or Prometheus's history, its report and spec diff.
+fn tune_command(args: TuneArgs) -> Result<i32> {
+    if args.format == Format::Csv {
+        bail!("tune prints text or json");
+    }
+    let (slos, history) = load_source(&args.source)?;
+    let grid = match &args.grid {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            crate::tune::Grid::parse(&path.display().to_string(), &text)
+                .map_err(anyhow::Error::msg)?
+        }
+        None => crate::tune::Grid::default_grid(),
+    };
+    let truth = truth(args.significant, args.incidents.as_deref())?;
+    warn_unknown_incidents(&slos, &truth);
+    let SourceArgs { from, to, step, .. } = args.source;
+    let (recording, range) = scoring_recording(&slos, &history, from, to, step)?;
+    let options = crate::tune::Options {
+        grid,
+        truth,
+        working_hours: args.working_hours,
+    };
+    let bar = progress_bar(0, "sweeping", "policies");
+    let sweep = crate::tune::sweep(
+        &slos,
+        &recording,
+        range,
+        &options,
+        &|progress| match progress {
+            crate::tune::Progress::Total(total) => bar.set_length(total),
+            crate::tune::Progress::Done => bar.inc(1),
+        },
+    );
+    bar.finish_and_clear();
+    let changes = crate::tune::diff::spec_changes(&sweep);
+    if let Some(path) = &args.html {
+        write_report(path, &crate::score::html::render(&sweep.report(&options)))?;
+    }
+    let mut stdout = io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            for skipped in &sweep.skipped {
+                eprintln!("burnwatch: skipped {}: {}", skipped.slo_id, skipped.reason);
+            }
+            if args.timings {
+                eprint!(
+                    "{}",
+                    crate::tune::report::timings_text(&sweep.timings, range.to - range.from)
+                );
+            }
+            writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string_pretty(&crate::tune::report::to_json(&sweep, &changes))?
+            )?
+        }
+        _ => write!(
+            stdout,
+            "{}",
+            crate::tune::report::to_text(&sweep, &changes, args.timings)
+        )?,
+    }
+    Ok(0)
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise.
+fn progress_bar(len: u64, message: &'static str, unit: &str) -> indicatif::ProgressBar {
+    if !io::IsTerminal::is_terminal(&io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{elapsed}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(message);
+    bar
 }
 
 /// `replay --prometheus` or `--config`: the same engine over Prometheus's history, with a
@@ -469,19 +631,11 @@ fn replay_from_prometheus(
         bail!("replaying Prometheus's history needs --from and --to")
     };
     let range = Range::new(from, to, step).map_err(anyhow::Error::msg)?;
-    let bar = if io::IsTerminal::is_terminal(&io::stderr()) {
-        let bar = indicatif::ProgressBar::new(crate::source::history::queries_needed(slos, &range));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {pos}/{len} requests ({elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message("reading history");
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(
+        crate::source::history::queries_needed(slos, &range),
+        "reading history",
+        "requests",
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

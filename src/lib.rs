@@ -23,4 +23,5 @@ pub mod server;
 pub mod slo;
 pub mod source;
 pub mod store;
+pub mod tune;
 pub mod window;

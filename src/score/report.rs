@@ -98,34 +98,7 @@ pub fn scorecard(
         };
         let pages = spans(TierKind::Page);
         for tier in &slo.tiers {
-            let (events, significance) = match &truth {
-                Truth::Budget(thresholds) => {
-                    let significance = thresholds.get(tier.kind);
-                    let rolling = instance
-                        .rolling
-                        .iter()
-                        .find(|(window, _)| *window == significance.window)
-                        .map_or(&[][..], |(_, values)| values.as_slice());
-                    let events = super::significant_events(&times, rolling, significance.share);
-                    (events, Some(significance))
-                }
-                Truth::Incidents(incidents) => (
-                    incidents
-                        .iter()
-                        .filter(|incident| {
-                            incident.concerns(&instance.slo_id, &instance.labels)
-                                && incident.start <= range.to
-                                && range.from <= incident.end
-                        })
-                        .map(|incident| SignificantEvent {
-                            start: incident.start,
-                            end: incident.end,
-                            lead_in: 0.0,
-                        })
-                        .collect(),
-                    None,
-                ),
-            };
+            let (events, significance) = ground_truth(&truth, instance, tier.kind, &times, range);
             let alerts = spans(tier.kind);
             let superseding: &[AlertSpan] = match tier.kind {
                 TierKind::Ticket => &pages,
@@ -155,6 +128,45 @@ pub fn scorecard(
         truth,
         working_hours,
         rows,
+    }
+}
+
+/// The significant events of one instance's tier over `range` (`times` its steps), and the
+/// threshold they come from (`None`: incidents).
+pub fn ground_truth(
+    truth: &Truth,
+    instance: &Consumption,
+    kind: TierKind,
+    times: &[Millis],
+    range: Range,
+) -> (Vec<SignificantEvent>, Option<Significance>) {
+    match truth {
+        Truth::Budget(thresholds) => {
+            let significance = thresholds.get(kind);
+            let rolling = instance
+                .rolling
+                .iter()
+                .find(|(window, _)| *window == significance.window)
+                .map_or(&[][..], |(_, values)| values.as_slice());
+            let events = super::significant_events(times, rolling, significance.share);
+            (events, Some(significance))
+        }
+        Truth::Incidents(incidents) => (
+            incidents
+                .iter()
+                .filter(|incident| {
+                    incident.concerns(&instance.slo_id, &instance.labels)
+                        && incident.start <= range.to
+                        && range.from <= incident.end
+                })
+                .map(|incident| SignificantEvent {
+                    start: incident.start,
+                    end: incident.end,
+                    lead_in: 0.0,
+                })
+                .collect(),
+            None,
+        ),
     }
 }
 
@@ -325,7 +337,7 @@ pub(super) fn ratio(value: Option<f64>) -> String {
 }
 
 /// What the significant events are, for people.
-pub(super) fn describe_truth(truth: &Truth) -> String {
+pub fn describe_truth(truth: &Truth) -> String {
     match truth {
         Truth::Budget(thresholds) => format!(
             "budget consumed above page {}, ticket {}",

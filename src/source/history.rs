@@ -266,6 +266,31 @@ async fn raw_recording(
     Ok(recording)
 }
 
+/// The raw counter samples the SLOs with a local SLI need over `range` (from their period
+/// before `range.from`), as a recording; `progress` is called after each request. SLOs whose
+/// SLI is not local find no series in it.
+pub async fn recording(
+    client: &Client,
+    slos: &[Slo],
+    range: Range,
+    mut progress: impl FnMut(),
+) -> Result<Recording, ApiError> {
+    let local: Vec<&Slo> = slos.iter().filter(|slo| slo.sli.local().is_ok()).collect();
+    raw_recording(
+        client,
+        &raw_selectors(&local, &range),
+        range.to,
+        &mut progress,
+    )
+    .await
+}
+
+/// How many requests [`recording`] sends.
+pub fn recording_queries(slos: &[Slo], range: &Range) -> u64 {
+    let local: Vec<&Slo> = slos.iter().filter(|slo| slo.sli.local().is_ok()).collect();
+    raw_slices(&raw_selectors(&local, range), range.to).len() as u64
+}
+
 /// Replays `slos` over Prometheus's history in `range` through the engine. SLOs whose SLI is
 /// local (`sum by (...) (rate(...))`-shaped) are replayed from the raw counter samples, read
 /// in slices and measured with the same exact window math as a recorded file, so a month

@@ -12,3 +12,4 @@ mod report_html;
 mod score;
 mod serve;
 mod strategies;
+mod tune;

@@ -86,7 +86,7 @@ fn report_html_shows_the_burn_its_page_and_scores_and_escapes_labels() {
         .expect("run burnwatch");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("wrote the score report to"), "{stderr}");
+    assert!(stderr.contains("wrote the report to"), "{stderr}");
     // The text scorecard is still printed.
     assert!(
         String::from_utf8_lossy(&output.stdout).starts_with("score 2023-11-14T00:00:00Z"),
@@ -269,4 +269,72 @@ fn report_html_error_ratios_are_the_ones_the_engine_read() {
     // Without asking, nothing is recorded.
     let (_, measured) = run_measured(&slos, &recording, range, Some(Measuring::default()));
     assert!(measured.iter().all(|m| m.error_ratios.is_empty()));
+}
+
+/// `tune --html`: the report draws the current (slow) page and the recommended one side by
+/// side: both thresholds, both policies' alert lanes, the recommended alert starting earlier,
+/// and a score row for each policy.
+#[test]
+fn report_html_of_a_sweep_shows_the_current_and_the_recommended_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, data) = crate::tune::write_fixture(dir.path());
+    let report = dir.path().join("tune.html");
+    let output = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(["tune", "--significant", "page=5%/1h", "--spec", &spec])
+        .args(["--data", &data, "--html"])
+        .arg(&report)
+        .output()
+        .expect("run burnwatch");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("wrote the report to"), "{stderr}");
+
+    let browser = Browser::start();
+    browser.goto(&format!("file://{}", report.display()));
+    let page = browser.eval(&format!(
+        "{SHARES}
+         const section = document.querySelector('section.instance');
+         return {{sections: document.querySelectorAll('section.instance').length,
+                 thresholds: [...section.querySelectorAll('line.threshold')].map(l => l.textContent),
+                 current: [...section.querySelectorAll('rect.alert.policy-0')].map(share),
+                 recommended: [...section.querySelectorAll('rect.alert.policy-1')].map(share),
+                 policies: [...section.querySelectorAll('table.scores tr')].slice(1)
+                   .map(r => r.cells[0].textContent),
+                 recalls: [...section.querySelectorAll('table.scores td.recall')].map(c => c.textContent)}};"
+    ));
+    assert_eq!(page["sections"], 1, "{page}");
+    let thresholds: Vec<&str> = page["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        thresholds
+            .iter()
+            .any(|t| t.starts_with("current threshold"))
+            && thresholds
+                .iter()
+                .any(|t| t.starts_with("recommended threshold")),
+        "{page}"
+    );
+    let first = |key: &str| {
+        page[key].as_array().unwrap()[0][0]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {page}"))
+    };
+    // The slow page fires 37 minutes into the event; the recommendation detects sooner.
+    assert!(first("recommended") < first("current"), "{page}");
+    assert_eq!(
+        page["policies"],
+        serde_json::json!(["current", "recommended"]),
+        "{page}"
+    );
+    assert_eq!(
+        page["recalls"],
+        serde_json::json!(["100%", "100%"]),
+        "{page}"
+    );
+    let shot = browser.screenshot();
+    assert!(colours(&shot) > 8, "the screenshot is not blank");
 }
