@@ -354,15 +354,20 @@ fn parallel_map<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut T) -> R + Syn
             .chunks_mut(chunk)
             .map(|chunk| scope.spawn(|| chunk.iter_mut().map(&f).collect::<Vec<R>>()))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        joined(handles)
     })
+}
+
+/// Every worker's results, in the workers' order; a worker's panic goes on in the caller.
+fn joined<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Vec<T>>>) -> Vec<T> {
+    handles
+        .into_iter()
+        .flat_map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+        .collect()
 }
 
 /// Scores every policy of one tier over every instance; workers take policies in turn.
@@ -397,14 +402,7 @@ fn score_all(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        joined(handles)
     });
     done.sort_by_key(|(index, _)| *index);
     done.into_iter().map(|(_, summary)| summary).collect()
