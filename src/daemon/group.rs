@@ -6,6 +6,11 @@
 //! group's alerts over its own answer; a reload builds the new groups and copies each old
 //! group's state into the group of the same SLO id (Prometheus's `Group.CopyState`), retiring
 //! the alerts that no longer match a (tier, instance) and those of SLOs that are gone.
+//!
+//! Groups do not wait for each other. A cycle waits one evaluation interval for the answers;
+//! a fetch still running then (a warm start, which may take up to two minutes) goes on in its
+//! task, and its group misses the evaluations until it ends, as a Prometheus rule group that
+//! runs past its interval misses iterations, while every other group is evaluated on time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,14 @@ pub(super) struct Group {
     /// Its instances' burn rates and alert intervals over the last period, for the status
     /// page (which locks it only to copy what it shows).
     pub(super) history: Arc<Mutex<SloHistory>>,
+    /// Its fetch, while one runs (it holds the incremental state meanwhile).
+    inflight: Option<Inflight>,
+}
+
+/// A group's fetch in its task, started for the evaluation at `at`.
+struct Inflight {
+    at: Millis,
+    task: tokio::task::JoinHandle<Fetched>,
 }
 
 impl Group {
@@ -57,7 +70,49 @@ impl Group {
             incremental: None,
             health: SloHealth::new(watched_since),
             alerts: Engine::new(),
+            inflight: None,
         }
+    }
+
+    /// Starts this group's fetch for the evaluation at `now` in a task of its own.
+    fn start_fetch(
+        &mut self,
+        client: &Client,
+        strategy: Strategy,
+        interval: Duration,
+        now: Millis,
+    ) {
+        let extra = self
+            .alerts
+            .firing_windows(now)
+            .remove(self.slo.id.as_str())
+            .unwrap_or_default();
+        let task = tokio::spawn(fetch(
+            client.clone(),
+            self.slo.clone(),
+            self.take_incremental(strategy),
+            extra,
+            interval,
+            now,
+        ));
+        self.inflight = Some(Inflight { at: now, task });
+    }
+
+    /// An evaluation missed while the group's fetch still runs: the alerts and the health
+    /// stay as they are.
+    fn miss(&mut self, now: Millis) -> (Vec<Event>, SloStatus) {
+        tracing::debug!(slo = %self.slo.id, now, "still fetching; this evaluation is missed");
+        (Vec::new(), slo_status(&self.slo, &mut self.health, None))
+    }
+
+    /// Takes back what an ended fetch held: its incremental state, and its answer.
+    fn settle(&mut self, joined: Result<Fetched, tokio::task::JoinError>) -> Option<Fetched> {
+        self.inflight = None;
+        let mut fetched = joined.ok()?;
+        if let Some(state) = fetched.incremental.take() {
+            self.incremental = Some(state);
+        }
+        Some(fetched)
     }
 
     /// The incremental state to fetch with at this cycle, taken out of the group (`None`: the
@@ -121,7 +176,6 @@ pub(super) struct Groups {
 
 /// One group's fetch, run as its own task: what it answered, with the state it used.
 struct Fetched {
-    index: usize,
     incremental: Option<Incremental>,
     answer: Result<Snapshot, ApiError>,
     /// Whether this fetch completed a warm start.
@@ -195,6 +249,9 @@ impl Groups {
             self.groups.push(group);
         }
         for mut gone in old {
+            if let Some(inflight) = gone.inflight.take() {
+                inflight.task.abort();
+            }
             let slo = std::slice::from_ref(&gone.slo);
             retired.extend(gone.alerts.retire(now, &[], slo));
         }
@@ -235,9 +292,12 @@ impl Groups {
             .filter_map(|group| Some((&group.slo, group.incremental.as_ref()?)))
     }
 
-    /// One evaluation at `now`: every group's windows fetched concurrently (each bounded by
-    /// the interval, a warm start by two minutes), then each group's alerts stepped over its
-    /// answer. Returns the alert changes, the groups' statuses, and the snapshots answered.
+    /// One evaluation at `now`: the windows of every group without a fetch still running
+    /// fetched concurrently (each bounded by the interval, a warm start by two minutes), then
+    /// each group's alerts stepped over its answer. The cycle waits one interval (and a
+    /// second) for the answers; a fetch running longer goes on in its task and its group
+    /// misses the evaluations until it ends. Returns the alert changes, the groups' statuses,
+    /// and the answers of this evaluation by group index.
     pub(super) async fn evaluate(
         &mut self,
         client: &Client,
@@ -249,43 +309,74 @@ impl Groups {
         Vec<SloStatus>,
         Vec<(usize, Result<Snapshot, ApiError>)>,
     ) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (index, group) in self.groups.iter_mut().enumerate() {
-            let client = client.clone();
-            let extra = group
-                .alerts
-                .firing_windows(now)
-                .remove(group.slo.id.as_str())
-                .unwrap_or_default();
-            let slo = group.slo.clone();
-            let incremental = group.take_incremental(strategy);
-            tasks.spawn(fetch(index, client, slo, incremental, extra, interval, now));
-        }
-        let mut answers: Vec<(usize, Result<Snapshot, ApiError>)> = Vec::new();
         self.warmed = false;
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(fetched) = joined {
-                self.warmed |= fetched.warmed;
-                if let Some(state) = fetched.incremental {
-                    self.groups[fetched.index].incremental = Some(state);
+        let mut answers = self.settle_earlier_fetches().await;
+        let mut lost = Vec::new();
+        for (index, group) in self.groups.iter_mut().enumerate() {
+            if group.inflight.is_none() && !answers.iter().any(|(answered, _)| *answered == index) {
+                group.start_fetch(client, strategy, interval, now);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + interval + Duration::from_secs(1);
+        for (index, group) in self.groups.iter_mut().enumerate() {
+            let Some(inflight) = group
+                .inflight
+                .as_mut()
+                .filter(|inflight| inflight.at == now)
+            else {
+                continue;
+            };
+            // Past the deadline the fetch goes on; the group misses this evaluation.
+            let Ok(joined) = tokio::time::timeout_at(deadline, &mut inflight.task).await else {
+                continue;
+            };
+            match group.settle(joined) {
+                Some(fetched) => {
+                    self.warmed |= fetched.warmed;
+                    answers.push((index, fetched.answer));
                 }
-                answers.push((fetched.index, fetched.answer));
+                None => lost.push(index),
             }
         }
         answers.sort_by_key(|(index, _)| *index);
         let mut events = Vec::new();
         let mut statuses = Vec::with_capacity(self.groups.len());
         for (index, group) in self.groups.iter_mut().enumerate() {
-            let answer = match answers.iter().find(|(answered, _)| *answered == index) {
-                Some((_, Ok(snapshot))) => Ok(snapshot),
-                Some((_, Err(error))) => Err(error.to_string()),
-                None => Err("evaluation task failed".to_string()),
+            let (changes, status) = match answers.iter().find(|(answered, _)| *answered == index) {
+                Some((_, Ok(snapshot))) => group.step(now, Ok(snapshot)),
+                Some((_, Err(error))) => group.step(now, Err(error.to_string())),
+                None if lost.contains(&index) => {
+                    group.step(now, Err("evaluation task failed".to_string()))
+                }
+                None => group.miss(now),
             };
-            let (changes, status) = group.step(now, answer);
             events.extend(changes);
             statuses.push(status);
         }
         (events, statuses, answers)
+    }
+
+    /// Takes back the fetches of earlier evaluations that have ended since: their state,
+    /// and their failures (a failure counts at this evaluation; an answer for an earlier
+    /// time is not stepped, the group fetches again at this one).
+    async fn settle_earlier_fetches(&mut self) -> Vec<(usize, Result<Snapshot, ApiError>)> {
+        let mut failures = Vec::new();
+        for (index, group) in self.groups.iter_mut().enumerate() {
+            let Some(inflight) = group
+                .inflight
+                .take_if(|inflight| inflight.task.is_finished())
+            else {
+                continue;
+            };
+            let joined = inflight.task.await;
+            if let Some(fetched) = group.settle(joined) {
+                self.warmed |= fetched.warmed;
+                if let Err(error) = fetched.answer {
+                    failures.push((index, Err(error)));
+                }
+            }
+        }
+        failures
     }
 }
 
@@ -305,6 +396,10 @@ impl Group {
             && previous.slo.period == self.slo.period
         {
             self.incremental = previous.incremental;
+            // A warm start under way goes on for the reloaded group.
+            self.inflight = previous.inflight;
+        } else if let Some(inflight) = previous.inflight {
+            inflight.task.abort();
         }
         self.alerts = previous.alerts;
         let fits = previous
@@ -328,7 +423,6 @@ impl Group {
 /// Fetches one group's windows at `now` (and `extra` ones, the windows since firing),
 /// incrementally with `incremental`, else by query.
 async fn fetch(
-    index: usize,
     client: Client,
     slo: Slo,
     incremental: Option<Incremental>,
@@ -351,7 +445,6 @@ async fn fetch(
                     .await
                     .unwrap_or(Err(ApiError::Timeout));
             Fetched {
-                index,
                 incremental: Some(state),
                 warmed: !warm && answer.is_ok(),
                 answer,
@@ -363,7 +456,6 @@ async fn fetch(
                     .await
                     .unwrap_or(Err(ApiError::Timeout));
             Fetched {
-                index,
                 incremental: None,
                 answer,
                 warmed: false,

@@ -1266,6 +1266,84 @@ fn queries_to_prometheus_are_bounded_by_max_concurrency() {
     serve.assert_running();
 }
 
+/// Regression: every cycle waited for the slowest group's fetch, and a warm start may take two
+/// minutes, so one SLO warming up (at start, or added by a reload) held every other SLO's
+/// evaluation, and pages, that long. Groups are independent now, as Prometheus's rule groups
+/// are: while one SLO's warm start is slow (each of its range queries takes 3 s, a cycle is
+/// 1 s), the other is evaluated every cycle; the slow one is evaluated once its warm start
+/// ends.
+#[test]
+fn a_slow_warm_start_does_not_hold_the_other_slos() {
+    const SLOW: &str = "order-service-slow";
+    const FAST: &str = "order-service-fast";
+    let slow_ranges = Arc::new(AtomicUsize::new(0));
+    let prometheus = HttpStub::start({
+        let slow_ranges = slow_ranges.clone();
+        move |_, target, body| {
+            let range = target.starts_with("/api/v1/query_range");
+            if range && format!("{target}{body}").contains("slow_requests_total") {
+                slow_ranges.fetch_add(1, Ordering::SeqCst);
+                sleep(Duration::from_secs(3));
+            }
+            let raw = format!("{target}{body}").contains("ms%5D");
+            let kind = if range || raw { "matrix" } else { "vector" };
+            Reply::json(
+                200,
+                format!(r#"{{"status":"success","data":{{"resultType":"{kind}","result":[]}}}}"#),
+            )
+        }
+    });
+    let setup = Setup::new(&prometheus.url(), "");
+    let base = spec("Requests that do not fail.", "99.9");
+    let (head, body) = base.split_once("slos:\n").expect("slos");
+    setup.write_spec(&format!(
+        "{head}slos:\n{}{}",
+        body.replace("requests-availability", "fast"),
+        body.replace("requests-availability", "slow")
+            .replace("http_requests_total", "slow_requests_total")
+    ));
+    std::fs::write(
+        setup.config(),
+        format!(
+            "prometheus:\n  url: {}\nevaluation_interval: 1s\nstale_after: 1h\n\
+             strategy: incremental\nrules:\n  - slos.yaml\n",
+            prometheus.url()
+        ),
+    )
+    .expect("write config");
+    let serve = setup.serve();
+    let last_success = |slos: &Value, id: &str| {
+        slos["slos"]
+            .as_array()
+            .and_then(|all| all.iter().find(|slo| slo["id"] == id))
+            .map_or(Value::Null, |slo| slo["last_success"].clone())
+    };
+    let mut seen = Vec::new();
+    let slos = serve.wait_for("three evaluations of the fast SLO", || {
+        let slos = serve.slos();
+        let fast = last_success(&slos, FAST);
+        if !fast.is_null() && !seen.contains(&fast) {
+            seen.push(fast);
+        }
+        (seen.len() >= 3).then_some(slos)
+    });
+    assert!(
+        last_success(&slos, SLOW).is_null(),
+        "the slow SLO is still warming up: {slos}"
+    );
+    assert!(slow_ranges.load(Ordering::SeqCst) >= 1);
+    let slos = serve.wait_for("the slow SLO's warm start to end", || {
+        let slos = serve.slos();
+        (!last_success(&slos, SLOW).is_null()).then_some(slos)
+    });
+    assert_eq!(
+        slos["stale_slos"],
+        serde_json::json!([]),
+        "a warm start under way is not a failure: {slos}"
+    );
+    serve.assert_running();
+}
+
 #[test]
 fn reload_endpoint_refuses_callers_without_the_token() {
     let prometheus = empty_prometheus();
