@@ -1,0 +1,276 @@
+//! The leader lease: which replica leads, with an epoch as fencing token.
+//!
+//! # Design
+//!
+//! One row per lease in the `leases` table (`name` primary key, `holder`, `epoch`,
+//! `acquired_at`, `renewed_at`, `expires_at`). Every replica calls
+//! [`Leases::acquire_or_renew`] periodically (well within the lease duration); it runs one
+//! transaction:
+//!
+//! 1. make sure the row exists (`INSERT … ON CONFLICT DO NOTHING`, epoch 0, no holder);
+//! 2. take it `FOR UPDATE`, so contenders queue behind one another;
+//! 3. if we hold it: renew (`expires_at = now() + duration`), same epoch;
+//!    if nobody holds it or it has expired: take it, `epoch + 1`;
+//!    else: we follow, and learn who leads, since when and at which epoch.
+//!
+//! Times are the database's (`now()`), never a replica's clock: replicas whose clocks
+//! disagree still agree on who leads.
+//!
+//! # Fencing
+//!
+//! A leader can be paused (GC, SIGSTOP, a lost network) past its lease while another replica
+//! takes over; when it wakes it still believes it leads. So every write of a leader's runs in
+//! a transaction that first calls [`Fence::check`] (or [`fenced`]): `SELECT … FOR SHARE` on
+//! the lease row, refused unless the row still names us, at our epoch, unexpired. The share
+//! lock holds the row until the write commits, so a takeover (which needs `FOR UPDATE`) waits
+//! for the write, and a write after a takeover sees the new epoch and is refused: the old
+//! leader's writes cannot interleave with the new leader's.
+//!
+//! The lease row is the only source of truth. (An advisory lock on a dedicated session,
+//! `pg_try_advisory_lock`, could signal a dead leader faster; it is not built.)
+//!
+//! A lost connection makes a call fail with an error; the next call connects again (and
+//! runs the migrations, which are idempotent).
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, Transaction};
+
+use super::HaError;
+use crate::slo::Millis;
+
+/// Who leads a lease, as one replica learnt it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// Whether the asking replica leads.
+    pub leader: bool,
+    /// The replica that leads (None: nobody ever held the lease).
+    pub holder: Option<String>,
+    /// The fencing token: +1 at every change of holder.
+    pub epoch: i64,
+    /// When the holder took the lease (ms since the epoch, the database's clock).
+    pub since: Option<Millis>,
+    /// When the lease runs out unless renewed (ms since the epoch, the database's clock).
+    pub expires_at: Option<Millis>,
+}
+
+impl Leadership {
+    /// The fence for this replica's writes, if it leads.
+    pub fn fence(&self, name: &str) -> Option<Fence> {
+        match (&self.holder, self.leader) {
+            (Some(holder), true) => Some(Fence {
+                name: name.to_string(),
+                holder: holder.clone(),
+                epoch: self.epoch,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a leader's write carries: the lease, the holder and the epoch it was granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// See [`fenced`].
+    pub async fn check(&self, transaction: &Transaction<'_>) -> Result<(), HaError> {
+        fenced(transaction, &self.name, &self.holder, self.epoch).await
+    }
+}
+
+/// In `transaction`, before a leader's write: locks the lease row `FOR SHARE` and refuses
+/// ([`HaError::Fenced`]) unless it is still held by `holder` at `epoch` and unexpired. On
+/// refusal the caller must roll back (dropping the transaction does).
+pub async fn fenced(
+    transaction: &Transaction<'_>,
+    name: &str,
+    holder: &str,
+    epoch: i64,
+) -> Result<(), HaError> {
+    let row = transaction
+        .query_opt(
+            "SELECT epoch, holder, expires_at > now() FROM leases WHERE name = $1 FOR SHARE",
+            &[&name],
+        )
+        .await
+        .map_err(HaError::db("check the lease"))?;
+    let (current, current_holder, live) = match row {
+        Some(row) => (
+            row.get::<_, i64>(0),
+            row.get::<_, Option<String>>(1),
+            row.get::<_, Option<bool>>(2).unwrap_or(false),
+        ),
+        None => (0, None, false),
+    };
+    if current == epoch && current_holder.as_deref() == Some(holder) && live {
+        Ok(())
+    } else {
+        Err(HaError::Fenced {
+            name: name.to_string(),
+            ours: epoch,
+            current,
+            holder: current_holder,
+        })
+    }
+}
+
+/// One replica's view of the leases: a connection (made again after it breaks) and the
+/// schema migrated.
+pub struct Leases {
+    config: Config,
+    client: Option<Client>,
+}
+
+impl Leases {
+    /// Parses `url` (not echoed on error); connects on the first call.
+    pub fn new(url: &str) -> Result<Leases, HaError> {
+        Ok(Leases {
+            config: super::parse_url(url)?,
+            client: None,
+        })
+    }
+
+    /// The connection, made (and the schema migrated) if there is none or it broke.
+    pub async fn client(&mut self) -> Result<&mut Client, HaError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            let mut client = super::connect(&self.config).await?;
+            super::migrate(&mut client).await?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Takes, renews or observes lease `name` for `holder` (see the module docs), in one
+    /// transaction. An error (the database unreachable, a connection lost) changes nothing;
+    /// the caller must then act as a follower until a call succeeds again.
+    pub async fn acquire_or_renew(
+        &mut self,
+        name: &str,
+        holder: &str,
+        duration: Duration,
+    ) -> Result<Leadership, HaError> {
+        let result = self.try_acquire_or_renew(name, holder, duration).await;
+        self.forget_broken();
+        result
+    }
+
+    /// Gives up lease `name` if `holder` holds it (it expires now; the epoch stays, so the
+    /// next holder's is higher). For a clean shutdown: a follower takes over at once.
+    pub async fn release(&mut self, name: &str, holder: &str) -> Result<bool, HaError> {
+        let result = async {
+            let client = self.client().await?;
+            let released = client
+                .execute(
+                    "UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2 \
+                     AND expires_at > now()",
+                    &[&name, &holder],
+                )
+                .await
+                .map_err(HaError::db("release the lease"))?;
+            Ok(released == 1)
+        }
+        .await;
+        self.forget_broken();
+        result
+    }
+
+    fn forget_broken(&mut self) {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+    }
+
+    async fn try_acquire_or_renew(
+        &mut self,
+        name: &str,
+        holder: &str,
+        duration: Duration,
+    ) -> Result<Leadership, HaError> {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(HaError::db("begin lease transaction"))?;
+        transaction
+            .execute(
+                "INSERT INTO leases (name, holder, epoch) VALUES ($1, NULL, 0) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name],
+            )
+            .await
+            .map_err(HaError::db("create the lease"))?;
+        let row = transaction
+            .query_one(
+                "SELECT holder, epoch, expires_at IS NULL OR expires_at <= now() \
+                 FROM leases WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )
+            .await
+            .map_err(HaError::db("lock the lease"))?;
+        let current: Option<String> = row.get(0);
+        let epoch: i64 = row.get(1);
+        let expired: bool = row.get(2);
+        const RETURNING: &str = "RETURNING holder, epoch, \
+             (extract(epoch FROM acquired_at) * 1000)::bigint, \
+             (extract(epoch FROM expires_at) * 1000)::bigint";
+        let (leader, row) = if current.as_deref() == Some(holder) {
+            let row = transaction
+                .query_one(
+                    &format!(
+                        "UPDATE leases SET renewed_at = now(), \
+                         expires_at = now() + $2 * interval '1 millisecond' \
+                         WHERE name = $1 {RETURNING}"
+                    ),
+                    &[&name, &millis],
+                )
+                .await
+                .map_err(HaError::db("renew the lease"))?;
+            (true, row)
+        } else if current.is_none() || expired {
+            let row = transaction
+                .query_one(
+                    &format!(
+                        "UPDATE leases SET holder = $3, epoch = epoch + 1, acquired_at = now(), \
+                         renewed_at = now(), expires_at = now() + $2 * interval '1 millisecond' \
+                         WHERE name = $1 {RETURNING}"
+                    ),
+                    &[&name, &millis, &holder],
+                )
+                .await
+                .map_err(HaError::db("take the lease"))?;
+            (true, row)
+        } else {
+            let row = transaction
+                .query_one(
+                    "SELECT holder, epoch, \
+                     (extract(epoch FROM acquired_at) * 1000)::bigint, \
+                     (extract(epoch FROM expires_at) * 1000)::bigint \
+                     FROM leases WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(HaError::db("read the lease"))?;
+            (false, row)
+        };
+        let leadership = Leadership {
+            leader,
+            holder: row.get(0),
+            epoch: row.get(1),
+            since: row.get(2),
+            expires_at: row.get(3),
+        };
+        transaction
+            .commit()
+            .await
+            .map_err(HaError::db("commit the lease"))?;
+        debug_assert!(!leader || leadership.epoch >= epoch);
+        Ok(leadership)
+    }
+}
