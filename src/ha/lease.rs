@@ -225,7 +225,7 @@ impl Leases {
                 .query_one(
                     &format!(
                         "UPDATE leases SET renewed_at = now(), \
-                         expires_at = now() + $2 * interval '1 millisecond' \
+                         expires_at = now() + $2::bigint * interval '1 millisecond' \
                          WHERE name = $1 {RETURNING}"
                     ),
                     &[&name, &millis],
@@ -238,7 +238,7 @@ impl Leases {
                 .query_one(
                     &format!(
                         "UPDATE leases SET holder = $3, epoch = epoch + 1, acquired_at = now(), \
-                         renewed_at = now(), expires_at = now() + $2 * interval '1 millisecond' \
+                         renewed_at = now(), expires_at = now() + $2::bigint * interval '1 millisecond' \
                          WHERE name = $1 {RETURNING}"
                     ),
                     &[&name, &millis, &holder],

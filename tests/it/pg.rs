@@ -127,10 +127,6 @@ impl Pg {
         format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Stops the server with a fast shutdown (SIGINT: connections are terminated, the data is
     /// kept) and waits for it to exit. Does nothing if already stopped.
     pub fn stop(&mut self) {
