@@ -21,7 +21,9 @@ pub use lease::{Fence, Leadership, Leases};
 /// Why a call to PostgreSQL failed. Never holds the URL.
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
-    #[error("the PostgreSQL URL is not a valid connection URL (postgres://user:password@host:port/database)")]
+    #[error(
+        "the PostgreSQL URL is not a valid connection URL (postgres://user:password@host:port/database)"
+    )]
     BadUrl,
     #[error("PostgreSQL: {context}: {source}")]
     Database {
@@ -69,7 +71,10 @@ pub fn parse_url(url: &str) -> Result<Config, HaError> {
 /// default) and required with `sslmode=require`; plain TCP to a server without TLS.
 pub async fn connect(config: &Config) -> Result<Client, HaError> {
     let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-        let (client, connection) = config.connect(NoTls).await.map_err(HaError::db("connect"))?;
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(HaError::db("connect"))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {error}");
@@ -77,7 +82,10 @@ pub async fn connect(config: &Config) -> Result<Client, HaError> {
         });
         client
     } else {
-        let (client, connection) = config.connect(tls()).await.map_err(HaError::db("connect"))?;
+        let (client, connection) = config
+            .connect(tls())
+            .await
+            .map_err(HaError::db("connect"))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {error}");

@@ -28,7 +28,10 @@ async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch()
     );
     let (first_a, first_b) = (first_a.expect("a asks"), first_b.expect("b asks"));
     assert_eq!(
-        [first_a.leader, first_b.leader].iter().filter(|l| **l).count(),
+        [first_a.leader, first_b.leader]
+            .iter()
+            .filter(|l| **l)
+            .count(),
         1,
         "exactly one leader: {first_a:?} {first_b:?}"
     );
@@ -51,7 +54,10 @@ async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch()
             .acquire_or_renew(LEASE, leader_name, SHORT)
             .await
             .expect("renew");
-        assert!(renewed.leader, "the leader lost its lease while renewing: {renewed:?}");
+        assert!(
+            renewed.leader,
+            "the leader lost its lease while renewing: {renewed:?}"
+        );
         assert_eq!(renewed.epoch, 1, "a renewal keeps the epoch");
         assert_eq!(renewed.since, first.since, "a renewal keeps `since`");
         let seen = follower
@@ -75,7 +81,11 @@ async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch()
         if seen.leader {
             break seen;
         }
-        assert!(stopped.elapsed() < SHORT * 4, "no takeover after {:?}", stopped.elapsed());
+        assert!(
+            stopped.elapsed() < SHORT * 4,
+            "no takeover after {:?}",
+            stopped.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
@@ -105,7 +115,10 @@ async fn lease_fenced_write_with_the_old_epoch_is_refused_after_takeover() {
     let mut new = contender(&pg);
     let short = Duration::from_millis(800);
 
-    let first = old.acquire_or_renew(LEASE, "old", short).await.expect("take");
+    let first = old
+        .acquire_or_renew(LEASE, "old", short)
+        .await
+        .expect("take");
     assert!(first.leader);
     let old_fence = first.fence(LEASE).expect("a leader has a fence");
     assert_eq!(old_fence.epoch, 1);
@@ -119,11 +132,16 @@ async fn lease_fenced_write_with_the_old_epoch_is_refused_after_takeover() {
     );
 
     // While it leads, the old leader's fenced write goes through.
-    write(&mut old, &old_fence, "before").await.expect("fenced write by the leader");
+    write(&mut old, &old_fence, "before")
+        .await
+        .expect("fenced write by the leader");
 
     // The old leader pauses past its lease; the other replica takes over.
     tokio::time::sleep(short + Duration::from_millis(300)).await;
-    let taken = new.acquire_or_renew(LEASE, "new", short).await.expect("take over");
+    let taken = new
+        .acquire_or_renew(LEASE, "new", short)
+        .await
+        .expect("take over");
     assert!(taken.leader);
     assert_eq!(taken.epoch, 2);
     let new_fence = taken.fence(LEASE).expect("fence");
@@ -142,7 +160,9 @@ async fn lease_fenced_write_with_the_old_epoch_is_refused_after_takeover() {
         other => panic!("the stale write was not fenced: {other:?}"),
     }
     // The new leader's write with the current epoch succeeds.
-    write(&mut new, &new_fence, "after").await.expect("fenced write by the new leader");
+    write(&mut new, &new_fence, "after")
+        .await
+        .expect("fenced write by the new leader");
     assert_eq!(
         pg.psql("SELECT string_agg(epoch || ':' || what, ',' ORDER BY what) FROM writes"),
         "2:after,1:before"
@@ -158,7 +178,11 @@ async fn lease_fenced_write_with_the_old_epoch_is_refused_after_takeover() {
 }
 
 /// A leader's write: the fence check and the insert in one transaction.
-async fn write(leases: &mut Leases, fence: &burnwatch::ha::Fence, what: &str) -> Result<(), HaError> {
+async fn write(
+    leases: &mut Leases,
+    fence: &burnwatch::ha::Fence,
+    what: &str,
+) -> Result<(), HaError> {
     let client = leases.client().await?;
     let transaction = client.transaction().await.map_err(db)?;
     fence.check(&transaction).await?;
@@ -184,7 +208,10 @@ async fn lease_calls_fail_while_postgres_is_down_and_work_again_after_its_restar
     let mut pg = Pg::start();
     let mut leases = contender(&pg);
     let lease = Duration::from_secs(30);
-    let first = leases.acquire_or_renew(LEASE, "a", lease).await.expect("take");
+    let first = leases
+        .acquire_or_renew(LEASE, "a", lease)
+        .await
+        .expect("take");
     assert!(first.leader);
     assert_eq!(first.epoch, 1);
 
@@ -203,7 +230,10 @@ async fn lease_calls_fail_while_postgres_is_down_and_work_again_after_its_restar
         .await
         .expect("the call after the restart connects again");
     assert!(again.leader, "{again:?}");
-    assert_eq!(again.epoch, 1, "the lease survived the restart: still ours, same epoch");
+    assert_eq!(
+        again.epoch, 1,
+        "the lease survived the restart: still ours, same epoch"
+    );
     assert_eq!(again.since, first.since);
 
     // A restart while connected: the first call may fail on the dropped connection, the next
@@ -213,6 +243,9 @@ async fn lease_calls_fail_while_postgres_is_down_and_work_again_after_its_restar
     for _ in 0..2 {
         outcomes.push(leases.acquire_or_renew(LEASE, "a", lease).await);
     }
-    let last = outcomes.pop().unwrap().expect("reconnected after the restart");
+    let last = outcomes
+        .pop()
+        .unwrap()
+        .expect("reconnected after the restart");
     assert!(last.leader && last.epoch == 1, "{last:?}");
 }

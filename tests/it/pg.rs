@@ -69,8 +69,7 @@ impl Pg {
                     .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", path.display()));
             }
         }
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
-            .expect("chmod temp dir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod temp dir");
 
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
@@ -347,5 +346,9 @@ fn pg_fixture_starts_answers_and_restarts() {
     assert_eq!(pg.psql("SELECT v FROM kept"), "42");
     let dir = pg.dir.path().to_path_buf();
     drop(pg);
-    assert!(!Path::new(&dir).exists(), "temp dir {} left behind", dir.display());
+    assert!(
+        !Path::new(&dir).exists(),
+        "temp dir {} left behind",
+        dir.display()
+    );
 }
