@@ -274,3 +274,43 @@ impl Leases {
         Ok(leadership)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leadership(leader: bool) -> Leadership {
+        Leadership {
+            leader,
+            holder: Some("replica-a".to_string()),
+            epoch: 7,
+            since: Some(1_000),
+            expires_at: Some(16_000),
+        }
+    }
+
+    #[test]
+    fn lease_fence_only_for_the_leader_with_its_epoch() {
+        assert_eq!(
+            leadership(true).fence("leader"),
+            Some(Fence {
+                name: "leader".to_string(),
+                holder: "replica-a".to_string(),
+                epoch: 7,
+            })
+        );
+        assert_eq!(leadership(false).fence("leader"), None);
+    }
+
+    #[test]
+    fn lease_bad_url_is_refused_without_echoing_it() {
+        let url = "postgres://burnwatch:s3cret@db:notaport/burnwatch";
+        let error = match Leases::new(url) {
+            Ok(_) => panic!("{url:?} was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains("not a valid connection URL"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(Leases::new("postgres://burnwatch:s3cret@db:5432/burnwatch").is_ok());
+    }
+}
