@@ -147,15 +147,32 @@ impl Leases {
     }
 
     /// Takes, renews or observes lease `name` for `holder` (see the module docs), in one
-    /// transaction. An error (the database unreachable, a connection lost) changes nothing;
-    /// the caller must then act as a follower until a call succeeds again.
+    /// transaction, within `duration` ([`HaError::Timeout`] otherwise). An error (the
+    /// database unreachable, a connection lost) changes nothing; the caller must then act as
+    /// a follower until a call succeeds again.
+    ///
+    /// A leader may count on its lease until `duration` after the moment it *started* this
+    /// call (the database took `now()` later than that), and never longer without a renewal;
+    /// its writes are fenced in any case.
     pub async fn acquire_or_renew(
         &mut self,
         name: &str,
         holder: &str,
         duration: Duration,
     ) -> Result<Leadership, HaError> {
-        let result = self.try_acquire_or_renew(name, holder, duration).await;
+        // A call that outlasts the lease is worthless (a leader's renewal that late may already
+        // have lost it): give up, and drop the connection, whose state is unknown (the server
+        // rolls the transaction back).
+        let result =
+            match tokio::time::timeout(duration, self.try_acquire_or_renew(name, holder, duration))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    self.client = None;
+                    Err(HaError::Timeout(duration))
+                }
+            };
         self.forget_broken();
         result
     }

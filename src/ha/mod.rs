@@ -35,6 +35,8 @@ pub enum HaError {
         "the PostgreSQL database has burnwatch schema version {found}, newer than this burnwatch's {supported}"
     )]
     NewerSchema { found: i64, supported: i64 },
+    #[error("PostgreSQL did not answer within {0:?}")]
+    Timeout(Duration),
     /// A fenced write found that the lease is no longer ours: a newer leader exists (or the
     /// lease expired). The write's transaction must be rolled back.
     #[error(

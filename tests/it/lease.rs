@@ -49,7 +49,9 @@ async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch()
 
     // The leader renews past several lease durations; the follower never gets it.
     let until = Instant::now() + SHORT * 3;
+    let mut last_renewal = Instant::now();
     while Instant::now() < until {
+        last_renewal = Instant::now();
         let renewed = leader
             .acquire_or_renew(LEASE, leader_name, SHORT)
             .await
@@ -72,7 +74,6 @@ async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch()
 
     // The leader stops renewing: the follower stays follower until the lease expires, then
     // takes over with epoch 2.
-    let stopped = Instant::now();
     let took_over = loop {
         let seen = follower
             .acquire_or_renew(LEASE, follower_name, SHORT)
@@ -82,16 +83,18 @@ async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch()
             break seen;
         }
         assert!(
-            stopped.elapsed() < SHORT * 4,
-            "no takeover after {:?}",
-            stopped.elapsed()
+            last_renewal.elapsed() < SHORT * 4,
+            "no takeover {:?} after the last renewal",
+            last_renewal.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The lease ran until at least SHORT after the last renewal began (the database's now()
+    // came later); allow for the two clocks' rates, not more.
     assert!(
-        stopped.elapsed() >= SHORT - Duration::from_millis(300),
-        "took over after {:?}, before the lease of {SHORT:?} could have expired",
-        stopped.elapsed()
+        last_renewal.elapsed() >= SHORT - Duration::from_millis(20),
+        "took over {:?} after the last renewal, before the lease of {SHORT:?} expired",
+        last_renewal.elapsed()
     );
     assert_eq!(took_over.epoch, 2);
     assert_eq!(took_over.holder.as_deref(), Some(follower_name));
@@ -105,6 +108,24 @@ async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch()
     assert!(!back.leader, "the old leader took the lease back: {back:?}");
     assert_eq!(back.epoch, 2);
     assert_eq!(back.holder.as_deref(), Some(follower_name));
+
+    // A clean step-down: the new leader releases, the other takes over at once, epoch 3.
+    assert!(
+        !leader.release(LEASE, leader_name).await.expect("release"),
+        "not its lease"
+    );
+    assert!(
+        follower
+            .release(LEASE, follower_name)
+            .await
+            .expect("release")
+    );
+    let at_once = leader
+        .acquire_or_renew(LEASE, leader_name, SHORT)
+        .await
+        .expect("take after release");
+    assert!(at_once.leader, "{at_once:?}");
+    assert_eq!(at_once.epoch, 3);
 }
 
 #[tokio::test]
