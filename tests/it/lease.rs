@@ -270,3 +270,28 @@ async fn lease_calls_fail_while_postgres_is_down_and_work_again_after_its_restar
         .expect("reconnected after the restart");
     assert!(last.leader && last.epoch == 1, "{last:?}");
 }
+
+#[tokio::test]
+async fn lease_schema_is_versioned_and_a_newer_one_is_refused() {
+    let pg = Pg::start();
+    let mut leases = contender(&pg);
+    leases
+        .acquire_or_renew(LEASE, "a", SHORT)
+        .await
+        .expect("migrate and take");
+    assert_eq!(
+        pg.psql("SELECT version FROM burnwatch_schema"),
+        burnwatch::ha::PG_SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(pg.psql("SELECT holder || ':' || epoch FROM leases"), "a:1");
+
+    // A burnwatch from the future migrated this database: refused, not misread.
+    pg.psql("UPDATE burnwatch_schema SET version = version + 1");
+    let mut newer = contender(&pg);
+    match newer.acquire_or_renew(LEASE, "b", SHORT).await {
+        Err(HaError::NewerSchema { found, supported }) => {
+            assert_eq!(found, supported + 1);
+        }
+        other => panic!("a newer schema was not refused: {other:?}"),
+    }
+}
