@@ -125,7 +125,8 @@ const PG_MIGRATIONS: [&str; 1] = ["
         epoch       bigint NOT NULL,      -- fencing token: +1 at every change of holder
         acquired_at timestamptz,          -- when the holder took it (the database's clock)
         renewed_at  timestamptz,
-        expires_at  timestamptz
+        expires_at  timestamptz,
+        signalled   boolean NOT NULL DEFAULT false  -- the holder has its advisory lock
     );
 "];
 

@@ -295,3 +295,71 @@ async fn lease_schema_is_versioned_and_a_newer_one_is_refused() {
         other => panic!("a newer schema was not refused: {other:?}"),
     }
 }
+
+/// The advisory lock's faster signal: a leader whose process dies (its sessions end) is
+/// replaced at once, long before its lease would have expired; a live leader is not.
+#[tokio::test]
+async fn lease_a_dead_leaders_sessions_let_the_follower_take_over_before_expiry() {
+    let pg = Pg::start();
+    let long = Duration::from_secs(60);
+    let mut leader = contender(&pg);
+    let mut follower = contender(&pg);
+    let first = leader
+        .acquire_or_renew(LEASE, "a", long)
+        .await
+        .expect("take");
+    assert!(first.leader);
+    // Renewed once more, as a leader does: it holds its advisory lock.
+    assert!(
+        leader
+            .acquire_or_renew(LEASE, "a", long)
+            .await
+            .expect("renew")
+            .leader
+    );
+    for _ in 0..3 {
+        let seen = follower
+            .acquire_or_renew(LEASE, "b", long)
+            .await
+            .expect("follow");
+        assert!(!seen.leader, "took over from a live leader: {seen:?}");
+        assert_eq!(seen.epoch, 1);
+    }
+
+    // The leader's process dies: its connections close.
+    drop(leader);
+    let died = Instant::now();
+    let taken = loop {
+        let seen = follower
+            .acquire_or_renew(LEASE, "b", long)
+            .await
+            .expect("contend");
+        if seen.leader {
+            break seen;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(10),
+            "no takeover {:?} after the leader died (lease {long:?})",
+            died.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(taken.epoch, 2);
+    assert_eq!(taken.holder.as_deref(), Some("b"));
+    eprintln!("took over {:?} after the leader died", died.elapsed());
+
+    // A replica that comes back under the old name follows: the new leader holds the lock.
+    let mut back = contender(&pg);
+    let seen = back
+        .acquire_or_renew(LEASE, "a", long)
+        .await
+        .expect("follow");
+    assert!(!seen.leader, "{seen:?}");
+    assert!(
+        follower
+            .acquire_or_renew(LEASE, "b", long)
+            .await
+            .expect("renew")
+            .leader
+    );
+}
