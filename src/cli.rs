@@ -718,6 +718,16 @@ fn check(paths: &[PathBuf]) -> Result<i32> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )?;
+                match &daemon.state.backend {
+                    config::StateBackend::Sqlite => {
+                        writeln!(stdout, "  state: sqlite (under --state-dir)")?
+                    }
+                    config::StateBackend::Postgres { url_file } => writeln!(
+                        stdout,
+                        "  state: postgres (URL in {}); NOTE: serve does not run on the postgres backend yet and refuses this config",
+                        url_file.display()
+                    )?,
+                }
                 match config::load_specs(&daemon.rules) {
                     Ok(slos) => {
                         writeln!(stdout, "  SUCCESS: its rules define {} SLOs", slos.len())?;

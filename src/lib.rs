@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod ha;
 pub mod history;
 pub mod metrics;
 pub mod notify;

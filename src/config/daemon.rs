@@ -19,6 +19,9 @@
 //!   # reload_token_file: /etc/burnwatch/reload-token   # else changes only from loopback
 //! rules:
 //!   - ../rules
+//! state:                                # optional; default: SQLite under --state-dir
+//!   backend: sqlite                     # sqlite | postgres (postgres: not served yet)
+//!   # url_file: /etc/burnwatch/pg-url   # postgres://user:password@host:5432/db, for postgres
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,6 +33,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{ConfigError, Problems};
+use crate::slo::Origin;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +45,14 @@ pub struct File {
     web: Option<RawWeb>,
     rules: Spanned<Vec<String>>,
     notify: Option<super::notify::RawNotify>,
+    state: Option<RawState>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Option<Spanned<String>>,
+    url_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +108,25 @@ pub struct PrometheusConfig {
     pub max_concurrency: usize,
 }
 
+/// Where the daemon keeps its state (alert states, incidents, outbox, checkpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// The embedded SQLite database under `--state-dir` (the default; one replica).
+    Sqlite,
+    /// PostgreSQL, for several replicas (high availability). The URL, with its credentials,
+    /// is read from `url_file` when needed, never logged. `serve` does not run on it yet.
+    Postgres { url_file: PathBuf },
+}
+
+/// The `state` section: the backend, and where in the config file it was chosen (for
+/// messages that point at it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// `file:line:column` of `state.backend`; None when the default applies.
+    pub backend_at: Option<Origin>,
+}
+
 /// A validated daemon config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
@@ -110,6 +141,7 @@ pub struct DaemonConfig {
     /// Spec files and folders, resolved against the config file's folder.
     pub rules: Vec<PathBuf>,
     pub notify: super::notify::NotifyConfig,
+    pub state: StateConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9099";
@@ -231,6 +263,7 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
         );
     }
     let rules = raw.rules.value.iter().map(|rule| base.join(rule)).collect();
+    let state = state(&mut problems, raw.state, base);
     let config = DaemonConfig {
         prometheus,
         evaluation_interval: evaluation_interval.unwrap_or_default(),
@@ -241,6 +274,73 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
         external_url,
         rules,
         notify,
+        state,
     };
     problems.into_result(config)
+}
+
+fn state(problems: &mut Problems, raw: Option<RawState>, base: &Path) -> StateConfig {
+    let sqlite = StateConfig {
+        backend: StateBackend::Sqlite,
+        backend_at: None,
+    };
+    let Some(raw) = raw else {
+        return sqlite;
+    };
+    let backend_at = raw.backend.as_ref().map(|backend| problems.origin(backend));
+    let url_file = raw.url_file.as_ref().and_then(|file| {
+        if file.value.trim().is_empty() {
+            problems.at(
+                file,
+                "state.url_file",
+                "expected the path of a file holding the PostgreSQL URL",
+            );
+            None
+        } else {
+            Some((file, base.join(file.value.trim())))
+        }
+    });
+    match raw
+        .backend
+        .as_ref()
+        .map(|backend| (backend, backend.value.trim()))
+    {
+        None | Some((_, "sqlite")) => {
+            if let Some((file, _)) = &url_file {
+                problems.at(
+                    *file,
+                    "state.url_file",
+                    "only for `backend: postgres` (the SQLite state lives under --state-dir)",
+                );
+            }
+            StateConfig {
+                backend_at,
+                ..sqlite
+            }
+        }
+        Some((backend, "postgres")) => match url_file {
+            Some((_, url_file)) => StateConfig {
+                backend: StateBackend::Postgres { url_file },
+                backend_at,
+            },
+            None => {
+                if raw.url_file.is_none() {
+                    problems.at(
+                        backend,
+                    "state.url_file",
+                    "`backend: postgres` needs url_file: a file holding the URL (postgres://user:password@host:5432/database)",
+                    );
+                }
+                sqlite
+            }
+        },
+        Some((backend, other)) => {
+            problems.at(
+                backend,
+                "state.backend",
+                format!("{other:?} is not one of sqlite, postgres"),
+            );
+            sqlite
+        }
+    }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_saphyr::Spanned;
 
-pub use daemon::{DaemonConfig, PrometheusConfig, Strategy};
+pub use daemon::{DaemonConfig, PrometheusConfig, StateBackend, StateConfig, Strategy};
 
 use crate::slo::{Objective, Origin, Slo};
 

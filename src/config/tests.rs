@@ -620,3 +620,70 @@ fn bad_notify_sections_name_file_line_column_and_field() {
         );
     }
 }
+
+fn daemon_config(state: &str) -> Result<super::DaemonConfig, String> {
+    let text = format!("prometheus:\n  url: http://127.0.0.1:9090\nrules: [rules]\n{state}");
+    match load_str("burnwatch.yaml", &text, Path::new("/etc/burnwatch")) {
+        Ok(Document::Daemon(config)) => Ok(*config),
+        Ok(other) => panic!("expected a daemon config, got {other:?}"),
+        Err(errors) => Err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
+}
+
+#[test]
+fn daemon_state_defaults_to_sqlite_and_maps_postgres() {
+    use super::StateBackend;
+    let default = daemon_config("").unwrap();
+    assert_eq!(default.state.backend, StateBackend::Sqlite);
+    assert_eq!(default.state.backend_at, None);
+    let sqlite = daemon_config("state:\n  backend: sqlite\n").unwrap();
+    assert_eq!(sqlite.state.backend, StateBackend::Sqlite);
+    let postgres =
+        daemon_config("state:\n  backend: postgres\n  url_file: secrets/pg-url\n").unwrap();
+    assert_eq!(
+        postgres.state.backend,
+        StateBackend::Postgres {
+            url_file: Path::new("/etc/burnwatch/secrets/pg-url").to_path_buf()
+        }
+    );
+    assert_eq!(
+        postgres
+            .state
+            .backend_at
+            .map(|at| at.to_string())
+            .as_deref(),
+        Some("burnwatch.yaml:5:12")
+    );
+}
+
+#[test]
+fn daemon_state_problems_name_file_line_column_and_field() {
+    let cases = [
+        (
+            "state:\n  backend: mysql\n",
+            "burnwatch.yaml:5:12: state.backend: \"mysql\" is not one of sqlite, postgres",
+        ),
+        (
+            "state:\n  backend: postgres\n",
+            "burnwatch.yaml:5:12: state.url_file: `backend: postgres` needs url_file: a file holding the URL (postgres://user:password@host:5432/database)",
+        ),
+        (
+            "state:\n  url_file: pg-url\n",
+            "burnwatch.yaml:5:13: state.url_file: only for `backend: postgres` (the SQLite state lives under --state-dir)",
+        ),
+        (
+            "state:\n  backend: postgres\n  url_file: ''\n",
+            "burnwatch.yaml:6:13: state.url_file: expected the path of a file holding the PostgreSQL URL",
+        ),
+    ];
+    for (state, expected) in cases {
+        assert_eq!(daemon_config(state).unwrap_err(), expected, "{state}");
+    }
+    // An unknown key is refused as anywhere else in the config.
+    let unknown = daemon_config("state:\n  backend: postgres\n  url: postgres://x\n").unwrap_err();
+    assert!(unknown.contains("url"), "{unknown}");
+}

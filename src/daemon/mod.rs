@@ -160,6 +160,25 @@ pub fn prometheus_client(config: &DaemonConfig, config_path: &Path, what: &str) 
     Ok(Client::new(&endpoint)?)
 }
 
+/// `serve` runs on SQLite only, for now: a config asking for PostgreSQL is refused at start-up
+/// (and by a reload) rather than half-served. The message names the field, not the URL.
+fn refuse_unserved_backend(config: &DaemonConfig, config_path: &Path) -> Result<()> {
+    match &config.state.backend {
+        config::StateBackend::Sqlite => Ok(()),
+        config::StateBackend::Postgres { .. } => {
+            let at = match &config.state.backend_at {
+                Some(origin) => origin.to_string(),
+                None => config_path.display().to_string(),
+            };
+            anyhow::bail!(
+                "{at}: state.backend: the postgres state backend is not available yet; \
+                 serve keeps its state in SQLite under --state-dir (remove `state` or set \
+                 `backend: sqlite`)"
+            )
+        }
+    }
+}
+
 /// Reads a daemon config file (not an SLO spec).
 pub fn read_config(config_path: &Path) -> Result<DaemonConfig> {
     match config::load_file(config_path) {
@@ -174,6 +193,7 @@ pub fn read_config(config_path: &Path) -> Result<DaemonConfig> {
 
 fn load(config_path: &Path) -> Result<Loaded> {
     let config = read_config(config_path)?;
+    refuse_unserved_backend(&config, config_path)?;
     let slos = config::load_specs(&config.rules)?;
     let client = prometheus_client(&config, config_path, "serve")?;
     if config.strategy == Strategy::Incremental {

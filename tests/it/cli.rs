@@ -408,3 +408,62 @@ fn demo_serves_the_status_page_while_it_runs() {
         "{rest:?}"
     );
 }
+
+/// `state: {backend: postgres}` is a valid config that `check` accepts (saying serve does not
+/// run on it yet), and `serve` refuses at start-up, naming the field, never the URL.
+#[test]
+fn state_postgres_is_checked_and_refused_by_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "postgres://burnwatch:hunter2-secret@db.example:5432/burnwatch";
+    std::fs::write(dir.path().join("pg-url"), secret).unwrap();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let config = dir.path().join("burnwatch.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "prometheus:\n  url: http://127.0.0.1:9\nrules: [{:?}]\nstate:\n  backend: postgres\n  url_file: pg-url\n",
+            rules.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let output = burnwatch(&["check", config.to_str().unwrap()]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "state: postgres (URL in {})",
+            dir.path().join("pg-url").display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("serve does not run on the postgres backend yet"),
+        "{stdout}"
+    );
+
+    let state_dir = dir.path().join("state");
+    let output = burnwatch(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:12: state.backend: the postgres state backend is not available yet",
+            config.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2") && !text(&output.stdout).contains("hunter2"));
+    assert!(
+        !state_dir.exists(),
+        "serve created its SQLite state before refusing"
+    );
+}

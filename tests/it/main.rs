@@ -7,6 +7,8 @@ mod delivery;
 mod differential;
 mod engine;
 mod fake_slack;
+mod lease;
+mod pg;
 mod prom;
 mod report_html;
 mod score;

@@ -1,0 +1,183 @@
+//! High availability on PostgreSQL (groundwork): N replicas against one database, exactly one
+//! of them the leader at a time.
+//!
+//! What exists: the connection to PostgreSQL ([`connect`]: tokio-postgres, TLS by rustls when
+//! the server offers it or the URL asks for it), the versioned schema ([`migrate`], the `pg`
+//! migration list) and the leader lease with its fencing token ([`lease`]). `serve` does not
+//! use any of it yet: a daemon config with `state: {backend: postgres}` is refused at start-up.
+//!
+//! The PostgreSQL URL holds credentials: it is read from `state.url_file`, never logged, and
+//! no error here repeats it.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub mod lease;
+
+pub use lease::{Fence, Leadership, Leases};
+
+/// Why a call to PostgreSQL failed. Never holds the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error(
+        "the PostgreSQL URL is not a valid connection URL (postgres://user:password@host:port/database)"
+    )]
+    BadUrl,
+    #[error("PostgreSQL: {context}: {source}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "the PostgreSQL database has burnwatch schema version {found}, newer than this burnwatch's {supported}"
+    )]
+    NewerSchema { found: i64, supported: i64 },
+    #[error("PostgreSQL did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A fenced write found that the lease is no longer ours: a newer leader exists (or the
+    /// lease expired). The write's transaction must be rolled back.
+    #[error(
+        "fenced: lease {name:?} is at epoch {current} held by {holder:?}, this write carries epoch {ours}"
+    )]
+    Fenced {
+        name: String,
+        ours: i64,
+        current: i64,
+        holder: Option<String>,
+    },
+}
+
+impl HaError {
+    pub(crate) fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> HaError {
+        move |source| HaError::Database { context, source }
+    }
+}
+
+/// How long a connection attempt may take before it fails.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parses a `postgres://` URL (or key=value connection string) without echoing it on error.
+pub fn parse_url(url: &str) -> Result<Config, HaError> {
+    let mut config: Config = url.trim().parse().map_err(|_| HaError::BadUrl)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+/// Connects and spawns the connection's task on the current tokio runtime. TLS through
+/// rustls with the platform's roots: used when the server offers it (`sslmode=prefer`, the
+/// default) and required with `sslmode=require`; plain TCP to a server without TLS.
+pub async fn connect(config: &Config) -> Result<Client, HaError> {
+    let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(HaError::db("connect"))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("PostgreSQL connection ended: {error}");
+            }
+        });
+        client
+    } else {
+        let (client, connection) = config
+            .connect(tls())
+            .await
+            .map_err(HaError::db("connect"))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("PostgreSQL connection ended: {error}");
+            }
+        });
+        client
+    };
+    Ok(client)
+}
+
+fn tls() -> MakeRustlsConnect {
+    crate::source::prometheus::install_crypto_provider();
+    match MakeRustlsConnect::with_native_certs() {
+        Ok((connect, _)) => connect,
+        // No roots on this machine: TLS to a server can only fail verification, plain
+        // connections (sslmode=prefer to a server without TLS) still work.
+        Err(_) => MakeRustlsConnect::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        ),
+    }
+}
+
+/// The PostgreSQL schema this build writes.
+pub const PG_SCHEMA_VERSION: i64 = PG_MIGRATIONS.len() as i64;
+
+/// The `pg` migration list, as `store.rs` versions SQLite's: each entry moves the version by
+/// one, in one transaction; a database from a newer burnwatch is refused rather than misread.
+/// The version lives in `burnwatch_schema`.
+const PG_MIGRATIONS: [&str; 1] = ["
+    CREATE TABLE leases (
+        name        text PRIMARY KEY,
+        holder      text,                 -- replica id; NULL: never held
+        epoch       bigint NOT NULL,      -- fencing token: +1 at every change of holder
+        acquired_at timestamptz,          -- when the holder took it (the database's clock)
+        renewed_at  timestamptz,
+        expires_at  timestamptz,
+        signalled   boolean NOT NULL DEFAULT false  -- the holder has its advisory lock
+    );
+"];
+
+/// Any constant: replicas starting together take turns migrating (a transaction-scoped
+/// advisory lock), so no migration runs twice.
+const MIGRATION_LOCK: i64 = 0x6275_726e_7761_7463; // "burnwatc"
+
+/// Brings the database's schema up to [`PG_SCHEMA_VERSION`].
+pub async fn migrate(client: &mut Client) -> Result<(), HaError> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(HaError::db("begin migration"))?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(HaError::db("lock for migration"))?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS burnwatch_schema (version bigint NOT NULL);
+             INSERT INTO burnwatch_schema (version)
+                 SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM burnwatch_schema);",
+        )
+        .await
+        .map_err(HaError::db("create schema version"))?;
+    let version: i64 = transaction
+        .query_one("SELECT version FROM burnwatch_schema", &[])
+        .await
+        .map_err(HaError::db("read schema version"))?
+        .get(0);
+    if version > PG_SCHEMA_VERSION {
+        return Err(HaError::NewerSchema {
+            found: version,
+            supported: PG_SCHEMA_VERSION,
+        });
+    }
+    for (index, migration) in PG_MIGRATIONS.iter().enumerate().skip(version as usize) {
+        transaction
+            .batch_execute(migration)
+            .await
+            .map_err(HaError::db("migrate"))?;
+        transaction
+            .execute(
+                "UPDATE burnwatch_schema SET version = $1",
+                &[&(index as i64 + 1)],
+            )
+            .await
+            .map_err(HaError::db("write schema version"))?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(HaError::db("commit migration"))
+}

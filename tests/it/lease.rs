@@ -1,0 +1,365 @@
+//! The leader lease (src/ha/lease.rs) against a real PostgreSQL (tests/it/pg.rs): one leader
+//! among contenders, renewal, takeover after expiry with a higher epoch, fenced writes, and a
+//! PostgreSQL restart.
+
+use std::time::{Duration, Instant};
+
+use burnwatch::ha::{HaError, Leases};
+
+use crate::pg::Pg;
+
+const LEASE: &str = "leader";
+const SHORT: Duration = Duration::from_millis(1500);
+
+fn contender(pg: &Pg) -> Leases {
+    Leases::new(&pg.url()).expect("valid url")
+}
+
+#[tokio::test]
+async fn lease_one_leader_renews_then_the_other_takes_over_with_a_higher_epoch() {
+    let pg = Pg::start();
+    let mut a = contender(&pg);
+    let mut b = contender(&pg);
+
+    // Both ask at once: exactly one leads, and both agree which.
+    let (first_a, first_b) = tokio::join!(
+        a.acquire_or_renew(LEASE, "a", SHORT),
+        b.acquire_or_renew(LEASE, "b", SHORT)
+    );
+    let (first_a, first_b) = (first_a.expect("a asks"), first_b.expect("b asks"));
+    assert_eq!(
+        [first_a.leader, first_b.leader]
+            .iter()
+            .filter(|l| **l)
+            .count(),
+        1,
+        "exactly one leader: {first_a:?} {first_b:?}"
+    );
+    assert_eq!(first_a.holder, first_b.holder);
+    assert_eq!(first_a.epoch, 1);
+    assert_eq!(first_b.epoch, 1);
+    let (mut leader, leader_name, mut follower, follower_name) = if first_a.leader {
+        (a, "a", b, "b")
+    } else {
+        (b, "b", a, "a")
+    };
+    let first = if first_a.leader { first_a } else { first_b };
+    assert_eq!(first.holder.as_deref(), Some(leader_name));
+    assert!(first.since.is_some() && first.expires_at > first.since);
+
+    // The leader renews past several lease durations; the follower never gets it.
+    let until = Instant::now() + SHORT * 3;
+    let mut last_renewal = Instant::now();
+    while Instant::now() < until {
+        last_renewal = Instant::now();
+        let renewed = leader
+            .acquire_or_renew(LEASE, leader_name, SHORT)
+            .await
+            .expect("renew");
+        assert!(
+            renewed.leader,
+            "the leader lost its lease while renewing: {renewed:?}"
+        );
+        assert_eq!(renewed.epoch, 1, "a renewal keeps the epoch");
+        assert_eq!(renewed.since, first.since, "a renewal keeps `since`");
+        let seen = follower
+            .acquire_or_renew(LEASE, follower_name, SHORT)
+            .await
+            .expect("follow");
+        assert!(!seen.leader, "two leaders: {seen:?}");
+        assert_eq!(seen.holder.as_deref(), Some(leader_name));
+        assert_eq!(seen.epoch, 1);
+        tokio::time::sleep(SHORT / 5).await;
+    }
+
+    // The leader stops renewing: the follower stays follower until the lease expires, then
+    // takes over with epoch 2.
+    let took_over = loop {
+        let seen = follower
+            .acquire_or_renew(LEASE, follower_name, SHORT)
+            .await
+            .expect("contend");
+        if seen.leader {
+            break seen;
+        }
+        assert!(
+            last_renewal.elapsed() < SHORT * 4,
+            "no takeover {:?} after the last renewal",
+            last_renewal.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The lease ran until at least SHORT after the last renewal began (the database's now()
+    // came later); allow for the two clocks' rates, not more.
+    assert!(
+        last_renewal.elapsed() >= SHORT - Duration::from_millis(20),
+        "took over {:?} after the last renewal, before the lease of {SHORT:?} expired",
+        last_renewal.elapsed()
+    );
+    assert_eq!(took_over.epoch, 2);
+    assert_eq!(took_over.holder.as_deref(), Some(follower_name));
+    assert!(took_over.since > first.since);
+
+    // The old leader, back, is a follower now.
+    let back = leader
+        .acquire_or_renew(LEASE, leader_name, SHORT)
+        .await
+        .expect("old leader asks again");
+    assert!(!back.leader, "the old leader took the lease back: {back:?}");
+    assert_eq!(back.epoch, 2);
+    assert_eq!(back.holder.as_deref(), Some(follower_name));
+
+    // A clean step-down: the new leader releases, the other takes over at once, epoch 3.
+    assert!(
+        !leader.release(LEASE, leader_name).await.expect("release"),
+        "not its lease"
+    );
+    assert!(
+        follower
+            .release(LEASE, follower_name)
+            .await
+            .expect("release")
+    );
+    let at_once = leader
+        .acquire_or_renew(LEASE, leader_name, SHORT)
+        .await
+        .expect("take after release");
+    assert!(at_once.leader, "{at_once:?}");
+    assert_eq!(at_once.epoch, 3);
+}
+
+#[tokio::test]
+async fn lease_fenced_write_with_the_old_epoch_is_refused_after_takeover() {
+    let pg = Pg::start();
+    pg.psql("CREATE TABLE writes (epoch bigint NOT NULL, what text NOT NULL)");
+    let mut old = contender(&pg);
+    let mut new = contender(&pg);
+    let short = Duration::from_millis(800);
+
+    let first = old
+        .acquire_or_renew(LEASE, "old", short)
+        .await
+        .expect("take");
+    assert!(first.leader);
+    let old_fence = first.fence(LEASE).expect("a leader has a fence");
+    assert_eq!(old_fence.epoch, 1);
+    assert!(
+        new.acquire_or_renew(LEASE, "new", short)
+            .await
+            .expect("follow")
+            .fence(LEASE)
+            .is_none(),
+        "a follower has no fence"
+    );
+
+    // While it leads, the old leader's fenced write goes through.
+    write(&mut old, &old_fence, "before")
+        .await
+        .expect("fenced write by the leader");
+
+    // The old leader pauses past its lease; the other replica takes over.
+    tokio::time::sleep(short + Duration::from_millis(300)).await;
+    let taken = new
+        .acquire_or_renew(LEASE, "new", short)
+        .await
+        .expect("take over");
+    assert!(taken.leader);
+    assert_eq!(taken.epoch, 2);
+    let new_fence = taken.fence(LEASE).expect("fence");
+
+    // The old leader wakes and writes with its old epoch: refused, nothing written.
+    match write(&mut old, &old_fence, "stale").await {
+        Err(HaError::Fenced {
+            ours,
+            current,
+            holder,
+            ..
+        }) => {
+            assert_eq!((ours, current), (1, 2));
+            assert_eq!(holder.as_deref(), Some("new"));
+        }
+        other => panic!("the stale write was not fenced: {other:?}"),
+    }
+    // The new leader's write with the current epoch succeeds.
+    write(&mut new, &new_fence, "after")
+        .await
+        .expect("fenced write by the new leader");
+    assert_eq!(
+        pg.psql("SELECT string_agg(epoch || ':' || what, ',' ORDER BY what) FROM writes"),
+        "2:after,1:before"
+    );
+
+    // An expired lease fences its holder too, before anyone takes over.
+    tokio::time::sleep(short + Duration::from_millis(300)).await;
+    assert!(matches!(
+        write(&mut new, &new_fence, "expired").await,
+        Err(HaError::Fenced { .. })
+    ));
+    assert_eq!(pg.psql("SELECT count(*) FROM writes"), "2");
+}
+
+/// A leader's write: the fence check and the insert in one transaction.
+async fn write(
+    leases: &mut Leases,
+    fence: &burnwatch::ha::Fence,
+    what: &str,
+) -> Result<(), HaError> {
+    let client = leases.client().await?;
+    let transaction = client.transaction().await.map_err(db)?;
+    fence.check(&transaction).await?;
+    transaction
+        .execute(
+            "INSERT INTO writes (epoch, what) VALUES ($1, $2)",
+            &[&fence.epoch, &what],
+        )
+        .await
+        .map_err(db)?;
+    transaction.commit().await.map_err(db)
+}
+
+fn db(source: tokio_postgres::Error) -> HaError {
+    HaError::Database {
+        context: "test write",
+        source,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_calls_fail_while_postgres_is_down_and_work_again_after_its_restart() {
+    let mut pg = Pg::start();
+    let mut leases = contender(&pg);
+    let lease = Duration::from_secs(30);
+    let first = leases
+        .acquire_or_renew(LEASE, "a", lease)
+        .await
+        .expect("take");
+    assert!(first.leader);
+    assert_eq!(first.epoch, 1);
+
+    tokio::task::block_in_place(|| pg.stop());
+    for _ in 0..2 {
+        let down = leases.acquire_or_renew(LEASE, "a", lease).await;
+        assert!(
+            matches!(down, Err(HaError::Database { .. })),
+            "a call while PostgreSQL is down: {down:?}"
+        );
+    }
+
+    tokio::task::block_in_place(|| pg.start_again());
+    let again = leases
+        .acquire_or_renew(LEASE, "a", lease)
+        .await
+        .expect("the call after the restart connects again");
+    assert!(again.leader, "{again:?}");
+    assert_eq!(
+        again.epoch, 1,
+        "the lease survived the restart: still ours, same epoch"
+    );
+    assert_eq!(again.since, first.since);
+
+    // A restart while connected: the first call may fail on the dropped connection, the next
+    // reconnects.
+    tokio::task::block_in_place(|| pg.restart());
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        outcomes.push(leases.acquire_or_renew(LEASE, "a", lease).await);
+    }
+    let last = outcomes
+        .pop()
+        .unwrap()
+        .expect("reconnected after the restart");
+    assert!(last.leader && last.epoch == 1, "{last:?}");
+}
+
+#[tokio::test]
+async fn lease_schema_is_versioned_and_a_newer_one_is_refused() {
+    let pg = Pg::start();
+    let mut leases = contender(&pg);
+    leases
+        .acquire_or_renew(LEASE, "a", SHORT)
+        .await
+        .expect("migrate and take");
+    assert_eq!(
+        pg.psql("SELECT version FROM burnwatch_schema"),
+        burnwatch::ha::PG_SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(pg.psql("SELECT holder || ':' || epoch FROM leases"), "a:1");
+
+    // A burnwatch from the future migrated this database: refused, not misread.
+    pg.psql("UPDATE burnwatch_schema SET version = version + 1");
+    let mut newer = contender(&pg);
+    match newer.acquire_or_renew(LEASE, "b", SHORT).await {
+        Err(HaError::NewerSchema { found, supported }) => {
+            assert_eq!(found, supported + 1);
+        }
+        other => panic!("a newer schema was not refused: {other:?}"),
+    }
+}
+
+/// The advisory lock's faster signal: a leader whose process dies (its sessions end) is
+/// replaced at once, long before its lease would have expired; a live leader is not.
+#[tokio::test]
+async fn lease_a_dead_leaders_sessions_let_the_follower_take_over_before_expiry() {
+    let pg = Pg::start();
+    let long = Duration::from_secs(60);
+    let mut leader = contender(&pg);
+    let mut follower = contender(&pg);
+    let first = leader
+        .acquire_or_renew(LEASE, "a", long)
+        .await
+        .expect("take");
+    assert!(first.leader);
+    // Renewed once more, as a leader does: it holds its advisory lock.
+    assert!(
+        leader
+            .acquire_or_renew(LEASE, "a", long)
+            .await
+            .expect("renew")
+            .leader
+    );
+    for _ in 0..3 {
+        let seen = follower
+            .acquire_or_renew(LEASE, "b", long)
+            .await
+            .expect("follow");
+        assert!(!seen.leader, "took over from a live leader: {seen:?}");
+        assert_eq!(seen.epoch, 1);
+    }
+
+    // The leader's process dies: its connections close.
+    drop(leader);
+    let died = Instant::now();
+    let taken = loop {
+        let seen = follower
+            .acquire_or_renew(LEASE, "b", long)
+            .await
+            .expect("contend");
+        if seen.leader {
+            break seen;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(10),
+            "no takeover {:?} after the leader died (lease {long:?})",
+            died.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(taken.epoch, 2);
+    assert_eq!(taken.holder.as_deref(), Some("b"));
+    eprintln!("took over {:?} after the leader died", died.elapsed());
+
+    // A replica that comes back under the old name follows: the new leader holds the lock.
+    let mut back = contender(&pg);
+    let seen = back
+        .acquire_or_renew(LEASE, "a", long)
+        .await
+        .expect("follow");
+    assert!(!seen.leader, "{seen:?}");
+    assert!(
+        follower
+            .acquire_or_renew(LEASE, "b", long)
+            .await
+            .expect("renew")
+            .leader
+    );
+}
