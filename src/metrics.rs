@@ -163,6 +163,8 @@ pub struct Metrics {
     pub stale_slos: Gauge,
     /// Evaluations skipped because a cycle ran past them.
     pub missed_evaluations: Counter,
+    /// Evaluations an SLO missed while its fetch (a warm start) still ran, by SLO.
+    pub slo_evaluations_missed: Family<Labels, Counter>,
     /// The Prometheus client's queue: requests waiting, in flight, seconds waited.
     pub query_load: crate::source::prometheus::QueryLoad,
     /// Pending notifications by sink family.
@@ -238,6 +240,12 @@ impl Metrics {
             "burnwatch_evaluations_missed",
             "Evaluations skipped because a cycle ran past their tick (as Prometheus's rule groups count missed iterations)",
             missed_evaluations.clone(),
+        );
+        let slo_evaluations_missed = Family::<Labels, Counter>::default();
+        registry.register(
+            "burnwatch_slo_evaluations_missed",
+            "Evaluations an SLO missed because its fetch (a warm start) ran past a cycle; the other SLOs were evaluated on time",
+            slo_evaluations_missed.clone(),
         );
         let query_load = crate::source::prometheus::QueryLoad::default();
         registry.register(
@@ -334,6 +342,7 @@ impl Metrics {
             stale,
             stale_slos,
             missed_evaluations,
+            slo_evaluations_missed,
             query_load,
             slo_series,
             slo_meta: Vec::new(),

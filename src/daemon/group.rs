@@ -174,6 +174,18 @@ pub(super) struct Groups {
     pub(super) warmed: bool,
 }
 
+/// What one evaluation of every group gave.
+pub(super) struct Evaluation {
+    /// The alert changes.
+    pub(super) events: Vec<Event>,
+    /// Every group's status, in the groups' order.
+    pub(super) statuses: Vec<SloStatus>,
+    /// The answers of this evaluation, by group index.
+    pub(super) answers: Vec<(usize, Result<Snapshot, ApiError>)>,
+    /// The groups that missed it, their fetch still running.
+    pub(super) missed: Vec<usize>,
+}
+
 /// One group's fetch, run as its own task: what it answered, with the state it used.
 struct Fetched {
     incremental: Option<Incremental>,
@@ -304,11 +316,7 @@ impl Groups {
         strategy: Strategy,
         interval: Duration,
         now: Millis,
-    ) -> (
-        Vec<Event>,
-        Vec<SloStatus>,
-        Vec<(usize, Result<Snapshot, ApiError>)>,
-    ) {
+    ) -> Evaluation {
         self.warmed = false;
         let mut answers = self.settle_earlier_fetches().await;
         let mut lost = Vec::new();
@@ -341,6 +349,7 @@ impl Groups {
         answers.sort_by_key(|(index, _)| *index);
         let mut events = Vec::new();
         let mut statuses = Vec::with_capacity(self.groups.len());
+        let mut missed = Vec::new();
         for (index, group) in self.groups.iter_mut().enumerate() {
             let (changes, status) = match answers.iter().find(|(answered, _)| *answered == index) {
                 Some((_, Ok(snapshot))) => group.step(now, Ok(snapshot)),
@@ -348,12 +357,20 @@ impl Groups {
                 None if lost.contains(&index) => {
                     group.step(now, Err("evaluation task failed".to_string()))
                 }
-                None => group.miss(now),
+                None => {
+                    missed.push(index);
+                    group.miss(now)
+                }
             };
             events.extend(changes);
             statuses.push(status);
         }
-        (events, statuses, answers)
+        Evaluation {
+            events,
+            statuses,
+            answers,
+            missed,
+        }
     }
 
     /// Takes back the fetches of earlier evaluations that have ended since: their state,

@@ -865,7 +865,12 @@ fn incremental_for(strategy: Strategy, slo: &Slo) -> bool {
 /// One evaluation of every group at `now` (see [`Groups::evaluate`]), with what `/metrics` and
 /// the HTTP face show of it; returns the alert changes.
 async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Millis) -> Vec<Event> {
-    let (events, statuses, answers) = groups
+    let group::Evaluation {
+        events,
+        statuses,
+        answers,
+        missed,
+    } = groups
         .evaluate(
             &loaded.client,
             loaded.config.strategy,
@@ -915,6 +920,12 @@ async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Milli
                 })
             })
         }));
+        for index in missed {
+            metrics
+                .slo_evaluations_missed
+                .get_or_create(&labels(&[("slo", slos[index].id.as_str())]))
+                .inc();
+        }
         metrics.last_evaluation.set(now as f64 / 1000.0);
     }
     shared

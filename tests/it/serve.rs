@@ -1341,6 +1341,18 @@ fn a_slow_warm_start_does_not_hold_the_other_slos() {
         serde_json::json!([]),
         "a warm start under way is not a failure: {slos}"
     );
+    let (_, metrics) = serve.get("/metrics");
+    let missed = |slo: &str| {
+        parse_metrics(&metrics)
+            .into_iter()
+            .find(|(name, labels, _)| {
+                name == "burnwatch_slo_evaluations_missed_total"
+                    && labels.get("slo").map(String::as_str) == Some(slo)
+            })
+            .map(|(_, _, value)| value)
+    };
+    assert!(missed(SLOW).is_some_and(|n| n >= 2.0), "{metrics}");
+    assert_eq!(missed(FAST), None, "{metrics}");
     serve.assert_running();
 }
 
