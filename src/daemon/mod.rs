@@ -720,8 +720,9 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// The bytes of a checkpoint sent to the store's thread at a time.
-const CHECKPOINT_CHUNK: usize = 8 << 20;
+/// The bytes of a checkpoint sent to the store's thread at a time (in flight at most twice:
+/// the buffer and its copy on the way).
+const CHECKPOINT_CHUNK: usize = 1 << 20;
 
 /// Counts what is written to it.
 struct ByteCount(usize);
