@@ -117,14 +117,18 @@ const RAW_SLICE: Millis = 6 * 3_600_000;
 /// Raw-sample requests in flight at once.
 const RAW_IN_FLIGHT: usize = 4;
 
+/// Read before the longest window's start too: that start falls between two scrapes, and
+/// scoring wants the sample at or before it (Prometheus's default lookback).
+const LOOKBACK: Millis = 5 * 60_000;
+
 /// The first sample time a replay of `slo` over `range` needs: its longest window (the
-/// period) before the first evaluation.
+/// period) before the first evaluation, and [`LOOKBACK`] before that.
 fn needed_from(slo: &Slo, range: &Range) -> Millis {
     let longest = windows_with_period(slo)
         .into_iter()
         .max()
         .unwrap_or(slo.period);
-    range.from - millis(longest)
+    range.from - millis(longest) - LOOKBACK
 }
 
 /// The counter selectors to read for the SLOs evaluated locally, with the first sample time

@@ -276,6 +276,23 @@ fn score_and_tune_over_prometheus_match_the_file() {
         "{file_score:#}"
     );
 
+    // Regression: the history was read from exactly a period before --from, so with --from
+    // between two samples the first sample read came after the period's start and scoring
+    // refused the range. Half a minute off the samples, it is scored.
+    let output = burnwatch(&[
+        "replay",
+        "--spec",
+        &spec,
+        "--score",
+        "--prometheus",
+        &url,
+        "--from",
+        "2023-11-14T00:00:30Z",
+        "--to",
+        TO,
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
     // A range starting less than a period after the history does is refused.
     let output = burnwatch(&[
         "replay",
