@@ -45,6 +45,8 @@ pub(super) struct Group {
 /// A group's fetch in its task, started for the evaluation at `at`.
 struct Inflight {
     at: Millis,
+    /// Whether it is a warm start (which may take far longer than a cycle).
+    warm_start: bool,
     task: tokio::task::JoinHandle<Fetched>,
 }
 
@@ -87,15 +89,23 @@ impl Group {
             .firing_windows(now)
             .remove(self.slo.id.as_str())
             .unwrap_or_default();
+        let incremental = self.take_incremental(strategy);
+        let warm_start = incremental
+            .as_ref()
+            .is_some_and(|state| !state.is_warm_at(now));
         let task = tokio::spawn(fetch(
             client.clone(),
             self.slo.clone(),
-            self.take_incremental(strategy),
+            incremental,
             extra,
             interval,
             now,
         ));
-        self.inflight = Some(Inflight { at: now, task });
+        self.inflight = Some(Inflight {
+            at: now,
+            warm_start,
+            task,
+        });
     }
 
     /// An evaluation missed while the group's fetch still runs: the alerts and the health
@@ -108,7 +118,11 @@ impl Group {
     /// Takes back what an ended fetch held: its incremental state, and its answer.
     fn settle(&mut self, joined: Result<Fetched, tokio::task::JoinError>) -> Option<Fetched> {
         self.inflight = None;
-        let mut fetched = joined.ok()?;
+        let mut fetched = joined
+            .inspect_err(|error| {
+                tracing::error!(slo = %self.slo.id, %error, "the evaluation task failed; its source state starts over")
+            })
+            .ok()?;
         if let Some(state) = fetched.incremental.take() {
             self.incremental = Some(state);
         }
@@ -325,7 +339,11 @@ impl Groups {
                 group.start_fetch(client, strategy, interval, now);
             }
         }
-        let deadline = tokio::time::Instant::now() + interval + Duration::from_secs(1);
+        // A fetch times out after an interval; a warm start is waited for half of one, so
+        // that starting one does not make this cycle run past the next tick.
+        let started = tokio::time::Instant::now();
+        let deadline = started + interval + Duration::from_secs(1);
+        let warm_deadline = started + interval / 2;
         for (index, group) in self.groups.iter_mut().enumerate() {
             let Some(inflight) = group
                 .inflight
@@ -334,8 +352,13 @@ impl Groups {
             else {
                 continue;
             };
-            // Past the deadline the fetch goes on; the group misses this evaluation.
-            let Ok(joined) = tokio::time::timeout_at(deadline, &mut inflight.task).await else {
+            let until = if inflight.warm_start {
+                warm_deadline
+            } else {
+                deadline
+            };
+            // Past it the fetch goes on; the group misses this evaluation.
+            let Ok(joined) = tokio::time::timeout_at(until, &mut inflight.task).await else {
                 continue;
             };
             match group.settle(joined) {
@@ -370,6 +393,16 @@ impl Groups {
             statuses,
             answers,
             missed,
+        }
+    }
+
+    /// At shutdown: takes back the state of the fetches that have ended, and stops the rest.
+    pub(super) async fn settle_for_shutdown(&mut self) {
+        self.settle_earlier_fetches().await;
+        for group in &mut self.groups {
+            if let Some(inflight) = group.inflight.take() {
+                inflight.task.abort();
+            }
         }
     }
 

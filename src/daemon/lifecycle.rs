@@ -411,7 +411,10 @@ impl Daemon {
 
     /// Checkpoints, saves the alert state (with any changes whose save failed), lets each
     /// delivery worker finish its request in flight, and waits for the HTTP face to close.
-    pub(super) async fn stop(self) -> Result<()> {
+    pub(super) async fn stop(mut self) -> Result<()> {
+        // A fetch that ended since the last cycle gives its state back for the checkpoint;
+        // one still running (a warm start) is abandoned.
+        self.groups.settle_for_shutdown().await;
         let saved = self.groups.export();
         // Changes whose save failed go with the last save (or the alert state stays as it
         // was, and the next start makes them again).

@@ -1353,6 +1353,12 @@ fn a_slow_warm_start_does_not_hold_the_other_slos() {
     };
     assert!(missed(SLOW).is_some_and(|n| n >= 2.0), "{metrics}");
     assert_eq!(missed(FAST), None, "{metrics}");
+    // Starting the warm start did not make its cycle run past the next tick either.
+    assert_eq!(
+        metric_value(&metrics, "burnwatch_evaluations_missed_total"),
+        Some(0.0),
+        "{metrics}"
+    );
     serve.assert_running();
 }
 
