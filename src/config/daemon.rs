@@ -338,7 +338,13 @@ fn state(problems: &mut Problems, raw: Option<RawState>, base: &Path) -> StateCo
             problems.at(
                 backend,
                 "state.backend",
-                format!("{other:?} is not one of sqlite, postgres"),
+                if other.contains("://") {
+                    // A URL (credentials and all) put here by mistake is not repeated.
+                    "a URL is not a backend: give `backend: postgres` and the URL in url_file"
+                        .to_string()
+                } else {
+                    format!("{other:?} is not one of sqlite, postgres")
+                },
             );
             sqlite
         }

@@ -668,6 +668,10 @@ fn daemon_state_problems_name_file_line_column_and_field() {
             "burnwatch.yaml:5:12: state.backend: \"mysql\" is not one of sqlite, postgres",
         ),
         (
+            "state:\n  backend: postgres://burnwatch:hunter2@db:5432/burnwatch\n",
+            "burnwatch.yaml:5:12: state.backend: a URL is not a backend: give `backend: postgres` and the URL in url_file",
+        ),
+        (
             "state:\n  backend: postgres\n",
             "burnwatch.yaml:5:12: state.url_file: `backend: postgres` needs url_file: a file holding the URL (postgres://user:password@host:5432/database)",
         ),

@@ -348,7 +348,9 @@ impl Leases {
         const RETURNING: &str = "RETURNING holder, epoch, \
              (extract(epoch FROM acquired_at) * 1000)::bigint, \
              (extract(epoch FROM expires_at) * 1000)::bigint";
-        let (leader, row) = if current.as_deref() == Some(holder) {
+        // Renewed only while unexpired: a lease that lapsed is taken anew with the next epoch,
+        // even by its last holder, so a paused process with the same name is fenced.
+        let (leader, row) = if current.as_deref() == Some(holder) && !expired {
             let row = transaction
                 .query_one(
                     &format!(

@@ -363,3 +363,27 @@ async fn lease_a_dead_leaders_sessions_let_the_follower_take_over_before_expiry(
             .leader
     );
 }
+
+/// Regression: a lease that lapsed was renewed at the same epoch when its last holder asked
+/// again, so a paused process and its replacement under the same name (a pod name) both
+/// passed the fence. A lapsed lease is taken anew with the next epoch, by anyone.
+#[tokio::test]
+async fn lease_a_lapsed_lease_is_taken_anew_with_the_next_epoch_even_by_its_holder() {
+    let pg = Pg::start();
+    let mut paused = contender(&pg);
+    let mut replacement = contender(&pg);
+    let first = paused
+        .acquire_or_renew(LEASE, "pod-0", SHORT)
+        .await
+        .expect("acquire");
+    assert!(first.leader);
+    assert_eq!(first.epoch, 1);
+    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    let again = replacement
+        .acquire_or_renew(LEASE, "pod-0", SHORT)
+        .await
+        .expect("acquire again");
+    assert!(again.leader, "{again:?}");
+    assert_eq!(again.epoch, 2, "a lapsed lease is not renewed: {again:?}");
+    assert!(again.since > first.since, "{again:?}");
+}
