@@ -108,10 +108,12 @@ impl Group {
         });
     }
 
-    /// An evaluation missed while the group's fetch still runs: the alerts and the health
-    /// stay as they are.
+    /// An evaluation missed while the group's fetch still runs: the health stays as it is,
+    /// and the alerts hold their state as for a failed evaluation, so the data a catch-up is
+    /// still reading (the hole an outage left) is not taken for no data when it ends.
     fn miss(&mut self, now: Millis) -> (Vec<Event>, SloStatus) {
         tracing::debug!(slo = %self.slo.id, now, "still fetching; this evaluation is missed");
+        self.alerts.hold(now, &self.slo.id);
         (Vec::new(), slo_status(&self.slo, &mut self.health, None))
     }
 
