@@ -8,6 +8,9 @@
 //! so the suite proves the bench still works.
 
 #[allow(dead_code)]
+#[path = "../tests/it/child.rs"]
+mod child;
+#[allow(dead_code)]
 #[path = "../tests/it/prom.rs"]
 mod prom;
 

@@ -37,6 +37,7 @@ use crate::slo::{Millis, Slo};
 use crate::source::incremental::{Checkpoint, Incremental};
 use crate::source::live::Snapshot;
 use crate::source::prometheus::{Auth, Client, Endpoint, Secret};
+use crate::store::Sql as _;
 use crate::store::{Store, StoreHandle};
 
 mod clock;
@@ -474,31 +475,18 @@ impl PlanInput {
             }
             let planned = apply::apply(tx, &planner.finish(), now)?;
             for change in &self.meta {
-                let stored = if change.status.is_firing() {
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        rusqlite::params![STALE_SINCE, change.since.to_string()],
-                    )
+                if change.status.is_firing() {
+                    crate::store::set_meta(tx, STALE_SINCE, &change.since.to_string())?;
                 } else {
                     tx.execute(
+                        "save staleness",
                         "DELETE FROM meta WHERE key = ?1",
-                        rusqlite::params![STALE_SINCE],
-                    )
-                };
-                stored.map_err(|error| {
-                    crate::store::StoreError::new(format!("save staleness: {error}"))
-                })?;
+                        crate::store::params![STALE_SINCE],
+                    )?;
+                }
             }
             if let Some(reached) = self.rehearsal_reached {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    rusqlite::params![REHEARSAL_REACHED, reached.to_string()],
-                )
-                .map_err(|error| {
-                    crate::store::StoreError::new(format!("save rehearsal time: {error}"))
-                })?;
+                crate::store::set_meta(tx, REHEARSAL_REACHED, &reached.to_string())?;
             }
             Ok(planned)
         })

@@ -3,8 +3,11 @@
 //!
 //! What exists: the connection to PostgreSQL ([`connect`]: tokio-postgres, TLS by rustls when
 //! the server offers it or the URL asks for it), the versioned schema ([`migrate`], the `pg`
-//! migration list) and the leader lease with its fencing token ([`lease`]). `serve` does not
-//! use any of it yet: a daemon config with `state: {backend: postgres}` is refused at start-up.
+//! migration list: the lease and the state store's tables), the leader lease with its
+//! fencing token ([`lease`]), and the state store on PostgreSQL (`store::Store::open_postgres`,
+//! every store scenario tested on both backends). `serve` does not use them yet: a daemon
+//! config with `state: {backend: postgres}` is refused at start-up until replicas take the
+//! lease and fence their writes.
 //!
 //! The PostgreSQL URL holds credentials: it is read from `state.url_file`, never logged, and
 //! no error here repeats it.
@@ -115,10 +118,11 @@ fn tls() -> MakeRustlsConnect {
 /// The PostgreSQL schema this build writes.
 pub const PG_SCHEMA_VERSION: i64 = PG_MIGRATIONS.len() as i64;
 
-/// The `pg` migration list, as `store.rs` versions SQLite's: each entry moves the version by
+/// The `pg` migration list, as `store/mod.rs` versions SQLite's: each entry moves the version by
 /// one, in one transaction; a database from a newer burnwatch is refused rather than misread.
 /// The version lives in `burnwatch_schema`.
-const PG_MIGRATIONS: [&str; 1] = ["
+const PG_MIGRATIONS: [&str; 2] = [
+    "
     CREATE TABLE leases (
         name        text PRIMARY KEY,
         holder      text,                 -- replica id; NULL: never held
@@ -128,7 +132,86 @@ const PG_MIGRATIONS: [&str; 1] = ["
         expires_at  timestamptz,
         signalled   boolean NOT NULL DEFAULT false  -- the holder has its advisory lock
     );
-"];
+",
+    // The state store's tables, as SQLite's (store/mod.rs, notify/outbox.rs) with PostgreSQL's
+    // types; times are milliseconds since the epoch. A checkpoint is a row and its 1 MiB
+    // chunks, so it is written and read as a stream.
+    "
+    CREATE TABLE alerts (
+        slo_id text NOT NULL,
+        labels text NOT NULL,
+        tier   text NOT NULL,
+        state  text NOT NULL,
+        PRIMARY KEY (slo_id, labels, tier)
+    );
+    CREATE TABLE meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+    );
+    CREATE TABLE checkpoints (
+        id       bigserial PRIMARY KEY,
+        slo_id   text NOT NULL,
+        saved_at bigint NOT NULL,
+        size     bigint NOT NULL
+    );
+    CREATE TABLE checkpoint_chunks (
+        checkpoint_id bigint NOT NULL REFERENCES checkpoints (id) ON DELETE CASCADE,
+        byte_offset   bigint NOT NULL,
+        data          bytea NOT NULL,
+        PRIMARY KEY (checkpoint_id, byte_offset)
+    );
+    CREATE TABLE checkpoint_heads (
+        slo_id   text PRIMARY KEY,
+        data_row bigint NOT NULL
+    );
+    CREATE TABLE histories (
+        slo_id   text PRIMARY KEY,
+        saved_at bigint NOT NULL,
+        data     bytea NOT NULL
+    );
+    CREATE TABLE incidents (
+        id          bigserial PRIMARY KEY,
+        sink        text NOT NULL,
+        target      text NOT NULL,
+        slo_id      text NOT NULL,
+        labels      text NOT NULL,
+        opened_at   bigint NOT NULL,
+        closed_at   bigint,
+        tiers       text NOT NULL,
+        channel_id  text,
+        root_ts     text
+    );
+    CREATE UNIQUE INDEX incidents_open ON incidents (sink, target, slo_id, labels)
+        WHERE closed_at IS NULL;
+    CREATE TABLE outbox (
+        id              bigserial PRIMARY KEY,
+        natural_key     text NOT NULL UNIQUE,
+        sink            text NOT NULL,
+        order_key       text NOT NULL,
+        incident_id     bigint REFERENCES incidents (id),
+        kind            text NOT NULL,
+        payload         text NOT NULL,
+        created_at      bigint NOT NULL,
+        state           text NOT NULL,
+        attempts        bigint NOT NULL DEFAULT 0,
+        next_attempt_at bigint NOT NULL,
+        in_flight_since bigint,
+        last_error      text,
+        delivered_at    bigint,
+        result          text
+    );
+    CREATE INDEX outbox_pending ON outbox (state, sink, order_key, id);
+    CREATE INDEX outbox_order ON outbox (order_key, state, id);
+    CREATE TABLE silences (
+        id         text PRIMARY KEY,
+        matchers   text NOT NULL,
+        starts_at  bigint NOT NULL,
+        ends_at    bigint NOT NULL,
+        comment    text NOT NULL,
+        created_by text NOT NULL
+    );
+",
+];
 
 /// Any constant: replicas starting together take turns migrating (a transaction-scoped
 /// advisory lock), so no migration runs twice.

@@ -2,7 +2,6 @@
 //! transaction and writes what the pure planner (`outbox.rs`) decided, in that same
 //! transaction, so a notification is committed with the alert state that caused it.
 
-use rusqlite::{Transaction, params};
 use serde_json::{Map, Value};
 
 use crate::engine::Event;
@@ -10,39 +9,33 @@ use crate::notify::outbox::{
     self, Incident, IncidentChange, IncidentRef, Order, Outcome, Plan, Planned, Planner,
 };
 use crate::slo::{Millis, Slo};
-use crate::store::{StoreError, failed};
+use crate::store::{Sql, StoreError, params};
 
 /// The open Slack incidents of `slo_ids`, oldest first.
 pub fn open_incidents<'a>(
-    tx: &Transaction,
+    tx: &dyn Sql,
     slo_ids: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<Incident>, StoreError> {
     let mut ids: Vec<&str> = slo_ids.into_iter().collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut query = tx
-        .prepare_cached(
+    let mut open = Vec::new();
+    for slo_id in ids {
+        for row in tx.query(
+            "read incidents",
             "SELECT id, target, slo_id, labels, tiers FROM incidents
              WHERE sink = 'slack' AND slo_id = ?1 AND closed_at IS NULL
              ORDER BY id",
-        )
-        .map_err(failed("prepare incidents"))?;
-    let mut open = Vec::new();
-    for slo_id in ids {
-        let rows = query
-            .query_map(params![slo_id], |row| {
-                let tiers: String = row.get(4)?;
-                Ok(Incident {
-                    id: IncidentRef::Stored(row.get(0)?),
-                    target: row.get(1)?,
-                    slo_id: row.get(2)?,
-                    labels: row.get(3)?,
-                    tiers: serde_json::from_str(&tiers).unwrap_or_default(),
-                })
-            })
-            .map_err(failed("read incidents"))?;
-        for row in rows {
-            open.push(row.map_err(failed("read incident"))?);
+            params![slo_id],
+        )? {
+            let tiers: String = row.get(4)?;
+            open.push(Incident {
+                id: IncidentRef::Stored(row.get(0)?),
+                target: row.get(1)?,
+                slo_id: row.get(2)?,
+                labels: row.get(3)?,
+                tiers: serde_json::from_str(&tiers).unwrap_or_default(),
+            });
         }
     }
     open.sort_by_key(|incident| match incident.id {
@@ -58,7 +51,7 @@ fn tiers_json(tiers: &Map<String, Value>) -> String {
 
 /// Writes a plan inside `tx`: its incident changes in order, then its rows. A row whose
 /// natural key is already queued is not queued again.
-pub fn apply(tx: &Transaction, outcome: &Outcome, now: Millis) -> Result<Planned, StoreError> {
+pub fn apply(tx: &dyn Sql, outcome: &Outcome, now: Millis) -> Result<Planned, StoreError> {
     let mut opened: Vec<i64> = Vec::new();
     let resolve = |opened: &[i64], incident: IncidentRef| -> Result<i64, StoreError> {
         match incident {
@@ -77,37 +70,32 @@ pub fn apply(tx: &Transaction, outcome: &Outcome, now: Millis) -> Result<Planned
                 labels,
                 tiers,
             } => {
-                tx.execute(
-                    "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
-                     VALUES ('slack', ?1, ?2, ?3, ?4, ?5)",
-                    params![target, slo_id, labels, now, tiers_json(tiers)],
-                )
-                .map_err(failed("open incident"))?;
-                opened.push(tx.last_insert_rowid());
+                let id: i64 = tx
+                    .query_one(
+                        "open incident",
+                        "INSERT INTO incidents (sink, target, slo_id, labels, opened_at, tiers)
+                         VALUES ('slack', ?1, ?2, ?3, ?4, ?5) RETURNING id",
+                        params![target, slo_id, labels, now, tiers_json(tiers)],
+                    )?
+                    .get(0)?;
+                opened.push(id);
             }
             IncidentChange::Tiers { incident, tiers } => {
                 tx.execute(
+                    "update incident",
                     "UPDATE incidents SET tiers = ?1 WHERE id = ?2",
                     params![tiers_json(tiers), resolve(&opened, *incident)?],
-                )
-                .map_err(failed("update incident"))?;
+                )?;
             }
             IncidentChange::Close { incident } => {
                 tx.execute(
+                    "close incident",
                     "UPDATE incidents SET closed_at = ?1, tiers = '{}' WHERE id = ?2",
                     params![now, resolve(&opened, *incident)?],
-                )
-                .map_err(failed("close incident"))?;
+                )?;
             }
         }
     }
-    let mut insert = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO outbox
-                (natural_key, sink, order_key, incident_id, kind, payload, created_at, state, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
-        )
-        .map_err(failed("prepare queue"))?;
     let mut planned = Planned {
         queued: 0,
         silenced: outcome.silenced,
@@ -117,8 +105,14 @@ pub fn apply(tx: &Transaction, outcome: &Outcome, now: Millis) -> Result<Planned
             Order::Incident(incident) => Some(resolve(&opened, *incident)?),
             Order::Key(_) => None,
         };
-        let inserted = insert
-            .execute(params![
+        // A row whose natural key is already queued is not queued again.
+        let inserted = tx.execute(
+            "queue a notification",
+            "INSERT INTO outbox
+                (natural_key, sink, order_key, incident_id, kind, payload, created_at, state, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)
+             ON CONFLICT (natural_key) DO NOTHING",
+            params![
                 row.natural_key(incident),
                 row.sink.as_str(),
                 row.order_key(incident),
@@ -126,9 +120,9 @@ pub fn apply(tx: &Transaction, outcome: &Outcome, now: Millis) -> Result<Planned
                 row.kind.as_str(),
                 row.payload.to_string(),
                 now
-            ])
-            .map_err(failed("queue a notification"))?;
-        planned.queued += inserted;
+            ],
+        )?;
+        planned.queued += inserted as usize;
     }
     Ok(planned)
 }
@@ -136,7 +130,7 @@ pub fn apply(tx: &Transaction, outcome: &Outcome, now: Millis) -> Result<Planned
 /// Plans and queues the notifications of `events` inside `tx` (the planner over the open
 /// incidents of their SLOs, then [`apply`]).
 pub fn queue_events(
-    tx: &Transaction,
+    tx: &dyn Sql,
     plan: &Plan,
     events: &[(&Slo, &Event)],
     now: Millis,
@@ -149,11 +143,7 @@ pub fn queue_events(
 
 /// Closes the open Slack incidents of SLOs a reload removed, inside `tx`; returns the rows
 /// queued.
-pub fn queue_removed(
-    tx: &Transaction,
-    slo_ids: &[String],
-    now: Millis,
-) -> Result<usize, StoreError> {
+pub fn queue_removed(tx: &dyn Sql, slo_ids: &[String], now: Millis) -> Result<usize, StoreError> {
     let open = open_incidents(tx, slo_ids.iter().map(String::as_str))?;
     let outcome = outbox::plan_removed(open, slo_ids, now);
     Ok(apply(tx, &outcome, now)?.queued)

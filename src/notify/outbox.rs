@@ -922,7 +922,7 @@ mod tests {
     use crate::notify::fixtures;
     use crate::notify::matcher::Matcher;
     use crate::slo::TierKind;
-    use crate::store::Store;
+    use crate::store::{Sql as _, Store};
     use std::time::Duration;
 
     fn slo() -> Slo {
@@ -935,28 +935,33 @@ mod tests {
 
     /// (kind, channel, headline, broadcast) of every queued row, oldest first.
     fn queued(store: &Store) -> Vec<(String, String, String, bool)> {
-        let mut query = store
-            .connection()
-            .prepare("SELECT sink, kind, payload FROM outbox ORDER BY id")
-            .unwrap();
-        query
-            .query_map([], |row| {
-                let (sink, kind, payload): (String, String, String) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?);
+        store
+            .db()
+            .query(
+                "queued",
+                "SELECT sink, kind, payload FROM outbox ORDER BY id",
+                crate::store::params![],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| {
+                let (sink, kind, payload): (String, String, String) = (
+                    row.get(0).unwrap(),
+                    row.get(1).unwrap(),
+                    row.get(2).unwrap(),
+                );
                 let payload: Value = serde_json::from_str(&payload).unwrap();
                 let headline = payload["text"]
                     .as_str()
                     .map(|text| text.lines().next().unwrap_or("").to_string())
                     .unwrap_or_else(|| payload["labels"]["alertname"].to_string());
-                Ok((
+                (
                     format!("{sink}:{kind}"),
                     payload["channel"].as_str().unwrap_or("").to_string(),
                     headline,
                     payload["broadcast"].as_bool().unwrap_or(false),
-                ))
+                )
             })
-            .unwrap()
-            .map(Result::unwrap)
             .collect()
     }
 
@@ -987,240 +992,241 @@ mod tests {
 
     #[test]
     fn one_thread_per_incident_across_tiers_in_one_channel() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let mut notify = NotifyConfig::default();
-        notify.routes = vec![crate::config::notify::Route {
-            matchers: Vec::new(),
-            slack_channel: Some("#incidents".to_string()),
-        }];
-        let t = 1_700_000_000_000;
-        step(&mut store, &notify, TierKind::Ticket, Change::Firing, t);
-        step(&mut store, &notify, TierKind::Page, Change::Firing, t + 1);
-        step(&mut store, &notify, TierKind::Page, Change::Reminder, t + 2);
-        step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 3);
-        step(
-            &mut store,
-            &notify,
-            TierKind::Ticket,
-            Change::Resolved,
-            t + 4,
-        );
-        // Resolved again (a replayed cycle) with no open incident: nothing.
-        step(
-            &mut store,
-            &notify,
-            TierKind::Ticket,
-            Change::Resolved,
-            t + 5,
-        );
-        let rows: Vec<String> = queued(&store)
-            .into_iter()
-            .map(|(kind, channel, headline, broadcast)| {
-                format!(
-                    "{kind} {channel} {headline}{}",
-                    if broadcast { " (broadcast)" } else { "" }
+        for (_backend, mut store) in crate::store::testing::stores() {
+            let mut notify = NotifyConfig::default();
+            notify.routes = vec![crate::config::notify::Route {
+                matchers: Vec::new(),
+                slack_channel: Some("#incidents".to_string()),
+            }];
+            let t = 1_700_000_000_000;
+            step(&mut store, &notify, TierKind::Ticket, Change::Firing, t);
+            step(&mut store, &notify, TierKind::Page, Change::Firing, t + 1);
+            step(&mut store, &notify, TierKind::Page, Change::Reminder, t + 2);
+            step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 3);
+            step(
+                &mut store,
+                &notify,
+                TierKind::Ticket,
+                Change::Resolved,
+                t + 4,
+            );
+            // Resolved again (a replayed cycle) with no open incident: nothing.
+            step(
+                &mut store,
+                &notify,
+                TierKind::Ticket,
+                Change::Resolved,
+                t + 5,
+            );
+            let rows: Vec<String> = queued(&store)
+                .into_iter()
+                .map(|(kind, channel, headline, broadcast)| {
+                    format!(
+                        "{kind} {channel} {headline}{}",
+                        if broadcast { " (broadcast)" } else { "" }
+                    )
+                })
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    "slack:post #incidents WARNING: Slow error budget burn on order-service",
+                    "slack:update #incidents CRITICAL: Fast error budget burn on order-service",
+                    "slack:reply #incidents CRITICAL: Fast error budget burn on order-service (broadcast)",
+                    "slack:update #incidents CRITICAL: Fast error budget burn on order-service",
+                    "slack:reply #incidents STILL FIRING: Fast error budget burn on order-service",
+                    "slack:update #incidents WARNING: Slow error budget burn on order-service",
+                    "slack:reply #incidents RESOLVED: Fast error budget burn on order-service",
+                    "slack:update #incidents RESOLVED: Slow error budget burn on order-service",
+                    "slack:reply #incidents RESOLVED: Slow error budget burn on order-service",
+                ]
+            );
+            let open: i64 = store
+                .db()
+                .query_one(
+                    "open incidents",
+                    "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL",
+                    crate::store::params![],
                 )
-            })
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                "slack:post #incidents WARNING: Slow error budget burn on order-service",
-                "slack:update #incidents CRITICAL: Fast error budget burn on order-service",
-                "slack:reply #incidents CRITICAL: Fast error budget burn on order-service (broadcast)",
-                "slack:update #incidents CRITICAL: Fast error budget burn on order-service",
-                "slack:reply #incidents STILL FIRING: Fast error budget burn on order-service",
-                "slack:update #incidents WARNING: Slow error budget burn on order-service",
-                "slack:reply #incidents RESOLVED: Fast error budget burn on order-service",
-                "slack:update #incidents RESOLVED: Slow error budget burn on order-service",
-                "slack:reply #incidents RESOLVED: Slow error budget burn on order-service",
-            ]
-        );
-        let open: i64 = store
-            .connection()
-            .query_row(
-                "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
-        assert_eq!(open, 0);
-        // Firing again after the close opens a new incident with its own root.
-        let before = queued(&store).len();
-        let again = step(&mut store, &notify, TierKind::Ticket, Change::Firing, t + 9);
-        assert_eq!(again.queued, 1, "a new incident opens: {again:?}");
-        assert_eq!(queued(&store)[before].0, "slack:post");
+                .and_then(|row| row.get(0))
+                .unwrap();
+            assert_eq!(open, 0);
+            // Firing again after the close opens a new incident with its own root.
+            let before = queued(&store).len();
+            let again = step(&mut store, &notify, TierKind::Ticket, Change::Firing, t + 9);
+            assert_eq!(again.queued, 1, "a new incident opens: {again:?}");
+            assert_eq!(queued(&store)[before].0, "slack:post");
+        }
     }
 
     #[test]
     fn a_resolution_finds_its_thread_after_routes_change_and_is_never_silenced() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let t = 1_700_000_000_000;
-        let mut notify = NotifyConfig::default();
-        step(&mut store, &notify, TierKind::Page, Change::Firing, t);
-        // A reload sends pages elsewhere and silences everything.
-        notify.routes = vec![crate::config::notify::Route {
-            matchers: Vec::new(),
-            slack_channel: Some("#elsewhere".to_string()),
-        }];
-        notify.silences = vec![Silence {
-            id: "all".to_string(),
-            matchers: vec![Matcher::parse("service=~\".+\"").unwrap()],
-            starts_at: t,
-            ends_at: t + 100,
-            comment: String::new(),
-            created_by: String::new(),
-        }];
-        let planned = step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 1);
-        assert_eq!(
-            planned,
-            Planned {
-                queued: 2,
-                silenced: 0
-            }
-        );
-        let rows = queued(&store);
-        assert_eq!(
-            rows.iter()
-                .map(|(kind, channel, _, _)| format!("{kind} {channel}"))
-                .collect::<Vec<_>>(),
-            [
-                "slack:post #incidents",
-                "slack:update #incidents",
-                "slack:reply #incidents"
-            ]
-        );
+        for (_backend, mut store) in crate::store::testing::stores() {
+            let t = 1_700_000_000_000;
+            let mut notify = NotifyConfig::default();
+            step(&mut store, &notify, TierKind::Page, Change::Firing, t);
+            // A reload sends pages elsewhere and silences everything.
+            notify.routes = vec![crate::config::notify::Route {
+                matchers: Vec::new(),
+                slack_channel: Some("#elsewhere".to_string()),
+            }];
+            notify.silences = vec![Silence {
+                id: "all".to_string(),
+                matchers: vec![Matcher::parse("service=~\".+\"").unwrap()],
+                starts_at: t,
+                ends_at: t + 100,
+                comment: String::new(),
+                created_by: String::new(),
+            }];
+            let planned = step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 1);
+            assert_eq!(
+                planned,
+                Planned {
+                    queued: 2,
+                    silenced: 0
+                }
+            );
+            let rows = queued(&store);
+            assert_eq!(
+                rows.iter()
+                    .map(|(kind, channel, _, _)| format!("{kind} {channel}"))
+                    .collect::<Vec<_>>(),
+                [
+                    "slack:post #incidents",
+                    "slack:update #incidents",
+                    "slack:reply #incidents"
+                ]
+            );
+        }
     }
 
     #[test]
     fn due_rows_are_the_heads_of_their_orders() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let t = 1_700_000_000_000;
-        let notify = NotifyConfig::default();
-        // Incident A: post, then update + reply; incident B (a ticket, other channel): post.
-        step(&mut store, &notify, TierKind::Page, Change::Firing, t);
-        step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 1);
-        step(&mut store, &notify, TierKind::Ticket, Change::Firing, t + 2);
-        let ids = |rows: Vec<Row>| {
-            rows.iter()
-                .map(|row| (row.id, row.kind))
-                .collect::<Vec<_>>()
-        };
-        let now = crate::notify::deliver::wall_clock();
-        assert_eq!(
-            ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
-            [(1, Kind::Post), (4, Kind::Post)]
-        );
-        assert!(store.due(SinkFamily::Webhook, now, 10).unwrap().is_empty());
-        store
-            .mark_failed(1, "http_503", Some(now + 60_000), true)
-            .unwrap();
-        assert_eq!(
-            ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
-            [(4, Kind::Post)],
-            "a row waiting for its retry holds back its order only"
-        );
-        store.mark_delivered(1, now, Some("1.0")).unwrap();
-        assert_eq!(
-            ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
-            [(2, Kind::Update), (4, Kind::Post)]
-        );
-        assert_eq!(store.next_due(SinkFamily::Slack, now).unwrap(), None);
+        for (_backend, mut store) in crate::store::testing::stores() {
+            let t = 1_700_000_000_000;
+            let notify = NotifyConfig::default();
+            // Incident A: post, then update + reply; incident B (a ticket, other channel): post.
+            step(&mut store, &notify, TierKind::Page, Change::Firing, t);
+            step(&mut store, &notify, TierKind::Page, Change::Resolved, t + 1);
+            step(&mut store, &notify, TierKind::Ticket, Change::Firing, t + 2);
+            let ids = |rows: Vec<Row>| {
+                rows.iter()
+                    .map(|row| (row.id, row.kind))
+                    .collect::<Vec<_>>()
+            };
+            let now = crate::notify::deliver::wall_clock();
+            assert_eq!(
+                ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
+                [(1, Kind::Post), (4, Kind::Post)]
+            );
+            assert!(store.due(SinkFamily::Webhook, now, 10).unwrap().is_empty());
+            store
+                .mark_failed(1, "http_503", Some(now + 60_000), true)
+                .unwrap();
+            assert_eq!(
+                ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
+                [(4, Kind::Post)],
+                "a row waiting for its retry holds back its order only"
+            );
+            store.mark_delivered(1, now, Some("1.0")).unwrap();
+            assert_eq!(
+                ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
+                [(2, Kind::Update), (4, Kind::Post)]
+            );
+            assert_eq!(store.next_due(SinkFamily::Slack, now).unwrap(), None);
+        }
     }
 
     #[test]
     fn removing_an_slo_closes_its_threads() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let t = 1_700_000_000_000;
-        run(
-            &mut store,
-            &NotifyConfig::default(),
-            &[event(TierKind::Page, Change::Firing, t)],
-            t,
-        );
-        let closed = store
-            .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 1))
-            .unwrap();
-        assert_eq!(closed, 2);
-        let rows = queued(&store);
-        assert_eq!(
-            rows[1].2,
-            "ENDED: order-service-availability is no longer evaluated"
-        );
-        assert_eq!(
-            (rows[1].0.as_str(), rows[2].0.as_str()),
-            ("slack:update", "slack:reply")
-        );
-        let again = store
-            .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 2))
-            .unwrap();
-        assert_eq!(again, 0, "closed once");
+        for (_backend, mut store) in crate::store::testing::stores() {
+            let t = 1_700_000_000_000;
+            run(
+                &mut store,
+                &NotifyConfig::default(),
+                &[event(TierKind::Page, Change::Firing, t)],
+                t,
+            );
+            let closed = store
+                .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 1))
+                .unwrap();
+            assert_eq!(closed, 2);
+            let rows = queued(&store);
+            assert_eq!(
+                rows[1].2,
+                "ENDED: order-service-availability is no longer evaluated"
+            );
+            assert_eq!(
+                (rows[1].0.as_str(), rows[2].0.as_str()),
+                ("slack:update", "slack:reply")
+            );
+            let again = store
+                .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 2))
+                .unwrap();
+            assert_eq!(again, 0, "closed once");
+        }
     }
 
     #[test]
     fn default_routes_silences_and_other_sinks() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let mut notify = NotifyConfig::default();
-        notify.alertmanager = Some(crate::config::notify::AlertmanagerConfig {
-            url: "http://am:9093".to_string(),
-            resend_interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(5),
-        });
-        let t = 1_700_000_000_000;
-        notify.silences = vec![Silence {
-            id: "s1".to_string(),
-            matchers: vec![Matcher::parse("tier=\"ticket\"").unwrap()],
-            starts_at: t - 1,
-            ends_at: t + 10,
-            comment: String::new(),
-            created_by: String::new(),
-        }];
-        let planned = run(
-            &mut store,
-            &notify,
-            &[
-                event(TierKind::Page, Change::Firing, t),
-                event(TierKind::Ticket, Change::Firing, t),
-            ],
-            t,
-        );
-        assert_eq!(
-            planned,
-            Planned {
-                queued: 2,
-                silenced: 1
-            }
-        );
-        // After the silence ends, the ticket's next reminder opens its thread in #slo-alerts.
-        step(
-            &mut store,
-            &notify,
-            TierKind::Ticket,
-            Change::Reminder,
-            t + 20,
-        );
-        let rows = queued(&store);
-        assert_eq!(rows[0].0, "slack:post");
-        assert_eq!(rows[0].1, "#incidents");
-        assert_eq!(rows[1].0, "alertmanager:send");
-        assert_eq!(
-            (rows[2].0.as_str(), rows[2].1.as_str()),
-            ("slack:post", "#slo-alerts")
-        );
-        assert_eq!(
-            rows[2].2,
-            "WARNING: Slow error budget burn on order-service"
-        );
-        assert_eq!(
-            rows.len(),
-            3,
-            "reminders are not sent to Alertmanager: {rows:?}"
-        );
+        for (_backend, mut store) in crate::store::testing::stores() {
+            let mut notify = NotifyConfig::default();
+            notify.alertmanager = Some(crate::config::notify::AlertmanagerConfig {
+                url: "http://am:9093".to_string(),
+                resend_interval: Duration::from_secs(60),
+                timeout: Duration::from_secs(5),
+            });
+            let t = 1_700_000_000_000;
+            notify.silences = vec![Silence {
+                id: "s1".to_string(),
+                matchers: vec![Matcher::parse("tier=\"ticket\"").unwrap()],
+                starts_at: t - 1,
+                ends_at: t + 10,
+                comment: String::new(),
+                created_by: String::new(),
+            }];
+            let planned = run(
+                &mut store,
+                &notify,
+                &[
+                    event(TierKind::Page, Change::Firing, t),
+                    event(TierKind::Ticket, Change::Firing, t),
+                ],
+                t,
+            );
+            assert_eq!(
+                planned,
+                Planned {
+                    queued: 2,
+                    silenced: 1
+                }
+            );
+            // After the silence ends, the ticket's next reminder opens its thread in #slo-alerts.
+            step(
+                &mut store,
+                &notify,
+                TierKind::Ticket,
+                Change::Reminder,
+                t + 20,
+            );
+            let rows = queued(&store);
+            assert_eq!(rows[0].0, "slack:post");
+            assert_eq!(rows[0].1, "#incidents");
+            assert_eq!(rows[1].0, "alertmanager:send");
+            assert_eq!(
+                (rows[2].0.as_str(), rows[2].1.as_str()),
+                ("slack:post", "#slo-alerts")
+            );
+            assert_eq!(
+                rows[2].2,
+                "WARNING: Slow error budget burn on order-service"
+            );
+            assert_eq!(
+                rows.len(),
+                3,
+                "reminders are not sent to Alertmanager: {rows:?}"
+            );
+        }
     }
 
     #[test]

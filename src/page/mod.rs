@@ -20,7 +20,7 @@ use crate::engine::SavedAlert;
 use crate::history::{AlertSpan, Series, SloHistory, Span};
 use crate::replay::{format_labels, format_rate, format_time};
 use crate::slo::{Millis, Slo, TierKind, format_duration};
-use crate::store::{Store, StoreError, failed};
+use crate::store::{Dialect, Sql as _, Store, StoreError, params};
 
 pub mod chart;
 pub mod html;
@@ -367,15 +367,15 @@ pub struct Notification {
 impl Store {
     /// The incidents of one SLO, newest first (at most 50).
     pub fn slo_incidents(&self, slo_id: &str) -> Result<Vec<Incident>, StoreError> {
-        let mut query = self
-            .connection()
-            .prepare(
+        self.db()
+            .query(
+                "select incidents",
                 "SELECT labels, target, opened_at, closed_at, channel_id, root_ts FROM incidents
                  WHERE slo_id = ?1 ORDER BY id DESC LIMIT 50",
-            )
-            .map_err(failed("prepare incidents"))?;
-        let rows = query
-            .query_map([slo_id], |row| {
+                params![slo_id],
+            )?
+            .iter()
+            .map(|row| {
                 Ok(Incident {
                     labels: row.get(0)?,
                     target: row.get(1)?,
@@ -385,24 +385,27 @@ impl Store {
                     root_ts: row.get(5)?,
                 })
             })
-            .map_err(failed("select incidents"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(failed("read incidents"))
+            .collect()
     }
 
     /// The notifications of one SLO in the outbox, newest first (at most 100): those whose
     /// cause names it.
     pub fn slo_notifications(&self, slo_id: &str) -> Result<Vec<Notification>, StoreError> {
-        let mut query = self
-            .connection()
-            .prepare(
-                "SELECT id, sink, kind, state, attempts, created_at, delivered_at, last_error
-                 FROM outbox WHERE instr(natural_key, '|' || ?1 || '|') > 0
-                 ORDER BY id DESC LIMIT 100",
-            )
-            .map_err(failed("prepare notifications"))?;
-        let rows = query
-            .query_map([slo_id], |row| {
+        let names = match self.db().dialect() {
+            Dialect::Sqlite => "instr(natural_key, '|' || ?1 || '|') > 0",
+            Dialect::Postgres => "strpos(natural_key, '|' || ?1 || '|') > 0",
+        };
+        self.db()
+            .query(
+                "select notifications",
+                &format!(
+                    "SELECT id, sink, kind, state, attempts, created_at, delivered_at, last_error
+                     FROM outbox WHERE {names} ORDER BY id DESC LIMIT 100"
+                ),
+                params![slo_id],
+            )?
+            .iter()
+            .map(|row| {
                 Ok(Notification {
                     id: row.get(0)?,
                     sink: row.get(1)?,
@@ -414,9 +417,7 @@ impl Store {
                     last_error: row.get(7)?,
                 })
             })
-            .map_err(failed("select notifications"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(failed("read notifications"))
+            .collect()
     }
 }
 

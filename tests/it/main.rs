@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod browser;
+mod child;
 mod cli;
 mod delivery;
 mod differential;

@@ -22,7 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::prom::{Retry, log_tail};
+// `super::`, not `crate::`: the library's tests include this file too (`store::testing`).
+use super::child::{Retry, log_tail};
 
 /// The PostgreSQL major version the fixture is written against.
 const VERSION: &str = "15";

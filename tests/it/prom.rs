@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -394,22 +394,7 @@ impl Drop for Prometheus {
     }
 }
 
-/// Why a fixture's start-up should be tried again on another port.
-pub struct Retry(pub String);
-
-/// The last 8 KiB of a child's log file, headed with `name` and the path.
-pub fn log_tail(name: &str, path: &Path) -> String {
-    const TAIL: u64 = 8 * 1024;
-    let mut buf = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
-        let mut bytes = Vec::new();
-        let _ = f.read_to_end(&mut bytes);
-        buf = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    format!("--- {name} log ({}) ---\n{buf}", path.display())
-}
+pub use crate::child::{Retry, log_tail};
 
 /// Polls `ready` until it answers 200 within `timeout`. A child that exits because its port
 /// is taken is a [`Retry`]; any other exit, or no answer in time, panics with the log tail.

@@ -1,17 +1,28 @@
-//! The embedded database under `--state-dir`: alert states survive a restart, so a restart
-//! neither re-pages a firing alert nor forgets to resolve it.
+//! The state under `--state-dir` (SQLite, the embedded default) or in PostgreSQL
+//! (`state.backend: postgres`, for replicas that share it): alert states survive a restart,
+//! so a restart neither re-pages a firing alert nor forgets to resolve it.
 //!
 //! SQLite (rusqlite, bundled): one file, transactions, WAL, and a schema ops can inspect with
 //! the `sqlite3` shell. The schema version lives in `PRAGMA user_version`; each migration moves
 //! it by one, and a database from a newer burnwatch is refused rather than misread.
+//! PostgreSQL keeps the same tables (its migrations are `ha::migrate`'s list). Statements are
+//! written once over both ([`sql`]); checkpoints, hundreds of MiB at scale, are streamed as
+//! SQLite blob I/O on one and as 1 MiB chunk rows on the other.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
 use crate::engine::SavedAlert;
 use crate::slo::Millis;
+
+pub mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub(crate) use sql::params;
+pub use sql::{Db, Dialect, Row, Sql, Tx};
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: i64 = 4;
@@ -77,7 +88,7 @@ pub(crate) fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + 
 }
 
 pub struct Store {
-    connection: Connection,
+    db: Db,
     path: PathBuf,
 }
 
@@ -86,6 +97,12 @@ impl fmt::Debug for Store {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
 }
+
+/// How a PostgreSQL store is named in messages (never by its URL, which holds credentials).
+pub const POSTGRES_NAME: &str = "PostgreSQL";
+
+/// Chunk rows of a checkpoint in PostgreSQL are read this many at a time.
+const PG_CHUNKS_PER_READ: i64 = 4;
 
 impl Store {
     /// Opens (creating if needed) `burnwatch.db` in `dir` and migrates it to [`SCHEMA_VERSION`].
@@ -100,32 +117,53 @@ impl Store {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(failed("set synchronous"))?;
-        let mut store = Store { connection, path };
+        let mut store = Store {
+            db: Db::Sqlite(connection),
+            path,
+        };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Connects to the PostgreSQL database at `url` and migrates its schema. Errors never
+    /// repeat the URL.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            db: Db::Postgres(sql::Pg::connect(url)?),
+            path: PathBuf::from(POSTGRES_NAME),
+        })
     }
 
     /// A database that lives in memory only (the demo's outbox).
     pub fn in_memory() -> Result<Store, StoreError> {
         let connection = Connection::open_in_memory().map_err(failed("open"))?;
         let mut store = Store {
-            connection,
+            db: Db::Sqlite(connection),
             path: PathBuf::from(":memory:"),
         };
         store.migrate()?;
         Ok(store)
     }
 
+    /// Where the state lives: the SQLite file, or [`POSTGRES_NAME`].
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.connection
+    /// Statements outside a transaction (each commits alone).
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
-    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
-        &mut self.connection
+    /// Runs `work` in one transaction: committed if it succeeds, rolled back if it fails.
+    pub fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let transaction = self.db.transaction()?;
+        let result = work(&transaction)?;
+        transaction.commit()?;
+        Ok(result)
     }
 
     /// A random id of this database, made once: it tells this burnwatch's notification keys
@@ -135,8 +173,14 @@ impl Store {
             return Ok(id);
         }
         let id = format!("bw{:016x}", fastrand::u64(..));
-        self.set_meta("database_id", &id)?;
-        Ok(id)
+        // Replicas starting together agree on the first id written.
+        self.db.execute(
+            "write database id",
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+            params!["database_id", id],
+        )?;
+        self.meta("database_id")?
+            .ok_or_else(|| StoreError::new("the database id was not kept"))
     }
 
     /// Saves the alert states and, in the same transaction, whatever `also` writes (the
@@ -144,18 +188,19 @@ impl Store {
     pub fn save_cycle<T>(
         &mut self,
         alerts: &[SavedAlert],
-        also: impl FnOnce(&rusqlite::Transaction) -> Result<T, StoreError>,
+        also: impl FnOnce(&Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let transaction = self.connection.transaction().map_err(failed("begin"))?;
-        write_alerts(&transaction, alerts)?;
-        let result = also(&transaction)?;
-        transaction.commit().map_err(failed("commit"))?;
-        Ok(result)
+        self.transaction(|tx| {
+            write_alerts(tx, alerts)?;
+            also(tx)
+        })
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self
-            .connection
+        let Db::Sqlite(connection) = &mut self.db else {
+            return Ok(());
+        };
+        let version: i64 = connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(failed("read schema version"))?;
         if version > SCHEMA_VERSION {
@@ -165,8 +210,7 @@ impl Store {
             )));
         }
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let transaction = self
-                .connection
+            let transaction = connection
                 .transaction()
                 .map_err(failed("begin migration"))?;
             transaction
@@ -180,18 +224,15 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the saved alert states with `alerts`, atomically.
     /// Runs `work` in a transaction that leaves the alert states alone.
     pub fn save_cycle_notifications<T>(
         &mut self,
-        work: impl FnOnce(&rusqlite::Transaction) -> Result<T, StoreError>,
+        work: impl FnOnce(&Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let transaction = self.connection.transaction().map_err(failed("begin"))?;
-        let result = work(&transaction)?;
-        transaction.commit().map_err(failed("commit"))?;
-        Ok(result)
+        self.transaction(work)
     }
 
+    /// Replaces the saved alert states with `alerts`, atomically.
     pub fn save_alerts(&mut self, alerts: &[SavedAlert]) -> Result<(), StoreError> {
         self.save_cycle(alerts, |_| Ok(()))
     }
@@ -199,23 +240,15 @@ impl Store {
     /// The saved alert states; rows that cannot be read are skipped with a warning (a bad row
     /// must not keep the daemon from starting).
     pub fn load_alerts(&self) -> Result<Vec<SavedAlert>, StoreError> {
-        let mut query = self
-            .connection
-            .prepare("SELECT slo_id, labels, tier, state FROM alerts ORDER BY slo_id, labels, tier")
-            .map_err(failed("prepare select"))?;
-        let rows = query
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(failed("select alerts"))?;
+        let rows = self.db.query(
+            "select alerts",
+            "SELECT slo_id, labels, tier, state FROM alerts ORDER BY slo_id, labels, tier",
+            params![],
+        )?;
         let mut alerts = Vec::new();
         for row in rows {
-            let (slo_id, labels, tier, state) = row.map_err(failed("read alert"))?;
+            let (slo_id, labels, tier, state): (String, String, String, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
             let parsed = (|| {
                 let labels = serde_json::from_str(&labels).ok()?;
                 let tier = serde_json::from_value(serde_json::Value::String(tier)).ok()?;
@@ -263,27 +296,26 @@ impl Store {
         saved_at: Millis,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        self.connection
-            .execute(
-                "INSERT INTO histories (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
-                params![slo_id, saved_at, data],
-            )
-            .map_err(failed("save history"))?;
+        self.db.execute(
+            "save history",
+            "INSERT INTO histories (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
+             ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
+            params![slo_id, saved_at, data],
+        )?;
         Ok(())
     }
 
     /// Every saved history: (SLO id, bytes).
     pub fn load_histories(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut query = self
-            .connection
-            .prepare("SELECT slo_id, data FROM histories")
-            .map_err(failed("prepare histories"))?;
-        let rows = query
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(failed("select histories"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(failed("read histories"))
+        self.db
+            .query(
+                "select histories",
+                "SELECT slo_id, data FROM histories",
+                params![],
+            )?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?)))
+            .collect()
     }
 
     /// Forgets the checkpoints and histories of SLOs not in `keep`, and checkpoint rows no
@@ -296,73 +328,80 @@ impl Store {
             .filter(|id| !keep.contains(&id.as_str()))
             .collect();
         for id in saved {
-            self.connection
-                .execute(
-                    "DELETE FROM checkpoint_heads WHERE slo_id = ?1",
-                    params![id],
-                )
-                .map_err(failed("forget checkpoint"))?;
+            self.db.execute(
+                "forget checkpoint",
+                "DELETE FROM checkpoint_heads WHERE slo_id = ?1",
+                params![id],
+            )?;
         }
-        self.connection
-            .execute(
-                "DELETE FROM checkpoints WHERE rowid NOT IN (SELECT data_row FROM checkpoint_heads)",
-                [],
-            )
-            .map_err(failed("delete checkpoints"))?;
-        let histories: Vec<String> = {
-            let mut query = self
-                .connection
-                .prepare("SELECT slo_id FROM histories")
-                .map_err(failed("prepare select"))?;
-            let ids = query
-                .query_map([], |row| row.get::<_, String>(0))
-                .map_err(failed("select histories"))?;
-            ids.collect::<Result<Vec<String>, _>>()
-                .map_err(failed("read histories"))?
-                .into_iter()
-                .filter(|id| !keep.contains(&id.as_str()))
-                .collect()
+        let unkept = match self.db.dialect() {
+            Dialect::Sqlite => {
+                "DELETE FROM checkpoints WHERE rowid NOT IN (SELECT data_row FROM checkpoint_heads)"
+            }
+            // Their chunks go with them (ON DELETE CASCADE).
+            Dialect::Postgres => {
+                "DELETE FROM checkpoints WHERE id NOT IN (SELECT data_row FROM checkpoint_heads)"
+            }
         };
-        for id in histories {
-            self.connection
-                .execute("DELETE FROM histories WHERE slo_id = ?1", params![id])
-                .map_err(failed("delete history"))?;
+        self.db.execute("delete checkpoints", unkept, params![])?;
+        let histories = self.db.query(
+            "select histories",
+            "SELECT slo_id FROM histories",
+            params![],
+        )?;
+        for row in histories {
+            let id: String = row.get(0)?;
+            if !keep.contains(&id.as_str()) {
+                self.db.execute(
+                    "delete history",
+                    "DELETE FROM histories WHERE slo_id = ?1",
+                    params![id],
+                )?;
+            }
         }
         Ok(())
     }
 
-    /// The saved incremental states: (SLO id, when saved, bytes).
+    /// The rowid (SQLite) or id (PostgreSQL) of a checkpoint row.
+    fn checkpoint_key(&self) -> &'static str {
+        match self.db.dialect() {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres => "id",
+        }
+    }
+
     /// Every checkpoint kept, bytes included (all in memory).
     #[cfg(test)]
     fn load_checkpoints(&self) -> Result<Vec<(String, Millis, Vec<u8>)>, StoreError> {
-        let mut query = self
-            .connection
-            .prepare(
-                "SELECT h.slo_id, c.saved_at, c.data FROM checkpoint_heads h
-                 JOIN checkpoints c ON c.rowid = h.data_row",
-            )
-            .map_err(failed("prepare select"))?;
-        let rows = query
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .map_err(failed("select checkpoints"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(failed("read checkpoint"))
+        let mut all = Vec::new();
+        for (slo_id, saved_at) in self.checkpoint_times()? {
+            let data = self
+                .read_checkpoint(&slo_id, |reader| {
+                    let mut bytes = Vec::new();
+                    reader
+                        .read_to_end(&mut bytes)
+                        .map_err(|error| error.to_string())?;
+                    Ok(bytes)
+                })?
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            all.push((slo_id, saved_at, data));
+        }
+        Ok(all)
     }
 
     /// The checkpoints kept: (SLO id, when saved).
     pub fn checkpoint_times(&self) -> Result<Vec<(String, Millis)>, StoreError> {
-        let mut query = self
-            .connection
-            .prepare(
-                "SELECT h.slo_id, c.saved_at FROM checkpoint_heads h
-                 JOIN checkpoints c ON c.rowid = h.data_row",
-            )
-            .map_err(failed("prepare select"))?;
-        let rows = query
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(failed("select checkpoints"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(failed("read checkpoint"))
+        let sql = format!(
+            "SELECT h.slo_id, c.saved_at FROM checkpoint_heads h
+             JOIN checkpoints c ON c.{} = h.data_row ORDER BY h.slo_id",
+            self.checkpoint_key()
+        );
+        self.db
+            .query("select checkpoints", &sql, params![])?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?)))
+            .collect()
     }
 
     /// Decodes one SLO's checkpoint with `decode`, which reads the bytes as a stream (a
@@ -372,24 +411,34 @@ impl Store {
         slo_id: &str,
         decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, String>,
     ) -> Result<Option<Result<T, String>>, StoreError> {
-        let row: Option<i64> = self
-            .connection
-            .query_row(
-                "SELECT data_row FROM checkpoint_heads WHERE slo_id = ?1",
-                params![slo_id],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(failed("find checkpoint"))?;
-        let Some(row) = row else {
+        let Some(head) = self.db.query_opt(
+            "find checkpoint",
+            "SELECT data_row FROM checkpoint_heads WHERE slo_id = ?1",
+            params![slo_id],
+        )?
+        else {
             return Ok(None);
         };
-        let blob = self
-            .connection
-            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", row, true)
-            .map_err(failed("open checkpoint"))?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, blob);
-        Ok(Some(decode(&mut reader)))
+        let row: i64 = head.get(0)?;
+        match &self.db {
+            Db::Sqlite(connection) => {
+                let blob = connection
+                    .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", row, true)
+                    .map_err(failed("open checkpoint"))?;
+                let mut reader = std::io::BufReader::with_capacity(1 << 20, blob);
+                Ok(Some(decode(&mut reader)))
+            }
+            Db::Postgres(pg) => {
+                let mut reader = PgChunks {
+                    pg,
+                    checkpoint: row,
+                    next_offset: 0,
+                    chunks: std::collections::VecDeque::new(),
+                    current: std::io::Cursor::new(Vec::new()),
+                };
+                Ok(Some(decode(&mut reader)))
+            }
+        }
     }
 
     /// Begins writing one SLO's checkpoint of `size` bytes into a row of its own, beside the
@@ -401,17 +450,19 @@ impl Store {
         saved_at: Millis,
         size: usize,
     ) -> Result<i64, StoreError> {
-        self.connection
-            .execute(
-                "INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, zeroblob(?3))",
-                params![
-                    format!("{slo_id}{STAGED}{saved_at}-{:016x}", fastrand::u64(..)),
-                    saved_at,
-                    size as i64
-                ],
-            )
-            .map_err(failed("stage checkpoint"))?;
-        Ok(self.connection.last_insert_rowid())
+        let staged = format!("{slo_id}{STAGED}{saved_at}-{:016x}", fastrand::u64(..));
+        let sql = match self.db.dialect() {
+            Dialect::Sqlite => {
+                "INSERT INTO checkpoints (slo_id, saved_at, data) VALUES (?1, ?2, zeroblob(?3))
+                 RETURNING rowid"
+            }
+            Dialect::Postgres => {
+                "INSERT INTO checkpoints (slo_id, saved_at, size) VALUES (?1, ?2, ?3) RETURNING id"
+            }
+        };
+        self.db
+            .query_one("stage checkpoint", sql, params![staged, saved_at, size])?
+            .get(0)
     }
 
     /// Writes `bytes` at `offset` of a checkpoint being written.
@@ -421,85 +472,146 @@ impl Store {
         offset: usize,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        let mut blob = self
-            .connection
-            .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", row, false)
-            .map_err(failed("open staged checkpoint"))?;
-        blob.write_all_at(bytes, offset)
-            .map_err(failed("write checkpoint"))
+        match &self.db {
+            Db::Sqlite(connection) => {
+                let mut blob = connection
+                    .blob_open(rusqlite::MAIN_DB, "checkpoints", "data", row, false)
+                    .map_err(failed("open staged checkpoint"))?;
+                blob.write_all_at(bytes, offset)
+                    .map_err(failed("write checkpoint"))
+            }
+            Db::Postgres(pg) => pg
+                .execute(
+                    "write checkpoint",
+                    "INSERT INTO checkpoint_chunks (checkpoint_id, byte_offset, data)
+                     VALUES (?1, ?2, ?3)",
+                    params![row, offset, bytes],
+                )
+                .map(|_| ()),
+        }
     }
 
     /// Keeps the checkpoint written to `row` as `slo_id`'s, in one transaction, and drops the
     /// one it replaces.
     pub fn commit_checkpoint(&mut self, slo_id: &str, row: i64) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction().map_err(failed("begin"))?;
-        let previous: Option<i64> = transaction
-            .query_row(
-                "SELECT data_row FROM checkpoint_heads WHERE slo_id = ?1",
-                params![slo_id],
-                |found| found.get(0),
-            )
-            .optional()
-            .map_err(failed("find checkpoint"))?;
-        transaction
-            .execute(
+        let key = self.checkpoint_key();
+        self.transaction(|tx| {
+            let previous: Option<i64> = tx
+                .query_opt(
+                    "find checkpoint",
+                    "SELECT data_row FROM checkpoint_heads WHERE slo_id = ?1",
+                    params![slo_id],
+                )?
+                .map(|found| found.get(0))
+                .transpose()?;
+            tx.execute(
+                "keep checkpoint",
                 "INSERT INTO checkpoint_heads (slo_id, data_row) VALUES (?1, ?2)
                  ON CONFLICT(slo_id) DO UPDATE SET data_row = excluded.data_row",
                 params![slo_id, row],
-            )
-            .map_err(failed("keep checkpoint"))?;
-        if let Some(previous) = previous.filter(|previous| *previous != row) {
-            transaction
-                .execute(
-                    "DELETE FROM checkpoints WHERE rowid = ?1",
+            )?;
+            if let Some(previous) = previous.filter(|previous| *previous != row) {
+                tx.execute(
+                    "drop the checkpoint replaced",
+                    &format!("DELETE FROM checkpoints WHERE {key} = ?1"),
                     params![previous],
-                )
-                .map_err(failed("drop the checkpoint replaced"))?;
-        }
-        transaction.commit().map_err(failed("commit checkpoint"))
+                )?;
+            }
+            Ok(())
+        })
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.connection
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map(|_| ())
-            .map_err(failed("write meta"))
+        set_meta(&self.db, key, value)
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.connection
-            .query_row(
+        self.db
+            .query_opt(
+                "read meta",
                 "SELECT value FROM meta WHERE key = ?1",
                 params![key],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(failed("read meta"))
+            )?
+            .map(|row| row.get(0))
+            .transpose()
+    }
+}
+
+/// Sets `key` in the meta table, through `db` (a transaction or not).
+pub fn set_meta(db: &dyn Sql, key: &str, value: &str) -> Result<(), StoreError> {
+    db.execute(
+        "write meta",
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map(|_| ())
+}
+
+/// A checkpoint in PostgreSQL read as a stream, a few chunk rows at a time.
+struct PgChunks<'a> {
+    pg: &'a sql::Pg,
+    checkpoint: i64,
+    next_offset: i64,
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for PgChunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let read = self.current.read(buf)?;
+            if read > 0 || buf.is_empty() {
+                return Ok(read);
+            }
+            if let Some(chunk) = self.chunks.pop_front() {
+                self.current = std::io::Cursor::new(chunk);
+                continue;
+            }
+            let rows = self
+                .pg
+                .query(
+                    "read checkpoint",
+                    "SELECT byte_offset, data FROM checkpoint_chunks
+                     WHERE checkpoint_id = ?1 AND byte_offset >= ?2
+                     ORDER BY byte_offset LIMIT ?3",
+                    params![self.checkpoint, self.next_offset, PG_CHUNKS_PER_READ],
+                )
+                .map_err(std::io::Error::other)?;
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            for row in rows {
+                let (offset, data): (i64, Vec<u8>) = (
+                    row.get(0).map_err(std::io::Error::other)?,
+                    row.get(1).map_err(std::io::Error::other)?,
+                );
+                if offset != self.next_offset {
+                    return Err(std::io::Error::other(format!(
+                        "checkpoint {}: a chunk at byte {offset}, expected one at {}",
+                        self.checkpoint, self.next_offset
+                    )));
+                }
+                self.next_offset = offset + data.len() as i64;
+                self.chunks.push_back(data);
+            }
+        }
     }
 }
 
 /// Replaces the saved alert states with `alerts` inside `transaction`.
-fn write_alerts(
-    transaction: &rusqlite::Transaction,
-    alerts: &[SavedAlert],
-) -> Result<(), StoreError> {
-    transaction
-        .execute("DELETE FROM alerts", [])
-        .map_err(failed("clear alerts"))?;
-    let mut insert = transaction
-        .prepare_cached("INSERT INTO alerts (slo_id, labels, tier, state) VALUES (?1, ?2, ?3, ?4)")
-        .map_err(failed("prepare insert"))?;
+fn write_alerts(transaction: &Tx, alerts: &[SavedAlert]) -> Result<(), StoreError> {
+    transaction.execute("clear alerts", "DELETE FROM alerts", params![])?;
     for alert in alerts {
         let labels =
             serde_json::to_string(&alert.labels).map_err(|error| StoreError(error.to_string()))?;
         let state = serde_json::to_string(&(alert.alert, alert.tripped))
             .map_err(|error| StoreError(error.to_string()))?;
-        insert
-            .execute(params![alert.slo_id, labels, alert.tier.as_str(), state])
-            .map_err(failed("insert alert"))?;
+        transaction.execute(
+            "insert alert",
+            "INSERT INTO alerts (slo_id, labels, tier, state) VALUES (?1, ?2, ?3, ?4)",
+            params![&alert.slo_id, labels, alert.tier.as_str(), state],
+        )?;
     }
     Ok(())
 }
@@ -510,10 +622,11 @@ const STAGED: &str = "\u{1}";
 
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
-/// The one handle on the state store. A dedicated thread (`burnwatch-store`) owns the SQLite
-/// connection and runs the work sent to it one call at a time, in the order sent: no lock,
-/// and no SQLite call ever runs on the async runtime's threads. Clones share the thread,
-/// which ends when the last clone is dropped.
+/// The one handle on the state store. A dedicated thread (`burnwatch-store`) owns the
+/// connection (SQLite, or PostgreSQL with the runtime that drives it) and runs the work sent
+/// to it one call at a time, in the order sent: no lock, and no database call ever runs on
+/// the async runtime's threads. Clones share the thread, which ends when the last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct StoreHandle {
     jobs: std::sync::mpsc::Sender<Job>,
@@ -646,59 +759,102 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_is_written_in_chunks_kept_whole_and_read_as_a_stream() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut store = Store::open(dir.path()).expect("store");
-        store.save_checkpoint("a", 1, b"old").expect("save");
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        let rowid = store.begin_checkpoint("a", 2, data.len()).expect("begin");
-        // Being written: the kept one is still the old one.
-        assert_eq!(
-            store.checkpoint_times().expect("times"),
-            [("a".to_string(), 1)]
-        );
-        for (index, chunk) in data.chunks(65_536).enumerate() {
-            store
-                .write_checkpoint_at(rowid, index * 65_536, chunk)
-                .expect("write");
+    fn state_survives_reopening_on_both_backends() {
+        for (backend, mut store) in testing::stores() {
+            let saved = vec![SavedAlert {
+                slo_id: "orders-availability".to_string(),
+                labels: vec![("route".to_string(), "POST \"/orders\" ' ?1".to_string())],
+                tier: TierKind::Ticket,
+                alert: Alert {
+                    phase: Phase::Pending {
+                        since: 1_700_000_000_000,
+                    },
+                    announced: false,
+                    insufficient: true,
+                },
+                tripped: None,
+            }];
+            store.save_alerts(&saved).unwrap();
+            store.set_meta("k", "v1").unwrap();
+            store.set_meta("k", "v2").unwrap();
+            let id = store.database_id().unwrap();
+            store.save_history("a", 5, &[1, 2, 3]).unwrap();
+            store.save_history("a", 6, &[4]).unwrap();
+            store.save_history("b", 6, &[]).unwrap();
+            drop(store);
+            let mut store = backend.reopen();
+            assert_eq!(store.load_alerts().unwrap(), saved);
+            assert_eq!(store.meta("k").unwrap().as_deref(), Some("v2"));
+            assert_eq!(store.meta("absent").unwrap(), None);
+            assert_eq!(store.database_id().unwrap(), id);
+            let mut histories = store.load_histories().unwrap();
+            histories.sort();
+            assert_eq!(
+                histories,
+                [("a".to_string(), vec![4]), ("b".to_string(), vec![])]
+            );
+            store.retain_checkpoints(&["b"]).unwrap();
+            assert_eq!(store.load_histories().unwrap(), [("b".to_string(), vec![])]);
+            store.save_alerts(&[]).unwrap();
+            assert!(store.load_alerts().unwrap().is_empty());
         }
-        store.commit_checkpoint("a", rowid).expect("commit");
-        assert_eq!(
-            store.checkpoint_times().expect("times"),
-            [("a".to_string(), 2)]
-        );
-        let read = store
-            .read_checkpoint("a", |reader| {
-                let mut bytes = Vec::new();
-                reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-                Ok(bytes)
-            })
-            .expect("read")
-            .expect("present")
-            .expect("decoded");
-        assert_eq!(read, data);
-        assert!(
-            store
-                .read_checkpoint("b", |_| Ok(()))
+    }
+
+    #[test]
+    fn a_checkpoint_is_written_in_chunks_kept_whole_and_read_as_a_stream() {
+        for (_backend, mut store) in crate::store::testing::stores() {
+            store.save_checkpoint("a", 1, b"old").expect("save");
+            let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+            let rowid = store.begin_checkpoint("a", 2, data.len()).expect("begin");
+            // Being written: the kept one is still the old one.
+            assert_eq!(
+                store.checkpoint_times().expect("times"),
+                [("a".to_string(), 1)]
+            );
+            for (index, chunk) in data.chunks(65_536).enumerate() {
+                store
+                    .write_checkpoint_at(rowid, index * 65_536, chunk)
+                    .expect("write");
+            }
+            store.commit_checkpoint("a", rowid).expect("commit");
+            assert_eq!(
+                store.checkpoint_times().expect("times"),
+                [("a".to_string(), 2)]
+            );
+            let read = store
+                .read_checkpoint("a", |reader| {
+                    let mut bytes = Vec::new();
+                    reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+                    Ok(bytes)
+                })
                 .expect("read")
-                .is_none()
-        );
-        // A staged checkpoint a crash left behind is forgotten, the kept one stays.
-        store.begin_checkpoint("a", 3, 10).expect("begin");
-        store.retain_checkpoints(&["a"]).expect("retain");
-        assert_eq!(
-            store.checkpoint_times().expect("times"),
-            [("a".to_string(), 2)]
-        );
-        assert_eq!(store.load_checkpoints().expect("load").len(), 1);
-        // Only the kept one is left: the one it replaced and the half-written one are gone.
-        let rows: i64 = store
-            .connection()
-            .query_row("SELECT count(*) FROM checkpoints", [], |row| row.get(0))
-            .expect("count");
-        assert_eq!(rows, 1);
-        store.retain_checkpoints(&[]).expect("retain");
-        assert!(store.checkpoint_times().expect("times").is_empty());
+                .expect("present")
+                .expect("decoded");
+            assert_eq!(read, data);
+            assert!(
+                store
+                    .read_checkpoint("b", |_| Ok(()))
+                    .expect("read")
+                    .is_none()
+            );
+            // A staged checkpoint a crash left behind is forgotten, the kept one stays.
+            store.begin_checkpoint("a", 3, 10).expect("begin");
+            store.retain_checkpoints(&["a"]).expect("retain");
+            assert_eq!(
+                store.checkpoint_times().expect("times"),
+                [("a".to_string(), 2)]
+            );
+            assert_eq!(store.load_checkpoints().expect("load").len(), 1);
+            // Only the kept one is left: the one it replaced and the half-written one are gone.
+            let rows: i64 = store
+                .db()
+                .query_one("count", "SELECT count(*) FROM checkpoints", params![])
+                .and_then(|row| row.get(0))
+                .expect("count");
+            assert_eq!(rows, 1);
+            store.retain_checkpoints(&[]).expect("retain");
+            assert!(store.checkpoint_times().expect("times").is_empty());
+        }
     }
 
     #[tokio::test]
