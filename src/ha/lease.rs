@@ -96,6 +96,27 @@ impl Fence {
     pub async fn check(&self, transaction: &Transaction<'_>) -> Result<(), HaError> {
         fenced(transaction, &self.name, &self.holder, self.epoch).await
     }
+
+    /// The query [`fenced`] runs in the writing transaction (`$1`: the lease's name): the
+    /// lease row's epoch, holder and whether it is unexpired, locked `FOR SHARE`.
+    pub const QUERY: &'static str =
+        "SELECT epoch, holder, expires_at > now() FROM leases WHERE name = $1 FOR SHARE";
+
+    /// Whether the lease row [`Fence::QUERY`] read (`None`: no row) still lets this fence
+    /// write: held by our holder, at our epoch, unexpired.
+    pub fn admits(&self, row: Option<(i64, Option<String>, bool)>) -> Result<(), HaError> {
+        let (current, holder, live) = row.unwrap_or((0, None, false));
+        if current == self.epoch && holder.as_deref() == Some(self.holder.as_str()) && live {
+            Ok(())
+        } else {
+            Err(HaError::Fenced {
+                name: self.name.clone(),
+                ours: self.epoch,
+                current,
+                holder,
+            })
+        }
+    }
 }
 
 /// In `transaction`, before a leader's write: locks the lease row `FOR SHARE` and refuses
@@ -108,30 +129,21 @@ pub async fn fenced(
     epoch: i64,
 ) -> Result<(), HaError> {
     let row = transaction
-        .query_opt(
-            "SELECT epoch, holder, expires_at > now() FROM leases WHERE name = $1 FOR SHARE",
-            &[&name],
-        )
+        .query_opt(Fence::QUERY, &[&name])
         .await
         .map_err(HaError::db("check the lease"))?;
-    let (current, current_holder, live) = match row {
-        Some(row) => (
+    let fence = Fence {
+        name: name.to_string(),
+        holder: holder.to_string(),
+        epoch,
+    };
+    fence.admits(row.map(|row| {
+        (
             row.get::<_, i64>(0),
             row.get::<_, Option<String>>(1),
             row.get::<_, Option<bool>>(2).unwrap_or(false),
-        ),
-        None => (0, None, false),
-    };
-    if current == epoch && current_holder.as_deref() == Some(holder) && live {
-        Ok(())
-    } else {
-        Err(HaError::Fenced {
-            name: name.to_string(),
-            ours: epoch,
-            current,
-            holder: current_holder,
-        })
-    }
+        )
+    }))
 }
 
 /// One replica's view of the leases: a connection (made again after it breaks) and the

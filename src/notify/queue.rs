@@ -309,8 +309,8 @@ impl Store {
 
     pub fn save_silence(&mut self, silence: &Silence) -> Result<(), StoreError> {
         let matchers: Vec<String> = silence.matchers.iter().map(Matcher::to_string).collect();
-        self.db()
-            .execute(
+        self.leader_transaction(|tx| {
+            tx.execute(
                 "save silence",
                 "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -326,7 +326,8 @@ impl Store {
                     &silence.created_by
                 ],
             )
-            .map(|_| ())
+        })
+        .map(|_| ())
     }
 
     /// The order keys of the alerts Alertmanager has been told fire: their newest

@@ -67,11 +67,14 @@ const MIGRATIONS: [&str; 4] = [
 ];
 
 #[derive(Debug)]
-pub struct StoreError(String);
+pub struct StoreError {
+    message: String,
+    fenced: bool,
+}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "state store: {}", self.0)
+        write!(f, "state store: {}", self.message)
     }
 }
 
@@ -79,17 +82,50 @@ impl std::error::Error for StoreError {}
 
 impl StoreError {
     pub fn new(message: impl Into<String>) -> StoreError {
-        StoreError(message.into())
+        StoreError {
+            message: message.into(),
+            fenced: false,
+        }
+    }
+
+    /// A leader's write refused: this replica no longer leads (or never did).
+    fn fenced(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            fenced: true,
+        }
+    }
+
+    /// Whether the write was refused by the fence: a newer leader exists, the lease expired,
+    /// or this replica follows. Nothing was written; the replica must stop acting as leader.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
     }
 }
 
 pub(crate) fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |error| StoreError(format!("{context}: {error}"))
+    move |error| StoreError::new(format!("{context}: {error}"))
 }
 
 pub struct Store {
     db: Db,
     path: PathBuf,
+    fencing: Fencing,
+}
+
+/// Whether the leader's writes ([`Store::leader_transaction`]) are fenced. Replicas sharing a
+/// PostgreSQL database write alert states, notifications, checkpoints and silences only while
+/// they hold the lease: each such transaction first locks the lease row `FOR SHARE` and is
+/// refused unless it still names this replica at its epoch, unexpired (`ha::lease`).
+/// Delivery's writes (a row's outcome) are not leader writes: any replica delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fencing {
+    /// One replica (SQLite, or PostgreSQL without replicas): every write goes through.
+    Off,
+    /// Writes carry this fence.
+    Leader(crate::ha::Fence),
+    /// This replica does not lead: leader writes are refused.
+    Follower,
 }
 
 impl fmt::Debug for Store {
@@ -107,8 +143,9 @@ const PG_CHUNKS_PER_READ: i64 = 4;
 impl Store {
     /// Opens (creating if needed) `burnwatch.db` in `dir` and migrates it to [`SCHEMA_VERSION`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| StoreError(format!("cannot create {}: {error}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|error| {
+            StoreError::new(format!("cannot create {}: {error}", dir.display()))
+        })?;
         let path = dir.join("burnwatch.db");
         let connection = Connection::open(&path).map_err(failed("open"))?;
         connection
@@ -120,6 +157,7 @@ impl Store {
         let mut store = Store {
             db: Db::Sqlite(connection),
             path,
+            fencing: Fencing::Off,
         };
         store.migrate()?;
         Ok(store)
@@ -131,6 +169,7 @@ impl Store {
         Ok(Store {
             db: Db::Postgres(sql::Pg::connect(url)?),
             path: PathBuf::from(POSTGRES_NAME),
+            fencing: Fencing::Off,
         })
     }
 
@@ -140,6 +179,7 @@ impl Store {
         let mut store = Store {
             db: Db::Sqlite(connection),
             path: PathBuf::from(":memory:"),
+            fencing: Fencing::Off,
         };
         store.migrate()?;
         Ok(store)
@@ -156,11 +196,41 @@ impl Store {
     }
 
     /// Runs `work` in one transaction: committed if it succeeds, rolled back if it fails.
+    /// Not fenced: for delivery's writes, which any replica makes.
     pub fn transaction<T>(
         &mut self,
         work: impl FnOnce(&Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let transaction = self.db.transaction()?;
+        let result = work(&transaction)?;
+        transaction.commit()?;
+        Ok(result)
+    }
+
+    /// Sets how the leader's writes are fenced from now on. Fencing needs the lease table:
+    /// PostgreSQL only.
+    pub fn set_fencing(&mut self, fencing: Fencing) -> Result<(), StoreError> {
+        if fencing != Fencing::Off && self.db.dialect() != Dialect::Postgres {
+            return Err(StoreError::new(
+                "fencing needs the PostgreSQL backend (the lease lives there)",
+            ));
+        }
+        self.fencing = fencing;
+        Ok(())
+    }
+
+    pub fn fencing(&self) -> &Fencing {
+        &self.fencing
+    }
+
+    /// Runs a leader's `work` in one transaction that first checks the fence (see
+    /// [`Fencing`]): refused, with nothing written, unless this replica still leads.
+    pub fn leader_transaction<T>(
+        &mut self,
+        work: impl FnOnce(&Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let transaction = self.db.transaction()?;
+        check_fence(&transaction, &self.fencing)?;
         let result = work(&transaction)?;
         transaction.commit()?;
         Ok(result)
@@ -173,12 +243,14 @@ impl Store {
             return Ok(id);
         }
         let id = format!("bw{:016x}", fastrand::u64(..));
-        // Replicas starting together agree on the first id written.
-        self.db.execute(
-            "write database id",
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
-            params!["database_id", id],
-        )?;
+        // Replicas starting together agree on the first id written (by whichever leads).
+        self.leader_transaction(|tx| {
+            tx.execute(
+                "write database id",
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+                params!["database_id", id],
+            )
+        })?;
         self.meta("database_id")?
             .ok_or_else(|| StoreError::new("the database id was not kept"))
     }
@@ -190,7 +262,7 @@ impl Store {
         alerts: &[SavedAlert],
         also: impl FnOnce(&Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.transaction(|tx| {
+        self.leader_transaction(|tx| {
             write_alerts(tx, alerts)?;
             also(tx)
         })
@@ -204,7 +276,7 @@ impl Store {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(failed("read schema version"))?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError(format!(
+            return Err(StoreError::new(format!(
                 "{} has schema version {version}, newer than this burnwatch's {SCHEMA_VERSION}",
                 self.path.display()
             )));
@@ -224,12 +296,12 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `work` in a transaction that leaves the alert states alone.
+    /// Runs a leader's `work` in a transaction that leaves the alert states alone.
     pub fn save_cycle_notifications<T>(
         &mut self,
         work: impl FnOnce(&Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.transaction(work)
+        self.leader_transaction(work)
     }
 
     /// Replaces the saved alert states with `alerts`, atomically.
@@ -296,12 +368,14 @@ impl Store {
         saved_at: Millis,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        self.db.execute(
-            "save history",
-            "INSERT INTO histories (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
-             ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
-            params![slo_id, saved_at, data],
-        )?;
+        self.leader_transaction(|tx| {
+            tx.execute(
+                "save history",
+                "INSERT INTO histories (slo_id, saved_at, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(slo_id) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
+                params![slo_id, saved_at, data],
+            )
+        })?;
         Ok(())
     }
 
@@ -327,13 +401,6 @@ impl Store {
             .map(|(id, _)| id)
             .filter(|id| !keep.contains(&id.as_str()))
             .collect();
-        for id in saved {
-            self.db.execute(
-                "forget checkpoint",
-                "DELETE FROM checkpoint_heads WHERE slo_id = ?1",
-                params![id],
-            )?;
-        }
         let unkept = match self.db.dialect() {
             Dialect::Sqlite => {
                 "DELETE FROM checkpoints WHERE rowid NOT IN (SELECT data_row FROM checkpoint_heads)"
@@ -343,23 +410,31 @@ impl Store {
                 "DELETE FROM checkpoints WHERE id NOT IN (SELECT data_row FROM checkpoint_heads)"
             }
         };
-        self.db.execute("delete checkpoints", unkept, params![])?;
-        let histories = self.db.query(
-            "select histories",
-            "SELECT slo_id FROM histories",
-            params![],
-        )?;
-        for row in histories {
-            let id: String = row.get(0)?;
-            if !keep.contains(&id.as_str()) {
-                self.db.execute(
-                    "delete history",
-                    "DELETE FROM histories WHERE slo_id = ?1",
+        self.leader_transaction(|tx| {
+            for id in saved {
+                tx.execute(
+                    "forget checkpoint",
+                    "DELETE FROM checkpoint_heads WHERE slo_id = ?1",
                     params![id],
                 )?;
             }
-        }
-        Ok(())
+            tx.execute("delete checkpoints", unkept, params![])?;
+            for row in tx.query(
+                "select histories",
+                "SELECT slo_id FROM histories",
+                params![],
+            )? {
+                let id: String = row.get(0)?;
+                if !keep.contains(&id.as_str()) {
+                    tx.execute(
+                        "delete history",
+                        "DELETE FROM histories WHERE slo_id = ?1",
+                        params![id],
+                    )?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// The rowid (SQLite) or id (PostgreSQL) of a checkpoint row.
@@ -495,7 +570,7 @@ impl Store {
     /// one it replaces.
     pub fn commit_checkpoint(&mut self, slo_id: &str, row: i64) -> Result<(), StoreError> {
         let key = self.checkpoint_key();
-        self.transaction(|tx| {
+        self.leader_transaction(|tx| {
             let previous: Option<i64> = tx
                 .query_opt(
                     "find checkpoint",
@@ -522,7 +597,7 @@ impl Store {
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        set_meta(&self.db, key, value)
+        self.leader_transaction(|tx| set_meta(tx, key, value))
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -534,6 +609,36 @@ impl Store {
             )?
             .map(|row| row.get(0))
             .transpose()
+    }
+}
+
+/// Refuses a leader's transaction unless `fencing` lets it write (see [`Fencing`]). The lease
+/// row stays locked `FOR SHARE` until the transaction ends, so a takeover waits for it.
+fn check_fence(tx: &Tx, fencing: &Fencing) -> Result<(), StoreError> {
+    match fencing {
+        Fencing::Off => Ok(()),
+        Fencing::Follower => Err(StoreError::fenced(
+            "this replica does not hold the lease: it does not write",
+        )),
+        Fencing::Leader(fence) => {
+            let row = tx
+                .query_opt(
+                    "check the lease",
+                    crate::ha::Fence::QUERY,
+                    params![fence.name.as_str()],
+                )?
+                .map(|row| -> Result<_, StoreError> {
+                    Ok((
+                        row.get::<i64>(0)?,
+                        row.get::<Option<String>>(1)?,
+                        row.get::<Option<bool>>(2)?.unwrap_or(false),
+                    ))
+                })
+                .transpose()?;
+            fence
+                .admits(row)
+                .map_err(|refused| StoreError::fenced(refused.to_string()))
+        }
     }
 }
 
@@ -603,10 +708,10 @@ impl std::io::Read for PgChunks<'_> {
 fn write_alerts(transaction: &Tx, alerts: &[SavedAlert]) -> Result<(), StoreError> {
     transaction.execute("clear alerts", "DELETE FROM alerts", params![])?;
     for alert in alerts {
-        let labels =
-            serde_json::to_string(&alert.labels).map_err(|error| StoreError(error.to_string()))?;
+        let labels = serde_json::to_string(&alert.labels)
+            .map_err(|error| StoreError::new(error.to_string()))?;
         let state = serde_json::to_string(&(alert.alert, alert.tripped))
-            .map_err(|error| StoreError(error.to_string()))?;
+            .map_err(|error| StoreError::new(error.to_string()))?;
         transaction.execute(
             "insert alert",
             "INSERT INTO alerts (slo_id, labels, tier, state) VALUES (?1, ?2, ?3, ?4)",
@@ -653,7 +758,7 @@ impl StoreHandle {
                     job(&mut store);
                 }
             })
-            .map_err(|error| StoreError(format!("cannot start the store thread: {error}")))?;
+            .map_err(|error| StoreError::new(format!("cannot start the store thread: {error}")))?;
         Ok(StoreHandle { jobs, path })
     }
 
@@ -669,12 +774,12 @@ impl StoreHandle {
         let job: Job = Box::new(move |store| {
             // A panic in one call must not take the store away from every other caller.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(store)))
-                .unwrap_or_else(|_| Err(StoreError("a store call panicked".to_string())));
+                .unwrap_or_else(|_| Err(StoreError::new("a store call panicked".to_string())));
             reply(result);
         });
         self.jobs
             .send(job)
-            .map_err(|_| StoreError("the store thread has stopped".to_string()))
+            .map_err(|_| StoreError::new("the store thread has stopped".to_string()))
     }
 
     /// Runs `work` on the store's thread and waits for its answer without blocking the
@@ -688,7 +793,7 @@ impl StoreHandle {
             let _ = tx.send(result);
         })?;
         rx.await
-            .unwrap_or_else(|_| Err(StoreError("the store thread has stopped".to_string())))
+            .unwrap_or_else(|_| Err(StoreError::new("the store thread has stopped".to_string())))
     }
 
     /// Runs `work` on the store's thread and blocks the caller until it answers: for code off
@@ -702,7 +807,7 @@ impl StoreHandle {
             let _ = tx.send(result);
         })?;
         rx.recv()
-            .unwrap_or_else(|_| Err(StoreError("the store thread has stopped".to_string())))
+            .unwrap_or_else(|_| Err(StoreError::new("the store thread has stopped".to_string())))
     }
 }
 

@@ -387,3 +387,103 @@ async fn lease_a_lapsed_lease_is_taken_anew_with_the_next_epoch_even_by_its_hold
     assert_eq!(again.epoch, 2, "a lapsed lease is not renewed: {again:?}");
     assert!(again.since > first.since, "{again:?}");
 }
+
+/// The state store's leader writes carry the fence: the stale leader's cycle (alert states
+/// and the notifications they queue) is refused after a takeover and writes nothing, the new
+/// leader's goes through, a follower writes nothing, and delivery's writes need no lease.
+#[test]
+fn lease_a_stale_leaders_store_writes_are_refused_and_write_nothing() {
+    use burnwatch::alert::{Alert, Phase};
+    use burnwatch::engine::SavedAlert;
+    use burnwatch::slo::TierKind;
+    use burnwatch::store::{Fencing, Store};
+
+    let pg = Pg::start();
+    // The store drives PostgreSQL with a runtime of its own: the leases get another one.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut a, mut b) = (contender(&pg), contender(&pg));
+    let first = runtime
+        .block_on(a.acquire_or_renew(LEASE, "a", SHORT))
+        .expect("a asks");
+    assert!(first.leader, "{first:?}");
+    let alert = |since: i64| SavedAlert {
+        slo_id: "orders-availability".to_string(),
+        labels: vec![("route".to_string(), "POST /orders".to_string())],
+        tier: TierKind::Page,
+        alert: Alert {
+            phase: Phase::Pending { since },
+            announced: false,
+            insufficient: false,
+        },
+        tripped: None,
+    };
+
+    let mut store_a = Store::open_postgres(&pg.url()).expect("store a");
+    store_a
+        .set_fencing(Fencing::Leader(first.fence(LEASE).expect("a's fence")))
+        .expect("fence a");
+    store_a.save_alerts(&[alert(1)]).expect("the leader writes");
+    store_a.set_meta("k", "a").expect("the leader writes meta");
+
+    // a stops renewing; past the lease, b takes over with the next epoch.
+    std::thread::sleep(SHORT + Duration::from_millis(300));
+    let second = runtime
+        .block_on(b.acquire_or_renew(LEASE, "b", SHORT))
+        .expect("b asks");
+    assert!(
+        second.leader && second.epoch == first.epoch + 1,
+        "{second:?}"
+    );
+    let mut store_b = Store::open_postgres(&pg.url()).expect("store b");
+    store_b
+        .set_fencing(Fencing::Leader(second.fence(LEASE).expect("b's fence")))
+        .expect("fence b");
+
+    // a's cycle: refused as fenced, and its notification is not queued either.
+    let refused = store_a
+        .save_cycle(&[alert(2)], |tx| {
+            use burnwatch::store::Sql as _;
+            tx.execute(
+                "queue",
+                "INSERT INTO meta (key, value) VALUES ('queued-by-a', 'x')",
+                &[],
+            )
+        })
+        .expect_err("a stale leader's cycle is refused");
+    assert!(refused.is_fenced(), "{refused}");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&format!("epoch {}", second.epoch))
+            && message.contains(&format!("carries epoch {}", first.epoch)),
+        "{message}"
+    );
+    for write in [
+        store_a.set_meta("k", "a-late"),
+        store_a.save_history("orders-availability", 3, &[1]),
+        store_a.retain_checkpoints(&[]),
+    ] {
+        assert!(write.as_ref().is_err_and(|e| e.is_fenced()), "{write:?}");
+    }
+    assert_eq!(store_b.load_alerts().expect("load"), [alert(1)]);
+    assert_eq!(store_b.meta("k").expect("meta").as_deref(), Some("a"));
+    assert_eq!(store_b.meta("queued-by-a").expect("meta"), None);
+    assert!(store_b.load_histories().expect("histories").is_empty());
+
+    // The new leader writes; a follower does not; delivery's writes need no lease.
+    store_b.save_alerts(&[alert(3)]).expect("b writes");
+    assert_eq!(store_a.load_alerts().expect("load"), [alert(3)]);
+    store_a.set_fencing(Fencing::Follower).expect("a follows");
+    let follower = store_a
+        .save_alerts(&[])
+        .expect_err("a follower does not write");
+    assert!(follower.is_fenced(), "{follower}");
+    store_a
+        .mark_delivered(1, 4, None)
+        .expect("delivery's writes are not fenced");
+    // Fencing needs the lease table: SQLite refuses it.
+    let mut sqlite = Store::in_memory().expect("sqlite");
+    assert!(sqlite.set_fencing(Fencing::Follower).is_err());
+}
