@@ -201,10 +201,7 @@ impl Store {
         &mut self,
         work: impl FnOnce(&Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let transaction = self.db.transaction()?;
-        let result = work(&transaction)?;
-        transaction.commit()?;
-        Ok(result)
+        run_transaction(&mut self.db, &Fencing::Off, work)
     }
 
     /// Sets how the leader's writes are fenced from now on. Fencing needs the lease table:
@@ -229,11 +226,7 @@ impl Store {
         &mut self,
         work: impl FnOnce(&Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let transaction = self.db.transaction()?;
-        check_fence(&transaction, &self.fencing)?;
-        let result = work(&transaction)?;
-        transaction.commit()?;
-        Ok(result)
+        run_transaction(&mut self.db, &self.fencing, work)
     }
 
     /// A random id of this database, made once: it tells this burnwatch's notification keys
@@ -610,6 +603,20 @@ impl Store {
             .map(|row| row.get(0))
             .transpose()
     }
+}
+
+/// Runs `work` in one transaction on `db`, first checking `fencing`: committed if it
+/// succeeds, rolled back (dropped) if anything fails.
+fn run_transaction<T>(
+    db: &mut Db,
+    fencing: &Fencing,
+    work: impl FnOnce(&Tx) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let transaction = db.transaction()?;
+    check_fence(&transaction, fencing)?;
+    let result = work(&transaction)?;
+    transaction.commit()?;
+    Ok(result)
 }
 
 /// Refuses a leader's transaction unless `fencing` lets it write (see [`Fencing`]). The lease

@@ -589,7 +589,7 @@ impl Db {
         }
     }
 
-    fn sql(&self) -> &dyn Sql {
+    fn backend(&self) -> &dyn Sql {
         match self {
             Db::Sqlite(connection) => connection,
             Db::Postgres(pg) => pg,
@@ -607,7 +607,7 @@ impl Tx<'_> {
         }
     }
 
-    fn sql(&self) -> &dyn Sql {
+    fn backend(&self) -> &dyn Sql {
         match self {
             Tx::Sqlite(transaction) => &**transaction,
             Tx::Postgres(transaction) => transaction,
@@ -615,25 +615,25 @@ impl Tx<'_> {
     }
 }
 
-impl Sql for Db {
-    fn dialect(&self) -> Dialect {
-        self.sql().dialect()
-    }
+/// What runs its statements on another [`Sql`]: [`Db`] and [`Tx`] pass them on to the
+/// backend's connection or transaction.
+trait Delegate {
+    fn sql(&self) -> &dyn Sql;
+}
 
-    fn execute(&self, what: &str, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-        self.sql().execute(what, sql, params)
-    }
-
-    fn batch(&self, what: &str, sql: &str) -> Result<(), StoreError> {
-        self.sql().batch(what, sql)
-    }
-
-    fn query(&self, what: &str, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-        self.sql().query(what, sql, params)
+impl Delegate for Db {
+    fn sql(&self) -> &dyn Sql {
+        self.backend()
     }
 }
 
-impl Sql for Tx<'_> {
+impl Delegate for Tx<'_> {
+    fn sql(&self) -> &dyn Sql {
+        self.backend()
+    }
+}
+
+impl<T: Delegate> Sql for T {
     fn dialect(&self) -> Dialect {
         self.sql().dialect()
     }
