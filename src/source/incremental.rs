@@ -148,10 +148,6 @@ impl RawSeries {
         (!self.offsets.is_empty()).then(|| self.at(self.offsets.len() - 1))
     }
 
-    fn last_value(&self) -> Option<f64> {
-        self.values.last().copied()
-    }
-
     /// Appends a sample after the last one. Grows by an eighth at a time: a series holds a
     /// steady number of samples, so doubling would waste up to half.
     fn push(&mut self, at: Millis, value: f64) {
@@ -214,11 +210,25 @@ impl RawSeries {
     }
 }
 
+/// One series, stored once even when both selectors match it (the error series of a ratio
+/// SLI are also in its total: a third of the raw samples at 10,000 instances).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SeriesState {
-    role: Role,
+    /// Per role (numerator, total): the last sample whose increase that role counted, or
+    /// `None` while the role's selector has not matched the series. Each role counts the
+    /// increases between the samples its own answers held, as if it stored them alone.
+    last: [Option<(Millis, f64)>; 2],
     /// Samples of the last [`RAW_HORIZON`] (and a little more).
     raw: RawSeries,
+}
+
+impl SeriesState {
+    /// The roles whose selector matches this series.
+    fn roles(&self) -> impl Iterator<Item = Role> + '_ {
+        [Role::Numerator, Role::Total]
+            .into_iter()
+            .filter(|role| self.last[*role as usize].is_some())
+    }
 }
 
 /// One SLO instance: its series and its buckets.
@@ -282,8 +292,10 @@ struct WarmStart {
     counted_until: (Millis, Millis),
 }
 
-/// A series by its role and full label set.
-type SeriesKey = (Role, Vec<(String, String)>);
+/// A series by its full label set, and its role when the numerator and the total group by
+/// different labels (then a series matched by both belongs to two instances and is stored
+/// twice; otherwise `None`: stored once for both).
+type SeriesKey = (Option<Role>, Vec<(String, String)>);
 
 /// The state of an [`Incremental`] as saved across restarts (MessagePack in the store).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -694,15 +706,26 @@ impl Incremental {
             })
     }
 
+    /// The role part of a series' key (see [`SeriesKey`]).
+    fn key_role(&self, role: Role) -> Option<Role> {
+        (self.numerator.by != self.total.by).then_some(role)
+    }
+
     /// Rebuilds `series_index` from the instances.
     fn reindex(&mut self) {
         self.series_index.clear();
+        let shared = self.numerator.by == self.total.by;
         for (instance, state) in &self.instances {
             for (index, series) in state.series.iter().enumerate() {
-                self.series_index.insert(
-                    (series.role, series.raw.labels.clone()),
-                    (instance.clone(), index),
-                );
+                let roles: Vec<Option<Role>> = if shared {
+                    vec![None]
+                } else {
+                    series.roles().map(Some).collect()
+                };
+                for role in roles {
+                    self.series_index
+                        .insert((role, series.raw.labels.clone()), (instance.clone(), index));
+                }
             }
         }
     }
@@ -711,14 +734,14 @@ impl Incremental {
     /// With `counted_until` (5-minute, hourly), increases at or before those times are not
     /// added to those buckets (the warm start's `query_range`s already counted them).
     fn ingest(&mut self, role: Role, piece: RangeSeries, counted_until: Option<(Millis, Millis)>) {
-        let key = (role, piece.labels);
+        let key = (self.key_role(role), piece.labels);
         let (instance, index) = match self.series_index.get(&key) {
             Some(found) => found.clone(),
             None => {
                 let instance = group_key(self.query(role), &key.1);
                 let state = self.buckets(&instance);
                 state.series.push(SeriesState {
-                    role,
+                    last: [None, None],
                     raw: RawSeries::new(key.1.clone()),
                 });
                 let index = state.series.len() - 1;
@@ -728,12 +751,13 @@ impl Incremental {
         };
         let (medium_until, hours_until) = counted_until.unwrap_or((Millis::MIN, Millis::MIN));
         let state = self.buckets(&instance);
-        let raw = &mut state.series[index].raw;
+        let series = &mut state.series[index];
         for (at, value) in piece.samples {
-            if !value.is_finite() || raw.last_timestamp().is_some_and(|last| at <= last) {
+            let last = &mut series.last[role as usize];
+            if !value.is_finite() || last.is_some_and(|(last_at, _)| at <= last_at) {
                 continue;
             }
-            if let Some(previous) = raw.last_value() {
+            if let Some((_, previous)) = *last {
                 let increase = if value < previous {
                     value
                 } else {
@@ -746,7 +770,11 @@ impl Incremental {
                     state.coarse.add(at, role, increase);
                 }
             }
-            raw.push(at, value);
+            *last = Some((at, value));
+            // The other role's answer may have stored it already.
+            if series.raw.last_timestamp().is_none_or(|stored| stored < at) {
+                series.raw.push(at, value);
+            }
         }
     }
 
@@ -791,7 +819,9 @@ impl Incremental {
             let mut sums = [None::<f64>; 2];
             for series in &state.series {
                 if let Some(increase) = series.raw.increase(now - window, now) {
-                    *sums[series.role as usize].get_or_insert(0.0) += increase;
+                    for role in series.roles() {
+                        *sums[role as usize].get_or_insert(0.0) += increase;
+                    }
                 }
             }
             [sums[0].unwrap_or(0.0), sums[1]?]
@@ -843,6 +873,81 @@ mod tests {
                 reference.increase(now - window, now)
             );
         }
+    }
+
+    fn ratio_slo(by: &str) -> Slo {
+        let spec = format!(
+            "version: burnwatch/v1\nservice: orders\nslos:\n  - name: availability\n    \
+             objective: 99.9\n    sli:\n      ratio:\n        errors: requests_total{{code=\"500\"}}\n        \
+             total: requests_total\n    group_by: [{by}]\n"
+        );
+        match crate::config::load_str("spec.yaml", &spec, std::path::Path::new(".")) {
+            Ok(crate::config::Document::Slos(mut slos)) => slos.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn piece(code: &str, samples: &[(Millis, f64)]) -> RangeSeries {
+        RangeSeries {
+            labels: vec![
+                ("__name__".to_string(), "requests_total".to_string()),
+                ("code".to_string(), code.to_string()),
+                ("route".to_string(), "a".to_string()),
+            ],
+            samples: samples.to_vec(),
+        }
+    }
+
+    /// A series both selectors match (an error series is also in the total) is stored once,
+    /// and each role counts its increases as if it stored the series alone, whatever order
+    /// their answers come in.
+    #[test]
+    fn a_series_of_both_roles_is_stored_once_and_counted_for_each() {
+        let t = 1_700_000_000_000;
+        let errors: Vec<(Millis, f64)> =
+            (0..10).map(|i| (t + i * 30_000, (i * 2) as f64)).collect();
+        let ok: Vec<(Millis, f64)> = (0..10)
+            .map(|i| (t + i * 30_000, (i * 100) as f64))
+            .collect();
+        let now = t + 9 * 30_000;
+        let window = Duration::from_secs(300);
+        let mut shared = Incremental::new(&ratio_slo("route")).expect("incremental");
+        // The total's answer first for the first half, the numerator's first for the rest.
+        shared.ingest(Role::Total, piece("500", &errors[..5]), None);
+        shared.ingest(Role::Total, piece("200", &ok[..5]), None);
+        shared.ingest(Role::Numerator, piece("500", &errors[..5]), None);
+        shared.ingest(Role::Numerator, piece("500", &errors[5..]), None);
+        shared.ingest(Role::Total, piece("500", &errors[3..]), None);
+        shared.ingest(Role::Total, piece("200", &ok[5..]), None);
+        let instance = vec![("route".to_string(), "a".to_string())];
+        let state = &shared.instances[&instance];
+        assert_eq!(state.series.len(), 2, "the error series is stored once");
+        assert!(
+            state
+                .series
+                .iter()
+                .all(|series| series.raw.offsets.len() == 10)
+        );
+        let value = shared.measure(&instance, now, window).expect("a value");
+        // 9 steps of +2 errors and of +100 + 2 requests.
+        assert_eq!((value.bad, value.total), (18.0, 918.0));
+        // The buckets count each role once too.
+        let ring = state.medium.sum(t - HOUR, now + HOUR);
+        assert_eq!(ring, [18.0, 918.0]);
+
+        // Grouped differently, the roles' series belong to different instances: kept apart.
+        let mut apart = Incremental::new(&ratio_slo("route")).expect("incremental");
+        apart.total.by = vec!["code".to_string()];
+        apart.ingest(Role::Numerator, piece("500", &errors), None);
+        apart.ingest(Role::Total, piece("500", &errors), None);
+        let series: usize = apart
+            .instances
+            .values()
+            .map(|state| state.series.len())
+            .sum();
+        assert_eq!(series, 2);
+        apart.reindex();
+        assert_eq!(apart.series_index.len(), 2);
     }
 
     #[test]
