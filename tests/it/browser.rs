@@ -161,6 +161,20 @@ impl Browser {
         );
     }
 
+    /// Waits until `condition` (a JavaScript expression) holds in the page: after a click
+    /// that navigates, chromedriver may answer before the new page has loaded. Panics after
+    /// 20 s, naming what it waited for.
+    pub(crate) fn wait_until(&self, what: &str, condition: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let script = format!("return document.readyState === 'complete' && Boolean({condition});");
+        while self.eval(&script) != Value::Bool(true) {
+            if std::time::Instant::now() > deadline {
+                panic!("waited 20 s for {what} ({condition})");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// The page as PNG.
     pub(crate) fn screenshot(&self) -> Vec<u8> {
         let encoded = self.command(reqwest::Method::GET, "/screenshot", Value::Null);
@@ -282,6 +296,10 @@ fn the_status_page_shows_a_firing_incident_with_its_charts_and_escapes_labels() 
     browser.goto(&serve.url("/"));
     browser.type_into("#q", "no-such-service");
     browser.click("#apply");
+    browser.wait_until(
+        "the search's page",
+        "location.search.includes('q=no-such-service')",
+    );
     let after = browser.eval(
         "return {rows: document.querySelectorAll('tr.slo-row').length, search: location.search};",
     );
@@ -298,6 +316,10 @@ fn the_status_page_shows_a_firing_incident_with_its_charts_and_escapes_labels() 
     // interval, the label as text.
     browser.goto(&serve.url("/"));
     browser.click("tr.slo-row a");
+    browser.wait_until(
+        "the SLO's page",
+        "location.pathname.startsWith('/slo/') && document.querySelector('section.instance h3')",
+    );
     let page = browser.eval(
         "return {url: location.pathname,
                  paths: [...document.querySelectorAll('svg.chart path.burn')].map(p => p.getAttribute('d')),
