@@ -4,8 +4,10 @@
 //! pending rows).
 //!
 //! `cargo bench --bench outbox` queues 750 and 15,000 pending Slack rows (three per incident:
-//! the post, the update and the reply of an incident that fired and resolved). Under
-//! `cargo test` (no `--bench` argument) it runs a small smoke size.
+//! the post, the update and the reply of an incident that fired and resolved), on SQLite and
+//! on PostgreSQL (Debian's PostgreSQL 15, started by the tests' fixture in a temp dir), and
+//! prints both with PostgreSQL's time as a multiple of SQLite's. Under `cargo test` (no
+//! `--bench` argument) it runs a small smoke size.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,13 @@ use burnwatch::notify::apply;
 use burnwatch::notify::outbox::{Plan, SinkFamily, SlackKind};
 use burnwatch::slo::{Slo, TierKind, WindowPair};
 use burnwatch::store::Store;
+
+#[allow(dead_code)]
+#[path = "../tests/it/child.rs"]
+mod child;
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/pg.rs"]
+mod pg;
 
 fn slo() -> Slo {
     let spec = "version: burnwatch/v1\nservice: order-service\nslos:\n  - name: availability\n    objective: 99.9\n    sli:\n      ratio:\n        errors: requests_total{code=\"500\"}\n        total: requests_total\n";
@@ -51,10 +60,9 @@ fn event(slo: &Slo, route: usize, change: Change, at: i64) -> Event {
     }
 }
 
-/// A store with `incidents` incidents that fired and resolved: three rows each.
-fn filled(incidents: usize) -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut store = Store::open(dir.path()).expect("store");
+/// Fills `store` with `incidents` incidents that fired and resolved (three rows each, in two
+/// cycles); returns the mean time of a cycle's transaction (alert states, plan, rows).
+fn fill(store: &mut Store, incidents: usize) -> Duration {
     let slo = slo();
     let notify = NotifyConfig::default();
     let plan = Plan {
@@ -64,6 +72,7 @@ fn filled(incidents: usize) -> (tempfile::TempDir, Store) {
         external_url: "http://127.0.0.1:9099",
     };
     let t = 1_700_000_000_000;
+    let started = Instant::now();
     for (offset, change) in [(0, Change::Firing), (1, Change::Resolved)] {
         let events: Vec<Event> = (0..incidents)
             .map(|route| event(&slo, route, change, t + offset))
@@ -73,7 +82,27 @@ fn filled(incidents: usize) -> (tempfile::TempDir, Store) {
             .save_cycle(&[], |tx| apply::queue_events(tx, &plan, &pairs, t + offset))
             .expect("plan");
     }
-    (dir, store)
+    started.elapsed() / 2
+}
+
+/// What one backend took: a cycle's transaction, `due`, and `depth` (the baseline).
+struct Timings {
+    cycle: Duration,
+    due: Duration,
+    depth: Duration,
+}
+
+fn measure(store: &mut Store, incidents: usize) -> Timings {
+    let cycle = fill(store, incidents);
+    let now = i64::MAX / 2;
+    let due = time(20, || {
+        let rows = store.due(SinkFamily::Slack, now, 256).expect("due");
+        assert_eq!(rows.len(), incidents.min(256));
+    });
+    let depth = time(20, || {
+        store.depth().expect("depth");
+    });
+    Timings { cycle, due, depth }
 }
 
 fn time(runs: u32, mut work: impl FnMut()) -> Duration {
@@ -85,25 +114,38 @@ fn time(runs: u32, mut work: impl FnMut()) -> Duration {
     started.elapsed() / runs
 }
 
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let sizes: &[usize] = if full { &[250, 5_000] } else { &[50] };
     for &incidents in sizes {
-        let (_dir, store) = filled(incidents);
-        let pending: i64 = store.depth().expect("depth").iter().map(|(_, n)| n).sum();
-        let now = i64::MAX / 2;
-        let due = time(20, || {
-            let rows = store.due(SinkFamily::Slack, now, 256).expect("due");
-            assert_eq!(rows.len(), incidents.min(256));
-        });
-        let baseline = time(20, || {
-            store.depth().expect("depth");
-        });
-        println!(
-            "{pending} pending rows in {incidents} incidents: due {:.2} ms, depth (baseline) {:.2} ms: {:.2}x the baseline",
-            due.as_secs_f64() * 1e3,
-            baseline.as_secs_f64() * 1e3,
-            due.as_secs_f64() / baseline.as_secs_f64()
-        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sqlite = Store::open(dir.path()).expect("SQLite store");
+        let server = pg::Pg::start();
+        let mut postgres = Store::open_postgres(&server.url()).expect("PostgreSQL store");
+        let pending: i64 = {
+            let on_sqlite = measure(&mut sqlite, incidents);
+            let on_postgres = measure(&mut postgres, incidents);
+            for (name, timings) in [("SQLite", &on_sqlite), ("PostgreSQL", &on_postgres)] {
+                println!(
+                    "{name}, {incidents} incidents: a cycle's transaction {:.1} ms; due {:.2} ms, depth (baseline) {:.2} ms: {:.2}x the baseline",
+                    ms(timings.cycle),
+                    ms(timings.due),
+                    ms(timings.depth),
+                    timings.due.as_secs_f64() / timings.depth.as_secs_f64()
+                );
+            }
+            println!(
+                "PostgreSQL against SQLite: cycle {:.2}x, due {:.2}x",
+                on_postgres.cycle.as_secs_f64() / on_sqlite.cycle.as_secs_f64(),
+                on_postgres.due.as_secs_f64() / on_sqlite.due.as_secs_f64()
+            );
+            sqlite.depth().expect("depth").iter().map(|(_, n)| n).sum()
+        };
+        println!("({pending} pending rows)");
+        drop(postgres);
     }
 }
