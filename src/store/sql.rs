@@ -427,7 +427,12 @@ fn postgres_row(row: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error>
 pub struct Pg {
     runtime: tokio::runtime::Runtime,
     client: tokio_postgres::Client,
+    /// Statements prepared on this connection, by their PostgreSQL text: each is prepared
+    /// once, so a statement run again costs one round trip instead of two.
+    statements: Statements,
 }
+
+type Statements = std::cell::RefCell<std::collections::HashMap<String, tokio_postgres::Statement>>;
 
 impl Pg {
     /// Connects to the database at `url` and migrates its schema. Errors never repeat the URL.
@@ -443,7 +448,11 @@ impl Pg {
             Ok::<_, crate::ha::HaError>(client)
         });
         let client = client.map_err(|error| StoreError::new(error.to_string()))?;
-        Ok(Pg { runtime, client })
+        Ok(Pg {
+            runtime,
+            client,
+            statements: Statements::default(),
+        })
     }
 
     /// Begins a transaction.
@@ -451,6 +460,7 @@ impl Pg {
         let transaction = run(&self.runtime, "begin", self.client.transaction())?;
         Ok(PgTransaction {
             runtime: &self.runtime,
+            statements: &self.statements,
             transaction,
         })
     }
@@ -487,19 +497,46 @@ fn pg_params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
+/// `sql` (with `?N` placeholders) prepared on `client`'s connection, from `statements` if it
+/// was before.
+fn pg_statement<C: tokio_postgres::GenericClient>(
+    runtime: &tokio::runtime::Runtime,
+    client: &C,
+    statements: &Statements,
+    what: &str,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    let sql = to_postgres(sql);
+    if let Some(statement) = statements.borrow().get(&sql) {
+        return Ok(statement.clone());
+    }
+    let statement = run(runtime, what, client.prepare(&sql))?;
+    statements.borrow_mut().insert(sql, statement.clone());
+    Ok(statement)
+}
+
+fn pg_execute<C: tokio_postgres::GenericClient>(
+    runtime: &tokio::runtime::Runtime,
+    client: &C,
+    statements: &Statements,
+    (what, sql, params): (&str, &str, &[Value]),
+) -> Result<u64, StoreError> {
+    let statement = pg_statement(runtime, client, statements, what, sql)?;
+    run(
+        runtime,
+        what,
+        client.execute(&statement, &pg_params(params)),
+    )
+}
+
 fn pg_query<C: tokio_postgres::GenericClient>(
     runtime: &tokio::runtime::Runtime,
     client: &C,
-    what: &str,
-    sql: &str,
-    params: &[Value],
+    statements: &Statements,
+    (what, sql, params): (&str, &str, &[Value]),
 ) -> Result<Vec<Row>, StoreError> {
-    let sql = to_postgres(sql);
-    let rows = run(
-        runtime,
-        what,
-        client.query(sql.as_str(), &pg_params(params)),
-    )?;
+    let statement = pg_statement(runtime, client, statements, what, sql)?;
+    let rows = run(runtime, what, client.query(&statement, &pg_params(params)))?;
     rows.iter()
         .map(postgres_row)
         .collect::<Result<_, _>>()
@@ -512,11 +549,11 @@ impl Sql for Pg {
     }
 
     fn execute(&self, what: &str, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-        let sql = to_postgres(sql);
-        run(
+        pg_execute(
             &self.runtime,
-            what,
-            self.client.execute(sql.as_str(), &pg_params(params)),
+            &self.client,
+            &self.statements,
+            (what, sql, params),
         )
     }
 
@@ -525,13 +562,19 @@ impl Sql for Pg {
     }
 
     fn query(&self, what: &str, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-        pg_query(&self.runtime, &self.client, what, sql, params)
+        pg_query(
+            &self.runtime,
+            &self.client,
+            &self.statements,
+            (what, sql, params),
+        )
     }
 }
 
 /// A transaction on PostgreSQL; rolled back when dropped without [`PgTransaction::commit`].
 pub struct PgTransaction<'a> {
     runtime: &'a tokio::runtime::Runtime,
+    statements: &'a Statements,
     transaction: tokio_postgres::Transaction<'a>,
 }
 
@@ -547,11 +590,11 @@ impl Sql for PgTransaction<'_> {
     }
 
     fn execute(&self, what: &str, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-        let sql = to_postgres(sql);
-        run(
+        pg_execute(
             self.runtime,
-            what,
-            self.transaction.execute(sql.as_str(), &pg_params(params)),
+            &self.transaction,
+            self.statements,
+            (what, sql, params),
         )
     }
 
@@ -560,7 +603,12 @@ impl Sql for PgTransaction<'_> {
     }
 
     fn query(&self, what: &str, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-        pg_query(self.runtime, &self.transaction, what, sql, params)
+        pg_query(
+            self.runtime,
+            &self.transaction,
+            self.statements,
+            (what, sql, params),
+        )
     }
 }
 
