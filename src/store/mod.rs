@@ -167,7 +167,7 @@ impl Store {
     /// repeat the URL.
     pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
         Ok(Store {
-            db: Db::Postgres(sql::Pg::connect(url)?),
+            db: Db::Postgres(Box::new(sql::Pg::connect(url)?)),
             path: PathBuf::from(POSTGRES_NAME),
             fencing: Fencing::Off,
         })
@@ -188,6 +188,15 @@ impl Store {
     /// Where the state lives: the SQLite file, or [`POSTGRES_NAME`].
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Connects to PostgreSQL again if the connection broke (nothing to do on SQLite). The
+    /// store's thread does this before every call.
+    pub fn heal(&mut self) -> Result<(), StoreError> {
+        match &mut self.db {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(pg) => pg.heal(),
+        }
     }
 
     /// Statements outside a transaction (each commits alone).
@@ -762,6 +771,11 @@ impl StoreHandle {
             .name("burnwatch-store".to_string())
             .spawn(move || {
                 for job in queue {
+                    // A broken PostgreSQL connection is made again here; if that fails too,
+                    // the call fails on the closed one and says so.
+                    if let Err(error) = store.heal() {
+                        tracing::debug!("state store: cannot reconnect: {error}");
+                    }
                     job(&mut store);
                 }
             })
@@ -910,6 +924,33 @@ mod tests {
             store.save_alerts(&[]).unwrap();
             assert!(store.load_alerts().unwrap().is_empty());
         }
+    }
+
+    #[test]
+    fn the_postgres_store_connects_again_after_a_restart() {
+        let (mut backend, store) = testing::stores().pop().expect("stores");
+        assert_eq!(backend.name, "postgres");
+        let handle = StoreHandle::spawn(store).expect("spawn");
+        handle
+            .call_blocking(|store| store.set_meta("k", "1"))
+            .expect("write");
+        backend.stop_server();
+        let error = handle
+            .call_blocking(|store| store.meta("k"))
+            .expect_err("PostgreSQL is down")
+            .to_string();
+        assert!(
+            error.starts_with("state store: read meta: ") && !error.contains("postgres://"),
+            "{error}"
+        );
+        backend.start_server_again();
+        assert_eq!(
+            handle
+                .call_blocking(|store| store.meta("k"))
+                .expect("read after the restart")
+                .as_deref(),
+            Some("1")
+        );
     }
 
     #[test]

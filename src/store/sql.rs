@@ -430,6 +430,8 @@ pub struct Pg {
     /// Statements prepared on this connection, by their PostgreSQL text: each is prepared
     /// once, so a statement run again costs one round trip instead of two.
     statements: Statements,
+    /// To connect again after the connection broke (it holds the credentials: never shown).
+    config: tokio_postgres::Config,
 }
 
 type Statements = std::cell::RefCell<std::collections::HashMap<String, tokio_postgres::Statement>>;
@@ -441,8 +443,9 @@ impl Pg {
             .enable_all()
             .build()
             .map_err(|error| StoreError::new(format!("cannot start a runtime: {error}")))?;
+        let config =
+            crate::ha::parse_url(url).map_err(|error| StoreError::new(error.to_string()))?;
         let client = runtime.block_on(async {
-            let config = crate::ha::parse_url(url)?;
             let mut client = crate::ha::connect(&config).await?;
             crate::ha::migrate(&mut client).await?;
             Ok::<_, crate::ha::HaError>(client)
@@ -452,7 +455,23 @@ impl Pg {
             runtime,
             client,
             statements: Statements::default(),
+            config,
         })
+    }
+
+    /// Connects again if the connection broke (PostgreSQL restarted, a network cut): the
+    /// calls made while it was down failed, the next ones work once it is back.
+    pub fn heal(&mut self) -> Result<(), StoreError> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        let client = self
+            .runtime
+            .block_on(crate::ha::connect(&self.config))
+            .map_err(|error| StoreError::new(error.to_string()))?;
+        self.client = client;
+        self.statements.borrow_mut().clear();
+        Ok(())
     }
 
     /// Begins a transaction.
@@ -617,7 +636,7 @@ impl Sql for PgTransaction<'_> {
 /// The connection a store owns.
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// A transaction on either backend; rolled back when dropped without [`Tx::commit`].
@@ -640,7 +659,7 @@ impl Db {
     fn backend(&self) -> &dyn Sql {
         match self {
             Db::Sqlite(connection) => connection,
-            Db::Postgres(pg) => pg,
+            Db::Postgres(pg) => &**pg,
         }
     }
 }

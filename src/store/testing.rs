@@ -31,6 +31,21 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Stops the PostgreSQL server (its data kept).
+    pub fn stop_server(&mut self) {
+        self._server.as_mut().expect("a PostgreSQL backend").stop();
+    }
+
+    /// Starts the stopped PostgreSQL server again, on the same port with the same data.
+    pub fn start_server_again(&mut self) {
+        self._server
+            .as_mut()
+            .expect("a PostgreSQL backend")
+            .start_again();
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         if std::thread::panicking() {
