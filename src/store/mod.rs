@@ -225,10 +225,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn fencing(&self) -> &Fencing {
-        &self.fencing
-    }
-
     /// Runs a leader's `work` in one transaction that first checks the fence (see
     /// [`Fencing`]): refused, with nothing written, unless this replica still leads.
     pub fn leader_transaction<T>(
