@@ -121,7 +121,7 @@ pub const PG_SCHEMA_VERSION: i64 = PG_MIGRATIONS.len() as i64;
 /// The `pg` migration list, as `store/mod.rs` versions SQLite's: each entry moves the version by
 /// one, in one transaction; a database from a newer burnwatch is refused rather than misread.
 /// The version lives in `burnwatch_schema`.
-const PG_MIGRATIONS: [&str; 2] = [
+const PG_MIGRATIONS: [&str; 3] = [
     "
     CREATE TABLE leases (
         name        text PRIMARY KEY,
@@ -210,6 +210,11 @@ const PG_MIGRATIONS: [&str; 2] = [
         comment    text NOT NULL,
         created_by text NOT NULL
     );
+",
+    // Delivery claims (see `notify::outbox::CLAIMS`).
+    "
+    ALTER TABLE outbox ADD COLUMN claimed_by text;
+    ALTER TABLE outbox ADD COLUMN claimed_until bigint;
 ",
 ];
 

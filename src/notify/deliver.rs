@@ -57,6 +57,29 @@ pub struct Sinks {
     pub http: Http,
 }
 
+impl Sinks {
+    /// How long a worker claims a row for: one attempt's longest request (the slowest
+    /// receiver's timeout) and a margin for the store calls around it. A claim is renewed
+    /// just before its request goes out.
+    pub fn claim_for(&self) -> Millis {
+        let timeouts = [
+            self.slack_api.as_ref().map(SlackApi::timeout),
+            self.slack_webhook.as_ref().map(|(_, timeout)| *timeout),
+            self.alertmanager.as_ref().map(|config| config.timeout),
+        ];
+        let slowest = timeouts
+            .into_iter()
+            .flatten()
+            .chain(self.webhooks.iter().map(|(_, _, timeout)| *timeout))
+            .max()
+            .unwrap_or_default();
+        (slowest + CLAIM_MARGIN).as_millis() as Millis
+    }
+}
+
+/// What a claim holds beyond the slowest receiver's timeout.
+const CLAIM_MARGIN: Duration = Duration::from_secs(10);
+
 /// Delivery metrics (clones of the registered families).
 #[derive(Clone)]
 pub struct DeliveryMetrics {
@@ -104,6 +127,7 @@ pub fn backoff(attempts: i64) -> Millis {
 pub enum StoreOp {
     Due,
     NextDue,
+    Claim,
     Depth,
     MarkInFlight,
     ClearInFlight,
@@ -115,9 +139,10 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 10] = [
+    pub const ALL: [StoreOp; 11] = [
         StoreOp::Due,
         StoreOp::NextDue,
+        StoreOp::Claim,
         StoreOp::Depth,
         StoreOp::MarkInFlight,
         StoreOp::ClearInFlight,
@@ -132,6 +157,7 @@ impl StoreOp {
         match self {
             StoreOp::Due => "due",
             StoreOp::NextDue => "next_due",
+            StoreOp::Claim => "claim",
             StoreOp::Depth => "depth",
             StoreOp::MarkInFlight => "mark_in_flight",
             StoreOp::ClearInFlight => "clear_in_flight",
@@ -312,6 +338,15 @@ impl Worker {
                 continue;
             }
             let sinks = self.context.sinks.borrow().clone();
+            // Another replica may be attempting it (or have done it since it was read).
+            let (id, hold) = (row.id, sinks.claim_for());
+            let claimed = store_call(&self.context, StoreOp::Claim, move |store| {
+                store.claim(id, wall_clock(), hold)
+            })
+            .await?;
+            if !claimed {
+                continue;
+            }
             self.deliver(&sinks, &row, channel.as_deref()).await?;
             sent += 1;
         }
@@ -349,6 +384,11 @@ impl Worker {
         let outcome = match attempt(context, sinks, row, &key).await {
             // Nothing was sent: the row is as it was.
             Err(AttemptError::Store(failed)) => return Err(failed),
+            // Nothing was sent: the row is another replica's now.
+            Err(AttemptError::ClaimLost) => {
+                tracing::info!(id = row.id, "another replica claimed this row; not sending");
+                return Ok(());
+            }
             Err(AttemptError::Sink(failure)) => Err(failure),
             Ok(done) => Ok(done),
         };
@@ -490,7 +530,7 @@ enum Record {
 }
 
 async fn write_record(context: &Context, id: i64, record: Record) -> Result<(), StoreFailed> {
-    match record {
+    let written = match record {
         Record::Delivered { at, result } => {
             store_call(context, StoreOp::MarkDelivered, move |store| {
                 store.mark_delivered(id, at, result.as_deref())
@@ -518,7 +558,16 @@ async fn write_record(context: &Context, id: i64, record: Record) -> Result<(), 
             })
             .await
         }
+    }?;
+    if !written {
+        // This worker's claim ran out and another replica's took the row: the outcome is
+        // that replica's to record (an earlier post is found by its key).
+        tracing::warn!(
+            id,
+            "the claim on this row was taken over by another replica; its outcome is left to it"
+        );
     }
+    Ok(())
 }
 
 /// Why an attempt did not deliver.
@@ -528,6 +577,8 @@ enum AttemptError {
     Sink(Failure),
     /// The outbox failed before anything was sent: the row is unchanged.
     Store(StoreFailed),
+    /// This worker's claim on the row ran out and another replica took it: nothing was sent.
+    ClaimLost,
 }
 
 impl From<Failure> for AttemptError {
@@ -560,13 +611,7 @@ async fn attempt(
         reason: "sink_not_configured".to_string(),
     };
     let id = row.id;
-    let mark_in_flight = || async {
-        let now = wall_clock();
-        store_call(context, StoreOp::MarkInFlight, move |store| {
-            store.mark_in_flight(id, now)
-        })
-        .await
-    };
+    let mark_in_flight = || mark_in_flight(context, sinks, id);
     match &row.sink {
         Sink::Slack => {
             let api = sinks.slack_api.as_ref().ok_or_else(not_configured)?;
@@ -574,7 +619,7 @@ async fn attempt(
                 serde_json::from_value(row.payload.clone()).map_err(|_| Failure::Permanent {
                     reason: "bad_payload".to_string(),
                 })?;
-            slack(context, api, row, &payload, key).await
+            slack(context, sinks, api, row, &payload, key).await
         }
         Sink::SlackWebhook => {
             let (url, timeout) = sinks.slack_webhook.as_ref().ok_or_else(not_configured)?;
@@ -614,6 +659,22 @@ async fn attempt(
     }
 }
 
+/// Marks row `id` in flight just before its request goes out, renewing this worker's claim
+/// for one more attempt; a claim another replica has taken since stops the request.
+async fn mark_in_flight(context: &Context, sinks: &Sinks, id: i64) -> Result<(), AttemptError> {
+    let now = wall_clock();
+    let hold = sinks.claim_for();
+    let marked = store_call(context, StoreOp::MarkInFlight, move |store| {
+        store.mark_in_flight(id, now, hold)
+    })
+    .await?;
+    if marked {
+        Ok(())
+    } else {
+        Err(AttemptError::ClaimLost)
+    }
+}
+
 /// A firing alert without `endsAt` is valid for four resend intervals from now (as Prometheus
 /// does), so Alertmanager's own `resolve_timeout` never ends it while burnwatch is alive.
 pub fn with_ends_at(mut alert: Value, config: &AlertmanagerConfig) -> Value {
@@ -626,6 +687,7 @@ pub fn with_ends_at(mut alert: Value, config: &AlertmanagerConfig) -> Value {
 
 async fn slack(
     context: &Context,
+    sinks: &Sinks,
     api: &SlackApi,
     row: &Row,
     payload: &SlackPayload,
@@ -687,6 +749,7 @@ async fn slack(
                         );
                     }
                     Err(AttemptError::Store(failed)) => return Err(failed.into()),
+                    Err(AttemptError::ClaimLost) => return Err(AttemptError::ClaimLost),
                     // The earlier attempt is still unaccounted for: keep the row in flight so
                     // the next attempt looks again (a 429 here waits by backoff instead).
                     Err(AttemptError::Sink(failure)) => {
@@ -697,16 +760,15 @@ async fn slack(
                         .into());
                     }
                 }
-                store_call(context, StoreOp::ClearInFlight, move |store| {
+                if !store_call(context, StoreOp::ClearInFlight, move |store| {
                     store.clear_in_flight(id)
                 })
-                .await?;
+                .await?
+                {
+                    return Err(AttemptError::ClaimLost);
+                }
             }
-            let now = wall_clock();
-            store_call(context, StoreOp::MarkInFlight, move |store| {
-                store.mark_in_flight(id, now)
-            })
-            .await?;
+            mark_in_flight(context, sinks, id).await?;
             let target = channel_id.as_deref().unwrap_or(&payload.channel);
             let sent = api
                 .post(&Outgoing {

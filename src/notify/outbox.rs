@@ -8,6 +8,10 @@
 //!   connection, a 5xx) is first looked up at the receiver: Slack messages carry the row's
 //!   key in their metadata and are searched in the channel's history or the thread; updates
 //!   and Alertmanager posts are idempotent; webhooks carry the key as `Idempotency-Key`.
+//! - **One attempt at a time.** A worker claims a row (`claimed_by`, `claimed_until`) before
+//!   attempting it and records its outcome only while the claim is still its own; replicas
+//!   sharing a PostgreSQL outbox take rows `FOR UPDATE SKIP LOCKED`, so two never attempt the
+//!   same row, and a dead replica's claim runs out for the others to take over.
 //! - **In order.** Rows with the same `order_key` (one Slack incident thread, one SLO instance
 //!   at a webhook) go out one at a time in creation order.
 //!
@@ -82,6 +86,16 @@ pub const SCHEMA: &str = "
         comment    TEXT NOT NULL,
         created_by TEXT NOT NULL
     );
+";
+
+/// Delivery claims (the SQLite migration; PostgreSQL's is `ha`'s list): a worker claims a row
+/// before it attempts it, so replicas sharing the outbox never attempt one row at once. A
+/// claim lasts until `claimed_until` (milliseconds since the epoch), long enough for one
+/// attempt, and is renewed just before the request goes out; a replica that died holding one
+/// leaves the row to the others when it runs out.
+pub const CLAIMS: &str = "
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;
 ";
 
 /// How long delivered rows are kept (for inspection) before they are pruned.

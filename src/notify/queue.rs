@@ -27,32 +27,59 @@ fn json_column(row: &crate::store::Row, index: usize) -> Result<Value, StoreErro
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Marks a row delivered; `result` is what the receiver answered (a Slack `ts`).
+/// Marks a row delivered (`?2` the time, `?3` what the receiver answered: a Slack `ts`) and
+/// lets its claim go, if the claim is still this replica's (`?4`) or nobody's.
 const MARK_DELIVERED: &str =
     "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
-    in_flight_since = NULL, last_error = NULL, attempts = attempts + 1 WHERE id = ?1";
+    in_flight_since = NULL, last_error = NULL, attempts = attempts + 1,
+    claimed_by = NULL, claimed_until = NULL
+    WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?4)";
+
+/// A row whose claim (`claimed_by`, `claimed_until`) lets `?4` (this replica) take it at `?2`:
+/// unclaimed, its own, or run out.
+const CLAIMABLE: &str = "(o.claimed_by IS NULL OR o.claimed_by = ?4 OR o.claimed_until <= ?2)";
 
 impl Store {
-    /// Rows of `family` (`webhook`: every `webhook:<name>`) that are due at `now` and first in
-    /// their order, oldest first.
+    /// The time claims are judged by: PostgreSQL's clock when replicas share it (their own
+    /// clocks may disagree), else `now`.
+    fn claim_clock(&self, now: Millis) -> Result<Millis, StoreError> {
+        match self.db().dialect() {
+            Dialect::Sqlite => Ok(now),
+            Dialect::Postgres => self
+                .db()
+                .query_one(
+                    "read the database clock",
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                    params![],
+                )?
+                .get(0),
+        }
+    }
+
+    /// Rows of `family` (`webhook`: every `webhook:<name>`) that are due at `now`, first in
+    /// their order and not claimed by another replica, oldest first. A worker still claims
+    /// each ([`Store::claim`]) before attempting it.
     pub fn due(
         &self,
         family: SinkFamily,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
+        let clock = self.claim_clock(now)?;
         self.db()
             .query(
                 "select due",
-                "SELECT o.id, o.sink, o.kind, o.payload, o.incident_id, o.attempts, o.created_at,
+                &format!(
+                    "SELECT o.id, o.sink, o.kind, o.payload, o.incident_id, o.attempts, o.created_at,
                         o.in_flight_since
                  FROM outbox AS o
                  JOIN (SELECT MIN(id) AS head FROM outbox
                        WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
                        GROUP BY order_key) AS heads ON o.id = heads.head
-                 WHERE o.next_attempt_at <= ?2
-                 ORDER BY o.id LIMIT ?3",
-                params![family.as_str(), now, limit],
+                 WHERE o.next_attempt_at <= ?5 AND {CLAIMABLE}
+                 ORDER BY o.id LIMIT ?3"
+                ),
+                params![family.as_str(), clock, limit, self.replica(), now],
             )?
             .iter()
             .map(|row| {
@@ -70,79 +97,139 @@ impl Store {
             .collect()
     }
 
-    /// When the next pending row of `family` falls due after `now`, if any.
+    /// When the next pending row of `family` falls due after `now`, if any: its next attempt,
+    /// or when another replica's claim on it runs out.
     pub fn next_due(&self, family: SinkFamily, now: Millis) -> Result<Option<Millis>, StoreError> {
+        let clock = self.claim_clock(now)?;
+        // A claim's end is on the claim clock; moved onto `now`'s clock.
         self.db()
             .query_one(
                 "next due",
-                "SELECT MIN(next_attempt_at) FROM outbox
+                "SELECT MIN(CASE
+                            WHEN claimed_by IS NOT NULL AND claimed_by <> ?3
+                                 AND claimed_until - ?4 + ?2 > next_attempt_at
+                            THEN claimed_until - ?4 + ?2
+                            ELSE next_attempt_at END)
+                 FROM outbox
                  WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
-                   AND next_attempt_at > ?2",
-                params![family.as_str(), now],
+                   AND (next_attempt_at > ?2 OR (claimed_by IS NOT NULL AND claimed_by <> ?3
+                                                 AND claimed_until > ?4))",
+                params![family.as_str(), now, self.replica(), clock],
             )?
             .get(0)
     }
 
-    /// Marks a row as on its way (committed before the request goes out); keeps an earlier
-    /// mark, so an ambiguous earlier attempt is still looked up.
-    pub fn mark_in_flight(&mut self, id: i64, now: Millis) -> Result<(), StoreError> {
-        self.db()
-            .execute(
-                "mark in flight",
-                "UPDATE outbox SET in_flight_since = COALESCE(in_flight_since, ?2) WHERE id = ?1",
-                params![id, now],
-            )
-            .map(|_| ())
+    /// Claims row `id` for this replica for `hold`, unless it is no longer pending or another
+    /// replica's claim on it holds. On PostgreSQL the row is taken `FOR UPDATE SKIP LOCKED`:
+    /// a row another replica is claiming at this moment is passed over, never waited for.
+    /// Whether the claim is now ours.
+    pub fn claim(&mut self, id: i64, now: Millis, hold: Millis) -> Result<bool, StoreError> {
+        let clock = self.claim_clock(now)?;
+        let sql = match self.db().dialect() {
+            Dialect::Sqlite => {
+                "UPDATE outbox SET claimed_by = ?4, claimed_until = CAST(?2 AS BIGINT) + CAST(?3 AS BIGINT)
+                 WHERE id = ?1 AND state = 'pending'
+                   AND (claimed_by IS NULL OR claimed_by = ?4 OR claimed_until <= ?2)"
+            }
+            Dialect::Postgres => {
+                "UPDATE outbox SET claimed_by = ?4, claimed_until = CAST(?2 AS BIGINT) + CAST(?3 AS BIGINT)
+                 WHERE id = (SELECT o.id FROM outbox AS o
+                             WHERE o.id = ?1 AND o.state = 'pending' AND
+                                   (o.claimed_by IS NULL OR o.claimed_by = ?4
+                                    OR o.claimed_until <= ?2)
+                             FOR UPDATE SKIP LOCKED)"
+            }
+        };
+        let claimed = self
+            .db()
+            .execute("claim", sql, params![id, clock, hold, self.replica()])?;
+        Ok(claimed == 1)
     }
 
+    /// Marks a row as on its way (committed before the request goes out), renewing this
+    /// replica's claim for `hold`; keeps an earlier mark, so an ambiguous earlier attempt is
+    /// still looked up. `false`, with nothing written, when the claim is not ours any more:
+    /// the request must not go out.
+    pub fn mark_in_flight(
+        &mut self,
+        id: i64,
+        now: Millis,
+        hold: Millis,
+    ) -> Result<bool, StoreError> {
+        let clock = self.claim_clock(now)?;
+        let marked = self.db().execute(
+            "mark in flight",
+            "UPDATE outbox SET in_flight_since = COALESCE(in_flight_since, ?2),
+                claimed_until = CAST(?5 AS BIGINT) + CAST(?3 AS BIGINT)
+             WHERE id = ?1 AND state = 'pending' AND claimed_by = ?4 AND claimed_until > ?5",
+            params![id, now, hold, self.replica(), clock],
+        )?;
+        Ok(marked == 1)
+    }
+
+    /// Records a delivery. `false`, with nothing written, when another replica's claim has
+    /// taken the row over (its outcome is that replica's to record).
     pub fn mark_delivered(
         &mut self,
         id: i64,
         now: Millis,
         result: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let replica = self.replica().to_string();
         self.db()
-            .execute("mark delivered", MARK_DELIVERED, params![id, now, result])
-            .map(|_| ())
+            .execute(
+                "mark delivered",
+                MARK_DELIVERED,
+                params![id, now, result, replica],
+            )
+            .map(|changed| changed == 1)
     }
 
     /// A failed attempt: try again at `retry_at`, or give up (`None`). `ambiguous`: the
-    /// receiver may have acted on it, so the row stays marked in flight.
+    /// receiver may have acted on it, so the row stays marked in flight. The claim is let go
+    /// (any replica may retry). `false`, with nothing written, when another replica's claim
+    /// has taken the row over.
     pub fn mark_failed(
         &mut self,
         id: i64,
         error: &str,
         retry_at: Option<Millis>,
         ambiguous: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let replica = self.replica().to_string();
         let db = self.db();
         let result = match retry_at {
             Some(at) => db.execute(
                 "mark failed",
                 "UPDATE outbox SET next_attempt_at = ?2, last_error = ?3, attempts = attempts + 1,
-                    in_flight_since = CASE WHEN ?4 THEN in_flight_since ELSE NULL END
-                 WHERE id = ?1",
-                params![id, at, error, ambiguous],
+                    in_flight_since = CASE WHEN ?4 THEN in_flight_since ELSE NULL END,
+                    claimed_by = NULL, claimed_until = NULL
+                 WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?5)",
+                params![id, at, error, ambiguous, replica],
             ),
             None => db.execute(
                 "mark failed",
                 "UPDATE outbox SET state = 'failed', last_error = ?2, in_flight_since = NULL,
-                    attempts = attempts + 1 WHERE id = ?1",
-                params![id, error],
+                    attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL
+                 WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?3)",
+                params![id, error, replica],
             ),
         };
-        result.map(|_| ())
+        result.map(|changed| changed == 1)
     }
 
-    /// Clears the in-flight mark after a lookup found no trace of an earlier attempt.
-    pub fn clear_in_flight(&mut self, id: i64) -> Result<(), StoreError> {
+    /// Clears the in-flight mark after a lookup found no trace of an earlier attempt (if the
+    /// row's claim is still this replica's).
+    pub fn clear_in_flight(&mut self, id: i64) -> Result<bool, StoreError> {
+        let replica = self.replica().to_string();
         self.db()
             .execute(
                 "clear in flight",
-                "UPDATE outbox SET in_flight_since = NULL WHERE id = ?1",
-                params![id],
+                "UPDATE outbox SET in_flight_since = NULL
+                 WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?2)",
+                params![id, replica],
             )
-            .map(|_| ())
+            .map(|changed| changed == 1)
     }
 
     /// The Slack channel id and root `ts` of an incident, once its root is posted.
@@ -164,15 +251,24 @@ impl Store {
         channel_id: &str,
         ts: &str,
         now: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let replica = self.replica().to_string();
         self.transaction(|tx| {
+            if tx.execute(
+                "mark delivered",
+                MARK_DELIVERED,
+                params![row, now, ts, replica],
+            )? == 0
+            {
+                // Another replica's claim took the row over: the root is its to record.
+                return Ok(false);
+            }
             tx.execute(
                 "record root",
                 "UPDATE incidents SET channel_id = ?2, root_ts = ?3 WHERE id = ?1",
                 params![incident, channel_id, ts],
             )?;
-            tx.execute("mark delivered", MARK_DELIVERED, params![row, now, ts])?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -434,6 +530,80 @@ mod tests {
             .collect();
         for id in ids {
             store.mark_delivered(id, now, None).unwrap();
+        }
+    }
+
+    /// Two replicas on one outbox (on SQLite, two connections to one file): a row one has
+    /// claimed is not due to the other, cannot be claimed or marked in flight by it, and only
+    /// the claimant records its outcome, until the claim runs out and the other takes over,
+    /// after which the first can neither send nor record.
+    #[test]
+    fn a_claimed_row_is_one_replicas_until_its_claim_runs_out() {
+        use crate::notify::outbox::SinkFamily;
+        use crate::store::Sql as _;
+        for (backend, mut a) in crate::store::testing::stores() {
+            let mut b = backend.reopen();
+            a.set_replica("replica-a");
+            b.set_replica("replica-b");
+            let slo = fixtures::slo("order-service", "https://runbooks.example.com/orders");
+            let t = 1_700_000_000_000;
+            let firing = fixtures::event(
+                &slo.id,
+                "POST /orders",
+                TierKind::Page,
+                Change::Firing,
+                t,
+                t,
+            );
+            queue(&mut a, &slo, &firing, t);
+            // PostgreSQL judges claims by its own clock: claims here are made to last.
+            let (now, hold) = (crate::notify::deliver::wall_clock(), 600_000);
+            let ids = |store: &Store| -> Vec<i64> {
+                store
+                    .due(SinkFamily::Alertmanager, now, 10)
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.id)
+                    .collect()
+            };
+            let row = ids(&a)[0];
+            assert_eq!(ids(&b), [row], "due to both before any claim");
+            assert!(a.claim(row, now, hold).unwrap(), "a claims it");
+            assert!(ids(&b).is_empty(), "claimed by a: not due to b");
+            assert!(!b.claim(row, now, hold).unwrap(), "b cannot claim it");
+            assert!(!b.mark_in_flight(row, now, hold).unwrap(), "nor send it");
+            assert!(!b.mark_delivered(row, now, None).unwrap(), "nor record it");
+            assert!(b.next_due(SinkFamily::Alertmanager, now).unwrap().is_some());
+            assert!(a.mark_in_flight(row, now, hold).unwrap(), "a sends it");
+            // a's claim runs out (a died, or paused past it): b takes the row over.
+            a.db()
+                .execute(
+                    "expire the claim",
+                    "UPDATE outbox SET claimed_until = 0 WHERE id = ?1",
+                    crate::store::params![row],
+                )
+                .unwrap();
+            assert_eq!(ids(&b), [row], "due to b once a's claim ran out");
+            assert!(b.claim(row, now, hold).unwrap(), "b takes it over");
+            let in_flight = b.due(SinkFamily::Alertmanager, now, 10).unwrap()[0].in_flight_since;
+            assert_eq!(in_flight, Some(now), "b sees a's attempt, to look it up");
+            assert!(
+                !a.mark_in_flight(row, now, hold).unwrap(),
+                "a cannot send any more"
+            );
+            assert!(!a.mark_failed(row, "timeout", Some(now), true).unwrap());
+            assert!(!a.mark_delivered(row, now, None).unwrap(), "nor record");
+            assert!(b.mark_in_flight(row, now, hold).unwrap());
+            assert!(b.mark_delivered(row, now, Some("ok")).unwrap());
+            assert!(ids(&a).is_empty() && ids(&b).is_empty(), "delivered once");
+            let rows = a.outbox_rows().unwrap();
+            let delivered = rows.iter().find(|known| known["id"] == row).unwrap();
+            assert_eq!(
+                delivered["state"], "delivered",
+                "{}: {rows:?}",
+                backend.name
+            );
+            drop(b);
         }
     }
 

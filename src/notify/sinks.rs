@@ -178,6 +178,11 @@ fn content(text: &str, blocks: &Value) -> SlackMessageContent {
 impl SlackApi {
     /// `api_url` is `https://slack.com/api` in production (plain http is allowed for a local
     /// Slack-compatible server).
+    /// How long one call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn new(api_url: &str, token: &Secret, timeout: Duration) -> anyhow::Result<SlackApi> {
         crate::source::prometheus::install_crypto_provider();
         let https = hyper_rustls::HttpsConnectorBuilder::new()

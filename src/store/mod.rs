@@ -25,9 +25,9 @@ pub(crate) use sql::params;
 pub use sql::{Db, Dialect, Row, Sql, Tx};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "
     CREATE TABLE alerts (
         slo_id TEXT NOT NULL,
@@ -64,6 +64,7 @@ const MIGRATIONS: [&str; 4] = [
     );
     INSERT INTO checkpoint_heads (slo_id, data_row) SELECT slo_id, rowid FROM checkpoints;
 ",
+    crate::notify::outbox::CLAIMS,
 ];
 
 #[derive(Debug)]
@@ -111,7 +112,12 @@ pub struct Store {
     db: Db,
     path: PathBuf,
     fencing: Fencing,
+    /// Who this replica's delivery claims are made as (`notify::queue`).
+    replica: String,
 }
+
+/// The claimant of a store with one replica.
+pub const LOCAL_REPLICA: &str = "local";
 
 /// Whether the leader's writes ([`Store::leader_transaction`]) are fenced. Replicas sharing a
 /// PostgreSQL database write alert states, notifications, checkpoints and silences only while
@@ -158,6 +164,7 @@ impl Store {
             db: Db::Sqlite(connection),
             path,
             fencing: Fencing::Off,
+            replica: LOCAL_REPLICA.to_string(),
         };
         store.migrate()?;
         Ok(store)
@@ -170,6 +177,7 @@ impl Store {
             db: Db::Postgres(Box::new(sql::Pg::connect(url)?)),
             path: PathBuf::from(POSTGRES_NAME),
             fencing: Fencing::Off,
+            replica: LOCAL_REPLICA.to_string(),
         })
     }
 
@@ -180,6 +188,7 @@ impl Store {
             db: Db::Sqlite(connection),
             path: PathBuf::from(":memory:"),
             fencing: Fencing::Off,
+            replica: LOCAL_REPLICA.to_string(),
         };
         store.migrate()?;
         Ok(store)
@@ -213,6 +222,17 @@ impl Store {
         run_transaction(&mut self.db, &Fencing::Off, work)
     }
 
+    /// Names this replica in its delivery claims (replicas sharing PostgreSQL each need
+    /// their own name; one replica keeps [`LOCAL_REPLICA`]).
+    pub fn set_replica(&mut self, replica: &str) {
+        self.replica = replica.to_string();
+    }
+
+    /// Who this replica's delivery claims are made as.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
     /// Sets how the leader's writes are fenced from now on. Fencing needs the lease table:
     /// PostgreSQL only.
     pub fn set_fencing(&mut self, fencing: Fencing) -> Result<(), StoreError> {
@@ -241,8 +261,9 @@ impl Store {
             return Ok(id);
         }
         let id = format!("bw{:016x}", fastrand::u64(..));
-        // Replicas starting together agree on the first id written (by whichever leads).
-        self.leader_transaction(|tx| {
+        // Replicas starting together agree on the first id written, whichever writes it
+        // (not a leader's write: every replica's would be the same).
+        self.transaction(|tx| {
             tx.execute(
                 "write database id",
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
