@@ -111,6 +111,7 @@ fn main() {
         store,
         config_silences: Default::default(),
         pages: RwLock::new(Arc::new(PageSource { slos: sources })),
+        ha: Default::default(),
     });
     {
         let mut status = shared.status.write().unwrap();

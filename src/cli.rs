@@ -722,10 +722,11 @@ fn check(paths: &[PathBuf]) -> Result<i32> {
                     config::StateBackend::Sqlite => {
                         writeln!(stdout, "  state: sqlite (under --state-dir)")?
                     }
-                    config::StateBackend::Postgres { url_file } => writeln!(
+                    config::StateBackend::Postgres { url_file, lease } => writeln!(
                         stdout,
-                        "  state: postgres (URL in {}); NOTE: serve does not run on the postgres backend yet and refuses this config",
-                        url_file.display()
+                        "  state: postgres (URL in {}), replicas sharing it; the leader's lease lasts {}",
+                        url_file.display(),
+                        humantime::format_duration(*lease)
                     )?,
                 }
                 match config::load_specs(&daemon.rules) {

@@ -406,6 +406,7 @@ impl Board {
                     .map(|(slo, (_, history))| (slo.clone(), history.clone()))
                     .collect(),
             })),
+            ha: std::sync::RwLock::new(None),
         });
         let stop = CancellationToken::new();
         runtime.spawn(crate::server::serve(listener, shared.clone(), stop.clone()));

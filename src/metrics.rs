@@ -184,6 +184,15 @@ pub struct Metrics {
     slo_meta: Vec<(String, Arc<SloMeta>)>,
 }
 
+/// The leadership gauges ([`Metrics::register_ha`]).
+#[derive(Clone, Default)]
+pub struct HaMetrics {
+    pub leader: Gauge,
+    pub epoch: Gauge,
+    pub leader_since: FloatGauge,
+    pub lease_errors: Counter,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -347,6 +356,33 @@ impl Metrics {
             slo_series,
             slo_meta: Vec::new(),
         }
+    }
+
+    /// Registers the leadership gauges of a replica sharing PostgreSQL (a single SQLite
+    /// replica has none) and returns them.
+    pub fn register_ha(&mut self) -> HaMetrics {
+        let ha = HaMetrics::default();
+        self.registry.register(
+            "burnwatch_ha_leader",
+            "1 while this replica leads (saves alert state and plans notifications), else 0",
+            ha.leader.clone(),
+        );
+        self.registry.register(
+            "burnwatch_ha_epoch",
+            "The leader lease's epoch (fencing token) as this replica last learnt it",
+            ha.epoch.clone(),
+        );
+        self.registry.register(
+            "burnwatch_ha_leader_since_timestamp_seconds",
+            "When the current leader took the lease (the database's clock)",
+            ha.leader_since.clone(),
+        );
+        self.registry.register(
+            "burnwatch_ha_lease_errors",
+            "Calls to the lease that failed (this replica follows until one answers)",
+            ha.lease_errors.clone(),
+        );
+        ha
     }
 
     fn meta(&mut self, slo: &Slo) -> Arc<SloMeta> {

@@ -43,6 +43,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
         .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
         .route("/api/v1/slos", get(slos))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/outbox", get(outbox))
@@ -227,27 +228,50 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     }
 }
 
+/// Ready once every SLO was evaluated or is stale. A follower replica is ready as the leader
+/// is (it evaluates every cycle and takes over at once); the line after says which leads.
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let ha = shared
+        .ha
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|ha| format!("{}\n", ha.describe()))
+        .unwrap_or_default();
     let status = shared.status.read().unwrap_or_else(|e| e.into_inner());
     let never = status.never_evaluated.join(", ");
-    match (status.ready, never.is_empty()) {
-        (true, true) => (StatusCode::OK, "burnwatch is ready.\n".to_string()).into_response(),
+    let (code, text) = match (status.ready, never.is_empty()) {
+        (true, true) => (StatusCode::OK, "burnwatch is ready.\n".to_string()),
         (true, false) => (
             StatusCode::OK,
             format!("burnwatch is ready; stale, never evaluated successfully: {never}\n"),
-        )
-            .into_response(),
+        ),
         (false, true) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "burnwatch is not ready: no evaluation yet.\n".to_string(),
-        )
-            .into_response(),
+        ),
         (false, false) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("burnwatch is not ready: not evaluated successfully yet: {never}\n"),
-        )
-            .into_response(),
-    }
+        ),
+    };
+    (code, format!("{text}{ha}")).into_response()
+}
+
+/// `/api/v1/status`: readiness, the last evaluation, stale SLOs, and (with PostgreSQL) which
+/// replica leads, since when, at which epoch.
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let ha = shared.ha.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let status = shared.status.read().unwrap_or_else(|e| e.into_inner());
+    axum::Json(json!({
+        "ready": status.ready,
+        "never_evaluated": status.never_evaluated,
+        "last_evaluation": status.last_evaluation.map(format_time),
+        "stale": status.stale,
+        "stale_slos": status.stale_slos,
+        "ha": ha,
+    }))
+    .into_response()
 }
 
 /// Compares without stopping at the first difference.

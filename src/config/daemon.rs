@@ -20,8 +20,9 @@
 //! rules:
 //!   - ../rules
 //! state:                                # optional; default: SQLite under --state-dir
-//!   backend: sqlite                     # sqlite | postgres (postgres: not served yet)
+//!   backend: sqlite                     # sqlite | postgres (replicas sharing one database)
 //!   # url_file: /etc/burnwatch/pg-url   # postgres://user:password@host:5432/db, for postgres
+//!   # lease: 15s                        # postgres: the leader's lease, renewed every third
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ pub struct File {
 struct RawState {
     backend: Option<Spanned<String>>,
     url_file: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -113,9 +115,10 @@ pub struct PrometheusConfig {
 pub enum StateBackend {
     /// The embedded SQLite database under `--state-dir` (the default; one replica).
     Sqlite,
-    /// PostgreSQL, for several replicas (high availability). The URL, with its credentials,
-    /// is read from `url_file` when needed, never logged. `serve` does not run on it yet.
-    Postgres { url_file: PathBuf },
+    /// PostgreSQL, for several replicas (high availability): one leads at a time, holding a
+    /// lease of `lease` that it renews every third of it. The URL, with its credentials, is
+    /// read from `url_file` when needed, never logged.
+    Postgres { url_file: PathBuf, lease: Duration },
 }
 
 /// The `state` section: the backend, and where in the config file it was chosen (for
@@ -145,6 +148,9 @@ pub struct DaemonConfig {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9099";
+
+/// How long a leader's lease lasts unless renewed (`state.lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<ConfigError>> {
     let mut problems = Problems::new(file);
@@ -288,6 +294,8 @@ fn state(problems: &mut Problems, raw: Option<RawState>, base: &Path) -> StateCo
         return sqlite;
     };
     let backend_at = raw.backend.as_ref().map(|backend| problems.origin(backend));
+    let lease =
+        super::duration_at_least_1s(problems, raw.lease.as_ref(), "state.lease", DEFAULT_LEASE);
     let url_file = raw.url_file.as_ref().and_then(|file| {
         if file.value.trim().is_empty() {
             problems.at(
@@ -313,17 +321,25 @@ fn state(problems: &mut Problems, raw: Option<RawState>, base: &Path) -> StateCo
                     "only for `backend: postgres` (the SQLite state lives under --state-dir)",
                 );
             }
+            if let Some(lease) = &raw.lease {
+                problems.at(
+                    lease,
+                    "state.lease",
+                    "only for `backend: postgres` (one SQLite replica holds no lease)",
+                );
+            }
             StateConfig {
                 backend_at,
                 ..sqlite
             }
         }
-        Some((backend, "postgres")) => match url_file {
-            Some((_, url_file)) => StateConfig {
-                backend: StateBackend::Postgres { url_file },
+        Some((backend, "postgres")) => match (url_file, lease) {
+            (Some((_, url_file)), Some(lease)) => StateConfig {
+                backend: StateBackend::Postgres { url_file, lease },
                 backend_at,
             },
-            None => {
+            (Some(_), None) => sqlite,
+            (None, _) => {
                 if raw.url_file.is_none() {
                     problems.at(
                         backend,

@@ -647,8 +647,16 @@ fn daemon_state_defaults_to_sqlite_and_maps_postgres() {
     assert_eq!(
         postgres.state.backend,
         StateBackend::Postgres {
-            url_file: Path::new("/etc/burnwatch/secrets/pg-url").to_path_buf()
+            url_file: Path::new("/etc/burnwatch/secrets/pg-url").to_path_buf(),
+            lease: super::daemon::DEFAULT_LEASE,
         }
+    );
+    let short =
+        daemon_config("state:\n  backend: postgres\n  url_file: pg-url\n  lease: 3s\n").unwrap();
+    assert!(
+        matches!(short.state.backend, StateBackend::Postgres { lease, .. } if lease == Duration::from_secs(3)),
+        "{:?}",
+        short.state.backend
     );
     assert_eq!(
         postgres
@@ -682,6 +690,14 @@ fn daemon_state_problems_name_file_line_column_and_field() {
         (
             "state:\n  backend: postgres\n  url_file: ''\n",
             "burnwatch.yaml:6:13: state.url_file: expected the path of a file holding the PostgreSQL URL",
+        ),
+        (
+            "state:\n  backend: postgres\n  url_file: pg-url\n  lease: 500ms\n",
+            "burnwatch.yaml:7:10: state.lease: must be at least 1s",
+        ),
+        (
+            "state:\n  lease: 10s\n",
+            "burnwatch.yaml:5:10: state.lease: only for `backend: postgres` (one SQLite replica holds no lease)",
         ),
     ];
     for (state, expected) in cases {

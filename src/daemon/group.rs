@@ -242,18 +242,30 @@ impl Groups {
                 group.history = Arc::new(Mutex::new(history));
             }
         }
+        let retired = groups.adopt(saved, now);
+        (groups, retired)
+    }
+
+    /// Makes `saved` (the alert state in the store) every group's alerts, in place of their
+    /// own: at start, and when a follower takes the lease and goes on from what the last
+    /// leader saved. Alerts that no longer match a tier or the `group_by` are retired; their
+    /// resolutions are returned.
+    pub(super) fn adopt(&mut self, saved: Vec<SavedAlert>, now: Millis) -> Vec<(Slo, Event)> {
+        for group in &mut self.groups {
+            group.alerts = Engine::new();
+        }
         for alert in saved {
-            if let Some(group) = groups.find_mut(&alert.slo_id) {
+            if let Some(group) = self.find_mut(&alert.slo_id) {
                 group.alerts.restore(vec![alert]);
             }
         }
         let mut retired = Vec::new();
-        for group in &mut groups.groups {
+        for group in &mut self.groups {
             let slo = std::slice::from_ref(&group.slo);
             retired.extend(group.alerts.retire(now, slo, slo));
             group.close_ended_spans(now);
         }
-        (groups, retired)
+        retired
     }
 
     /// A reload to `slos`: each new group takes the state of the old group with its SLO id

@@ -11,18 +11,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::{Clock, Rehearsal, Ticker, start_rehearsal, wall_clock};
 use super::group::Groups;
+use super::ha::{Ha, LeaseTask};
 use super::health::{self, MetaChange, Staleness};
 use super::{
     CHECKPOINT_EVERY, Delivery, Loaded, Options, PlanInput, ReloadRequest, STALE_SINCE, Shared,
     Status, alertmanager_active, checkpoint, cycle, external_url, load,
     remember_alertmanager_payloads, resume_incremental, update_staleness,
 };
+use crate::config::StateBackend;
 use crate::engine::{Event, InstanceLabels, SavedAlert};
+use crate::ha::{Fence, Leases};
 use crate::metrics::{Metrics, labels};
 use crate::notify::{apply, console, outbox};
 use crate::slo::{Millis, Slo, TierKind};
 use crate::source::prometheus::QueryLoad;
-use crate::store::{Store, StoreError, StoreHandle};
+use crate::store::{Fencing, Store, StoreError, StoreHandle};
 
 /// Everything the loop keeps between cycles.
 pub(super) struct Daemon {
@@ -46,6 +49,9 @@ pub(super) struct Daemon {
     unsaved_meta: Vec<MetaChange>,
     /// The last full Alertmanager alert of each firing alert, for the re-sends.
     am_payloads: HashMap<(String, InstanceLabels, TierKind), serde_json::Value>,
+    /// With PostgreSQL: this replica's standing among the others (None: one SQLite replica,
+    /// which always leads).
+    ha: Option<Ha>,
 }
 
 impl Daemon {
@@ -58,9 +64,7 @@ impl Daemon {
     ) -> Result<Daemon> {
         let config_path = options.config_path.clone();
         let mut loaded = tokio::task::spawn_blocking(move || load(&config_path)).await??;
-        let state_dir = options.state_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&state_dir)).await??;
-        let store = StoreHandle::spawn(store)?;
+        let (store, replica) = open_state(&loaded, &options).await?;
         let database_id = store.call(|store| store.database_id()).await?;
         let rehearsal = match options.rehearse {
             Some(rehearsal) => {
@@ -77,32 +81,25 @@ impl Daemon {
         };
         let saved = store.call(|store| store.load_alerts()).await?;
         tracing::info!(alerts = saved.len(), "restored alert state");
-        {
-            // SLOs removed from the config while burnwatch was down: their Slack threads are
-            // closed here (their alerts are retired below, with the tiers and group_bys that
-            // changed meanwhile).
-            let configured: Vec<String> = loaded.slos.iter().map(|slo| slo.id.clone()).collect();
-            let (orphaned, closed) = store
-                .call(move |store| {
-                    let orphaned: Vec<String> = store
-                        .open_incident_slos()?
-                        .into_iter()
-                        .filter(|id| !configured.contains(id))
-                        .collect();
-                    if orphaned.is_empty() {
-                        return Ok((orphaned, 0));
-                    }
-                    let closed = store.save_cycle_notifications(|tx| {
-                        apply::queue_removed(tx, &orphaned, wall_clock())
-                    })?;
-                    Ok((orphaned, closed))
-                })
-                .await?;
-            if !orphaned.is_empty() {
-                tracing::info!(slos = ?orphaned, closed, "closed the incidents of SLOs no longer configured");
-            }
+        if replica.is_none() {
+            close_orphaned(&store, &loaded).await?;
         }
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
+        let ha = replica.map(|(replica, leases, duration)| {
+            let metrics = metrics.register_ha();
+            Ha {
+                lease: LeaseTask::start(
+                    leases,
+                    replica.clone(),
+                    duration,
+                    metrics.lease_errors.clone(),
+                ),
+                replica,
+                leading: None,
+                refused_epoch: None,
+                metrics,
+            }
+        });
         let query_load = metrics.query_load.clone();
         loaded.client = loaded.client.with_load(query_load.clone());
         let shared = Arc::new(Shared {
@@ -113,6 +110,7 @@ impl Daemon {
             store: store.clone(),
             config_silences: RwLock::new(loaded.config.notify.silences.clone()),
             pages: RwLock::default(),
+            ha: RwLock::new(ha.as_ref().map(Ha::status)),
         });
         let listen = options.listen.unwrap_or(loaded.config.listen);
         let listener = tokio::net::TcpListener::bind(listen)
@@ -176,10 +174,107 @@ impl Daemon {
             rehearsal,
             clock,
             ticker,
-            unsaved: retired,
+            // A replica sharing PostgreSQL plans the retirements if and when it leads (it
+            // restores the state again then).
+            unsaved: if ha.is_some() { Vec::new() } else { retired },
             unsaved_meta: Vec::new(),
             am_payloads: HashMap::new(),
+            ha,
         })
+    }
+
+    /// Whether this replica saves alert state and plans notifications: always with SQLite,
+    /// while it holds the lease with PostgreSQL.
+    fn leads(&self) -> bool {
+        self.ha.as_ref().is_none_or(|ha| ha.leading.is_some())
+    }
+
+    /// The lease task's view, for the loop to wait on its changes (None: SQLite).
+    pub(super) fn lease_view(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::daemon::ha::LeaseView>> {
+        self.ha.as_ref().map(|ha| ha.lease.view.clone())
+    }
+
+    /// Acts on what the lease task learnt: takes over when this replica got the lease (or a
+    /// new epoch of it), steps down when it lost it, and shows where it stands.
+    pub(super) async fn sync_role(&mut self) {
+        let Some(ha) = &self.ha else { return };
+        let wanted = ha.wanted();
+        if wanted != ha.leading {
+            match wanted {
+                Some(fence) => self.take_over(fence).await,
+                None => self.step_down("this replica does not hold the lease").await,
+            }
+        }
+        if let Some(ha) = &self.ha {
+            *self.shared.ha.write().unwrap_or_else(|e| e.into_inner()) = Some(ha.status());
+        }
+    }
+
+    /// This replica took the lease at `fence`'s epoch: from now on its writes carry the fence,
+    /// and it goes on from the alert state the last leader saved (and its evaluation-stale
+    /// mark), so nothing re-pages and nothing resolves early. If the store cannot be read it
+    /// stays a follower and tries again at the next change or tick.
+    async fn take_over(&mut self, fence: Fence) {
+        let epoch = fence.epoch;
+        let leader = Fencing::Leader(fence.clone());
+        let restored = self
+            .store
+            .call(move |store| {
+                store.set_fencing(leader)?;
+                Ok((store.load_alerts()?, store.meta(STALE_SINCE)?))
+            })
+            .await;
+        let (saved, stale_since) = match restored {
+            Ok(restored) => restored,
+            Err(error) => {
+                tracing::error!(%error, epoch, "took the lease but cannot read the saved state; following until it can");
+                let _ = self
+                    .store
+                    .call(|store| store.set_fencing(Fencing::Follower))
+                    .await;
+                return;
+            }
+        };
+        let now = self.clock.now();
+        let alerts = saved.len();
+        self.unsaved = self.groups.adopt(saved, now);
+        self.unsaved_meta.clear();
+        self.staleness.firing_since = stale_since.and_then(|since| since.parse().ok());
+        self.staleness.named = None;
+        self.am_payloads.clear();
+        if let Some(ha) = &mut self.ha {
+            ha.leading = Some(fence);
+        }
+        if let Err(error) = close_orphaned(&self.store, &self.loaded).await {
+            tracing::error!(
+                "could not close the incidents of SLOs no longer configured: {error:#}"
+            );
+        }
+        tracing::info!(
+            epoch,
+            alerts,
+            "took the lease: this replica leads, going on from the saved alert state"
+        );
+    }
+
+    /// This replica no longer leads: its writes are refused from now on (they would be by the
+    /// database anyway), what it had not saved is dropped (the leader makes its own changes),
+    /// and it stops re-sending to Alertmanager.
+    async fn step_down(&mut self, reason: &str) {
+        let Some(ha) = &mut self.ha else { return };
+        let epoch = ha.leading.take().map(|fence| fence.epoch);
+        let _ = self
+            .store
+            .call(|store| store.set_fencing(Fencing::Follower))
+            .await;
+        self.unsaved.clear();
+        self.unsaved_meta.clear();
+        let _ = self.delivery.active.send(Vec::new());
+        if epoch.is_some() {
+            tracing::warn!(?epoch, reason, "stepped down: this replica follows");
+        }
     }
 
     /// The real time until the next evaluation.
@@ -199,6 +294,12 @@ impl Daemon {
             }
             Err(error) => return Err(format!("reload failed: {error}")),
         };
+        if new.config.state != self.loaded.config.state {
+            let error = "reload rejected, keeping the running configuration: `state` changed; \
+                         the state backend changes with a restart only";
+            tracing::error!("{error}");
+            return Err(error.to_string());
+        }
         let ids: Vec<String> = new.slos.iter().map(|slo| slo.id.clone()).collect();
         self.unsaved.retain(|(slo, _)| ids.contains(&slo.id));
         for (slo, _) in &mut self.unsaved {
@@ -247,22 +348,13 @@ impl Daemon {
     /// notifications saved in one transaction, what the HTTP face shows refreshed, the
     /// incremental state checkpointed when due, the next tick scheduled.
     pub(super) async fn tick(&mut self) {
+        self.sync_role().await;
         let interval = self.loaded.config.evaluation_interval;
         let now = self.ticker.evaluation_time(&self.clock, interval);
         let started = Instant::now();
         let events = cycle(&self.loaded, &mut self.groups, &self.shared, now).await;
         if self.groups.warmed {
             super::release_freed_memory();
-        }
-        let mut with_slos: Vec<(Slo, Event)> = std::mem::take(&mut self.unsaved);
-        with_slos.extend(events.into_iter().filter_map(|event| {
-            let slo = self.loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
-            Some((slo.clone(), event))
-        }));
-        if self.loaded.config.notify.console {
-            for (slo, event) in with_slos.iter().filter(|(_, event)| event.at == now) {
-                console::emit(slo, event);
-            }
         }
         let stale = health::stale_slos(
             self.groups
@@ -273,34 +365,12 @@ impl Daemon {
         );
         let meta = update_staleness(&mut self.staleness, &stale, now, &self.shared);
         let saved = self.groups.export();
-        let external = external_url(&self.loaded, &self.options);
-        if self.loaded.config.notify.alertmanager.is_some() {
-            remember_alertmanager_payloads(&mut self.am_payloads, &with_slos, &external);
+        // A follower's changes are its own view only: the leader saves and notifies.
+        if self.leads() {
+            self.notify(now, events, meta, &stale, &saved).await;
         }
-        let mut planner = PlanInput::new(&self.loaded, &self.options, with_slos);
-        planner.rehearsal_reached = self.rehearsal.map(|_| now);
-        planner.meta = std::mem::take(&mut self.unsaved_meta);
-        planner.meta.extend(meta);
-        // Alertmanager's re-sends stop carrying a resolved alert before its resolution is
-        // committed (its worker may send the resolution at once).
-        // The meta alert while it fires, with the SLOs stale now.
-        let meta = self
-            .staleness
-            .firing_since
-            .map(|since| outbox::meta_alert(true, since, now, &external, &stale).1);
-        let active = alertmanager_active(
-            &self.loaded,
-            &self.options,
-            &self.shared,
-            &saved,
-            &self.am_payloads,
-            meta,
-        )
-        .await;
-        let _ = self.delivery.active.send(active);
-        self.save(planner, &saved).await;
         self.show(now, &saved, started);
-        if CHECKPOINT_EVERY <= now - self.last_checkpoint {
+        if self.leads() && CHECKPOINT_EVERY <= now - self.last_checkpoint {
             self.last_checkpoint = now;
             self.checkpoint_and_prune().await;
         }
@@ -316,6 +386,55 @@ impl Daemon {
         }
     }
 
+    /// The leader's part of a cycle: the alert changes (with those whose save failed) shown on
+    /// the console, told to Alertmanager's re-sends, and saved with the alert state and their
+    /// notifications in one transaction.
+    async fn notify(
+        &mut self,
+        now: Millis,
+        events: Vec<Event>,
+        meta: Option<MetaChange>,
+        stale: &[health::StaleSlo],
+        saved: &[SavedAlert],
+    ) {
+        let mut with_slos: Vec<(Slo, Event)> = std::mem::take(&mut self.unsaved);
+        with_slos.extend(events.into_iter().filter_map(|event| {
+            let slo = self.loaded.slos.iter().find(|slo| slo.id == event.slo_id)?;
+            Some((slo.clone(), event))
+        }));
+        if self.loaded.config.notify.console {
+            for (slo, event) in with_slos.iter().filter(|(_, event)| event.at == now) {
+                console::emit(slo, event);
+            }
+        }
+        let external = external_url(&self.loaded, &self.options);
+        if self.loaded.config.notify.alertmanager.is_some() {
+            remember_alertmanager_payloads(&mut self.am_payloads, &with_slos, &external);
+        }
+        let mut planner = PlanInput::new(&self.loaded, &self.options, with_slos);
+        planner.rehearsal_reached = self.rehearsal.map(|_| now);
+        planner.meta = std::mem::take(&mut self.unsaved_meta);
+        planner.meta.extend(meta);
+        // Alertmanager's re-sends stop carrying a resolved alert before its resolution is
+        // committed (its worker may send the resolution at once).
+        // The meta alert while it fires, with the SLOs stale now.
+        let meta = self
+            .staleness
+            .firing_since
+            .map(|since| outbox::meta_alert(true, since, now, &external, stale).1);
+        let active = alertmanager_active(
+            &self.loaded,
+            &self.options,
+            &self.shared,
+            saved,
+            &self.am_payloads,
+            meta,
+        )
+        .await;
+        let _ = self.delivery.active.send(active);
+        self.save(planner, saved).await;
+    }
+
     /// Saves the cycle's alert state and queues its notifications, off the runtime's
     /// workers; a failed save keeps the changes for the next cycle's.
     async fn save(&mut self, planner: PlanInput, saved: &[SavedAlert]) {
@@ -326,7 +445,7 @@ impl Daemon {
                 // The outbox keeps real time (retries, silences), also in a rehearsal.
                 Ok(planner
                     .save(store, &to_save, wall_clock())
-                    .map_err(|error| (error.to_string(), Box::new(planner))))
+                    .map_err(|error| (error, Box::new(planner))))
             })
             .await;
         match outcome {
@@ -346,6 +465,15 @@ impl Daemon {
             }
             // The engine has moved on; its changes are planned again with the next cycle's
             // (queueing is idempotent by each change's natural key).
+            Ok(Err((error, _))) if error.is_fenced() => {
+                // A newer leader exists (this replica was paused, or cut off, past its lease):
+                // nothing was written, and this replica's changes are not the ones to keep.
+                if let Some(ha) = &mut self.ha {
+                    ha.refused_epoch = ha.leading.as_ref().map(|fence| fence.epoch);
+                }
+                self.step_down(&error.to_string()).await;
+                self.sync_role().await;
+            }
             Ok(Err((error, planner))) => {
                 tracing::error!(%error, "could not persist alert state and notifications; retrying next cycle");
                 let planner = *planner;
@@ -415,22 +543,99 @@ impl Daemon {
         // A fetch that ended since the last cycle gives its state back for the checkpoint;
         // one still running (a warm start) is abandoned.
         self.groups.settle_for_shutdown().await;
-        let saved = self.groups.export();
-        // Changes whose save failed go with the last save (or the alert state stays as it
-        // was, and the next start makes them again).
-        let mut planner = PlanInput::new(&self.loaded, &self.options, self.unsaved);
-        planner.meta = self.unsaved_meta;
-        let count = saved.len();
-        self.store
-            .call(move |store| planner.save(store, &saved, wall_clock()))
-            .await?;
-        tracing::info!(alerts = count, "alert state saved; shutting down");
-        // After the alert state, and never in its way: a failed checkpoint costs a warm start.
-        if let Err(error) = checkpoint(&self.store, &self.groups, self.clock.now()) {
-            tracing::error!("could not checkpoint incremental state: {error:#}");
+        if self.leads() {
+            let saved = self.groups.export();
+            // Changes whose save failed go with the last save (or the alert state stays as it
+            // was, and the next start makes them again).
+            let mut planner = PlanInput::new(&self.loaded, &self.options, self.unsaved);
+            planner.meta = self.unsaved_meta;
+            let count = saved.len();
+            let outcome = self
+                .store
+                .call(move |store| planner.save(store, &saved, wall_clock()))
+                .await;
+            match outcome {
+                Ok(_) => tracing::info!(alerts = count, "alert state saved; shutting down"),
+                // A newer leader has it: nothing of this replica's is the state to keep.
+                Err(error) if error.is_fenced() => {
+                    tracing::warn!(%error, "stepped down: the alert state is the new leader's")
+                }
+                Err(error) => return Err(error.into()),
+            }
+            // After the alert state, and never in its way: a failed checkpoint costs a warm
+            // start.
+            if let Err(error) = checkpoint(&self.store, &self.groups, self.clock.now()) {
+                tracing::error!("could not checkpoint incremental state: {error:#}");
+            }
+        }
+        // Given up after the last save, so the follower that takes over goes on from it.
+        if let Some(ha) = self.ha {
+            ha.lease.stop().await;
         }
         self.delivery.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         Ok(())
     }
+}
+
+/// Opens the state the config names: SQLite under `--state-dir`, or PostgreSQL shared with
+/// other replicas (then also this replica's name, the lease client and the lease's duration;
+/// the store follows until the lease says otherwise).
+async fn open_state(
+    loaded: &Loaded,
+    options: &Options,
+) -> Result<(StoreHandle, Option<(String, Leases, Duration)>)> {
+    match &loaded.config.state.backend {
+        StateBackend::Sqlite => {
+            let state_dir = options.state_dir.clone();
+            let store = tokio::task::spawn_blocking(move || Store::open(&state_dir)).await??;
+            Ok((StoreHandle::spawn(store)?, None))
+        }
+        StateBackend::Postgres { url_file, lease } => {
+            if options.rehearse.is_some() {
+                anyhow::bail!(
+                    "--rehearse runs on the SQLite state only (a rehearsal must not share a \
+                     live deployment's PostgreSQL state); remove `state` from the config"
+                );
+            }
+            let url = super::read_secret(url_file, "PostgreSQL URL")?;
+            let replica = super::ha::replica_id();
+            let leases = Leases::new(url.expose())?;
+            let named = replica.clone();
+            let store = tokio::task::spawn_blocking(move || {
+                let mut store = Store::open_postgres(url.expose())?;
+                store.set_replica(&named);
+                store.set_fencing(Fencing::Follower)?;
+                Ok::<_, StoreError>(store)
+            })
+            .await??;
+            tracing::info!(%replica, lease = ?lease, "state in PostgreSQL, shared with other replicas");
+            Ok((StoreHandle::spawn(store)?, Some((replica, leases, *lease))))
+        }
+    }
+}
+
+/// Closes the Slack threads of SLOs removed from the config while burnwatch was down (their
+/// alerts are retired with the tiers and group_bys that changed meanwhile). A leader's write.
+async fn close_orphaned(store: &StoreHandle, loaded: &Loaded) -> Result<()> {
+    let configured: Vec<String> = loaded.slos.iter().map(|slo| slo.id.clone()).collect();
+    let (orphaned, closed) = store
+        .call(move |store| {
+            let orphaned: Vec<String> = store
+                .open_incident_slos()?
+                .into_iter()
+                .filter(|id| !configured.contains(id))
+                .collect();
+            if orphaned.is_empty() {
+                return Ok((orphaned, 0));
+            }
+            let closed = store
+                .save_cycle_notifications(|tx| apply::queue_removed(tx, &orphaned, wall_clock()))?;
+            Ok((orphaned, closed))
+        })
+        .await?;
+    if !orphaned.is_empty() {
+        tracing::info!(slos = ?orphaned, closed, "closed the incidents of SLOs no longer configured");
+    }
+    Ok(())
 }

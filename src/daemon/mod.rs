@@ -42,11 +42,13 @@ use crate::store::{Store, StoreHandle};
 
 mod clock;
 mod group;
+mod ha;
 mod health;
 mod lifecycle;
 pub use clock::Rehearsal;
 use clock::{REHEARSAL_REACHED, wall_clock};
 use group::Groups;
+pub use ha::{HaStatus, Role};
 use health::{Health, MetaChange, StaleSlo, Staleness};
 use lifecycle::Daemon;
 
@@ -161,25 +163,6 @@ pub fn prometheus_client(config: &DaemonConfig, config_path: &Path, what: &str) 
     Ok(Client::new(&endpoint)?)
 }
 
-/// `serve` runs on SQLite only, for now: a config asking for PostgreSQL is refused at start-up
-/// (and by a reload) rather than half-served. The message names the field, not the URL.
-fn refuse_unserved_backend(config: &DaemonConfig, config_path: &Path) -> Result<()> {
-    match &config.state.backend {
-        config::StateBackend::Sqlite => Ok(()),
-        config::StateBackend::Postgres { .. } => {
-            let at = match &config.state.backend_at {
-                Some(origin) => origin.to_string(),
-                None => config_path.display().to_string(),
-            };
-            anyhow::bail!(
-                "{at}: state.backend: the postgres state backend is not available yet; \
-                 serve keeps its state in SQLite under --state-dir (remove `state` or set \
-                 `backend: sqlite`)"
-            )
-        }
-    }
-}
-
 /// Reads a daemon config file (not an SLO spec).
 pub fn read_config(config_path: &Path) -> Result<DaemonConfig> {
     match config::load_file(config_path) {
@@ -194,7 +177,6 @@ pub fn read_config(config_path: &Path) -> Result<DaemonConfig> {
 
 fn load(config_path: &Path) -> Result<Loaded> {
     let config = read_config(config_path)?;
-    refuse_unserved_backend(&config, config_path)?;
     let slos = config::load_specs(&config.rules)?;
     let client = prometheus_client(&config, config_path, "serve")?;
     if config.strategy == Strategy::Incremental {
@@ -275,6 +257,8 @@ pub struct Shared {
     pub config_silences: RwLock<Vec<Silence>>,
     /// The SLOs as loaded and their histories, for the status page (replaced by a reload).
     pub pages: RwLock<Arc<crate::page::PageSource>>,
+    /// Which replica leads, with PostgreSQL (None: one SQLite replica).
+    pub ha: RwLock<Option<HaStatus>>,
 }
 
 fn finite(value: f64) -> Option<f64> {
@@ -307,6 +291,7 @@ pub async fn run(
     mut reloads: mpsc::Receiver<ReloadRequest>,
 ) -> Result<()> {
     let mut daemon = Daemon::start(options, reload_sender, &shutdown).await?;
+    let mut lease = daemon.lease_view();
     loop {
         let wait = daemon.until_next_tick();
         tokio::select! {
@@ -314,6 +299,7 @@ pub async fn run(
             Some(reply) = reloads.recv() => {
                 let _ = reply.send(daemon.reload().await);
             }
+            Some(()) = ha::changed(&mut lease) => daemon.sync_role().await,
             _ = tokio::time::sleep(wait) => daemon.tick().await,
         }
     }

@@ -409,19 +409,21 @@ fn demo_serves_the_status_page_while_it_runs() {
     );
 }
 
-/// `state: {backend: postgres}` is a valid config that `check` accepts (saying serve does not
-/// run on it yet), and `serve` refuses at start-up, naming the field, never the URL.
+/// `state: {backend: postgres}` is a valid config that `check` describes, and `serve` with a
+/// PostgreSQL it cannot reach fails at start-up naming the step, never the URL, and creates
+/// no SQLite state.
 #[test]
-fn state_postgres_is_checked_and_refused_by_serve() {
+fn state_postgres_is_checked_and_an_unreachable_database_fails_serve_without_the_url() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = "postgres://burnwatch:hunter2-secret@db.example:5432/burnwatch";
+    // Nothing listens on port 1 of loopback: the connection is refused at once.
+    let secret = "postgres://burnwatch:hunter2-secret@127.0.0.1:1/burnwatch";
     std::fs::write(dir.path().join("pg-url"), secret).unwrap();
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     let config = dir.path().join("burnwatch.yaml");
     std::fs::write(
         &config,
         format!(
-            "prometheus:\n  url: http://127.0.0.1:9\nrules: [{:?}]\nstate:\n  backend: postgres\n  url_file: pg-url\n",
+            "prometheus:\n  url: http://127.0.0.1:9\nrules: [{:?}]\nstate:\n  backend: postgres\n  url_file: pg-url\n  lease: 6s\n",
             rules.display().to_string()
         ),
     )
@@ -432,13 +434,9 @@ fn state_postgres_is_checked_and_refused_by_serve() {
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(
         stdout.contains(&format!(
-            "state: postgres (URL in {})",
+            "state: postgres (URL in {}), replicas sharing it; the leader's lease lasts 6s",
             dir.path().join("pg-url").display()
         )),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("serve does not run on the postgres backend yet"),
         "{stdout}"
     );
 
@@ -454,16 +452,10 @@ fn state_postgres_is_checked_and_refused_by_serve() {
     ]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "{}:5:12: state.backend: the postgres state backend is not available yet",
-            config.display()
-        )),
-        "{stderr}"
-    );
+    assert!(stderr.contains("PostgreSQL"), "{stderr}");
     assert!(!stderr.contains("hunter2") && !text(&output.stdout).contains("hunter2"));
     assert!(
         !state_dir.exists(),
-        "serve created its SQLite state before refusing"
+        "serve created a SQLite state although the state is in PostgreSQL"
     );
 }
