@@ -53,6 +53,10 @@ pub(super) fn replica_id() -> String {
 pub(super) struct LeaseView {
     pub(super) leadership: Option<Leadership>,
     pub(super) error: Option<String>,
+    /// Until when this replica may count on leading, on its monotonic clock: the lease's
+    /// duration from the start of the call that granted it (None: it does not lead). A
+    /// process paused past it (SIGSTOP, a long stall) wakes knowing it no longer leads.
+    pub(super) valid_until: Option<Instant>,
 }
 
 impl LeaseView {
@@ -63,6 +67,11 @@ impl LeaseView {
             return None;
         }
         self.leadership.as_ref()?.fence(LEASE_NAME)
+    }
+
+    /// Whether this replica leads at this moment, by its own clock.
+    pub(super) fn leads_now(&self) -> bool {
+        self.fence().is_some() && self.valid_until.is_some_and(|until| Instant::now() < until)
     }
 }
 
@@ -124,12 +133,14 @@ async fn hold_lease(
             .await
         {
             Ok(leadership) => {
+                let valid_until = leadership.leader.then(|| started + duration);
                 sender.send_if_modified(|view| {
                     let changed =
                         view.leadership.as_ref() != Some(&leadership) || view.error.is_some();
                     *view = LeaseView {
                         leadership: Some(leadership),
                         error: None,
+                        valid_until,
                     };
                     changed
                 });
@@ -169,13 +180,13 @@ pub(super) struct Ha {
 }
 
 impl Ha {
-    /// The fence this replica should lead with now, per the lease task.
+    /// The fence this replica should lead with now, per the lease task: none once the lease
+    /// has run out by this replica's own clock (a process paused past it wakes a follower,
+    /// before its lease task has asked again).
     pub(super) fn wanted(&self) -> Option<Fence> {
-        self.lease
-            .view
-            .borrow()
-            .fence()
-            .filter(|fence| Some(fence.epoch) != self.refused_epoch)
+        let view = self.lease.view.borrow();
+        view.fence()
+            .filter(|fence| view.leads_now() && Some(fence.epoch) != self.refused_epoch)
     }
 
     /// What the HTTP face and `/metrics` show, as of now.

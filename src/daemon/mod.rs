@@ -316,7 +316,12 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn start(shared: &Arc<Shared>, database_id: String, sinks: Arc<Sinks>) -> Delivery {
+    fn start(
+        shared: &Arc<Shared>,
+        database_id: String,
+        sinks: Arc<Sinks>,
+        may_resend: deliver::MaySend,
+    ) -> Delivery {
         let (sinks_tx, sinks_rx) = watch::channel(sinks);
         let (active_tx, active_rx) = watch::channel(Vec::new());
         let stop = CancellationToken::new();
@@ -351,6 +356,7 @@ impl Delivery {
         tasks.push(tokio::spawn(deliver::alertmanager_resender(
             context(Arc::new(Notify::new())),
             active_rx,
+            may_resend,
         )));
         Delivery {
             sinks: sinks_tx,

@@ -707,6 +707,9 @@ async fn slack(
                 }
                 .into());
             };
+            // An update that went out late (its worker paused past its claim) would undo the
+            // updates after it: the claim is checked (and renewed) just before.
+            mark_in_flight(context, sinks, id).await?;
             api.update(&channel_id, &root_ts, &payload.text, &payload.blocks)
                 .await?;
             Ok(Done::Delivered(Some(root_ts)))
@@ -829,7 +832,16 @@ fn posted(kind: Kind, channel_id: String, ts: String) -> Done {
 /// Re-sends Alertmanager the alerts that are firing, every `resend_interval`, so that they stay
 /// active there while burnwatch runs (and end four intervals after it stops, as Prometheus's
 /// alerts do).
-pub async fn alertmanager_resender(context: Context, mut active: watch::Receiver<Vec<Value>>) {
+/// Whether this replica may re-send now (replicas sharing PostgreSQL: only while it leads, by
+/// its own clock, so a leader paused past its lease does not wake to re-fire what its
+/// successor resolved).
+pub type MaySend = Arc<dyn Fn() -> bool + Send + Sync>;
+
+pub async fn alertmanager_resender(
+    context: Context,
+    mut active: watch::Receiver<Vec<Value>>,
+    may_send: MaySend,
+) {
     let mut last_sent: Option<Instant> = None;
     loop {
         let sinks = context.sinks.borrow().clone();
@@ -840,6 +852,7 @@ pub async fn alertmanager_resender(context: Context, mut active: watch::Receiver
         let due = last_sent.is_none_or(|at| interval <= at.elapsed());
         if let Some(config) = &sinks.alertmanager
             && due
+            && may_send()
         {
             let _one_at_a_time = context.alertmanager_lock.lock().await;
             let alerts: Vec<Value> = active

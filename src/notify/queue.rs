@@ -403,9 +403,11 @@ impl Store {
         Ok(())
     }
 
+    /// Adds or replaces an API silence. Not a leader's write: an operator's silence is taken
+    /// by whichever replica the request reaches, and the leader reads it when it plans.
     pub fn save_silence(&mut self, silence: &Silence) -> Result<(), StoreError> {
         let matchers: Vec<String> = silence.matchers.iter().map(Matcher::to_string).collect();
-        self.leader_transaction(|tx| {
+        self.transaction(|tx| {
             tx.execute(
                 "save silence",
                 "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)

@@ -120,7 +120,7 @@ pub struct Store {
 pub const LOCAL_REPLICA: &str = "local";
 
 /// Whether the leader's writes ([`Store::leader_transaction`]) are fenced. Replicas sharing a
-/// PostgreSQL database write alert states, notifications, checkpoints and silences only while
+/// PostgreSQL database write alert states, notifications, checkpoints and histories only while
 /// they hold the lease: each such transaction first locks the lease row `FOR SHARE` and is
 /// refused unless it still names this replica at its epoch, unexpired (`ha::lease`).
 /// Delivery's writes (a row's outcome) are not leader writes: any replica delivers.
