@@ -607,10 +607,13 @@ async fn open_state(
             }
             let url = super::read_secret(url_file, "PostgreSQL URL")?;
             let replica = super::ha::replica_id();
-            let leases = Leases::new(url.expose())?;
+            let mut leases = Leases::new(url.expose())?;
+            // A replica paused inside a transaction must not hold the lease row past its lease.
+            leases.limit_idle_transactions(*lease);
             let named = replica.clone();
+            let idle_limit = *lease;
             let store = tokio::task::spawn_blocking(move || {
-                let mut store = Store::open_postgres(url.expose())?;
+                let mut store = Store::open_postgres_replica(url.expose(), Some(idle_limit))?;
                 store.set_replica(&named);
                 store.set_fencing(Fencing::Follower)?;
                 Ok::<_, StoreError>(store)

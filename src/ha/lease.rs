@@ -246,6 +246,11 @@ impl Leases {
         result
     }
 
+    /// See [`super::limit_idle_transactions`]; for the connections made from now on.
+    pub fn limit_idle_transactions(&mut self, limit: Duration) {
+        super::limit_idle_transactions(&mut self.config, limit);
+    }
+
     fn forget_broken(&mut self) {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;

@@ -71,6 +71,22 @@ pub fn parse_url(url: &str) -> Result<Config, HaError> {
     Ok(config)
 }
 
+/// Makes PostgreSQL end any session of this replica that sits inside a transaction for longer
+/// than `limit` (`idle_in_transaction_session_timeout`, sent as a startup option): a replica
+/// paused mid-transaction (SIGSTOP, a stall) would otherwise hold the lease row's lock, and a
+/// follower could not take over until it woke. Ended sessions are made again by the next call.
+pub fn limit_idle_transactions(config: &mut Config, limit: Duration) {
+    let option = format!(
+        "-c idle_in_transaction_session_timeout={}",
+        limit.as_millis().max(1)
+    );
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {option}"),
+        _ => option,
+    };
+    config.options(options);
+}
+
 /// Connects and spawns the connection's task on the current tokio runtime. TLS through
 /// rustls with the platform's roots: used when the server offers it (`sslmode=prefer`, the
 /// default) and required with `sslmode=require`; plain TCP to a server without TLS.

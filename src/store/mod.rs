@@ -173,8 +173,18 @@ impl Store {
     /// Connects to the PostgreSQL database at `url` and migrates its schema. Errors never
     /// repeat the URL.
     pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        Store::open_postgres_replica(url, None)
+    }
+
+    /// [`Store::open_postgres`] for a replica among others: PostgreSQL ends its sessions that
+    /// sit inside a transaction for longer than `idle_limit` (see
+    /// `ha::limit_idle_transactions`), so a paused replica's locks do not outlive its lease.
+    pub fn open_postgres_replica(
+        url: &str,
+        idle_limit: Option<std::time::Duration>,
+    ) -> Result<Store, StoreError> {
         Ok(Store {
-            db: Db::Postgres(Box::new(sql::Pg::connect(url)?)),
+            db: Db::Postgres(Box::new(sql::Pg::connect(url, idle_limit)?)),
             path: PathBuf::from(POSTGRES_NAME),
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),

@@ -438,13 +438,16 @@ type Statements = std::cell::RefCell<std::collections::HashMap<String, tokio_pos
 
 impl Pg {
     /// Connects to the database at `url` and migrates its schema. Errors never repeat the URL.
-    pub fn connect(url: &str) -> Result<Pg, StoreError> {
+    pub fn connect(url: &str, idle_limit: Option<std::time::Duration>) -> Result<Pg, StoreError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|error| StoreError::new(format!("cannot start a runtime: {error}")))?;
-        let config =
+        let mut config =
             crate::ha::parse_url(url).map_err(|error| StoreError::new(error.to_string()))?;
+        if let Some(limit) = idle_limit {
+            crate::ha::limit_idle_transactions(&mut config, limit);
+        }
         let client = runtime.block_on(async {
             let mut client = crate::ha::connect(&config).await?;
             crate::ha::migrate(&mut client).await?;

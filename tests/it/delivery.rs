@@ -18,14 +18,14 @@ use crate::fake_slack::{FakeMessage, FakeSlack, Fault, Snapshot};
 use crate::prom::SCRAPE_JOB;
 use crate::serve::{Live, ROUTE, Serve, live};
 
-const TOKEN: &str = "xoxb-1234-s3cr3t-slack-bot-token";
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const TOKEN: &str = "xoxb-1234-s3cr3t-slack-bot-token";
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 /// The seed incident's plateau (see `burnwatch demo`): 5.73% of requests fail.
-const BURNING: f64 = 0.0573;
+pub(crate) const BURNING: f64 = 0.0573;
 const THRESHOLD: f64 = 10.0 * (1.0 - 0.999);
-const CRITICAL: &str = "CRITICAL: Fast error budget burn on order-service";
-const RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
-const STILL_FIRING: &str = "STILL FIRING: Fast error budget burn on order-service";
+pub(crate) const CRITICAL: &str = "CRITICAL: Fast error budget burn on order-service";
+pub(crate) const RESOLVED: &str = "RESOLVED: Fast error budget burn on order-service";
+pub(crate) const STILL_FIRING: &str = "STILL FIRING: Fast error budget burn on order-service";
 
 /// The serve tests' spec (see serve.rs) with a dashboard link and `repeat_interval`.
 fn spec(repeat_interval: &str) -> String {
@@ -42,7 +42,7 @@ fn spec(repeat_interval: &str) -> String {
 
 /// A live setup whose config sends to `notify` (YAML lines under `notify:`), with the bot token
 /// in `slack-token`.
-fn setup(error_ratio: f64, repeat_interval: &str, notify: &str) -> Live {
+pub(crate) fn setup(error_ratio: f64, repeat_interval: &str, notify: &str) -> Live {
     let live = live(error_ratio, false);
     live.setup.write_spec(&spec(repeat_interval));
     let dir = live.setup.dir.path();
@@ -57,20 +57,20 @@ fn setup(error_ratio: f64, repeat_interval: &str, notify: &str) -> Live {
     live
 }
 
-fn slack_notify(slack: &FakeSlack) -> String {
+pub(crate) fn slack_notify(slack: &FakeSlack) -> String {
     format!(
         "  slack:\n    token_file: slack-token\n    api_url: {}\n    timeout: 2s\n",
         slack.api_url()
     )
 }
 
-fn key_of(message: &FakeMessage) -> Option<String> {
+pub(crate) fn key_of(message: &FakeMessage) -> Option<String> {
     message.metadata.as_ref()?["event_payload"]["key"]
         .as_str()
         .map(str::to_string)
 }
 
-fn headline(text: &str) -> &str {
+pub(crate) fn headline(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
@@ -88,7 +88,7 @@ fn instant_ms(at: Instant) -> i64 {
 }
 
 /// The Slack rows of the outbox, and whether every one of them is delivered.
-fn slack_rows(serve: &Serve) -> Vec<Value> {
+pub(crate) fn slack_rows(serve: &Serve) -> Vec<Value> {
     serve.json("/api/v1/outbox")["notifications"]
         .as_array()
         .cloned()
@@ -98,7 +98,7 @@ fn slack_rows(serve: &Serve) -> Vec<Value> {
         .collect()
 }
 
-fn all_delivered(rows: &[Value]) -> bool {
+pub(crate) fn all_delivered(rows: &[Value]) -> bool {
     !rows.is_empty() && rows.iter().all(|row| row["state"] == "delivered")
 }
 
@@ -309,7 +309,7 @@ fn slack_invalid_auth_is_a_permanent_failure_without_leaking_the_token() {
 }
 
 /// Waits for the RESOLVED reply and an outbox with every Slack row delivered; returns the rows.
-fn resolved_and_drained(slack: &FakeSlack, serve: &Serve) -> Vec<Value> {
+pub(crate) fn resolved_and_drained(slack: &FakeSlack, serve: &Serve) -> Vec<Value> {
     slack.wait_for("the RESOLVED reply", WAIT, |s| {
         s.messages
             .iter()
@@ -324,7 +324,7 @@ fn resolved_and_drained(slack: &FakeSlack, serve: &Serve) -> Vec<Value> {
 /// The checks every fault test ends with: each outbox row delivered, each Slack message posted
 /// exactly once (by its metadata key), thread order equal to outbox order.
 /// Returns (expected, delivered, duplicated).
-fn exactly_once(slack: &Snapshot, rows: &[Value]) -> (usize, usize, usize) {
+pub(crate) fn exactly_once(slack: &Snapshot, rows: &[Value]) -> (usize, usize, usize) {
     let posted: Vec<&FakeMessage> = slack.messages.iter().filter(|m| !m.webhook).collect();
     let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
     for message in &posted {
@@ -440,7 +440,7 @@ fn slack_faults_deliver_every_message_exactly_once_in_order() {
     assert_eq!(headline(&root.text), RESOLVED, "the root ends RESOLVED");
 }
 
-fn kill(serve: &Serve) {
+pub(crate) fn kill(serve: &Serve) {
     let status = Command::new("kill")
         .args(["-s", "KILL", &serve.pid().to_string()])
         .stdout(Stdio::null())

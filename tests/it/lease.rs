@@ -487,3 +487,67 @@ fn lease_a_stale_leaders_store_writes_are_refused_and_write_nothing() {
     let mut sqlite = Store::in_memory().expect("sqlite");
     assert!(sqlite.set_fencing(Fencing::Follower).is_err());
 }
+
+/// A leader stalled inside one of its fenced transactions (which holds the lease row `FOR
+/// SHARE`) does not hold the takeover past its lease: PostgreSQL ends the session once it has
+/// sat in the transaction for the idle limit (`ha::limit_idle_transactions`), the follower then
+/// takes the lease with the next epoch, and the stalled transaction commits nothing.
+#[test]
+fn lease_a_leader_stalled_mid_transaction_does_not_hold_the_takeover() {
+    use burnwatch::store::{Fencing, Sql as _, Store};
+
+    let pg = Pg::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut a = contender(&pg);
+    a.limit_idle_transactions(SHORT);
+    let mut b = contender(&pg);
+    b.limit_idle_transactions(SHORT);
+    let first = runtime
+        .block_on(a.acquire_or_renew(LEASE, "a", SHORT))
+        .expect("a asks");
+    assert!(first.leader, "{first:?}");
+    let mut store_a = Store::open_postgres_replica(&pg.url(), Some(SHORT)).expect("store a");
+    store_a
+        .set_fencing(Fencing::Leader(first.fence(LEASE).expect("a's fence")))
+        .expect("fence a");
+
+    // a stalls for 4 s in its transaction (past its lease and the idle limit), while b asks
+    // for the lease every 300 ms.
+    let stalled = std::thread::spawn(move || {
+        let outcome = store_a.save_cycle(&[], |tx| {
+            tx.execute(
+                "write",
+                "INSERT INTO meta (key, value) VALUES ('stalled', 'a')",
+                &[],
+            )?;
+            std::thread::sleep(Duration::from_secs(4));
+            Ok(())
+        });
+        (outcome, store_a)
+    });
+    let started = Instant::now();
+    let second = loop {
+        // Each call waits at most the lease for the row's lock.
+        if let Ok(leadership) = runtime.block_on(b.acquire_or_renew(LEASE, "b", SHORT))
+            && leadership.leader
+        {
+            break leadership;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "b could not take over while a stalled in its transaction"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let took = started.elapsed();
+    assert_eq!(second.epoch, first.epoch + 1, "{second:?}");
+    let (outcome, mut store_a) = stalled.join().expect("stalled thread");
+    assert!(outcome.is_err(), "the stalled transaction committed");
+    // PostgreSQL ended a's session: a's store connects again before its next call.
+    store_a.heal().expect("reconnect");
+    assert_eq!(store_a.meta("stalled").expect("meta"), None);
+    eprintln!("takeover while the leader stalled mid-transaction: {took:?}");
+}

@@ -8,6 +8,7 @@ mod delivery;
 mod differential;
 mod engine;
 mod fake_slack;
+mod ha;
 mod lease;
 mod pg;
 mod prom;
