@@ -1,13 +1,12 @@
-//! High availability on PostgreSQL (groundwork): N replicas against one database, exactly one
-//! of them the leader at a time.
+//! High availability on PostgreSQL: N replicas against one database, exactly one of them the
+//! leader at a time.
 //!
-//! What exists: the connection to PostgreSQL ([`connect`]: tokio-postgres, TLS by rustls when
-//! the server offers it or the URL asks for it), the versioned schema ([`migrate`], the `pg`
-//! migration list: the lease and the state store's tables), the leader lease with its
-//! fencing token ([`lease`]), and the state store on PostgreSQL (`store::Store::open_postgres`,
-//! every store scenario tested on both backends). `serve` does not use them yet: a daemon
-//! config with `state: {backend: postgres}` is refused at start-up until replicas take the
-//! lease and fence their writes.
+//! Here: the connection to PostgreSQL ([`connect`]: tokio-postgres, TLS by rustls when the
+//! server offers it or the URL asks for it), the versioned schema ([`migrate`], the `pg`
+//! migration list: the lease, the state store's tables, delivery claims), the leader lease
+//! with its fencing token ([`lease`]) and the idle-transaction limit of a replica's sessions
+//! ([`limit_idle_transactions`]). The state store on PostgreSQL is `store::Store::open_postgres`;
+//! the daemon's side (the lease task, taking over, stepping down) is `daemon/ha.rs`.
 //!
 //! The PostgreSQL URL holds credentials: it is read from `state.url_file`, never logged, and
 //! no error here repeats it.
