@@ -49,7 +49,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, Config, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::HaError;
 use crate::slo::Millis;
@@ -149,7 +149,7 @@ pub async fn fenced(
 /// One replica's view of the leases: a connection (made again after it breaks) and the
 /// schema migrated.
 pub struct Leases {
-    config: Config,
+    config: super::Database,
     client: Option<Client>,
     /// The dedicated session of the leader's advisory lock (see the module docs).
     signal: Option<Client>,
@@ -217,7 +217,11 @@ impl Leases {
             {
                 Ok(result) => result,
                 Err(_) => {
+                    // The signal session too: a leader that cannot renew in time lets its
+                    // advisory lock go, so a follower takes over at once.
                     self.client = None;
+                    self.signal = None;
+                    self.signalled = None;
                     Err(HaError::Timeout(duration))
                 }
             };

@@ -1,8 +1,8 @@
 //! High availability on PostgreSQL: N replicas against one database, exactly one of them the
 //! leader at a time.
 //!
-//! Here: the connection to PostgreSQL ([`connect`]: tokio-postgres, TLS by rustls when the
-//! server offers it or the URL asks for it), the versioned schema ([`migrate`], the `pg`
+//! Here: the connection to PostgreSQL ([`connect`]: tokio-postgres, TLS by rustls as libpq's
+//! `sslmode` says, [`tls`]), the versioned schema ([`migrate`], the `pg`
 //! migration list: the lease, the state store's tables, delivery claims), the leader lease
 //! with its fencing token ([`lease`]) and the idle-transaction limit of a replica's sessions
 //! ([`limit_idle_transactions`]). The state store on PostgreSQL is `store::Store::open_postgres`;
@@ -17,6 +17,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub mod lease;
+pub mod tls;
 
 pub use lease::{Fence, Leadership, Leases};
 
@@ -27,7 +28,7 @@ pub enum HaError {
         "the PostgreSQL URL is not a valid connection URL (postgres://user:password@host:port/database)"
     )]
     BadUrl,
-    #[error("PostgreSQL: {context}: {source}")]
+    #[error("PostgreSQL: {context}: {}", with_causes(.source))]
     Database {
         context: &'static str,
         #[source]
@@ -39,6 +40,8 @@ pub enum HaError {
     NewerSchema { found: i64, supported: i64 },
     #[error("PostgreSQL did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
     /// A fenced write found that the lease is no longer ours: a newer leader exists (or the
     /// lease expired). The write's transaction must be rolled back.
     #[error(
@@ -52,6 +55,21 @@ pub enum HaError {
     },
 }
 
+/// An error and what caused it ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer"); tokio-postgres's own message stops at the first.
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 impl HaError {
     pub(crate) fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> HaError {
         move |source| HaError::Database { context, source }
@@ -61,20 +79,33 @@ impl HaError {
 /// How long a connection attempt may take before it fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Parses a `postgres://` URL (or key=value connection string) without echoing it on error.
-pub fn parse_url(url: &str) -> Result<Config, HaError> {
-    let mut config: Config = url.trim().parse().map_err(|_| HaError::BadUrl)?;
+/// Where a replica's connections go: tokio-postgres's config and the TLS to use (libpq's
+/// `sslmode`, see [`tls`]).
+#[derive(Clone)]
+pub struct Database {
+    pub config: Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+/// Parses a `postgres://` URL (or key=value connection string) without echoing it on error;
+/// `sslmode` and `sslrootcert` as libpq reads them ([`tls`]).
+pub fn parse_url(url: &str) -> Result<Database, HaError> {
+    let (rest, settings) = tls::split(url)?;
+    let mut config: Config = rest.parse().map_err(|_| HaError::BadUrl)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    Ok(config)
+    config.ssl_mode(settings.mode.ssl_mode());
+    let tls = tls::client_config(&settings)?.map(MakeRustlsConnect::new);
+    Ok(Database { config, tls })
 }
 
 /// Makes PostgreSQL end any session of this replica that sits inside a transaction for longer
 /// than `limit` (`idle_in_transaction_session_timeout`, sent as a startup option): a replica
 /// paused mid-transaction (SIGSTOP, a stall) would otherwise hold the lease row's lock, and a
 /// follower could not take over until it woke. Ended sessions are made again by the next call.
-pub fn limit_idle_transactions(config: &mut Config, limit: Duration) {
+pub fn limit_idle_transactions(database: &mut Database, limit: Duration) {
+    let config = &mut database.config;
     let option = format!(
         "-c idle_in_transaction_session_timeout={}",
         limit.as_millis().max(1)
@@ -86,48 +117,39 @@ pub fn limit_idle_transactions(config: &mut Config, limit: Duration) {
     config.options(options);
 }
 
-/// Connects and spawns the connection's task on the current tokio runtime. TLS through
-/// rustls with the platform's roots: used when the server offers it (`sslmode=prefer`, the
-/// default) and required with `sslmode=require`; plain TCP to a server without TLS.
-pub async fn connect(config: &Config) -> Result<Client, HaError> {
-    let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(HaError::db("connect"))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!("PostgreSQL connection ended: {error}");
-            }
-        });
-        client
-    } else {
-        let (client, connection) = config
-            .connect(tls())
-            .await
-            .map_err(HaError::db("connect"))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!("PostgreSQL connection ended: {error}");
-            }
-        });
-        client
+/// Connects and spawns the connection's task on the current tokio runtime: plain TCP with
+/// `sslmode=disable`, else TLS as [`tls`] says (with `prefer`, plain TCP to a server without
+/// TLS).
+pub async fn connect(database: &Database) -> Result<Client, HaError> {
+    let client = match &database.tls {
+        None => {
+            let (client, connection) = database
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(HaError::db("connect"))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!("PostgreSQL connection ended: {error}");
+                }
+            });
+            client
+        }
+        Some(tls) => {
+            let (client, connection) = database
+                .config
+                .connect(tls.clone())
+                .await
+                .map_err(HaError::db("connect"))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!("PostgreSQL connection ended: {error}");
+                }
+            });
+            client
+        }
     };
     Ok(client)
-}
-
-fn tls() -> MakeRustlsConnect {
-    crate::source::prometheus::install_crypto_provider();
-    match MakeRustlsConnect::with_native_certs() {
-        Ok((connect, _)) => connect,
-        // No roots on this machine: TLS to a server can only fail verification, plain
-        // connections (sslmode=prefer to a server without TLS) still work.
-        Err(_) => MakeRustlsConnect::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        ),
-    }
 }
 
 /// The PostgreSQL schema this build writes.

@@ -431,7 +431,7 @@ pub struct Pg {
     /// once, so a statement run again costs one round trip instead of two.
     statements: Statements,
     /// To connect again after the connection broke (it holds the credentials: never shown).
-    config: tokio_postgres::Config,
+    config: crate::ha::Database,
 }
 
 type Statements = std::cell::RefCell<std::collections::HashMap<String, tokio_postgres::Statement>>;

@@ -551,3 +551,87 @@ fn lease_a_leader_stalled_mid_transaction_does_not_hold_the_takeover() {
     assert_eq!(store_a.meta("stalled").expect("meta"), None);
     eprintln!("takeover while the leader stalled mid-transaction: {took:?}");
 }
+
+/// TLS to PostgreSQL as libpq's `sslmode` means it (`ha::tls`), against a server whose
+/// certificate names `localhost` and is signed by a test CA: `disable` is plain; `prefer` (the
+/// default) and `require` encrypt without checking the certificate; `verify-ca` checks the
+/// chain against `sslrootcert`; `verify-full` checks the name too (refused at 127.0.0.1,
+/// accepted at localhost) and, without `sslrootcert`, uses the platform's roots (refused);
+/// `require` with another CA's `sslrootcert` is checked as `verify-ca` (refused). Errors never
+/// show the password.
+#[tokio::test]
+async fn lease_tls_follows_libpq_sslmode() {
+    let mut pg = Pg::start();
+    let (ca, other_ca) = pg.enable_tls();
+    let port = pg.port();
+    let url = |host: &str, query: &str| {
+        format!("postgres://postgres:pw-s3cret@{host}:{port}/postgres{query}")
+    };
+    let encrypted = |url: String| async move {
+        let mut leases = Leases::new(&url)?;
+        let client = leases.client().await?;
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok::<bool, HaError>(row.get(0))
+    };
+    let ca = ca.display().to_string();
+    let other_ca = other_ca.display().to_string();
+    let cases: [(&str, String, Result<bool, &str>); 8] = [
+        ("disable", url("127.0.0.1", "?sslmode=disable"), Ok(false)),
+        ("prefer (default)", url("127.0.0.1", ""), Ok(true)),
+        ("require", url("127.0.0.1", "?sslmode=require"), Ok(true)),
+        (
+            "verify-ca",
+            url("127.0.0.1", &format!("?sslmode=verify-ca&sslrootcert={ca}")),
+            Ok(true),
+        ),
+        (
+            "verify-full at 127.0.0.1",
+            url(
+                "127.0.0.1",
+                &format!("?sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            Err("not valid for name"),
+        ),
+        (
+            "verify-full at localhost",
+            url(
+                "localhost",
+                &format!("?sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            Ok(true),
+        ),
+        (
+            "verify-full with the platform's roots",
+            url("localhost", "?sslmode=verify-full"),
+            Err("UnknownIssuer"),
+        ),
+        (
+            "require with another CA",
+            url(
+                "127.0.0.1",
+                &format!("?sslmode=require&sslrootcert={other_ca}"),
+            ),
+            Err("UnknownIssuer"),
+        ),
+    ];
+    for (name, url, expected) in cases {
+        match (encrypted(url).await, expected) {
+            (Ok(ssl), Ok(want)) => assert_eq!(ssl, want, "{name}: TLS in use"),
+            (Err(error), Err(why)) => {
+                let text = format!("{error:#} {error:?}");
+                assert!(
+                    text.contains(why),
+                    "{name}: refused, but not for {why:?}: {text}"
+                );
+                assert!(!text.contains("pw-s3cret"), "{name}: {text}");
+            }
+            (outcome, _) => panic!("{name}: expected {expected:?}, got {outcome:?}"),
+        }
+    }
+}

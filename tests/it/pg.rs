@@ -193,6 +193,99 @@ impl Pg {
         log_tail("postgres", &self.log_path)
     }
 
+    /// Turns TLS on (`ssl = on`) with a server certificate for the name `localhost` (not for
+    /// 127.0.0.1) signed by a test CA, and restarts the server. Returns the paths of that CA's
+    /// certificate and of another CA's, which did not sign it. Made with `openssl`.
+    pub fn enable_tls(&mut self) -> (PathBuf, PathBuf) {
+        let tls = self.dir.path().join("tls");
+        fs::create_dir_all(&tls).expect("create tls dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-subj",
+                &format!("/CN=burnwatch test {ca}"),
+            ]);
+        }
+        fs::write(
+            tls.join("server.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "server.ext",
+        ]);
+        for file in ["server.key", "server.crt"] {
+            let path = tls.join(file);
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown tls file");
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let mut conf = fs::read_to_string(self.data.join("postgresql.conf")).expect("read conf");
+        conf.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            tls.join("server.crt").display(),
+            tls.join("server.key").display()
+        ));
+        fs::write(self.data.join("postgresql.conf"), conf).expect("write conf");
+        self.restart();
+        (tls.join("ca.crt"), tls.join("other-ca.crt"))
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn spawn(&mut self) {
         let log = fs::OpenOptions::new()
             .append(true)
