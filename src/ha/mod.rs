@@ -121,34 +121,23 @@ pub fn limit_idle_transactions(database: &mut Database, limit: Duration) {
 /// `sslmode=disable`, else TLS as [`tls`] says (with `prefer`, plain TCP to a server without
 /// TLS).
 pub async fn connect(database: &Database) -> Result<Client, HaError> {
-    let client = match &database.tls {
-        None => {
-            let (client, connection) = database
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(HaError::db("connect"))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!("PostgreSQL connection ended: {error}");
-                }
-            });
-            client
+    match &database.tls {
+        None => connect_with(&database.config, NoTls).await,
+        Some(tls) => connect_with(&database.config, tls.clone()).await,
+    }
+}
+
+async fn connect_with<T>(config: &Config, tls: T) -> Result<Client, HaError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await.map_err(HaError::db("connect"))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!("PostgreSQL connection ended: {error}");
         }
-        Some(tls) => {
-            let (client, connection) = database
-                .config
-                .connect(tls.clone())
-                .await
-                .map_err(HaError::db("connect"))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!("PostgreSQL connection ended: {error}");
-                }
-            });
-            client
-        }
-    };
+    });
     Ok(client)
 }
 

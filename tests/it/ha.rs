@@ -161,58 +161,56 @@ impl Ha {
     /// Waits until one replica says leader; returns its index and what it says. Checks on
     /// every poll that no two replicas lead at the same epoch and that all are running.
     fn leader(&self) -> (usize, HaView) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let views = self.views();
-            let leading = views
+        self.poll_views("a replica that leads", |views| {
+            views
                 .iter()
                 .enumerate()
                 .filter_map(|(index, view)| match view {
                     Ok(view) if view.leads() => Some((index, view.clone())),
                     _ => None,
                 })
-                .max_by_key(|(_, view)| view.epoch);
-            if let Some(found) = leading {
-                return found;
-            }
-            self.assert_running();
-            if Instant::now() > deadline {
-                panic!(
-                    "no replica leads after {PATIENCE:?}: {views:?}\n{}",
-                    self.diagnostics()
-                );
-            }
-            sleep(POLL);
-        }
+                .max_by_key(|(_, view)| view.epoch)
+        })
     }
 
     /// Waits until exactly one replica leads and the other follows it at its epoch; returns
     /// the leader's index and view.
     fn agreed(&self) -> (usize, HaView) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let views = self.views();
+        self.poll_views("the replicas agreeing on one leader", |views| {
             let leaders: Vec<usize> = (0..views.len())
                 .filter(|index| views[*index].as_ref().is_ok_and(HaView::leads))
                 .collect();
-            if let [leader] = leaders[..] {
-                let view = views[leader].as_ref().expect("the leader answered").clone();
-                let followed = views.iter().enumerate().all(|(index, other)| {
-                    index == leader
-                        || other.as_ref().is_ok_and(|other| {
-                            other.role == "follower"
-                                && other.leader.as_deref() == Some(view.replica.as_str())
-                                && other.epoch == view.epoch
-                        })
-                });
-                if followed {
-                    return (leader, view);
-                }
+            let [leader] = leaders[..] else { return None };
+            let view = views[leader].as_ref().expect("the leader answered").clone();
+            let followed = views.iter().enumerate().all(|(index, other)| {
+                index == leader
+                    || other.as_ref().is_ok_and(|other| {
+                        other.role == "follower"
+                            && other.leader.as_deref() == Some(view.replica.as_str())
+                            && other.epoch == view.epoch
+                    })
+            });
+            followed.then_some((leader, view))
+        })
+    }
+
+    /// Polls every replica's view until `found` gives an answer; checks on every poll that no
+    /// two replicas lead at one epoch and that all are running; panics after PATIENCE.
+    fn poll_views<T>(
+        &self,
+        what: &str,
+        mut found: impl FnMut(&[Result<HaView, String>]) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let views = self.views();
+            if let Some(answer) = found(&views) {
+                return answer;
             }
             self.assert_running();
             if Instant::now() > deadline {
                 panic!(
-                    "the replicas do not agree on one leader after {PATIENCE:?}: {views:?}\n{}",
+                    "no {what} after {PATIENCE:?}: {views:?}\n{}",
                     self.diagnostics()
                 );
             }
