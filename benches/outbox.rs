@@ -115,7 +115,10 @@ fn measure(store: &mut Store, incidents: usize) -> Timings {
     let started = Instant::now();
     let wall = burnwatch::notify::deliver::wall_clock();
     for &id in &heads {
-        assert!(store.claim(id, wall, 60_000).expect("claim"), "claimed");
+        assert!(
+            store.claim(id, wall, 60_000).expect("claim").is_some(),
+            "claimed"
+        );
         assert!(store.mark_in_flight(id, wall, 60_000).expect("in flight"));
         assert!(
             store

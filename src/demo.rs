@@ -259,6 +259,7 @@ impl Notifier {
                     },
                     wake: wake.clone(),
                     alertmanager_lock: Default::default(),
+                    leads: std::sync::Arc::new(|| true),
                     shutdown: stop.clone(),
                 };
                 runtime.spawn(deliver::worker(SinkFamily::Slack, context));

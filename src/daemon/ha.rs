@@ -158,6 +158,12 @@ async fn hold_lease(
         }
     }
     if sender.borrow().fence().is_some() {
+        // Not the leader from here on, whatever the release's outcome: a follower may take
+        // over at once, and nothing of this replica's may go out as the leader's.
+        sender.send_modify(|view| {
+            view.leadership = None;
+            view.valid_until = None;
+        });
         match tokio::time::timeout(duration, leases.release(LEASE_NAME, &replica)).await {
             Ok(Ok(true)) => tracing::info!("gave the lease up for a follower to take over"),
             Ok(Ok(false)) => {}

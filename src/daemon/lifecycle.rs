@@ -132,14 +132,15 @@ impl Daemon {
                 tracing::warn!(%error, "Prometheus build info unavailable; evaluating anyway")
             }
         }
-        let may_resend: crate::notify::deliver::MaySend = match &ha {
+        // Alertmanager hears from the leader only.
+        let leads: crate::notify::deliver::MaySend = match &ha {
             None => Arc::new(|| true),
             Some(ha) => {
                 let view = ha.lease.view.clone();
                 Arc::new(move || view.borrow().leads_now())
             }
         };
-        let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone(), may_resend);
+        let delivery = Delivery::start(&shared, database_id, loaded.sinks.clone(), leads);
         let clock = Clock::new(rehearsal);
         // Alerts that no longer match a configured (SLO, tier, instance labels) end; their
         // resolutions are planned with the first cycle's changes.

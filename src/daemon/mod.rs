@@ -320,7 +320,7 @@ impl Delivery {
         shared: &Arc<Shared>,
         database_id: String,
         sinks: Arc<Sinks>,
-        may_resend: deliver::MaySend,
+        leads: deliver::MaySend,
     ) -> Delivery {
         let (sinks_tx, sinks_rx) = watch::channel(sinks);
         let (active_tx, active_rx) = watch::channel(Vec::new());
@@ -346,6 +346,7 @@ impl Delivery {
             metrics: metrics.clone(),
             wake,
             alertmanager_lock: alertmanager_lock.clone(),
+            leads: leads.clone(),
             shutdown: stop.clone(),
         };
         for family in outbox::SinkFamily::ALL {
@@ -356,7 +357,6 @@ impl Delivery {
         tasks.push(tokio::spawn(deliver::alertmanager_resender(
             context(Arc::new(Notify::new())),
             active_rx,
-            may_resend,
         )));
         Delivery {
             sinks: sinks_tx,

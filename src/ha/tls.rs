@@ -90,7 +90,12 @@ pub fn split(url: &str) -> Result<(String, Settings), HaError> {
         }
     };
     let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        match url.split_once('?') {
+        // The query starts after the user info (a password may hold a `?`, as libpq reads it).
+        let host_from = url.rfind('@').map_or(0, |at| at + 1);
+        match url[host_from..]
+            .find('?')
+            .map(|at| (&url[..host_from + at], &url[host_from + at + 1..]))
+        {
             None => url.to_string(),
             Some((base, query)) => {
                 let mut kept = Vec::new();
@@ -383,6 +388,12 @@ mod tests {
                 mode: Mode::VerifyFull,
                 root_cert: Some(PathBuf::from("/etc/ca.pem")),
             }
+        );
+        // A `?` in the password is not the query's.
+        let (rest, settings) = split("postgres://bw:pa?ss@db/bw?sslmode=require").unwrap();
+        assert_eq!(
+            (rest.as_str(), settings.mode),
+            ("postgres://bw:pa?ss@db/bw", Mode::Require)
         );
         let (rest, settings) = split("postgres://bw@db/bw?sslmode=require").unwrap();
         assert_eq!(

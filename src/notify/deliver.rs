@@ -105,6 +105,10 @@ pub struct Context {
     /// Held across each Alertmanager request, so a re-send read before a resolution was
     /// committed cannot land after that resolution.
     pub alertmanager_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Whether this replica leads now. Alertmanager's rows and re-sends go out from the
+    /// leader only, under `alertmanager_lock`, so a re-send can never overtake a resolution
+    /// another replica sent. Always true for one replica.
+    pub leads: MaySend,
     pub shutdown: CancellationToken,
 }
 
@@ -319,6 +323,10 @@ impl Worker {
             self.unrecorded.remove(&id);
         }
         let family = self.family;
+        if family == SinkFamily::Alertmanager && !(self.context.leads)() {
+            // Alertmanager hears from the leader only (see `Context::leads`).
+            return Ok(Some(Duration::from_secs(1)));
+        }
         let now = wall_clock();
         let rows = store_call(&self.context, StoreOp::Due, move |store| {
             store.due(family, now, 256)
@@ -338,15 +346,14 @@ impl Worker {
                 continue;
             }
             let sinks = self.context.sinks.borrow().clone();
-            // Another replica may be attempting it (or have done it since it was read).
+            // Another replica may be attempting it, or have attempted it since it was read:
+            // the row as claimed is the one attempted.
             let (id, hold) = (row.id, sinks.claim_for());
             let claimed = store_call(&self.context, StoreOp::Claim, move |store| {
                 store.claim(id, wall_clock(), hold)
             })
             .await?;
-            if !claimed {
-                continue;
-            }
+            let Some(row) = claimed else { continue };
             self.deliver(&sinks, &row, channel.as_deref()).await?;
             sent += 1;
         }
@@ -386,7 +393,15 @@ impl Worker {
             Err(AttemptError::Store(failed)) => return Err(failed),
             // Nothing was sent: the row is another replica's now.
             Err(AttemptError::ClaimLost) => {
-                tracing::info!(id = row.id, "another replica claimed this row; not sending");
+                tracing::info!(id = row.id, "the claim on this row ran out; not sending");
+                return Ok(());
+            }
+            Err(AttemptError::NotLeader) => {
+                let id = row.id;
+                store_call(context, StoreOp::Claim, move |store| {
+                    store.release_claim(id)
+                })
+                .await?;
                 return Ok(());
             }
             Err(AttemptError::Sink(failure)) => Err(failure),
@@ -579,6 +594,8 @@ enum AttemptError {
     Store(StoreFailed),
     /// This worker's claim on the row ran out and another replica took it: nothing was sent.
     ClaimLost,
+    /// An Alertmanager row on a replica that does not lead: nothing was sent; the claim goes.
+    NotLeader,
 }
 
 impl From<Failure> for AttemptError {
@@ -638,6 +655,11 @@ async fn attempt(
         Sink::Alertmanager => {
             let config = sinks.alertmanager.as_ref().ok_or_else(not_configured)?;
             let _one_at_a_time = context.alertmanager_lock.lock().await;
+            // Only the leader sends to Alertmanager (see `Context::leads`); the row waits
+            // for the next one.
+            if !(context.leads)() {
+                return Err(AttemptError::NotLeader);
+            }
             let alert = with_ends_at(row.payload.clone(), config);
             mark_in_flight().await?;
             sinks
@@ -752,7 +774,9 @@ async fn slack(
                         );
                     }
                     Err(AttemptError::Store(failed)) => return Err(failed.into()),
-                    Err(AttemptError::ClaimLost) => return Err(AttemptError::ClaimLost),
+                    Err(error @ (AttemptError::ClaimLost | AttemptError::NotLeader)) => {
+                        return Err(error);
+                    }
                     // The earlier attempt is still unaccounted for: keep the row in flight so
                     // the next attempt looks again (a 429 here waits by backoff instead).
                     Err(AttemptError::Sink(failure)) => {
@@ -837,11 +861,7 @@ fn posted(kind: Kind, channel_id: String, ts: String) -> Done {
 /// successor resolved).
 pub type MaySend = Arc<dyn Fn() -> bool + Send + Sync>;
 
-pub async fn alertmanager_resender(
-    context: Context,
-    mut active: watch::Receiver<Vec<Value>>,
-    may_send: MaySend,
-) {
+pub async fn alertmanager_resender(context: Context, mut active: watch::Receiver<Vec<Value>>) {
     let mut last_sent: Option<Instant> = None;
     loop {
         let sinks = context.sinks.borrow().clone();
@@ -852,9 +872,13 @@ pub async fn alertmanager_resender(
         let due = last_sent.is_none_or(|at| interval <= at.elapsed());
         if let Some(config) = &sinks.alertmanager
             && due
-            && may_send()
+            && (context.leads)()
         {
             let _one_at_a_time = context.alertmanager_lock.lock().await;
+            // Leadership may have gone while the lock was awaited.
+            if !(context.leads)() {
+                continue;
+            }
             let alerts: Vec<Value> = active
                 .borrow_and_update()
                 .iter()

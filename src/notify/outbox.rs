@@ -1134,15 +1134,24 @@ mod tests {
                 [(1, Kind::Post), (4, Kind::Post)]
             );
             assert!(store.due(SinkFamily::Webhook, now, 10).unwrap().is_empty());
-            store
-                .mark_failed(1, "http_503", Some(now + 60_000), true)
-                .unwrap();
+            // A worker claims a row before attempting it, and records its outcome under it.
+            assert!(store.claim(1, now, 60_000).unwrap().is_some());
+            assert!(
+                store
+                    .mark_failed(1, "http_503", Some(now + 60_000), true)
+                    .unwrap()
+            );
             assert_eq!(
                 ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
                 [(4, Kind::Post)],
                 "a row waiting for its retry holds back its order only"
             );
-            store.mark_delivered(1, now, Some("1.0")).unwrap();
+            assert!(
+                store.claim(1, now, 60_000).unwrap().is_none(),
+                "not due yet"
+            );
+            assert!(store.claim(1, now + 60_000, 60_000).unwrap().is_some());
+            assert!(store.mark_delivered(1, now, Some("1.0")).unwrap());
             assert_eq!(
                 ids(store.due(SinkFamily::Slack, now, 10).unwrap()),
                 [(2, Kind::Update), (4, Kind::Post)]

@@ -33,11 +33,29 @@ const MARK_DELIVERED: &str =
     "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
     in_flight_since = NULL, last_error = NULL, attempts = attempts + 1,
     claimed_by = NULL, claimed_until = NULL
-    WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?4)";
+    WHERE id = ?1 AND state = 'pending' AND claimed_by = ?4";
 
 /// A row whose claim (`claimed_by`, `claimed_until`) lets `?4` (this replica) take it at `?2`:
 /// unclaimed, its own, or run out.
 const CLAIMABLE: &str = "(o.claimed_by IS NULL OR o.claimed_by = ?4 OR o.claimed_until <= ?2)";
+
+/// The columns of a [`Row`], of the outbox as `o`.
+const ROW_COLUMNS: &str = "o.id, o.sink, o.kind, o.payload, o.incident_id, o.attempts, \
+     o.created_at, o.in_flight_since";
+
+/// A row read with [`ROW_COLUMNS`].
+fn outbox_row(row: &crate::store::Row) -> Result<Row, StoreError> {
+    Ok(Row {
+        id: row.get(0)?,
+        sink: column(row, 1, Sink::parse)?,
+        kind: column(row, 2, Kind::parse)?,
+        payload: json_column(row, 3)?,
+        incident_id: row.get(4)?,
+        attempts: row.get(5)?,
+        created_at: row.get(6)?,
+        in_flight_since: row.get(7)?,
+    })
+}
 
 impl Store {
     /// The time claims are judged by: PostgreSQL's clock when replicas share it (their own
@@ -70,8 +88,7 @@ impl Store {
             .query(
                 "select due",
                 &format!(
-                    "SELECT o.id, o.sink, o.kind, o.payload, o.incident_id, o.attempts, o.created_at,
-                        o.in_flight_since
+                    "SELECT {ROW_COLUMNS}
                  FROM outbox AS o
                  JOIN (SELECT MIN(id) AS head FROM outbox
                        WHERE state = 'pending' AND (sink = ?1 OR sink LIKE ?1 || ':%')
@@ -82,18 +99,7 @@ impl Store {
                 params![family.as_str(), clock, limit, self.replica(), now],
             )?
             .iter()
-            .map(|row| {
-                Ok(Row {
-                    id: row.get(0)?,
-                    sink: column(row, 1, Sink::parse)?,
-                    kind: column(row, 2, Kind::parse)?,
-                    payload: json_column(row, 3)?,
-                    incident_id: row.get(4)?,
-                    attempts: row.get(5)?,
-                    created_at: row.get(6)?,
-                    in_flight_since: row.get(7)?,
-                })
-            })
+            .map(outbox_row)
             .collect()
     }
 
@@ -119,37 +125,54 @@ impl Store {
             .get(0)
     }
 
-    /// Claims row `id` for this replica for `hold`, unless it is no longer pending or another
-    /// replica's claim on it holds. On PostgreSQL the row is taken `FOR UPDATE SKIP LOCKED`:
-    /// a row another replica is claiming at this moment is passed over, never waited for.
-    /// Whether the claim is now ours.
-    pub fn claim(&mut self, id: i64, now: Millis, hold: Millis) -> Result<bool, StoreError> {
+    /// Claims row `id` for this replica for `hold`, unless it is no longer pending, not due
+    /// at `now`, or another replica's claim on it holds. On PostgreSQL the row is taken `FOR
+    /// UPDATE SKIP LOCKED`: a row another replica is claiming at this moment is passed over,
+    /// never waited for. Returns the row as it is once claimed (another replica may have
+    /// attempted it since it was read: its in-flight mark and attempts are what count).
+    pub fn claim(&mut self, id: i64, now: Millis, hold: Millis) -> Result<Option<Row>, StoreError> {
         let clock = self.claim_clock(now)?;
         let sql = match self.db().dialect() {
             Dialect::Sqlite => {
                 "UPDATE outbox SET claimed_by = ?4, claimed_until = CAST(?2 AS BIGINT) + CAST(?3 AS BIGINT)
-                 WHERE id = ?1 AND state = 'pending'
+                 WHERE id = ?1 AND state = 'pending' AND next_attempt_at <= ?5
                    AND (claimed_by IS NULL OR claimed_by = ?4 OR claimed_until <= ?2)"
             }
             Dialect::Postgres => {
                 "UPDATE outbox SET claimed_by = ?4, claimed_until = CAST(?2 AS BIGINT) + CAST(?3 AS BIGINT)
                  WHERE id = (SELECT o.id FROM outbox AS o
-                             WHERE o.id = ?1 AND o.state = 'pending' AND
-                                   (o.claimed_by IS NULL OR o.claimed_by = ?4
+                             WHERE o.id = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?5
+                               AND (o.claimed_by IS NULL OR o.claimed_by = ?4
                                     OR o.claimed_until <= ?2)
                              FOR UPDATE SKIP LOCKED)"
             }
         };
-        let claimed = self
-            .db()
-            .execute("claim", sql, params![id, clock, hold, self.replica()])?;
-        Ok(claimed == 1)
+        let replica = self.replica().to_string();
+        if self.db().execute(
+            "claim",
+            sql,
+            params![id, clock, hold, replica.as_str(), now],
+        )? != 1
+        {
+            return Ok(None);
+        }
+        self.db()
+            .query_opt(
+                "read the claimed row",
+                &format!(
+                    "SELECT {ROW_COLUMNS} FROM outbox AS o WHERE o.id = ?1 AND o.claimed_by = ?2"
+                ),
+                params![id, replica.as_str()],
+            )?
+            .as_ref()
+            .map(outbox_row)
+            .transpose()
     }
 
     /// Marks a row as on its way (committed before the request goes out), renewing this
     /// replica's claim for `hold`; keeps an earlier mark, so an ambiguous earlier attempt is
-    /// still looked up. `false`, with nothing written, when the claim is not ours any more:
-    /// the request must not go out.
+    /// still looked up. The mark is on the claim clock (PostgreSQL's, with replicas). `false`,
+    /// with nothing written, when the claim is not ours any more: the request must not go out.
     pub fn mark_in_flight(
         &mut self,
         id: i64,
@@ -160,15 +183,29 @@ impl Store {
         let marked = self.db().execute(
             "mark in flight",
             "UPDATE outbox SET in_flight_since = COALESCE(in_flight_since, ?2),
-                claimed_until = CAST(?5 AS BIGINT) + CAST(?3 AS BIGINT)
-             WHERE id = ?1 AND state = 'pending' AND claimed_by = ?4 AND claimed_until > ?5",
-            params![id, now, hold, self.replica(), clock],
+                claimed_until = CAST(?2 AS BIGINT) + CAST(?3 AS BIGINT)
+             WHERE id = ?1 AND state = 'pending' AND claimed_by = ?4 AND claimed_until > ?2",
+            params![id, clock, hold, self.replica()],
         )?;
         Ok(marked == 1)
     }
 
-    /// Records a delivery. `false`, with nothing written, when another replica's claim has
-    /// taken the row over (its outcome is that replica's to record).
+    /// Lets this replica's claim on row `id` go, with nothing attempted.
+    pub fn release_claim(&mut self, id: i64) -> Result<(), StoreError> {
+        let replica = self.replica().to_string();
+        self.db()
+            .execute(
+                "release claim",
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
+                 WHERE id = ?1 AND claimed_by = ?2",
+                params![id, replica],
+            )
+            .map(|_| ())
+    }
+
+    /// Records a delivery, only for a pending row under this replica's claim (every attempt
+    /// claims first). `false`, with nothing written, otherwise: another replica's claim took
+    /// the row over, and its outcome is that replica's to record.
     pub fn mark_delivered(
         &mut self,
         id: i64,
@@ -204,14 +241,14 @@ impl Store {
                 "UPDATE outbox SET next_attempt_at = ?2, last_error = ?3, attempts = attempts + 1,
                     in_flight_since = CASE WHEN ?4 THEN in_flight_since ELSE NULL END,
                     claimed_by = NULL, claimed_until = NULL
-                 WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?5)",
+                 WHERE id = ?1 AND state = 'pending' AND claimed_by = ?5",
                 params![id, at, error, ambiguous, replica],
             ),
             None => db.execute(
                 "mark failed",
                 "UPDATE outbox SET state = 'failed', last_error = ?2, in_flight_since = NULL,
                     attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL
-                 WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?3)",
+                 WHERE id = ?1 AND state = 'pending' AND claimed_by = ?3",
                 params![id, error, replica],
             ),
         };
@@ -226,7 +263,7 @@ impl Store {
             .execute(
                 "clear in flight",
                 "UPDATE outbox SET in_flight_since = NULL
-                 WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?2)",
+                 WHERE id = ?1 AND state = 'pending' AND claimed_by = ?2",
                 params![id, replica],
             )
             .map(|changed| changed == 1)
@@ -531,7 +568,11 @@ mod tests {
             .map(|row| row["id"].as_i64().unwrap())
             .collect();
         for id in ids {
-            store.mark_delivered(id, now, None).unwrap();
+            assert!(
+                store.claim(id, now, 60_000).unwrap().is_some(),
+                "claim {id}"
+            );
+            assert!(store.mark_delivered(id, now, None).unwrap(), "deliver {id}");
         }
     }
 
@@ -570,9 +611,12 @@ mod tests {
             };
             let row = ids(&a)[0];
             assert_eq!(ids(&b), [row], "due to both before any claim");
-            assert!(a.claim(row, now, hold).unwrap(), "a claims it");
+            assert!(a.claim(row, now, hold).unwrap().is_some(), "a claims it");
             assert!(ids(&b).is_empty(), "claimed by a: not due to b");
-            assert!(!b.claim(row, now, hold).unwrap(), "b cannot claim it");
+            assert!(
+                b.claim(row, now, hold).unwrap().is_none(),
+                "b cannot claim it"
+            );
             assert!(!b.mark_in_flight(row, now, hold).unwrap(), "nor send it");
             assert!(!b.mark_delivered(row, now, None).unwrap(), "nor record it");
             assert!(b.next_due(SinkFamily::Alertmanager, now).unwrap().is_some());
@@ -586,9 +630,11 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(ids(&b), [row], "due to b once a's claim ran out");
-            assert!(b.claim(row, now, hold).unwrap(), "b takes it over");
-            let in_flight = b.due(SinkFamily::Alertmanager, now, 10).unwrap()[0].in_flight_since;
-            assert_eq!(in_flight, Some(now), "b sees a's attempt, to look it up");
+            let taken = b.claim(row, now, hold).unwrap().expect("b takes it over");
+            assert!(
+                taken.in_flight_since.is_some(),
+                "b sees a's attempt, to look it up"
+            );
             assert!(
                 !a.mark_in_flight(row, now, hold).unwrap(),
                 "a cannot send any more"
@@ -598,11 +644,47 @@ mod tests {
             assert!(b.mark_in_flight(row, now, hold).unwrap());
             assert!(b.mark_delivered(row, now, Some("ok")).unwrap());
             assert!(ids(&a).is_empty() && ids(&b).is_empty(), "delivered once");
+            // A late outcome of a's (its claim long gone) changes nothing.
+            assert!(!a.mark_failed(row, "timeout", None, false).unwrap());
             let rows = a.outbox_rows().unwrap();
             let delivered = rows.iter().find(|known| known["id"] == row).unwrap();
             assert_eq!(
                 delivered["state"], "delivered",
                 "{}: {rows:?}",
+                backend.name
+            );
+
+            // a reads the next row; b attempts it meanwhile (ambiguously: it may have gone
+            // out) and schedules a retry. a's claim waits for the retry, and gives a the row
+            // as b left it, in flight, to be looked up rather than sent again.
+            let resolved = fixtures::event(
+                &slo.id,
+                "POST /orders",
+                TierKind::Page,
+                Change::Resolved,
+                t + 1,
+                t,
+            );
+            queue(&mut a, &slo, &resolved, t + 1);
+            let next = ids(&a)[0];
+            assert_ne!(next, row);
+            assert!(b.claim(next, now, hold).unwrap().is_some());
+            assert!(b.mark_in_flight(next, now, hold).unwrap());
+            assert!(
+                b.mark_failed(next, "timeout", Some(now + 60_000), true)
+                    .unwrap()
+            );
+            assert!(
+                a.claim(next, now, hold).unwrap().is_none(),
+                "not due before its retry"
+            );
+            let fresh = a
+                .claim(next, now + 60_000, hold)
+                .unwrap()
+                .expect("due at its retry");
+            assert!(
+                fresh.in_flight_since.is_some() && fresh.attempts == 1,
+                "{}: the claimed row is as b left it: {fresh:?}",
                 backend.name
             );
             drop(b);
