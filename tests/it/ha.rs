@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::alertmanager::Alertmanager;
 use crate::delivery::{
     BURNING, CRITICAL, RESOLVED, STILL_FIRING, TOKEN, WAIT, exactly_once, headline, kill,
     resolved_and_drained, setup, slack_notify, slack_rows,
@@ -76,8 +77,17 @@ impl Ha {
     /// delivery.rs's live setup (error ratio, `repeat_interval`, Slack) on a fresh PostgreSQL,
     /// and two replicas started on it at once.
     fn start(error_ratio: f64, repeat_interval: &str) -> Ha {
+        Ha::start_notifying(error_ratio, repeat_interval, "")
+    }
+
+    /// `start`, notifying `more` (YAML lines under `notify:`) besides Slack.
+    fn start_notifying(error_ratio: f64, repeat_interval: &str, more: &str) -> Ha {
         let slack = FakeSlack::start(TOKEN);
-        let live = setup(error_ratio, repeat_interval, &slack_notify(&slack));
+        let live = setup(
+            error_ratio,
+            repeat_interval,
+            &format!("{}{more}", slack_notify(&slack)),
+        );
         let pg = Pg::start();
         let dir = live.setup.dir.path().to_path_buf();
         std::fs::write(dir.join("pg-url"), format!("{}\n", pg.url())).expect("write pg-url");
@@ -864,4 +874,66 @@ fn ha_slack_faults_two_replicas_deliver_every_message_exactly_once_in_order() {
     assert_eq!((delivered, duplicated), (expected, 0));
     assert_resolved_in_place(&snapshot);
     assert_reminders_not_planned_twice(&rows);
+}
+
+/// Alertmanager hears from the leader only: the page fires at a real Alertmanager 0.25 and
+/// resolves, every send and re-send coming from the leader's replica (the follower's log has no
+/// Alertmanager delivery), and once resolved the alert stays resolved (no re-send of it as
+/// firing overtakes the resolution).
+#[test]
+fn ha_alertmanager_hears_from_the_leader_only() {
+    let alertmanager = Alertmanager::start();
+    let ha = Ha::start_notifying(
+        0.0,
+        "1h",
+        &format!(
+            "  alertmanager:\n    url: {}\n    resend_interval: 1s\n",
+            alertmanager.url()
+        ),
+    );
+    let (leader, _) = ha.agreed();
+    let page_active = |alerts: &[Value]| {
+        alerts
+            .iter()
+            .any(|alert| alert["labels"]["tier"] == "page" && alert["status"]["state"] == "active")
+    };
+    ha.live.target.set_error_ratio(BURNING);
+    alertmanager.wait_for_alerts("the page active at Alertmanager", WAIT, |alerts| {
+        page_active(alerts)
+    });
+    // Re-sends every second for a while, then the resolution.
+    sleep(Duration::from_secs(3));
+    ha.live.target.set_error_ratio(0.0);
+    alertmanager.wait_for_alerts("the page resolved at Alertmanager", WAIT, |alerts| {
+        !page_active(alerts)
+    });
+    // Four re-send intervals: a stale re-send would have made it active again.
+    sleep(Duration::from_secs(4));
+    let alerts = alertmanager.alerts();
+    assert!(
+        !page_active(&alerts),
+        "the page is active again after its resolution: {alerts:?}"
+    );
+    let (now_leading, _) = ha.agreed();
+    assert_eq!(now_leading, leader, "leadership moved during the test");
+    let sent_to_alertmanager = |serve: &Serve| {
+        serve
+            .stderr()
+            .lines()
+            .filter(|line| line.contains("notification delivered") && line.contains("alertmanager"))
+            .count()
+    };
+    let by_leader = sent_to_alertmanager(&ha.replicas[leader]);
+    let by_follower = sent_to_alertmanager(&ha.replicas[1 - leader]);
+    eprintln!("Alertmanager notifications delivered: leader {by_leader}, follower {by_follower}");
+    assert!(
+        by_leader >= 2,
+        "the leader sent the firing and the resolution: {by_leader}"
+    );
+    assert_eq!(
+        by_follower,
+        0,
+        "the follower sent to Alertmanager\n{}",
+        ha.diagnostics()
+    );
 }
