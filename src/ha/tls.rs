@@ -13,6 +13,9 @@
 //! | `verify-ca` | always | signed by `sslrootcert` (else the platform's roots) |
 //! | `verify-full` | always | `verify-ca`, and names the host connected to |
 //!
+//! `sslrootcert=system` (as libpq 16) means the platform's roots, with `verify-full` (the
+//! default then; a weaker mode is refused).
+//!
 //! Unchecked certificates still prove the handshake's signatures: the connection is encrypted,
 //! only the server's identity is taken on trust (libpq's `prefer`/`require` do the same).
 
@@ -121,9 +124,23 @@ pub fn split(url: &str) -> Result<(String, Settings), HaError> {
         }
         kept.join(" ")
     };
-    let settings = Settings {
-        mode: mode.unwrap_or(Mode::Prefer),
-        root_cert,
+    let settings = if root_cert.as_deref() == Some(std::path::Path::new("system")) {
+        match mode.unwrap_or(Mode::VerifyFull) {
+            Mode::VerifyFull => Settings {
+                mode: Mode::VerifyFull,
+                root_cert: None,
+            },
+            weaker => {
+                return Err(HaError::Tls(format!(
+                    "sslmode {weaker:?} is too weak for sslrootcert=system (use verify-full)"
+                )));
+            }
+        }
+    } else {
+        Settings {
+            mode: mode.unwrap_or(Mode::Prefer),
+            root_cert,
+        }
     };
     Ok((rest, settings))
 }
@@ -416,5 +433,20 @@ mod tests {
             split("postgres://bw:s3cret@db/bw?sslmode=sometimes"),
             Err(HaError::BadUrl)
         ));
+        // libpq 16's sslrootcert=system: the platform's roots, verify-full.
+        let (_, settings) = split("postgres://bw@db/bw?sslrootcert=system").unwrap();
+        assert_eq!(
+            settings,
+            Settings {
+                mode: Mode::VerifyFull,
+                root_cert: None,
+            }
+        );
+        let weak = split("postgres://bw:s3cret@db/bw?sslrootcert=system&sslmode=require");
+        let message = weak.expect_err("refused").to_string();
+        assert!(
+            message.contains("too weak") && !message.contains("s3cret"),
+            "{message}"
+        );
     }
 }
