@@ -440,6 +440,17 @@ fn slack_faults_deliver_every_message_exactly_once_in_order() {
     assert_eq!(headline(&root.text), RESOLVED, "the root ends RESOLVED");
 }
 
+/// A fixed xorshift sequence: the moments of the kill tests, the same on every run.
+pub(crate) fn kill_moments() -> impl FnMut() -> u64 {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 pub(crate) fn kill(serve: &Serve) {
     let status = Command::new("kill")
         .args(["-s", "KILL", &serve.pid().to_string()])
@@ -460,13 +471,7 @@ fn slack_survives_100_sigkills_without_loss_or_duplicates() {
     let live = setup(BURNING, "1s", &slack_notify(&slack));
     let config = live.setup.config();
     let state = live.setup.state();
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = kill_moments();
     let mut recovered = 0;
     for round in 0..100 {
         let serve = Serve::start(&config, &state);

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::alertmanager::Alertmanager;
 use crate::delivery::{
     BURNING, CRITICAL, RESOLVED, STILL_FIRING, TOKEN, WAIT, exactly_once, headline, kill,
-    resolved_and_drained, setup, slack_notify, slack_rows,
+    kill_moments, resolved_and_drained, setup, slack_notify, slack_rows,
 };
 use crate::fake_slack::{FakeSlack, Fault, Snapshot};
 use crate::pg::Pg;
@@ -570,13 +570,7 @@ fn ha_kill_the_leader_20_times_loses_and_duplicates_nothing() {
     ha.wait_slack("the CRITICAL root in #incidents", WAIT, |s| {
         !s.top_level("#incidents").is_empty()
     });
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = kill_moments();
     let mut takeovers: Vec<Duration> = Vec::new();
     let mut epochs = Vec::new();
     for round in 0..ROUNDS {
