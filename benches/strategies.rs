@@ -13,6 +13,8 @@ mod child;
 #[allow(dead_code)]
 #[path = "../tests/it/prom.rs"]
 mod prom;
+#[path = "../tests/it/tools.rs"]
+mod tools;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

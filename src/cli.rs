@@ -14,6 +14,7 @@ use crate::score::input::{Thresholds, WorkingHours, parse_incidents};
 use crate::score::report::{self, Truth};
 use crate::slo::{Sli, Slo, format_duration, parse_duration};
 use crate::source::openmetrics;
+use crate::window::Semantics;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -88,6 +89,9 @@ pub enum Command {
         /// `off` for none.
         #[arg(long, default_value = "127.0.0.1:9099")]
         listen: String,
+        /// Whose window arithmetic to follow: a Prometheus version (`3`, `2.51`, `2.42`).
+        #[arg(long, default_value = "3", value_parser = parse_semantics)]
+        semantics: Semantics,
     },
 }
 
@@ -121,6 +125,11 @@ pub struct SourceArgs {
     /// Time between evaluations.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     step: Duration,
+    /// Whose window arithmetic to follow: a Prometheus version (`3`, `2.51`, `2.42`).
+    /// Default: current Prometheus (3) for --data; for --prometheus and --config the
+    /// server's version, detected (as `serve` does; `prometheus.semantics` pins it).
+    #[arg(long, value_parser = parse_semantics)]
+    semantics: Option<Semantics>,
 }
 
 /// `replay`'s arguments.
@@ -267,6 +276,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             slack_channel,
             slack_api_url,
             listen,
+            semantics,
         } => {
             let listen = match listen.as_str() {
                 "off" => None,
@@ -300,15 +310,21 @@ pub fn run(cli: Cli) -> Result<i32> {
                 token: crate::source::prometheus::Secret::new(token),
                 channel: slack_channel,
             });
-            crate::demo::run(&mut io::stdout().lock(), pace, slack, listen)?;
+            crate::demo::run(&mut io::stdout().lock(), pace, slack, listen, semantics)?;
             Ok(0)
         }
     }
 }
 
+/// A Prometheus version (or `prometheus-3`) as the window arithmetic to follow.
+fn parse_semantics(text: &str) -> Result<Semantics, String> {
+    text.parse()
+}
+
 /// Where a replay reads history from.
 enum History {
-    File(PathBuf),
+    /// A recording, and the window arithmetic to measure it with.
+    File(PathBuf, Semantics),
     Prometheus(crate::source::prometheus::Client),
 }
 
@@ -325,24 +341,37 @@ fn load_source(source: &SourceArgs) -> Result<(Vec<Slo>, History)> {
     if daemon_config.is_some() || source.prometheus.is_some() {
         crate::source::prometheus::install_crypto_provider();
     }
-    let history =
-        match (&source.data, &daemon_config, &source.prometheus) {
-            (Some(data), _, _) => History::File(data.clone()),
-            (None, Some((config, path)), _) => History::Prometheus(
-                crate::daemon::prometheus_client(config, path, "replay its history")?,
-            ),
-            (None, None, Some(url)) => History::Prometheus(crate::source::prometheus::Client::new(
-                &crate::source::prometheus::Endpoint::new(url.clone()),
-            )?),
-            (None, None, None) => bail!("give --data FILE, --prometheus URL or --config FILE"),
-        };
+    let history = match (&source.data, &daemon_config, &source.prometheus) {
+        (Some(data), _, _) => {
+            History::File(data.clone(), source.semantics.unwrap_or(Semantics::CURRENT))
+        }
+        (None, Some((config, path)), _) => {
+            let mut config = config.clone();
+            if let Some(prometheus) = &mut config.prometheus {
+                prometheus.semantics = source.semantics.or(prometheus.semantics);
+            }
+            History::Prometheus(crate::daemon::prometheus_client(
+                &config,
+                path,
+                "replay its history",
+            )?)
+        }
+        (None, None, Some(url)) => {
+            let mut endpoint = crate::source::prometheus::Endpoint::new(url.clone());
+            endpoint.semantics = source.semantics;
+            History::Prometheus(crate::source::prometheus::Client::new(&endpoint)?)
+        }
+        (None, None, None) => bail!("give --data FILE, --prometheus URL or --config FILE"),
+    };
     Ok((slos, history))
 }
 
-fn read_recording(data: &std::path::Path) -> Result<openmetrics::Recording> {
+fn read_recording(data: &std::path::Path, semantics: Semantics) -> Result<openmetrics::Recording> {
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
-    Ok(openmetrics::parse(&data.display().to_string(), &text)?)
+    let mut recording = openmetrics::parse(&data.display().to_string(), &text)?;
+    recording.semantics = semantics;
+    Ok(recording)
 }
 
 /// The ground truth the options name: an incidents file, else the budget thresholds.
@@ -376,8 +405,8 @@ fn replay_command(args: ReplayArgs) -> Result<i32> {
         bail!("--format csv needs --score");
     }
     let timeline = match history {
-        History::File(data) => {
-            let recording = read_recording(&data)?;
+        History::File(data, semantics) => {
+            let recording = read_recording(&data, semantics)?;
             let range = Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
             tracing::info!(
                 series = recording.series.len(),
@@ -420,7 +449,7 @@ fn scoring_recording(
     step: Duration,
 ) -> Result<(openmetrics::Recording, Range)> {
     let recording = match history {
-        History::File(data) => read_recording(data)?,
+        History::File(data, semantics) => read_recording(data, *semantics)?,
         History::Prometheus(client) => {
             let (Some(from), Some(to)) = (from, to) else {
                 bail!("scoring Prometheus's history needs --from and --to")
@@ -834,6 +863,9 @@ fn describe(out: &mut impl Write, slos: &[Slo]) -> io::Result<()> {
                 tiers.join("; ")
             }
         )?;
+        for warning in &slo.warnings {
+            writeln!(out, "    WARNING: {warning}")?;
+        }
     }
     Ok(())
 }

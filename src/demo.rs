@@ -30,6 +30,7 @@ use crate::slo::{Millis, Slo};
 use crate::source::openmetrics::{self, Recording, escape_label_value};
 use crate::source::prometheus::Secret;
 use crate::store::{Store, StoreHandle};
+use crate::window::Semantics;
 
 /// The spec the demo runs: the repository's `rules/order-service.yaml`.
 pub const SPEC: &str = include_str!("../rules/order-service.yaml");
@@ -483,10 +484,12 @@ pub fn run(
     pace: Duration,
     slack: Option<DemoSlack>,
     listen: Option<SocketAddr>,
+    semantics: Semantics,
 ) -> anyhow::Result<()> {
     let posting = slack.is_some();
     let mut notifier = Notifier::new(slack)?;
-    let (slos, recording) = load().map_err(io::Error::other)?;
+    let (slos, mut recording) = load().map_err(io::Error::other)?;
+    recording.semantics = semantics;
     let range = range();
     let (mut replay, skipped) = Replay::new(&slos, &recording);
     // The status page: a port already taken costs the page, not the demo.

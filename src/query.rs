@@ -228,6 +228,53 @@ fn recognise_division(expr: &Expr) -> Result<(CounterQuery, CounterQuery), Strin
     Ok((numerator, denominator))
 }
 
+/// A regex (RE2 and Rust alike, anchored by PromQL) matching every usual spelling of the
+/// histogram bucket bound `bound` as an `le` label value: `1`, `1.0`, `1.00`, `1e0`, `1e+00`
+/// for 1; `0.3`, `0.30`, `3e-01` for 0.3; `+Inf` and `Inf`. Prometheus 3 stores a scraped
+/// classic histogram's `le` in OpenMetrics form (`1.0`), 2.x as the target wrote it (`1`
+/// from Go clients): one matcher finds the bucket on both, and across an upgrade.
+pub fn bucket_bound_pattern(bound: f64) -> String {
+    if bound == f64::INFINITY {
+        return r"\+?(?i:inf(?:inity)?)".to_string();
+    }
+    // Shortest digits and decimal exponent: bound = d₀.d₁d₂… × 10^exponent.
+    let scientific = format!("{:e}", bound.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if bound < 0.0 { "-" } else { "" };
+    let fraction = |rest: &str| {
+        if rest.is_empty() {
+            r"(?:\.0*)?".to_string()
+        } else {
+            format!(r"\.{rest}0*")
+        }
+    };
+    let positional = if exponent >= 0 {
+        let whole_len = exponent as usize + 1;
+        let mut whole = digits.chars().take(whole_len).collect::<String>();
+        while whole.len() < whole_len {
+            whole.push('0');
+        }
+        let rest: String = digits.chars().skip(whole_len).collect();
+        format!("{sign}0*{whole}{}", fraction(&rest))
+    } else {
+        let zeros = "0".repeat((-exponent - 1) as usize);
+        format!(r"{sign}0*\.{zeros}{digits}0*")
+    };
+    let exponent_part = match exponent {
+        0 => "[eE][+-]?0+".to_string(),
+        e if e > 0 => format!(r"[eE]\+?0*{e}"),
+        e => format!("[eE]-0*{}", -e),
+    };
+    let scientific = format!(
+        "{sign}{}{}{exponent_part}",
+        &digits[..1],
+        fraction(&digits[1..])
+    );
+    format!("{positional}|{scientific}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +370,48 @@ mod tests {
             ),
             "sum(rate(x[1h])) / sum(rate(y[1h]))"
         );
+    }
+
+    #[test]
+    fn bucket_bounds_match_every_usual_spelling_and_nothing_else() {
+        let matches = |bound: f64, text: &str| {
+            let pattern = format!("^(?:{})$", bucket_bound_pattern(bound));
+            regex::Regex::new(&pattern).expect(&pattern).is_match(text)
+        };
+        for (bound, spellings) in [
+            (1.0, &["1", "1.0", "1.00", "1e0", "1e+00", "1E0", "01"][..]),
+            (0.3, &["0.3", "0.30", ".3", "3e-1", "3e-01", "3.0e-01"]),
+            (2.5, &["2.5", "2.50", "2.5e0", "25e-1"][..1]),
+            (1e6, &["1e+06", "1000000", "1000000.0", "1e6", "1.0e+06"]),
+            (0.005, &["0.005", "5e-03", "5e-3"]),
+            (10.0, &["10", "10.0", "1e+01", "1e1"]),
+            (f64::INFINITY, &["+Inf", "Inf", "inf"]),
+            (0.0, &["0", "0.0", "0e0"]),
+        ] {
+            for spelling in spellings {
+                assert!(
+                    matches(bound, spelling),
+                    "{bound} should match {spelling:?}"
+                );
+                // Every spelling reads back as the bound: the pattern is exact.
+                let read: f64 = spelling.parse().unwrap();
+                assert_eq!(read, bound, "{spelling}");
+            }
+        }
+        for (bound, other) in [
+            (1.0, "10"),
+            (1.0, "1.5"),
+            (1.0, "0.1"),
+            (1.0, "11"),
+            (0.3, "0.03"),
+            (0.3, "3"),
+            (0.3, "0.31"),
+            (10.0, "1"),
+            (10.0, "100"),
+            (1e6, "1e+07"),
+            (f64::INFINITY, "1"),
+        ] {
+            assert!(!matches(bound, other), "{bound} should not match {other:?}");
+        }
     }
 }

@@ -17,6 +17,7 @@ use crate::engine::{Engine, Event, InstanceId, InstanceLabels};
 use crate::slo::{Millis, Slo, format_duration, millis};
 use crate::source::openmetrics::Recording;
 use crate::source::recorded::{RecordedInstance, RecordedSlo};
+use crate::window::Semantics;
 
 /// One SLO instance of a replay: its SLO, its recorded series, its handle in the engine.
 struct Bound<'a> {
@@ -227,6 +228,8 @@ pub struct Timeline {
     /// SLO instances evaluated at every step.
     pub instances: usize,
     pub evaluations: u64,
+    /// Whose window arithmetic the windows followed.
+    pub semantics: Semantics,
 }
 
 /// Replays `slos` over `recording` at every step of `range`.
@@ -353,6 +356,7 @@ pub fn run_measured(
         skipped,
         instances,
         evaluations: steps * instances as u64,
+        semantics: recording.semantics,
     };
     (timeline, consumption.into_iter().flatten().collect())
 }
@@ -508,6 +512,7 @@ pub fn to_json(timeline: &Timeline) -> Value {
         "from": format_time(timeline.range.from),
         "to": format_time(timeline.range.to),
         "step": format_duration(timeline.range.step),
+        "semantics": timeline.semantics.name(),
         "events": events,
     })
 }

@@ -270,6 +270,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         "stale": status.stale,
         "stale_slos": status.stale_slos,
         "ha": ha,
+        "source": status.source,
     }))
     .into_response()
 }

@@ -294,6 +294,9 @@ pub struct Slo {
     /// Sloth's `alerting.name`, used as the alert name when set.
     pub alert_name: Option<String>,
     pub origin: Origin,
+    /// What `check` and `serve` warn about: accepted, but likely wrong
+    /// (`file:line:column: field: message`).
+    pub warnings: Vec<String>,
 }
 
 impl Slo {

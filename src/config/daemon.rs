@@ -11,6 +11,8 @@
 //!   # ca_file: /etc/burnwatch/ca.pem
 //!   timeout: 30s
 //!   max_concurrency: 16                 # requests in flight at most; more wait their turn
+//!   # semantics: "2.42"                 # window arithmetic of this Prometheus version;
+//!   #                                   # default: detected from /api/v1/status/buildinfo
 //! evaluation_interval: 30s
 //! stale_after: 5m
 //! strategy: auto                        # auto | query | incremental
@@ -35,6 +37,7 @@ use serde_saphyr::Spanned;
 
 use super::{ConfigError, Problems};
 use crate::slo::Origin;
+use crate::window::Semantics;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +71,7 @@ struct RawPrometheus {
     ca_file: Option<String>,
     timeout: Option<Spanned<String>>,
     max_concurrency: Option<Spanned<u64>>,
+    semantics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +112,9 @@ pub struct PrometheusConfig {
     pub timeout: Duration,
     /// Requests to Prometheus in flight at most.
     pub max_concurrency: usize,
+    /// The window arithmetic to follow whatever the server says (`prometheus.semantics`);
+    /// `None`: detected from the server's version.
+    pub semantics: Option<Semantics>,
 }
 
 /// Where the daemon keeps its state (alert states, incidents, outbox, checkpoints).
@@ -194,7 +201,15 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
                 crate::source::prometheus::DEFAULT_MAX_CONCURRENCY
             }
         };
+        let semantics = prometheus.semantics.as_ref().and_then(|semantics| {
+            semantics
+                .value
+                .parse::<Semantics>()
+                .map_err(|message| problems.at(semantics, "prometheus.semantics", message))
+                .ok()
+        });
         PrometheusConfig {
+            semantics,
             url,
             headers: prometheus.headers.into_iter().collect(),
             basic_auth: prometheus

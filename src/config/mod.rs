@@ -71,6 +71,8 @@ impl std::error::Error for ConfigErrors {}
 pub(crate) struct Problems<'a> {
     file: &'a str,
     errors: Vec<ConfigError>,
+    /// Accepted, but likely wrong: given to the SLO being mapped (`Slo::warnings`).
+    warnings: Vec<ConfigError>,
 }
 
 impl<'a> Problems<'a> {
@@ -78,6 +80,52 @@ impl<'a> Problems<'a> {
         Problems {
             file,
             errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Warns about `le="<integer>"` equality matchers in a query: Prometheus 3 stores a scraped
+    /// classic histogram's bound 1 as `le="1.0"`, Prometheus 2 as the target wrote it (`1`
+    /// from Go clients), so the matcher finds no bucket on one of them.
+    fn check_le_spelling(&mut self, query: &Spanned<String>, path: &str) {
+        let mut rest = query.value.as_str();
+        while let Some(at) = rest.find("le") {
+            let before = query.value.len() - rest.len() + at;
+            rest = &rest[at + 2..];
+            let preceded_by_name = query.value[..before]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let after = rest.trim_start();
+            let Some(quoted) = after.strip_prefix('=').map(str::trim_start) else {
+                continue;
+            };
+            let Some(inner) = quoted.strip_prefix('"') else {
+                continue;
+            };
+            let Some(end) = inner.find('"') else { continue };
+            let value = &inner[..end];
+            let Ok(bound) = value.parse::<f64>() else {
+                continue;
+            };
+            if preceded_by_name || bound.fract() != 0.0 || 1e6 <= bound.abs() {
+                continue;
+            }
+            let go = format!("{}", bound as i64);
+            let warning = ConfigError {
+                file: self.file.to_string(),
+                line: query.referenced.line(),
+                column: query.referenced.column(),
+                path: path.to_string(),
+                message: format!(
+                    "le=\"{value}\" matches no bucket on Prometheus 3, which stores this bound as \
+                     le=\"{go}.0\" (Prometheus 2 keeps the target's le=\"{go}\"); write \
+                     le=~\"{go}|{go}.0\" to match it on every version"
+                ),
+            };
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
+            }
         }
     }
 
@@ -152,9 +200,14 @@ fn map_spec_file<R>(
     let mut slos = Vec::new();
     for (index, raw_slo) in raw_slos.into_iter().enumerate() {
         let path = format!("slos[{index}]");
-        if let Some(slo) = map_slo(&mut problems, &path, &service.value, raw_slo) {
+        if let Some(mut slo) = map_slo(&mut problems, &path, &service.value, raw_slo) {
+            slo.warnings = std::mem::take(&mut problems.warnings)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             slos.push(slo);
         }
+        problems.warnings.clear();
     }
     problems.into_result(slos)
 }

@@ -263,6 +263,7 @@ fn map_slo(
         dashboard: raw.dashboard,
         alert_name: alerting.name,
         origin: problems.origin(&raw.name),
+        warnings: Vec::new(),
     })
 }
 
@@ -327,6 +328,7 @@ fn map_sli(
             Some((suffix, le)) => with_suffix_and_le(&selector.value, suffix, le),
             None => Ok(selector.value.trim().to_string()),
         };
+        problems.check_le_spelling(selector, &format!("{path}.{field}"));
         let parsed = text.and_then(|text| {
             check_selector(&selector.value)?;
             CounterQuery::parse(&format!("sum{by} (rate({text}[{{{{.window}}}}]))"))
@@ -386,6 +388,7 @@ pub(super) fn map_raw_query(
     path: &str,
     query: &Spanned<String>,
 ) -> Option<Sli> {
+    problems.check_le_spelling(query, path);
     if !query::has_window_placeholder(&query.value) {
         problems.at(
             query,
@@ -441,7 +444,12 @@ fn with_suffix_and_le(selector: &str, suffix: &str, le: &str) -> Result<String, 
         parts.push(matchers.trim().trim_end_matches(',').to_string());
     }
     if !le.is_empty() {
-        parts.push(format!("le=\"{le}\""));
+        // Every spelling of the bound: Prometheus 3 stores `le="1"` as `le="1.0"`.
+        let bound: f64 = le
+            .parse()
+            .map_err(|_| format!("{le:?} is not a bucket bound"))?;
+        let pattern = crate::query::bucket_bound_pattern(bound).replace('\\', "\\\\");
+        parts.push(format!("le=~\"{pattern}\""));
     }
     Ok(format!("{name}{suffix}{{{}}}", parts.join(",")))
 }

@@ -182,6 +182,7 @@ fn map_slo(
         dashboard,
         alert_name: alerting.name,
         origin: problems.origin(&raw.name),
+        warnings: Vec::new(),
     })
 }
 
@@ -279,6 +280,7 @@ fn check_event_query(
     path: &str,
     query: &Spanned<String>,
 ) -> Option<String> {
+    problems.check_le_spelling(query, path);
     if !crate::query::has_window_placeholder(&query.value) {
         problems.at(
             query,

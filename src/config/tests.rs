@@ -84,10 +84,24 @@ slos:
     let Sli::Latency { good, total, .. } = &slo.sli else {
         panic!("latency SLI")
     };
+    // The bucket bound in every spelling (`0.3`, `0.30`, `3e-01`): see bucket_bound_pattern.
     assert_eq!(
         good.template(),
-        "sum by (route) (rate(http_request_duration_seconds_bucket{job=\"checkout\",le=\"0.3\"}[{{.window}}]))"
+        format!(
+            "sum by (route) (rate(http_request_duration_seconds_bucket{{job=\"checkout\",le=~\"{}\"}}[{{{{.window}}}}]))",
+            crate::query::bucket_bound_pattern(0.3).replace('\\', "\\\\")
+        )
     );
+    let bucket = |le: &str| {
+        [
+            ("__name__", "http_request_duration_seconds_bucket"),
+            ("job", "checkout"),
+            ("le", le),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+    };
+    assert!(good.selects(&bucket("0.3")) && good.selects(&bucket("0.30")));
+    assert!(!good.selects(&bucket("0.03")) && !good.selects(&bucket("3")));
     assert_eq!(
         total.template(),
         "sum by (route) (rate(http_request_duration_seconds_count{job=\"checkout\"}[{{.window}}]))"
@@ -706,4 +720,35 @@ fn daemon_state_problems_name_file_line_column_and_field() {
     // An unknown key is refused as anywhere else in the config.
     let unknown = daemon_config("state:\n  backend: postgres\n  url: postgres://x\n").unwrap_err();
     assert!(unknown.contains("url"), "{unknown}");
+}
+
+/// A hand-written `le="1"` finds no bucket on Prometheus 3 (stored as `le="1.0"`): `check`
+/// warns, naming the file, line, column, field and the fix; a bound that every version spells
+/// alike (`0.5`), or a matcher over both spellings, is not warned about.
+#[test]
+fn an_integer_le_in_a_hand_written_query_is_warned_about_with_its_line() {
+    let spec = |le: &str| {
+        format!(
+            "version: \"prometheus/v1\"\nservice: orders\nslos:\n  - name: latency\n    \
+             objective: 99\n    sli:\n      events:\n        error_query: 'sum(rate(d_count[{{{{.window}}}}])) - sum(rate(d_bucket{{{le}}}[{{{{.window}}}}]))'\n        \
+             total_query: 'sum(rate(d_count[{{{{.window}}}}]))'\n"
+        )
+    };
+    let warned = slos(&spec("le=\"1\""));
+    assert_eq!(warned[0].warnings.len(), 1, "{:?}", warned[0].warnings);
+    let warning = &warned[0].warnings[0];
+    assert!(
+        warning.starts_with("rules/orders.yaml:8:")
+            && warning.contains("slos[0].sli.events.error_query")
+            && warning.contains("le=\"1.0\"")
+            && warning.contains("le=~\"1|1.0\""),
+        "{warning}"
+    );
+    for fine in ["le=\"0.5\"", "le=~\"1|1.0\"", "handle=\"1\""] {
+        assert_eq!(
+            slos(&spec(fine))[0].warnings,
+            Vec::<String>::new(),
+            "{fine}"
+        );
+    }
 }

@@ -52,6 +52,8 @@ pub(super) struct Daemon {
     /// With PostgreSQL: this replica's standing among the others (None: one SQLite replica,
     /// which always leads).
     ha: Option<Ha>,
+    /// When the source's version was last asked for (see `detect_source_version`).
+    version_asked: Instant,
 }
 
 impl Daemon {
@@ -124,14 +126,7 @@ impl Daemon {
             shared.clone(),
             shutdown.clone(),
         ));
-        match loaded.client.build_info().await {
-            Ok(info) => {
-                tracing::info!(version = %info.version, url = loaded.client.base_url(), "Prometheus found")
-            }
-            Err(error) => {
-                tracing::warn!(%error, "Prometheus build info unavailable; evaluating anyway")
-            }
-        }
+        super::detect_source_version(loaded.client.clone()).await;
         // Alertmanager hears from the leader only.
         let leads: crate::notify::deliver::MaySend = match &ha {
             None => Arc::new(|| true),
@@ -188,6 +183,7 @@ impl Daemon {
             unsaved_meta: Vec::new(),
             am_payloads: HashMap::new(),
             ha,
+            version_asked: Instant::now(),
         })
     }
 
@@ -346,7 +342,10 @@ impl Daemon {
         let _ = self.delivery.sinks.send(new.sinks.clone());
         tracing::info!(slos = new.slos.len(), "configuration reloaded");
         self.loaded = Loaded {
-            client: new.client.with_load(self.query_load.clone()),
+            client: new
+                .client
+                .with_load(self.query_load.clone())
+                .with_version_of(&self.loaded.client),
             ..new
         };
         Ok(())
@@ -360,6 +359,10 @@ impl Daemon {
         let interval = self.loaded.config.evaluation_interval;
         let now = self.ticker.evaluation_time(&self.clock, interval);
         let started = Instant::now();
+        if super::version_due(&self.loaded.client, self.version_asked.elapsed()) {
+            self.version_asked = Instant::now();
+            tokio::spawn(super::detect_source_version(self.loaded.client.clone()));
+        }
         let events = cycle(&self.loaded, &mut self.groups, &self.shared, now).await;
         if self.groups.warmed {
             super::release_freed_memory();

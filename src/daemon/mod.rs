@@ -152,6 +152,7 @@ pub fn prometheus_client(config: &DaemonConfig, config_path: &Path, what: &str) 
     endpoint.ca_file = prometheus.ca_file.clone();
     endpoint.timeout = prometheus.timeout;
     endpoint.max_concurrency = prometheus.max_concurrency;
+    endpoint.semantics = prometheus.semantics;
     endpoint.auth = match (&prometheus.basic_auth, &prometheus.bearer_token_file) {
         (Some((username, password_file)), _) => Auth::Basic {
             username: username.clone(),
@@ -179,6 +180,11 @@ fn load(config_path: &Path) -> Result<Loaded> {
     let config = read_config(config_path)?;
     let slos = config::load_specs(&config.rules)?;
     let client = prometheus_client(&config, config_path, "serve")?;
+    for slo in &slos {
+        for warning in &slo.warnings {
+            tracing::warn!(slo = %slo.id, "{warning}");
+        }
+    }
     if config.strategy == Strategy::Incremental {
         for slo in &slos {
             if let Err(reason) = slo.sli.local() {
@@ -244,6 +250,8 @@ pub struct Status {
     /// Swapped whole by each cycle: readers clone the `Arc` and let go of the lock.
     pub slos: Arc<Vec<SloStatus>>,
     pub alerts: Arc<Vec<SavedAlert>>,
+    /// The source's version and the window arithmetic followed for it.
+    pub source: Option<crate::source::version::SourceVersion>,
 }
 
 /// State shared between the loop and the HTTP server.
@@ -838,6 +846,39 @@ async fn load_histories(store: &StoreHandle) -> HashMap<String, crate::history::
     histories
 }
 
+/// How often the source is asked for its version again once it answered (an upgrade from
+/// Prometheus 2 to 3 changes the window arithmetic under a running daemon).
+const VERSION_EVERY: Duration = Duration::from_secs(600);
+
+/// Whether to ask the source for its version now: never answered yet, or not for
+/// [`VERSION_EVERY`].
+fn version_due(client: &Client, since_asked: Duration) -> bool {
+    let known = client.source_version();
+    let answered = known.version.is_some() || known.basis == crate::source::version::Basis::Pinned;
+    !answered || VERSION_EVERY <= since_asked
+}
+
+/// Asks the source for its version, so windows follow that Prometheus's arithmetic; logs
+/// what was found when it changes, and a failure (what was known stays).
+async fn detect_source_version(client: Client) {
+    let before = client.source_version();
+    match client.detect().await {
+        Ok(found) if found != before => tracing::info!(
+            version = found.version.as_deref().unwrap_or(""),
+            semantics = %found.semantics,
+            url = client.base_url(),
+            reason = %found.reason,
+            "Prometheus found"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(
+            %error,
+            semantics = %before.semantics,
+            "Prometheus build info unavailable; evaluating with the semantics known so far"
+        ),
+    }
+}
+
 /// Whether an SLO is evaluated incrementally under the configured strategy.
 fn incremental_for(strategy: Strategy, slo: &Slo) -> bool {
     strategy != Strategy::Query && slo.sli.local().is_ok()
@@ -909,11 +950,9 @@ async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Milli
         }
         metrics.last_evaluation.set(now as f64 / 1000.0);
     }
-    shared
-        .status
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .slos = Arc::new(statuses);
+    let mut status = shared.status.write().unwrap_or_else(|e| e.into_inner());
+    status.slos = Arc::new(statuses);
+    status.source = Some(loaded.client.source_version());
     events
 }
 

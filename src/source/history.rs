@@ -253,6 +253,7 @@ async fn raw_recording(
     }
     let mut recording = Recording {
         file: "Prometheus's history".to_string(),
+        semantics: client.semantics(),
         ..Recording::default()
     };
     let mut all: Vec<_> = by_labels.into_iter().collect();
@@ -279,6 +280,7 @@ pub async fn recording(
     range: Range,
     mut progress: impl FnMut(),
 ) -> Result<Recording, ApiError> {
+    client.know_version().await;
     let local: Vec<&Slo> = slos.iter().filter(|slo| slo.sli.local().is_ok()).collect();
     raw_recording(
         client,
@@ -305,6 +307,7 @@ pub async fn replay(
     range: Range,
     mut progress: impl FnMut(),
 ) -> Result<Timeline, ApiError> {
+    client.know_version().await;
     let (local, queried): (Vec<Slo>, Vec<Slo>) = slos
         .iter()
         .cloned()
@@ -316,6 +319,7 @@ pub async fn replay(
             skipped: Vec::new(),
             instances: 0,
             evaluations: 0,
+            semantics: client.semantics(),
         }
     } else {
         let refs: Vec<&Slo> = local.iter().collect();

@@ -33,7 +33,7 @@ use crate::query::{CounterQuery, LocalSli};
 use crate::slo::{Millis, Slo, millis};
 use crate::source::live::{Snapshot, windows_and};
 use crate::source::prometheus::{Answer, ApiError, Client, RangeSeries};
-use crate::window::extrapolate;
+use crate::window::{Semantics, extrapolate};
 
 const MINUTE: Millis = 60_000;
 const HOUR: Millis = 60 * MINUTE;
@@ -181,11 +181,17 @@ impl RawSeries {
         }
     }
 
-    /// `increase()` over `[range_start, range_end]`, or `None` with fewer than two samples.
-    fn increase(&self, range_start: Millis, range_end: Millis) -> Option<f64> {
-        let lo = self
-            .offsets
-            .partition_point(|&offset| self.base + Millis::from(offset) < range_start);
+    /// `increase()` over the window ending at `range_end`, or `None` with fewer than two
+    /// samples.
+    fn increase(
+        &self,
+        semantics: Semantics,
+        range_start: Millis,
+        range_end: Millis,
+    ) -> Option<f64> {
+        let lo = self.offsets.partition_point(|&offset| {
+            semantics.before_window(self.base + Millis::from(offset), range_start)
+        });
         let hi = self
             .offsets
             .partition_point(|&offset| self.base + Millis::from(offset) <= range_end);
@@ -200,6 +206,7 @@ impl RawSeries {
             }
         }
         Some(extrapolate(
+            semantics,
             raw,
             (self.at(lo), values[0]),
             self.at(hi - 1),
@@ -481,6 +488,8 @@ impl Incremental {
     ) -> Result<Snapshot, ApiError> {
         let mut queries = 0;
         self.samples_touched = 0;
+        // Raw windows follow the server's window arithmetic: know it first.
+        client.know_version().await;
         // Never read, or not for longer than the raw horizon (burnwatch was down): the raw
         // samples since would be more than a cycle can read, and the buckets are rebuilt from
         // Prometheus's history anyway.
@@ -527,7 +536,7 @@ impl Incremental {
                 .iter()
                 .copied()
                 .filter_map(|window| {
-                    self.measure(instance, now, window)
+                    self.measure(instance, client.semantics(), now, window)
                         .map(|value| (window, value))
                 })
                 .collect();
@@ -666,7 +675,15 @@ impl Incremental {
                 } else {
                     format!(" by ({})", query.by.join(", "))
                 };
-                let expr = format!("sum{by} (increase({}[{}ms]))", selector(&query), width);
+                // Each bucket's increase runs from the sample on its start: adjacent buckets
+                // share that sample and so split the counter's increase between them. From
+                // Prometheus 3 on a range leaves the sample on its start out (and would make
+                // up the first interval from the average), so it is a millisecond longer.
+                let range = match client.semantics() {
+                    crate::window::Semantics::Prometheus3 => width + 1,
+                    _ => width,
+                };
+                let expr = format!("sum{by} (increase({}[{range}ms]))", selector(&query));
                 let points = client
                     .query_range(&expr, first, until, Duration::from_millis(width as u64))
                     .await?;
@@ -806,10 +823,12 @@ impl Incremental {
         }
     }
 
-    /// The window value of one instance over `(now - window, now]`.
+    /// The window value of one instance over the `window` ending at `now` (raw windows
+    /// as `semantics` selects samples; bucketed ones over `(now - window, now]`).
     pub fn measure(
         &self,
         instance: &InstanceLabels,
+        semantics: Semantics,
         now: Millis,
         window: Duration,
     ) -> Option<WindowValue> {
@@ -818,14 +837,28 @@ impl Incremental {
         let [numerator, total] = if window <= RAW_HORIZON {
             let mut sums = [None::<f64>; 2];
             for series in &state.series {
-                if let Some(increase) = series.raw.increase(now - window, now) {
+                if let Some(increase) = series.raw.increase(semantics, now - window, now) {
                     for role in series.roles() {
                         *sums[role as usize].get_or_insert(0.0) += increase;
                     }
                 }
             }
-            [sums[0].unwrap_or(0.0), sums[1]?]
+            // No good series: no data (see recorded.rs); no error series: no errors.
+            let numerator = if self.numerator_is_good {
+                sums[0]?
+            } else {
+                sums[0].unwrap_or(0.0)
+            };
+            [numerator, sums[1]?]
         } else {
+            if self.numerator_is_good
+                && !state
+                    .series
+                    .iter()
+                    .any(|series| series.roles().any(|role| role == Role::Numerator))
+            {
+                return None;
+            }
             let buckets = state;
             let ring = if window <= MEDIUM_HORIZON {
                 &buckets.medium
@@ -857,20 +890,23 @@ mod tests {
             reference.push(at, value);
         }
         let now = 1_700_000_000_000 + 399 * 30_000;
-        let before: Vec<Option<f64>> = [300_000, 3_600_000]
-            .iter()
-            .map(|w| raw.increase(now - w, now))
+        let semantics_and_windows = [Semantics::Prometheus2, Semantics::Prometheus3]
+            .into_iter()
+            .flat_map(|semantics| [(semantics, 300_000), (semantics, 3_600_000)]);
+        let before: Vec<Option<f64>> = semantics_and_windows
+            .clone()
+            .map(|(semantics, w)| raw.increase(semantics, now - w, now))
             .collect();
         raw.trim_before(now - 2 * HOUR);
         assert!(
             raw.offsets.len() < 400 && raw.offsets[0] == 0,
             "trimmed and rebased"
         );
-        for (window, expected) in [300_000, 3_600_000].iter().zip(before) {
-            assert_eq!(raw.increase(now - window, now), expected);
+        for ((semantics, window), expected) in semantics_and_windows.zip(before) {
+            assert_eq!(raw.increase(semantics, now - window, now), expected);
             assert_eq!(
-                raw.increase(now - window, now),
-                reference.increase(now - window, now)
+                raw.increase(semantics, now - window, now),
+                reference.increase(semantics, now - window, now)
             );
         }
     }
@@ -928,7 +964,9 @@ mod tests {
                 .iter()
                 .all(|series| series.raw.offsets.len() == 10)
         );
-        let value = shared.measure(&instance, now, window).expect("a value");
+        let value = shared
+            .measure(&instance, Semantics::CURRENT, now, window)
+            .expect("a value");
         // 9 steps of +2 errors and of +100 + 2 requests.
         assert_eq!((value.bad, value.total), (18.0, 918.0));
         // The buckets count each role once too.

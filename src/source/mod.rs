@@ -7,3 +7,4 @@ pub mod live;
 pub mod openmetrics;
 pub mod prometheus;
 pub mod recorded;
+pub mod version;

@@ -17,7 +17,7 @@ use std::fmt;
 use rustc_hash::FxHashMap;
 
 use crate::slo::Millis;
-use crate::window::Series;
+use crate::window::{Semantics, Series};
 
 /// All series of a recording, in order of first appearance.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +30,9 @@ pub struct Recording {
     /// Where the earliest and the latest sample are (the first line holding each).
     pub earliest: Option<SampleAt>,
     pub latest: Option<SampleAt>,
+    /// Whose window arithmetic its windows follow: the Prometheus version the recording stands
+    /// for (a replay's `--semantics`; the detected version for Prometheus's history).
+    pub semantics: Semantics,
 }
 
 /// A sample's time and the line it was read from.

@@ -23,6 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::slo::Millis;
+use crate::source::version::{self, BuildInfo, SourceVersion};
+use crate::window::Semantics;
 
 /// Prometheus refuses range queries of more than 11,000 points per series.
 pub const MAX_STEPS_PER_QUERY: i64 = 11_000;
@@ -73,6 +75,8 @@ pub struct Endpoint {
     pub retries: usize,
     /// Requests in flight at most; more wait their turn (see [`QueryLoad`]).
     pub max_concurrency: usize,
+    /// Window arithmetic to follow whatever the server reports; `None`: detected.
+    pub semantics: Option<Semantics>,
 }
 
 /// Requests in flight at once by default: a cycle of hundreds of SLOs × windows queues rather
@@ -98,6 +102,7 @@ impl Endpoint {
             timeout: Duration::from_secs(30),
             retries: 3,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            semantics: None,
         }
     }
 }
@@ -200,12 +205,6 @@ pub struct Evaluated {
     pub warnings: Vec<String>,
 }
 
-/// `status/buildinfo`'s essentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildInfo {
-    pub version: String,
-}
-
 /// A client for one endpoint. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -216,7 +215,21 @@ pub struct Client {
     /// One permit per request in flight.
     turns: Arc<tokio::sync::Semaphore>,
     load: QueryLoad,
+    pinned: Option<Semantics>,
+    /// What the server's version is known to be, shared by clones ([`Client::detect`]).
+    version: Arc<std::sync::Mutex<Known>>,
 }
+
+/// The server's version as known, and when it was last asked for.
+#[derive(Debug)]
+struct Known {
+    version: SourceVersion,
+    asked: Option<Instant>,
+}
+
+/// How long a server whose version could not be read is left before it is asked again by
+/// [`Client::know_version`].
+const VERSION_RETRY: Duration = Duration::from_secs(60);
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -285,7 +298,21 @@ impl Client {
             retries: endpoint.retries,
             turns: Arc::new(tokio::sync::Semaphore::new(endpoint.max_concurrency.max(1))),
             load: QueryLoad::default(),
+            pinned: endpoint.semantics,
+            version: Arc::new(std::sync::Mutex::new(Known {
+                version: SourceVersion::unknown(endpoint.semantics),
+                asked: None,
+            })),
         })
+    }
+
+    /// This client, sharing what `old` learnt of the server's version when both talk to the
+    /// same server under the same pin (a reload that changed neither keeps the detection).
+    pub fn with_version_of(mut self, old: &Client) -> Client {
+        if self.base == old.base && self.pinned == old.pinned {
+            self.version = old.version.clone();
+        }
+        self
     }
 
     /// This client, reporting its load to `load`.
@@ -355,8 +382,64 @@ impl Client {
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::Malformed("buildinfo has no version".to_string()))?;
         Ok(BuildInfo {
-            version: version.to_string(),
+            version: bounded(version),
+            application: data.get("application").and_then(Value::as_str).map(bounded),
         })
+    }
+
+    /// Asks the server for its version and sets the window arithmetic this client's windows
+    /// follow ([`Client::semantics`]) from it; on failure what was known stays.
+    pub async fn detect(&self) -> Result<SourceVersion, ApiError> {
+        self.known().asked = Some(Instant::now());
+        let build = self.build_info().await?;
+        let features = match Semantics::of_version(&build.version) {
+            Ok(_) if build.application.is_none() => None,
+            _ => Some(self.get("/api/v1/features", &[]).await.is_ok()),
+        };
+        let judged = version::judge(self.pinned, &build, features);
+        self.known().version = judged.clone();
+        Ok(judged)
+    }
+
+    /// Makes sure the server's version is known before windows are computed from its
+    /// samples: asks unless pinned, known, or asked less than a minute ago; a failure is
+    /// logged and leaves current Prometheus assumed.
+    pub async fn know_version(&self) {
+        let due = {
+            let known = self.known();
+            known.version.basis != version::Basis::Pinned
+                && known.version.version.is_none()
+                && known.asked.is_none_or(|at| VERSION_RETRY <= at.elapsed())
+        };
+        if !due {
+            return;
+        }
+        match self.detect().await {
+            Ok(found) => tracing::info!(
+                semantics = %found.semantics,
+                reason = %found.reason,
+                "Prometheus found"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                semantics = %self.semantics(),
+                "Prometheus build info unavailable; windows follow the semantics known so far"
+            ),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.version.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The window arithmetic of this source: pinned, detected, or assumed current.
+    pub fn semantics(&self) -> Semantics {
+        self.known().version.semantics
+    }
+
+    /// What is known of the server's version.
+    pub fn source_version(&self) -> SourceVersion {
+        self.known().version.clone()
     }
 
     /// GET with retries; returns the body of a 2xx answer (parsed by the caller, so that

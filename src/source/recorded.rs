@@ -3,7 +3,9 @@
 //! `sum by (...) (rate(...[w]))` on the same samples.
 //!
 //! Absent error series count as zero errors (PromQL would return no sample for the ratio; an SLO
-//! with no failing request is not "no data").
+//! with no failing request is not "no data"). Absent good series (`1 - good / total`, a latency
+//! SLI's bucket) are no data, as in PromQL: a bucket bound that matches no `le` never reads as
+//! 100% errors.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use crate::engine::InstanceLabels;
 use crate::query::{CounterQuery, LocalSli};
 use crate::slo::{Millis, Slo, millis};
 use crate::source::openmetrics::Recording;
-use crate::window::{Cursor, Series};
+use crate::window::{Cursor, Semantics, Series};
 
 /// One SLO instance bound to the recorded series that feed it.
 #[derive(Debug, Clone)]
@@ -89,7 +91,8 @@ impl RecordedSlo {
         Ok(RecordedSlo { instances })
     }
 
-    /// The window value of instance `index` over `[at - window, at]`.
+    /// The window value of instance `index` over the `window` ending at `at` (its start in
+    /// the window or not as `recording.semantics` says).
     pub fn measure(
         &mut self,
         recording: &Recording,
@@ -102,8 +105,9 @@ impl RecordedSlo {
 }
 
 impl RecordedInstance {
-    /// The window value over `[at - window, at]`; `None` when the total has no series with two
-    /// samples in the window. Windows of the SLO's tiers slide with cursors; any other window
+    /// The window value over the `window` ending at `at` (its start in the window or not as
+    /// `recording.semantics` says); `None` when the total has no series with two samples in
+    /// the window. Windows of the SLO's tiers slide with cursors; any other window
     /// (the budget period, say) is found by binary search.
     pub fn measure(
         &mut self,
@@ -114,25 +118,35 @@ impl RecordedInstance {
         let window = millis(window);
         let start = at - window;
         let series = &recording.series;
+        let semantics = recording.semantics;
         let (numerator, total) = match self
             .cursors
             .iter_mut()
             .find(|(length, _, _)| *length == window)
         {
             Some((_, numerator_cursors, total_cursors)) => (
-                sum_with_cursors(series, &self.numerator, numerator_cursors, start, at),
-                sum_with_cursors(series, &self.total, total_cursors, start, at),
+                sum_with_cursors(
+                    semantics,
+                    series,
+                    &self.numerator,
+                    numerator_cursors,
+                    start,
+                    at,
+                ),
+                sum_with_cursors(semantics, series, &self.total, total_cursors, start, at),
             ),
             None => (
-                sum_searching(series, &self.numerator, start, at),
-                sum_searching(series, &self.total, start, at),
+                sum_searching(semantics, series, &self.numerator, start, at),
+                sum_searching(semantics, series, &self.total, start, at),
             ),
         };
         let total = total?;
-        let numerator = numerator.unwrap_or(0.0);
         Some(match self.kind {
-            Numerator::Bad => WindowValue::new(numerator, total),
-            Numerator::Good => WindowValue::new(total - numerator, total),
+            // No error series: no errors (see the module's doc).
+            Numerator::Bad => WindowValue::new(numerator.unwrap_or(0.0), total),
+            // No good series (a bucket bound that matches no `le`): no data, as PromQL's
+            // division has none; never "every request failed".
+            Numerator::Good => WindowValue::new(total - numerator?, total),
         })
     }
 }
@@ -146,6 +160,7 @@ fn group_key(query: &CounterQuery, series: &Series) -> InstanceLabels {
 }
 
 fn sum_with_cursors(
+    semantics: Semantics,
     series: &[Series],
     indices: &[usize],
     cursors: &mut [Cursor],
@@ -154,19 +169,63 @@ fn sum_with_cursors(
 ) -> Option<f64> {
     let mut sum = None;
     for (&index, cursor) in indices.iter().zip(cursors.iter_mut()) {
-        if let Some(increase) = cursor.increase(&series[index], start, end) {
+        if let Some(increase) = cursor.increase(semantics, &series[index], start, end) {
             *sum.get_or_insert(0.0) += increase;
         }
     }
     sum
 }
 
-fn sum_searching(series: &[Series], indices: &[usize], start: Millis, end: Millis) -> Option<f64> {
+fn sum_searching(
+    semantics: Semantics,
+    series: &[Series],
+    indices: &[usize],
+    start: Millis,
+    end: Millis,
+) -> Option<f64> {
     let mut sum = None;
     for &index in indices {
-        if let Some(increase) = series[index].increase(start, end) {
+        if let Some(increase) = series[index].increase(semantics, start, end) {
             *sum.get_or_insert(0.0) += increase;
         }
     }
     sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A latency SLI whose bound matches no bucket is no data, never "every request was
+    /// slow"; the bound matches the bucket however the recording spells it.
+    #[test]
+    fn a_bound_that_matches_no_bucket_is_no_data() {
+        let mut text = String::from("# TYPE d histogram\n");
+        for i in 0..20 {
+            let t = 1_700_000_000 + 30 * i;
+            for (le, value) in [("0.5", 8 * i), ("1.0", 9 * i), ("+Inf", 10 * i)] {
+                text.push_str(&format!("d_bucket{{le=\"{le}\"}} {value} {t}\n"));
+            }
+            text.push_str(&format!("d_count {} {t}\n", 10 * i));
+        }
+        let recording = crate::source::openmetrics::parse("d.om", &text).expect("parses");
+        let measure = |threshold: &str| {
+            let spec = format!(
+                "version: burnwatch/v1\nservice: s\nslos:\n  - name: latency\n    objective: 99\n    \
+                 sli:\n      latency:\n        histogram: d\n        threshold: \"{threshold}\"\n"
+            );
+            let slo = match crate::config::load_str("s.yaml", &spec, std::path::Path::new(".")) {
+                Ok(crate::config::Document::Slos(mut slos)) => slos.remove(0),
+                other => panic!("{other:?}"),
+            };
+            let mut bound = RecordedSlo::bind(&slo, &recording).expect("binds");
+            bound.measure(&recording, 0, 1_700_000_570_000, Duration::from_secs(300))
+        };
+        // `1` finds the bucket written `1.0`: 10% slower than 1 s.
+        let value = measure("1").expect("a value");
+        assert!((value.error_ratio - 0.1).abs() < 1e-9, "{value:?}");
+        assert!((measure("0.5").expect("a value").error_ratio - 0.2).abs() < 1e-9);
+        // No bucket at 2 s: no data.
+        assert_eq!(measure("2"), None);
+    }
 }

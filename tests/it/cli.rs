@@ -143,6 +143,57 @@ fn check_points_at_file_line_column_and_field() {
     assert!(text(&output.stderr).contains("missing.yaml: cannot read: No such file or directory"));
 }
 
+/// `replay --semantics` follows the named Prometheus version's window arithmetic, says so in
+/// the JSON, and the seed incident's figures move with it (3.x leaves the sample on a window's
+/// start out); a version that is not one is refused naming the option.
+#[test]
+fn replay_semantics_option_changes_the_window_arithmetic_and_is_reported() {
+    let data = demo_data();
+    let replay = |semantics: &str| {
+        let output = burnwatch(&[
+            "replay",
+            "--spec",
+            "examples/sloth/order-service.yml",
+            "--data",
+            data.to_str().unwrap(),
+            "--from",
+            "2023-11-14T01:00:00Z",
+            "--to",
+            "2023-11-14T02:00:00Z",
+            "--format",
+            "json",
+            "--semantics",
+            semantics,
+        ]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let (old, new) = (replay("2.42"), replay("3"));
+    assert_eq!(old["semantics"], "prometheus-2");
+    assert_eq!(new["semantics"], "prometheus-3");
+    assert_eq!(replay("2.51")["semantics"], "prometheus-2.51");
+    assert_ne!(
+        old["events"][0]["burn_rate"], new["events"][0]["burn_rate"],
+        "the same samples, other windows"
+    );
+    let output = burnwatch(&[
+        "replay",
+        "--spec",
+        "x.yaml",
+        "--data",
+        "y",
+        "--semantics",
+        "1.8",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--semantics")
+            && text(&output.stderr).contains("not a Prometheus version"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
 #[test]
 fn replay_json_of_a_sloth_spec_is_the_documented_shape() {
     let data = demo_data();
@@ -169,7 +220,9 @@ fn replay_json_of_a_sloth_spec_is_the_documented_shape() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, ["from", "to", "step", "events"]);
+    assert_eq!(keys, ["from", "to", "step", "semantics", "events"]);
+    // A recording follows current Prometheus unless told otherwise.
+    assert_eq!(json["semantics"], "prometheus-3");
     let event_keys: Vec<&str> = json["events"][0]
         .as_object()
         .unwrap()

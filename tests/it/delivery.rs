@@ -1100,7 +1100,7 @@ fn slack_hears_when_evaluation_goes_stale_and_recovers() {
     });
 }
 
-/// The seed incident end to end: its recording backfilled into a real Prometheus, `serve`
+/// The seed incident end to end: its recording backfilled into a real Prometheus 3, `serve`
 /// rehearsing that past at 60× speed, Slack hearing it: the CRITICAL root in #incidents with
 /// the very figures `burnwatch demo` (a replay of the same recording) shows, turned RESOLVED in
 /// place after resolve_timeout (5m), with the resolution in its thread. The rehearsal is
@@ -1111,7 +1111,11 @@ fn slack_hears_when_evaluation_goes_stale_and_recovers() {
 fn slack_hears_the_seed_incident_rehearsed_from_prometheus() {
     use burnwatch::demo;
     let slack = FakeSlack::start(TOKEN);
-    let prom = crate::prom::Prometheus::start(&demo::recording_text());
+    // Prometheus 3, whose window arithmetic the demo follows by default: serve detects it.
+    let prom = crate::prom::Prometheus::start_version(
+        crate::prom::Version::V3_16,
+        &demo::recording_text(),
+    );
     let dir = tempfile::Builder::new()
         .prefix("burnwatch-rehearsal-")
         .tempdir()

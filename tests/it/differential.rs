@@ -1,5 +1,9 @@
 //! Differential tests: burnwatch's locally computed window values against a real Prometheus
-//! 2.42 (the oracle) evaluating the Sloth-style expressions on the same samples.
+//! (the oracle), 2.42 and 3.16 each, evaluating the Sloth-style expressions on the same
+//! samples. burnwatch follows each version's window arithmetic (`Semantics`: closed windows
+//! and the old extrapolation order on 2.42, left-open windows and the new order on 3.16); every
+//! comparison is also made with the other version's arithmetic, and the scenarios built on
+//! window edges must show that it would have disagreed there.
 //!
 //! Each test generates a deterministic recording (a fixed-seed xorshift; 30 s scrapes with up
 //! to 40 ms of jitter over 3 d 10 h, so every default window from 5m to 3d is covered),
@@ -40,7 +44,7 @@ use burnwatch::source::openmetrics::{self, Recording, escape_label_value};
 use burnwatch::source::recorded::RecordedSlo;
 use serde_json::Value;
 
-use crate::prom::{Prometheus, Sample};
+use crate::prom::{Prometheus, Sample, VERSIONS};
 
 /// First scrape, 2 h aligned (Prometheus' block boundaries).
 const T0_MS: i64 = 1_699_999_200_000;
@@ -196,6 +200,18 @@ impl Generator {
         }
     }
 
+    /// A target scraped exactly every 30 s from `T0_MS`, no jitter: every evaluation on the
+    /// 30 s grid has a sample exactly on each window's start.
+    fn aligned_target(&mut self, job: &str, instance: &str) -> Target {
+        Target {
+            labels: format!("job=\"{job}\",instance=\"{instance}\""),
+            scrapes: (0..STEPS)
+                .map(|step| Some(T0_MS + step as i64 * STEP_MS))
+                .collect(),
+            restarts: Vec::new(),
+        }
+    }
+
     /// One counter series of `target`: `increments[step]` is counted at each step from `born`
     /// on (before `born` the series does not exist). The counter starts at `start` and starts
     /// again from zero when the target's process restarts.
@@ -330,6 +346,8 @@ struct Scenario {
     instances: Vec<Key>,
     /// Interesting instants: evaluated exactly, around, and one window later.
     edges: Vec<(String, i64)>,
+    /// Also compare at every scrape (30 s, on the samples' own timestamps) over this range.
+    every_scrape: Option<Range<i64>>,
     expect: Expect,
 }
 
@@ -345,6 +363,9 @@ struct Expect {
     no_samples: bool,
     /// The largest error ratio seen lies in this range.
     max_ratio: (f64, f64),
+    /// The other Prometheus version's window arithmetic must disagree with this one's
+    /// Prometheus somewhere (the data sit on window edges); unset, no requirement.
+    semantics_matter: bool,
 }
 
 /// A scenario for the Sloth SLO `name` from `sloth_spec`.
@@ -375,6 +396,7 @@ fn ratio_scenario(
         slo,
         instances,
         edges,
+        every_scrape: None,
         expect,
     }
 }
@@ -596,7 +618,9 @@ fn grouped_routes_and_late_error_series_match_prometheus() {
     run("grouped", &text, &scenarios);
 }
 
-/// 7: a latency SLI (burnwatch's native spec) on a histogram, with a slow period and a restart.
+/// 7: latency SLIs (burnwatch's native spec) on a histogram, with a slow period and a restart:
+/// one at 0.3 s and one at an integer bound, 1 s, which the data write `le="1"` and Prometheus 3
+/// stores as `le="1.0"` (the SLO's matcher takes every spelling of the bound).
 #[test]
 fn latency_slo_on_a_histogram_matches_prometheus() {
     let mut generator = Generator::new(0x5EED_0003);
@@ -605,69 +629,138 @@ fn latency_slo_on_a_histogram_matches_prometheus() {
     let slow = hours(55)..hours(56) + minutes(30);
     let restart = hours(75);
     let target = g.target("latency", "a", 9_500).restart(restart);
+    let bounds = ["0.1", "0.3", "1", "+Inf"];
     for (route, mean) in [("GET /orders", 800.0), ("POST /orders", 200.0)] {
-        // Cumulative bucket counts per step: le="0.1", le="0.3", le="+Inf".
-        let mut buckets = [Vec::new(), Vec::new(), Vec::new()];
+        // Cumulative bucket counts per step, one per bound.
+        let mut buckets = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for step in 0..STEPS {
             let count = g.rng.count(mean * diurnal(step));
             let fast = g.rng.count(count * 0.6);
-            // Of the slower requests, the share still under the 0.3 s threshold.
-            let share = if route == "GET /orders" && slow.contains(&step) {
-                0.5
-            } else {
-                0.92
-            };
+            // Of the slower requests, the share still under the 0.3 s threshold, and of the
+            // rest the share under 1 s.
+            let slowed = route == "GET /orders" && slow.contains(&step);
+            let (share, under_1s) = if slowed { (0.5, 0.4) } else { (0.92, 0.9) };
             let medium = g.rng.count((count - fast) * share).min(count - fast);
+            let long = g
+                .rng
+                .count((count - fast - medium) * under_1s)
+                .min(count - fast - medium);
             buckets[0].push(fast);
             buckets[1].push(fast + medium);
-            buckets[2].push(count);
+            buckets[2].push(fast + medium + long);
+            buckets[3].push(count);
         }
         let start = g.rng.count(100_000.0);
-        let starts = [start * 0.6, start * 0.97, start].map(f64::floor);
+        let starts = [start * 0.6, start * 0.97, start * 0.995, start].map(f64::floor);
         let bucket = "http_request_duration_seconds_bucket";
-        for ((le, counts), start) in ["0.1", "0.3", "+Inf"].iter().zip(&buckets).zip(starts) {
+        for ((le, counts), start) in bounds.iter().zip(&buckets).zip(starts) {
             let labels = [("route", route), ("le", le)];
             g.counter(bucket, &target, &labels, start, 0, counts);
         }
         let count = "http_request_duration_seconds_count";
-        g.counter(count, &target, &[("route", route)], start, 0, &buckets[2]);
+        g.counter(count, &target, &[("route", route)], start, 0, &buckets[3]);
     }
     let text = generator.finish();
-    let yaml = r#"version: burnwatch/v1
-service: orders
-slos:
-  - name: latency
-    objective: 99
-    sli:
-      latency:
-        histogram: http_request_duration_seconds{job="latency"}
-        threshold: "0.3"
-    group_by: [route]
-"#;
+    let spec = |name: &str, threshold: &str| {
+        format!(
+            "version: burnwatch/v1\nservice: orders\nslos:\n  - name: {name}\n    objective: 99\n    \
+             sli:\n      latency:\n        histogram: http_request_duration_seconds{{job=\"latency\"}}\n        \
+             threshold: \"{threshold}\"\n    group_by: [route]\n"
+        )
+    };
     let count = "http_request_duration_seconds_count{job=\"latency\"}[{{.window}}]";
-    let fast = "http_request_duration_seconds_bucket{job=\"latency\",le=\"0.3\"}[{{.window}}]";
-    let scenario = Scenario {
-        name: "latency",
-        slo: load_slos("latency.yaml", yaml).remove(0),
-        total_events: format!("sum by (route) (increase({count}))"),
-        bad_events: format!(
-            "sum by (route) (increase({count})) - sum by (route) (increase({fast}))"
-        ),
-        instances: vec![
-            key(&[("route", "GET /orders")]),
-            key(&[("route", "POST /orders")]),
-        ],
-        edges: target.edges(&[
-            ("slow period starts", target.at(slow.start)),
-            ("slow period ends", target.at(slow.end)),
-            ("restart", target.at(restart)),
+    let scenario = |name: &'static str, threshold: &str, le: &str, max_ratio| {
+        let fast = format!(
+            "http_request_duration_seconds_bucket{{job=\"latency\",{le}}}[{{{{.window}}}}]"
+        );
+        Scenario {
+            name,
+            slo: load_slos("latency.yaml", &spec(name, threshold)).remove(0),
+            total_events: format!("sum by (route) (increase({count}))"),
+            bad_events: format!(
+                "sum by (route) (increase({count})) - sum by (route) (increase({fast}))"
+            ),
+            instances: vec![
+                key(&[("route", "GET /orders")]),
+                key(&[("route", "POST /orders")]),
+            ],
+            edges: target.edges(&[
+                ("slow period starts", target.at(slow.start)),
+                ("slow period ends", target.at(slow.end)),
+                ("restart", target.at(restart)),
+            ]),
+            every_scrape: None,
+            expect: Expect {
+                max_ratio,
+                ..Expect::default()
+            },
+        }
+    };
+    let scenarios = [
+        scenario("latency", "0.3", "le=\"0.3\"", (0.15, 0.3)),
+        // The event counts name both spellings, as a user who knows would.
+        scenario("latency-1s", "1", "le=~\"1|1.0\"", (0.05, 0.2)),
+    ];
+    run("latency", &text, &scenarios);
+}
+
+/// 8: samples exactly on the evaluation grid, so every window starts on a sample (where 3.x's
+/// left-open windows leave it out and 2.x's closed ones take it in), and a process restart
+/// after two minutes down, so windows start in the gap just before the reset's first sample
+/// (where 2.51+ tests the extrapolation before clamping to the counter's zero point).
+#[test]
+fn samples_on_window_edges_and_a_reset_after_a_gap_match_each_version() {
+    let mut generator = Generator::new(0x5EED_0004);
+    let g = &mut generator;
+    g.family("http_requests", "counter");
+    let burst = hours(60)..hours(60) + minutes(40);
+    let (down, restart) = (hours(76)..hours(76) + 4, hours(76) + 4);
+    let target = g
+        .aligned_target("aligned", "a")
+        .down(down.clone())
+        .restart(restart);
+    let ratio = |step| if burst.contains(&step) { 0.05 } else { 0.001 };
+    g.route(&target, Some("GET /orders"), 600.0, errors("500", ratio));
+    let text = generator.finish();
+    let slos = load_slos(
+        "aligned.yaml",
+        &sloth_spec(&[("aligned", " by (route)", "rate")]),
+    );
+    let mut scenario = ratio_scenario(
+        &slos,
+        "aligned",
+        vec![key(&[("route", "GET /orders")])],
+        target.edges(&[
+            ("burst starts", target.at(burst.start)),
+            ("last sample before the restart", target.at(down.start - 1)),
+            ("first sample after the restart", target.at(restart)),
         ]),
-        expect: Expect {
-            max_ratio: (0.15, 0.3),
+        Expect {
+            max_ratio: (0.03, 0.08),
+            semantics_matter: true,
             ..Expect::default()
         },
+    );
+    // Every scrape for two hours over the burst's start, and over the hour after the restart.
+    let burst_start = target.at(burst.start);
+    scenario.every_scrape = Some(burst_start - 3_600_000..burst_start + 3_600_000);
+    let after_restart = Scenario {
+        name: "aligned",
+        every_scrape: Some(target.at(restart) - 600_000..target.at(restart) + 3_600_000),
+        edges: Vec::new(),
+        ..ratio_scenario(
+            &slos,
+            "aligned",
+            vec![key(&[("route", "GET /orders")])],
+            Vec::new(),
+            Expect {
+                max_ratio: (0.03, 0.08),
+                semantics_matter: true,
+                ..Expect::default()
+            },
+        )
     };
-    run("latency", &text, &[scenario]);
+    run("aligned", &text, &[scenario, after_restart]);
 }
 
 // ---- running the comparisons ----
@@ -734,6 +827,8 @@ struct Stats {
     instant_queries: usize,
     range_queries: usize,
     max_ratio: f64,
+    /// Values where the other version's arithmetic would have disagreed with Prometheus.
+    other_semantics_differs: usize,
 }
 
 struct Check<'a> {
@@ -742,6 +837,9 @@ struct Check<'a> {
     recording: &'a Recording,
     scenario: &'a Scenario,
     recorded: RecordedSlo,
+    /// The same recording and instances under the other version's window arithmetic.
+    other_recording: &'a Recording,
+    other: RecordedSlo,
     /// burnwatch's instances as group-by label maps, by index.
     keys: Vec<Key>,
     stats: Stats,
@@ -751,9 +849,39 @@ struct Check<'a> {
 /// Backfills `text`, reads it with burnwatch, and checks every scenario; panics listing every
 /// disagreement.
 fn run(name: &str, text: &str, scenarios: &[Scenario]) {
+    let mut failures = Vec::new();
+    for version in VERSIONS {
+        failures.extend(run_on(version, name, text, scenarios));
+    }
+    if !failures.is_empty() {
+        let shown = failures.len().min(40);
+        panic!(
+            "{} disagreements with Prometheus (first {shown}):\n{}",
+            failures.len(),
+            failures[..shown].join("\n")
+        );
+    }
+}
+
+/// Checks every scenario against one Prometheus version; returns the disagreements.
+fn run_on(
+    version: crate::prom::Version,
+    name: &str,
+    text: &str,
+    scenarios: &[Scenario],
+) -> Vec<String> {
+    use burnwatch::window::Semantics;
     let started = std::time::Instant::now();
-    let recording = openmetrics::parse(&format!("{name}.om"), text).expect("recording parses");
-    let prom = Prometheus::start(text);
+    let mut recording = openmetrics::parse(&format!("{name}.om"), text).expect("recording parses");
+    recording.semantics = version.semantics();
+    let other_recording = Recording {
+        semantics: match version.semantics() {
+            Semantics::Prometheus3 => Semantics::Prometheus2,
+            _ => Semantics::Prometheus3,
+        },
+        ..recording.clone()
+    };
+    let prom = Prometheus::start_version(version, text);
     burnwatch::source::prometheus::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .no_proxy()
@@ -764,6 +892,8 @@ fn run(name: &str, text: &str, scenarios: &[Scenario]) {
     let mut failures = Vec::new();
     for scenario in scenarios {
         let recorded = RecordedSlo::bind(&scenario.slo, &recording)
+            .unwrap_or_else(|e| panic!("[{}] bind: {e}", scenario.name));
+        let other = RecordedSlo::bind(&scenario.slo, &other_recording)
             .unwrap_or_else(|e| panic!("[{}] bind: {e}", scenario.name));
         let keys: Vec<Key> = recorded
             .instances
@@ -776,6 +906,8 @@ fn run(name: &str, text: &str, scenarios: &[Scenario]) {
             recording: &recording,
             scenario,
             recorded,
+            other_recording: &other_recording,
+            other,
             keys,
             stats: Stats::default(),
             failures: Vec::new(),
@@ -786,20 +918,18 @@ fn run(name: &str, text: &str, scenarios: &[Scenario]) {
         failures.append(&mut check.failures);
     }
     eprintln!(
-        "differential {name}: {} samples in {} series, {:.1?}\n{}",
+        "differential {name} on Prometheus {} ({}): {} samples in {} series, {:.1?}\n{}",
+        version.number(),
+        recording.semantics,
         recording.samples,
         recording.series.len(),
         started.elapsed(),
         report.join("\n")
     );
-    if !failures.is_empty() {
-        let shown = failures.len().min(40);
-        panic!(
-            "{} disagreements with Prometheus (first {shown}):\n{}",
-            failures.len(),
-            failures[..shown].join("\n")
-        );
-    }
+    failures
+        .into_iter()
+        .map(|failure| format!("Prometheus {}: {failure}", version.number()))
+        .collect()
 }
 
 impl Check<'_> {
@@ -832,6 +962,13 @@ impl Check<'_> {
         let count = ((end - start) / GRID_STEP_MS + 1) as usize;
         for &window in &windows {
             self.range("grid", start, GRID_STEP_MS, count, window);
+        }
+
+        if let Some(range) = &scenario.every_scrape {
+            let count = ((range.end - range.start) / STEP_MS) as usize;
+            for &window in &windows {
+                self.range("every scrape", range.start, STEP_MS, count, window);
+            }
         }
 
         for (what, at) in &scenario.edges {
@@ -903,10 +1040,19 @@ impl Check<'_> {
             for index in 0..self.keys.len() {
                 let key = self.keys[index].clone();
                 let value = self.recorded.measure(self.recording, index, at, window);
+                let other = self.other.measure(self.other_recording, index, at, window);
                 let total_rate_present = at_answers[Kind::TotalRate as usize].contains_key(&key);
                 for (kind, answer) in KINDS.iter().zip(&at_answers) {
                     let theirs = answer.get(&key).copied();
                     let ours = value.map(|value| kind.of(&value, &scenario.slo, window));
+                    let other = other.map(|value| kind.of(&value, &scenario.slo, window));
+                    let other_agrees = match (other, theirs) {
+                        (Some(other), Some(theirs)) => close(other, theirs),
+                        (other, theirs) => other.is_some() == theirs.is_some() || ours == other,
+                    };
+                    if !other_agrees {
+                        self.stats.other_semantics_differs += 1;
+                    }
                     let verdict = match (ours, theirs) {
                         (Some(ours), Some(theirs)) if close(ours, theirs) => {
                             self.stats.values += 1;
@@ -1006,6 +1152,13 @@ impl Check<'_> {
         }
         if expect.no_samples != (stats.no_samples > 0) {
             problems.push(format!("{} windows without samples", stats.no_samples));
+        }
+        if expect.semantics_matter && stats.other_semantics_differs == 0 {
+            problems.push(
+                "the other version's window arithmetic agreed everywhere; the data do not \
+                 sit on window edges"
+                    .to_string(),
+            );
         }
         let (low, high) = expect.max_ratio;
         if !(low..=high).contains(&stats.max_ratio) {

@@ -16,4 +16,5 @@ mod report_html;
 mod score;
 mod serve;
 mod strategies;
+mod tools;
 mod tune;

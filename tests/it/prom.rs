@@ -1,10 +1,12 @@
-//! A real Prometheus (Debian's 2.42 package) as a test fixture, for differential tests:
-//! backfill OpenMetrics text with `promtool`, start `prometheus` on a free loopback port
-//! with that TSDB, and run instant queries against it. For the daemon's tests it can also
-//! scrape live targets (`start_scraping`), and be stopped and started again on the same port
-//! with the same TSDB (`stop`, `restart`) to simulate an outage.
+//! A real Prometheus as a test fixture, for differential tests: backfill OpenMetrics text
+//! with `promtool`, start `prometheus` on a free loopback port with that TSDB, and run instant
+//! queries against it. For the daemon's tests it can also scrape live targets
+//! (`start_scraping`), and be stopped and started again on the same port with the same TSDB
+//! (`stop`, `restart`) to simulate an outage.
 //!
-//! The binaries come from Debian's `prometheus` package; `./scripts/test` installs it.
+//! Two versions ([`Version`]): 2.42 from Debian's `prometheus` package (on `PATH`), the default,
+//! and 3.16 built from the Go module proxy by `scripts/build-tools` into its cache
+//! (`$BURNWATCH_TOOLS`, else `~/.cache/burnwatch/tools`); `./scripts/test` provides both.
 //! Every instance has its own temp dir and port, so tests may start several in parallel.
 
 use std::collections::BTreeMap;
@@ -19,8 +21,48 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The Prometheus minor version the differential tests are written against.
-const EXPECTED_VERSION: &str = "2.42.";
+/// A Prometheus release the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Debian bookworm's package: the 2.x arithmetic (closed windows).
+    V2_42,
+    /// Built by `scripts/build-tools`: left-open windows, `le` normalised when scraped.
+    V3_16,
+}
+
+/// Both versions, for tests that compare burnwatch with each.
+pub const VERSIONS: [Version; 2] = [Version::V2_42, Version::V3_16];
+
+impl Version {
+    /// What `--version` prints after "version ".
+    fn expected(self) -> &'static str {
+        match self {
+            Version::V2_42 => "2.42.",
+            Version::V3_16 => "3.16.",
+        }
+    }
+
+    /// The version burnwatch is told or detects (`buildinfo`'s form).
+    pub fn number(self) -> &'static str {
+        match self {
+            Version::V2_42 => "2.42.0",
+            Version::V3_16 => "3.16.0",
+        }
+    }
+
+    /// The window arithmetic burnwatch follows for this version.
+    pub fn semantics(self) -> burnwatch::window::Semantics {
+        burnwatch::window::Semantics::of_version(self.number()).expect("a Prometheus version")
+    }
+
+    /// The `prometheus` or `promtool` binary of this version.
+    pub fn binary(self, name: &str) -> PathBuf {
+        match self {
+            Version::V2_42 => PathBuf::from(name),
+            Version::V3_16 => crate::tools::dir("prometheus", "3.16.0").join(name),
+        }
+    }
+}
 /// How long `start` waits for `/-/ready` and the backfilled data, per attempt.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts at finding a free port (another process may grab the one we picked).
@@ -36,6 +78,7 @@ pub type Sample = (BTreeMap<String, String>, f64);
 pub const SCRAPE_JOB: &str = "live";
 
 pub struct Prometheus {
+    version: Version,
     // None while stopped (see `stop` and `restart`).
     child: Option<Child>,
     port: u16,
@@ -56,7 +99,12 @@ impl Prometheus {
     ///
     /// Panics with promtool's / prometheus' output on failure.
     pub fn start(openmetrics: &str) -> Prometheus {
-        check_version();
+        Prometheus::start_version(Version::V2_42, openmetrics)
+    }
+
+    /// [`Prometheus::start`] on `version`.
+    pub fn start_version(version: Version, openmetrics: &str) -> Prometheus {
+        check_version(version);
         let dir = tempfile::Builder::new()
             .prefix("burnwatch-prom-")
             .tempdir()
@@ -76,7 +124,7 @@ impl Prometheus {
         // Large blocks: the default 2h blocks make a month of data hundreds of blocks, and
         // promtool takes minutes to write them.
         let out = run_tool(
-            Command::new("promtool")
+            Command::new(version.binary("promtool"))
                 .args(["tsdb", "create-blocks-from", "openmetrics"])
                 .arg("--max-block-duration=744h")
                 .arg(&input)
@@ -96,7 +144,7 @@ impl Prometheus {
         // An input without samples makes no blocks (and maybe no dir).
         fs::create_dir_all(&data).expect("create tsdb dir");
 
-        let prom = Prometheus::launch(dir, config, data);
+        let prom = Prometheus::launch(version, dir, config, data);
         prom.wait_backfilled(&blocks);
         prom
     }
@@ -105,7 +153,19 @@ impl Prometheus {
     /// `/metrics`) every `scrape_interval` as job [`SCRAPE_JOB`], and waits until `/-/ready`
     /// answers 200. Samples get the labels `job` and `instance`, as in any scrape.
     pub fn start_scraping(targets: &[String], scrape_interval: Duration) -> Prometheus {
-        check_version();
+        Prometheus::start_scraping_version(Version::V2_42, targets, scrape_interval, "")
+    }
+
+    /// [`Prometheus::start_scraping`] on `version`, with `scrape_extra` (YAML lines indented
+    /// as keys of the scrape config, e.g. `    scrape_native_histograms: true\n`) added to
+    /// the job.
+    pub fn start_scraping_version(
+        version: Version,
+        targets: &[String],
+        scrape_interval: Duration,
+        scrape_extra: &str,
+    ) -> Prometheus {
+        check_version(version);
         let dir = tempfile::Builder::new()
             .prefix("burnwatch-prom-")
             .tempdir()
@@ -117,17 +177,22 @@ impl Prometheus {
         let text = format!(
             "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n  \
              evaluation_interval: 15s\nscrape_configs:\n  - job_name: {SCRAPE_JOB}\n    \
-             static_configs:\n      - targets: [{}]\n",
+             static_configs:\n      - targets: [{}]\n{scrape_extra}",
             targets.join(", ")
         );
         fs::write(&config, text).expect("write prometheus config");
         fs::create_dir_all(&data).expect("create tsdb dir");
-        Prometheus::launch(dir, config, data)
+        Prometheus::launch(version, dir, config, data)
     }
 
     /// Starts `prometheus` on a free port (retrying with another port if it was taken) and
     /// waits until it is ready.
-    fn launch(mut dir: tempfile::TempDir, config: PathBuf, data: PathBuf) -> Prometheus {
+    fn launch(
+        version: Version,
+        mut dir: tempfile::TempDir,
+        config: PathBuf,
+        data: PathBuf,
+    ) -> Prometheus {
         burnwatch::source::prometheus::install_crypto_provider();
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
@@ -140,6 +205,7 @@ impl Prometheus {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let mut prom = Prometheus {
+                version,
                 child: None,
                 port,
                 config: config.clone(),
@@ -168,7 +234,7 @@ impl Prometheus {
     /// Runs `prometheus` on `self.port` with `self.config` and `self.data`.
     fn spawn(&mut self) {
         let log = File::create(&self.log_path).expect("create prometheus log");
-        let child = Command::new("prometheus")
+        let child = Command::new(self.version.binary("prometheus"))
             .arg(format!("--config.file={}", self.config.display()))
             .arg(format!("--storage.tsdb.path={}", self.data.display()))
             .arg("--storage.tsdb.retention.time=100y")
@@ -355,12 +421,13 @@ impl Prometheus {
             return;
         };
         let expected: u64 = blocks.iter().map(|b| b.samples).sum();
-        // promtool's max time is exclusive (last sample + 1 ms); range selectors in 2.42 are
-        // closed on both ends, so [last - (last - first), last] covers every sample.
+        // promtool's max time is exclusive (last sample + 1 ms). A range one millisecond
+        // longer than first..last covers every sample whether its start is in the range (2.x)
+        // or not (3.x).
         let last = max - 1;
         let expr = format!(
             "sum(count_over_time({{__name__=~\".+\"}}[{}ms]))",
-            (last - min).max(1)
+            last - min + 1
         );
         let at = last as f64 / 1000.0;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -502,29 +569,40 @@ fn run_tool(cmd: &mut Command, name: &str) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}{}", install_hint(&e)))
 }
 
-/// Both binaries must be Prometheus 2.42.x: the differential tests pin its semantics.
-fn check_version() {
-    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| {
-        for name in ["prometheus", "promtool"] {
-            let out = run_tool(Command::new(name).arg("--version"), name);
-            // Some versions print this to stderr.
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let first = text.lines().next().unwrap_or("");
-            if !first.contains(&format!("version {EXPECTED_VERSION}")) {
-                return Err(format!(
-                    "{name} is not version {EXPECTED_VERSION}x: {first:?}; run ./scripts/test, \
-                     which installs Debian bookworm's `prometheus` package"
-                ));
+/// Both binaries of `version` must say that version: the differential tests pin its
+/// semantics.
+fn check_version(version: Version) {
+    static CHECKED: OnceLock<std::sync::Mutex<BTreeMap<String, Result<(), String>>>> =
+        OnceLock::new();
+    let checked = CHECKED.get_or_init(Default::default);
+    let mut checked = checked.lock().unwrap_or_else(|e| e.into_inner());
+    let result = checked
+        .entry(format!("{version:?}"))
+        .or_insert_with(|| {
+            for name in ["prometheus", "promtool"] {
+                let binary = version.binary(name);
+                let out = run_tool(Command::new(&binary).arg("--version"), name);
+                // Some versions print this to stderr.
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let first = text.lines().next().unwrap_or("");
+                let expected = version.expected();
+                if !first.contains(&format!("version {expected}")) {
+                    return Err(format!(
+                        "{} is not version {expected}x: {first:?}; run ./scripts/test, which \
+                         installs Debian bookworm's `prometheus` package (2.42) and builds 3.16 \
+                         with scripts/build-tools",
+                        binary.display()
+                    ));
+                }
             }
-        }
-        Ok(())
-    });
-    if let Err(e) = checked {
+            Ok(())
+        })
+        .clone();
+    if let Err(e) = result {
         panic!("{e}");
     }
 }
@@ -650,4 +728,46 @@ fn assert_close(got: Option<f64>, want: f64) {
         (got - want).abs() <= 1e-9 * want.abs().max(1.0),
         "got {got}, want {want}"
     );
+}
+
+/// The finding behind `le` matching: a classic histogram's `le="1"`, backfilled (or scraped),
+/// is stored as written by 2.42 and as `le="1.0"` by 3.16; burnwatch's bucket matcher for a
+/// threshold of 1 finds it on both, and an equality matcher on one spelling misses it on one.
+#[test]
+fn prometheus_3_stores_an_integer_le_as_1_0_and_the_bound_matcher_finds_both() {
+    let mut text = String::from("# TYPE latency_seconds histogram\n");
+    for i in 0..10 {
+        let t = T0 + 30 * i;
+        for (le, value) in [("0.5", 10 * i), ("1", 20 * i), ("+Inf", 25 * i)] {
+            text.push_str(&format!(
+                "latency_seconds_bucket{{le=\"{le}\"}} {value} {t}\n"
+            ));
+        }
+        // No `_sum`: it would share `_count`'s empty label set once the fixture's backfill
+        // check drops the names.
+        text.push_str(&format!("latency_seconds_count {} {t}\n", 25 * i));
+    }
+    text.push_str("# EOF\n");
+    let pattern = burnwatch::query::bucket_bound_pattern(1.0).replace('\\', "\\\\");
+    for version in VERSIONS {
+        let prom = Prometheus::start_version(version, &text);
+        let count = |matcher: &str| {
+            prom.query_one(
+                &format!("count(latency_seconds_bucket{{{matcher}}})"),
+                at(270),
+            )
+            .unwrap_or(0.0)
+        };
+        let stored = match version {
+            Version::V2_42 => "1",
+            Version::V3_16 => "1.0",
+        };
+        let other = match version {
+            Version::V2_42 => "1.0",
+            Version::V3_16 => "1",
+        };
+        assert_eq!(count(&format!("le=\"{stored}\"")), 1.0, "{version:?}");
+        assert_eq!(count(&format!("le=\"{other}\"")), 0.0, "{version:?}");
+        assert_eq!(count(&format!("le=~\"{pattern}\"")), 1.0, "{version:?}");
+    }
 }

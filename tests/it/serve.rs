@@ -2539,3 +2539,60 @@ fn prometheus_client_sends_prefix_headers_and_credentials_and_retries_only_serve
     );
     assert!(!format!("{bearer:?}").contains("t0ken"));
 }
+
+/// `serve` asks each Prometheus for its version and follows its window arithmetic, shown in
+/// `/api/v1/status` (2.42: closed windows; 3.16: left-open); `prometheus.semantics` pins it
+/// whatever the server says.
+#[test]
+fn serve_detects_the_prometheus_version_and_its_semantics() {
+    let data = "# TYPE x counter\nx_total 1 1700000000\nx_total 2 1700000030\n# EOF\n";
+    for (version, expected) in [
+        (crate::prom::Version::V2_42, "prometheus-2"),
+        (crate::prom::Version::V3_16, "prometheus-3"),
+    ] {
+        let prom = Prometheus::start_version(version, data);
+        for pin in [None, Some("2.51")] {
+            let setup = Setup::new(&prom.url(), "");
+            if let Some(pin) = pin {
+                let config = std::fs::read_to_string(setup.config()).expect("read config");
+                let pinned = config.replacen(
+                    &format!("  url: {}\n", prom.url()),
+                    &format!("  url: {}\n  semantics: \"{pin}\"\n", prom.url()),
+                    1,
+                );
+                assert_ne!(pinned, config);
+                std::fs::write(setup.config(), pinned).expect("write config");
+            }
+            let serve = setup.serve();
+            let source = serve.wait_for("the source's version in /api/v1/status", || {
+                let status = serve.json("/api/v1/status");
+                status["source"]["version"]
+                    .is_string()
+                    .then(|| status["source"].clone())
+            });
+            // Debian's says `2.42.0+ds`.
+            assert!(
+                source["version"]
+                    .as_str()
+                    .is_some_and(|found| found.starts_with(version.number())),
+                "{source}"
+            );
+            match pin {
+                None => {
+                    assert_eq!(source["semantics"], expected, "{source}");
+                    assert_eq!(source["basis"], "detected", "{source}");
+                }
+                Some(_) => {
+                    assert_eq!(source["semantics"], "prometheus-2.51", "{source}");
+                    assert_eq!(source["basis"], "pinned", "{source}");
+                }
+            }
+            assert!(
+                source["reason"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains(version.number())),
+                "{source}"
+            );
+        }
+    }
+}

@@ -12,7 +12,7 @@ use burnwatch::source::incremental::Incremental;
 use burnwatch::source::live::{self, fetch_by_query};
 use burnwatch::source::prometheus::{Client, Endpoint};
 
-use crate::prom::Prometheus;
+use crate::prom::{Prometheus, Version};
 
 const SPEC: &str = r#"version: burnwatch/v1
 service: orders
@@ -75,9 +75,14 @@ fn data() -> String {
     out
 }
 
-/// A Prometheus holding `data()`, a runtime and a client for it.
+/// A current Prometheus (3.16) holding `data()`, a runtime and a client for it.
 fn fixture() -> (Prometheus, tokio::runtime::Runtime, Client) {
-    let prometheus = Prometheus::start(&data());
+    fixture_on(Version::V3_16)
+}
+
+/// [`fixture`] on `version`.
+fn fixture_on(version: Version) -> (Prometheus, tokio::runtime::Runtime, Client) {
+    let prometheus = Prometheus::start_version(version, &data());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,7 +129,14 @@ fn flaky_proxy(
 
 #[test]
 fn incremental_agrees_with_query_within_one_percent_and_reads_far_less() {
-    let (_prometheus, runtime, client) = fixture();
+    // On each version: the incremental windows follow the detected version's arithmetic.
+    for version in crate::prom::VERSIONS {
+        incremental_agrees_with_query_on(version);
+    }
+}
+
+fn incremental_agrees_with_query_on(version: Version) {
+    let (_prometheus, runtime, client) = fixture_on(version);
     let slo = slo();
     let mut incremental = Incremental::new(&slo).unwrap();
     let interval = Duration::from_secs(30);
@@ -553,7 +565,7 @@ fn replay_with_a_daemon_config_reaches_prometheus_as_serve_does() {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::serve::{HttpStub, Reply};
-    let prometheus = Prometheus::start(&data());
+    let prometheus = Prometheus::start_version(Version::V3_16, &data());
     let upstream = prometheus.url();
     let (forwarded, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let gateway = HttpStub::start({
