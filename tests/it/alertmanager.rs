@@ -23,8 +23,10 @@
 //!   whole-second `startsAt` comes back as posted, see [`rfc3339`]); `/api/v2/alerts`
 //!   always prints milliseconds (`...:05.000Z`).
 //!
-//! The binaries come from Debian's `prometheus-alertmanager` package; `./scripts/test`
-//! installs it. Every instance has its own temp dir, ports and webhook, so tests may start
+//! Two versions ([`AmVersion`]): 0.25 from Debian's `prometheus-alertmanager` package, the
+//! default, and 0.35 built from the Go module proxy by `scripts/build-tools` into its cache;
+//! `./scripts/test` provides both. What is said above holds for both (the fixture's own test
+//! runs on each). Every instance has its own temp dir, ports and webhook, so tests may start
 //! several in parallel.
 
 use std::fs::{self, File};
@@ -41,10 +43,34 @@ use serde_json::{Value, json};
 
 use crate::prom::{Retry, log_tail, wait_http_ready};
 
-/// The Alertmanager minor version the delivery tests are written against.
-const EXPECTED_VERSION: &str = "0.25.";
-/// The binary of Debian's `prometheus-alertmanager` package.
-const BINARY: &str = "prometheus-alertmanager";
+/// An Alertmanager release the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmVersion {
+    /// Debian bookworm's `prometheus-alertmanager` package.
+    V0_25,
+    /// Built by `scripts/build-tools`.
+    V0_35,
+}
+
+/// Both versions, for tests that run against each.
+pub const AM_VERSIONS: [AmVersion; 2] = [AmVersion::V0_25, AmVersion::V0_35];
+
+impl AmVersion {
+    /// What `--version` prints after "version ".
+    fn expected(self) -> &'static str {
+        match self {
+            AmVersion::V0_25 => "0.25.",
+            AmVersion::V0_35 => "0.35.",
+        }
+    }
+
+    fn binary(self) -> PathBuf {
+        match self {
+            AmVersion::V0_25 => PathBuf::from("prometheus-alertmanager"),
+            AmVersion::V0_35 => crate::tools::dir("alertmanager", "0.35.0").join("alertmanager"),
+        }
+    }
+}
 /// How long `start` waits for `/-/ready`, per attempt.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at finding a free port (another process may grab the one we picked).
@@ -66,6 +92,7 @@ pub struct Notification {
 /// A running `prometheus-alertmanager` that routes every alert to its own webhook receiver.
 /// Dropping it kills Alertmanager and stops the receiver.
 pub struct Alertmanager {
+    version: AmVersion,
     // None only while `start` retries.
     child: Option<Child>,
     port: u16,
@@ -77,17 +104,17 @@ pub struct Alertmanager {
 }
 
 impl Alertmanager {
-    /// Checks that `prometheus-alertmanager` is 0.25.x, starts a webhook receiver on
+    /// Checks that the binary of `version` says that version, starts a webhook receiver on
     /// 127.0.0.1:<free port>, writes an `alertmanager.yml` routing every alert to it, starts
-    /// `prometheus-alertmanager` on 127.0.0.1:<free port> (clustering disabled, storage in a
-    /// fresh temp dir, log in `alertmanager.log` there) and waits until `/-/ready` answers
-    /// 200 and the server on the port is this one. Retries with another port if the port was
-    /// taken meanwhile.
+    /// Alertmanager on 127.0.0.1:<free port> (clustering disabled, storage in a fresh temp
+    /// dir, log in `alertmanager.log` there) and waits until `/-/ready` answers 200 and the
+    /// server on the port is this one. Retries with another port if the port was taken
+    /// meanwhile.
     ///
     /// Panics with a clear message if the binary is missing or the wrong version, and with
     /// Alertmanager's log if it fails to start.
-    pub fn start() -> Alertmanager {
-        check_version();
+    pub fn start_version(version: AmVersion) -> Alertmanager {
+        check_version(version);
         burnwatch::source::prometheus::install_crypto_provider();
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
@@ -107,6 +134,7 @@ impl Alertmanager {
         let log_path = dir.path().join("alertmanager.log");
 
         let mut am = Alertmanager {
+            version,
             child: None,
             port: 0,
             log_path,
@@ -272,7 +300,8 @@ impl Alertmanager {
     /// Runs `prometheus-alertmanager` on `self.port`, its output going to `self.log_path`.
     fn spawn(&mut self, config: &std::path::Path, storage: &std::path::Path) {
         let log = File::create(&self.log_path).expect("create alertmanager log");
-        let child = Command::new(BINARY)
+        let binary = self.version.binary();
+        let child = Command::new(&binary)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", storage.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
@@ -286,7 +315,7 @@ impl Alertmanager {
             .stdout(log.try_clone().expect("clone log file handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {BINARY}: {e}{}", install_hint(&e)));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}{}", binary.display(), install_hint(&e)));
         self.child = Some(child);
     }
 
@@ -320,7 +349,7 @@ impl Alertmanager {
             .and_then(|r| r.json())
             .map_err(|e| Retry(format!("GET {url}: {e}")))?;
         let config = status["config"]["original"].as_str().unwrap_or("");
-        if !config.contains(hook_url) {
+        if !config.contains(&marker(hook_url)) {
             return Err(Retry(format!(
                 "another server answers on the port (its config does not name {hook_url})"
             )));
@@ -343,10 +372,24 @@ impl Drop for Alertmanager {
 
 /// Routes everything to the webhook, one group per alert, notifying at once.
 fn config_yaml(hook_url: &str) -> String {
+    // The inhibit rule matches no alert: it marks the config as ours in `/api/v2/status`
+    // (Alertmanager 0.35 shows webhook URLs there as `<secret>`).
     format!(
         "route:\n  receiver: {RECEIVER}\n  group_by: ['...']\n  group_wait: 0s\n  \
          group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: {RECEIVER}\n    \
-         webhook_configs:\n      - url: {hook_url}\n        send_resolved: true\n"
+         webhook_configs:\n      - url: {hook_url}\n        send_resolved: true\n\
+         inhibit_rules:\n  - source_matchers: ['fixture_marker=\"{}\"']\n    \
+         target_matchers: ['fixture_marker=\"{}\"']\n",
+        marker(hook_url),
+        marker(hook_url)
+    )
+}
+
+/// A value that names this fixture's config (from its webhook's unique address).
+fn marker(hook_url: &str) -> String {
+    format!(
+        "fixture-{}",
+        hook_url.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     )
 }
 
@@ -507,41 +550,65 @@ fn install_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// The binary must be Alertmanager 0.25.x: the delivery tests pin its API and timing.
-fn check_version() {
-    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| {
-        let out = Command::new(BINARY)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {BINARY}: {e}{}", install_hint(&e)))?;
-        // Some versions print this to stderr.
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let first = text.lines().next().unwrap_or("");
-        if !first.contains(&format!("version {EXPECTED_VERSION}")) {
-            return Err(format!(
-                "{BINARY} is not Alertmanager version {EXPECTED_VERSION}x: {first:?}; run \
-                 ./scripts/test, which installs Debian bookworm's `prometheus-alertmanager` \
-                 package"
-            ));
+/// The binary of `version` must say that version: the delivery tests pin its API and timing.
+fn check_version(version: AmVersion) {
+    /// Each version's check, made once.
+    type Checked = Vec<(AmVersion, Result<(), String>)>;
+    static CHECKED: OnceLock<Mutex<Checked>> = OnceLock::new();
+    let mut checked = CHECKED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let result = match checked.iter().find(|(known, _)| *known == version) {
+        Some((_, result)) => result.clone(),
+        None => {
+            let result = version_of(version);
+            checked.push((version, result.clone()));
+            result
         }
-        Ok(())
-    });
-    if let Err(e) = checked {
+    };
+    if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+fn version_of(version: AmVersion) -> Result<(), String> {
+    let binary = version.binary();
+    let out = Command::new(&binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}{}", binary.display(), install_hint(&e)))?;
+    // Some versions print this to stderr.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = text.lines().next().unwrap_or("");
+    let expected = version.expected();
+    if !first.contains(&format!("version {expected}")) {
+        return Err(format!(
+            "{} is not Alertmanager version {expected}x: {first:?}; run ./scripts/test, which \
+             installs Debian bookworm's `prometheus-alertmanager` package (0.25) and builds 0.35 \
+             with scripts/build-tools",
+            binary.display()
+        ));
+    }
+    Ok(())
 }
 
 // ---- tests of the fixture itself ----
 
 #[test]
 fn alertmanager_fixture_delivers_firing_and_resolved_to_webhook() {
-    let am = Alertmanager::start();
+    for version in AM_VERSIONS {
+        fixture_delivers_firing_and_resolved(version);
+    }
+}
+
+fn fixture_delivers_firing_and_resolved(version: AmVersion) {
+    let am = Alertmanager::start_version(version);
     assert!(am.url().starts_with("http://127.0.0.1:"), "{}", am.url());
     assert!(
         am.webhook_url().ends_with(HOOK_PATH),

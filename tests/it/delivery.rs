@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::alertmanager::{Alertmanager, Webhook};
+use crate::alertmanager::{AM_VERSIONS, Alertmanager, AmVersion, Webhook};
 use crate::fake_slack::{FakeMessage, FakeSlack, Fault, Snapshot};
 use crate::prom::SCRAPE_JOB;
 use crate::serve::{Live, ROUTE, Serve, live};
@@ -701,7 +701,13 @@ fn store_failures_back_off_and_lose_nothing() {
 /// same changes with an Idempotency-Key; a Slack incoming webhook one message per change.
 #[test]
 fn alertmanager_webhook_and_slack_incoming_webhook() {
-    let alertmanager = Alertmanager::start();
+    for version in AM_VERSIONS {
+        alertmanager_webhook_and_slack_incoming_webhook_on(version);
+    }
+}
+
+fn alertmanager_webhook_and_slack_incoming_webhook_on(version: AmVersion) {
+    let alertmanager = Alertmanager::start_version(version);
     let slack = FakeSlack::start(TOKEN);
     let live = live(0.0, false);
     live.setup.write_spec(&spec("1h"));
@@ -824,7 +830,13 @@ fn add_silence(serve: &Serve, matchers: Value, comment: &str) -> String {
 /// silence mutes burnwatch's own notifications; Alertmanager keeps the alert active.
 #[test]
 fn a_silence_does_not_resolve_the_alert_at_alertmanager() {
-    let alertmanager = Alertmanager::start();
+    for version in AM_VERSIONS {
+        a_silence_does_not_resolve_the_alert_at(version);
+    }
+}
+
+fn a_silence_does_not_resolve_the_alert_at(version: AmVersion) {
+    let alertmanager = Alertmanager::start_version(version);
     let live = live(0.0, false);
     live.setup.write_spec(&spec("1h"));
     let config = std::fs::read_to_string(live.setup.config()).expect("read config");
@@ -1224,13 +1236,17 @@ const ENDED: &str = "ENDED: Fast error budget burn on order-service";
 /// ends everywhere, saying why; the same under both strategies.
 #[test]
 fn an_instance_that_vanishes_while_firing_ends_everywhere() {
-    for strategy in ["query", "incremental"] {
-        vanishing_instance_ends_everywhere(strategy);
+    // Each strategy against one Alertmanager version: both versions are covered.
+    for (strategy, version) in [
+        ("query", AmVersion::V0_25),
+        ("incremental", AmVersion::V0_35),
+    ] {
+        vanishing_instance_ends_everywhere(strategy, version);
     }
 }
 
-fn vanishing_instance_ends_everywhere(strategy: &str) {
-    let alertmanager = Alertmanager::start();
+fn vanishing_instance_ends_everywhere(strategy: &str, version: AmVersion) {
+    let alertmanager = Alertmanager::start_version(version);
     let slack = FakeSlack::start(TOKEN);
     let notify = format!(
         "{}  alertmanager:\n    url: {}\n    resend_interval: 1s\n  \
