@@ -844,6 +844,7 @@ fn describe(out: &mut impl Write, slos: &[Slo]) -> io::Result<()> {
         let kind = match slo.sli {
             Sli::Ratio { .. } => "ratio",
             Sli::Latency { .. } => "latency",
+            Sli::NativeLatency { .. } => "native-histogram latency",
             Sli::Raw { .. } => "raw",
         };
         let group = if slo.group_by.is_empty() {

@@ -522,9 +522,10 @@ pub fn run(
     )?;
     writeln!(
         out,
-        "virtual clock {} → {}, one evaluation per 30s\n",
+        "virtual clock {} → {}, one evaluation per 30s; windows as {} (--semantics)\n",
         format_time(range.from),
-        format_time(range.to)
+        format_time(range.to),
+        recording.semantics
     )?;
     for skip in skipped {
         writeln!(out, "skipped {}: {}", skip.slo_id, skip.reason)?;

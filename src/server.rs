@@ -93,13 +93,14 @@ async fn status_page(
     State(shared): State<Arc<Shared>>,
     axum::extract::Query(query): axum::extract::Query<crate::page::ListQuery>,
 ) -> Response {
-    let (slos, alerts, stale, last_evaluation) = {
+    let (slos, alerts, stale, last_evaluation, source_version) = {
         let status = shared.status.read().unwrap_or_else(|e| e.into_inner());
         (
             status.slos.clone(),
             status.alerts.clone(),
             status.stale_slos.clone(),
             status.last_evaluation,
+            status.source.clone(),
         )
     };
     let source = shared
@@ -115,6 +116,7 @@ async fn status_page(
                 alerts: &alerts,
                 stale: &stale,
                 last_evaluation,
+                source_version: source_version.as_ref(),
             },
             &query,
         )

@@ -208,6 +208,16 @@ pub enum Sli {
         total: CounterQuery,
         threshold: String,
     },
+    /// Requests slower than a bound over all requests, from a native histogram (or a classic
+    /// one Prometheus converts to native buckets, `convert_classic_histograms_to_nhcb`):
+    /// Prometheus computes both (`histogram_fraction`, `histogram_count`), so it is evaluated
+    /// with the query strategy.
+    NativeLatency {
+        /// `sum by (...) (rate(histogram{...}[{{.window}}]))`
+        rate: String,
+        /// The bound, in the histogram's unit (seconds).
+        threshold: f64,
+    },
     /// An error-ratio PromQL expression with `{{.window}}`, for the Prometheus source.
     Raw {
         error_ratio_query: String,
@@ -230,6 +240,11 @@ impl Sli {
                 good: good.clone(),
                 total: total.clone(),
             }),
+            Sli::NativeLatency { .. } => Err(
+                "a native histogram's share of slow requests is computed by Prometheus \
+                 (histogram_fraction), with the query strategy"
+                    .to_string(),
+            ),
             Sli::Raw {
                 local,
                 not_local_because,
@@ -251,9 +266,24 @@ impl Sli {
             Sli::Latency { good, total, .. } => {
                 format!("1 - (({})\n/\n({}))", good.template(), total.template())
             }
+            Sli::NativeLatency { rate, threshold } => {
+                format!("1 - histogram_fraction(0, {threshold}, {rate})")
+            }
             Sli::Raw {
                 error_ratio_query, ..
             } => error_ratio_query.clone(),
+        }
+    }
+
+    /// The PromQL of the total events' rate with `{{.window}}` left in, where the SLI names
+    /// one (its event counts come from it: rate × window).
+    pub fn total_rate_template(&self) -> Option<String> {
+        match self {
+            Sli::NativeLatency { rate, .. } => Some(format!("histogram_count({rate})")),
+            _ => self
+                .local()
+                .ok()
+                .map(|local| local.queries().1.template().to_string()),
         }
     }
 }

@@ -87,6 +87,9 @@ struct RawLatency {
     histogram: Spanned<String>,
     /// The `le` bucket bound that counts as fast enough, as written in the `le` label.
     threshold: Spanned<String>,
+    /// `classic` (`_bucket` series with `le`, the default) or `native` (a native histogram, or
+    /// a classic one Prometheus converts to native buckets).
+    kind: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +349,22 @@ fn map_sli(
         });
     }
     if let Some(latency) = &sli.latency {
+        let native = match latency.kind.as_ref().map(|kind| kind.value.trim()) {
+            None | Some("classic") => false,
+            Some("native") => true,
+            Some(other) => {
+                let kind = latency.kind.as_ref().expect("a kind");
+                problems.at(
+                    kind,
+                    format!("{path}.latency.kind"),
+                    format!("{other:?} is not a histogram kind (expected `classic` or `native`)"),
+                );
+                return None;
+            }
+        };
+        if native {
+            return native_latency(problems, path, latency, &by);
+        }
         let threshold = latency.threshold.value.trim().to_string();
         if threshold.parse::<f64>().is_err() {
             problems.at(
@@ -379,6 +398,50 @@ fn map_sli(
         &format!("{path}.raw.error_ratio"),
         &raw_query.error_ratio,
     )
+}
+
+/// A latency SLI over a native histogram: `histogram_fraction(0, threshold, …)` of the rate
+/// of the selected histograms summed by the SLO's grouping labels.
+fn native_latency(
+    problems: &mut Problems,
+    path: &str,
+    latency: &RawLatency,
+    by: &str,
+) -> Option<Sli> {
+    let threshold = match latency.threshold.value.trim().parse::<f64>() {
+        Ok(bound) if bound.is_finite() && 0.0 < bound => Some(bound),
+        _ => {
+            problems.at(
+                &latency.threshold,
+                format!("{path}.latency.threshold"),
+                format!(
+                    "{:?} is not a positive bound in the histogram's unit (seconds, say)",
+                    latency.threshold.value.trim()
+                ),
+            );
+            None
+        }
+    };
+    let selector = latency.histogram.value.trim();
+    let checked = check_selector(selector).and_then(|()| {
+        if selector.contains("le=") || selector.contains("le =") || selector.contains("le=~") {
+            Err("a native histogram has no `le` label: name the histogram itself".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(message) = checked {
+        problems.at(
+            &latency.histogram,
+            format!("{path}.latency.histogram"),
+            message,
+        );
+        return None;
+    }
+    Some(Sli::NativeLatency {
+        rate: format!("sum{by} (rate({selector}[{{{{.window}}}}]))"),
+        threshold: threshold?,
+    })
 }
 
 /// A raw error-ratio query: valid PromQL with `{{.window}}`; evaluated locally when its shape

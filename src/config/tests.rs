@@ -752,3 +752,51 @@ fn an_integer_le_in_a_hand_written_query_is_warned_about_with_its_line() {
         );
     }
 }
+
+/// `latency.kind: native`: Prometheus computes the share of slow requests
+/// (`histogram_fraction`) and the events (`histogram_count`) over the histogram's rate summed
+/// by the grouping labels; a kind that is neither, an `le` matcher or a bound that is not a
+/// positive number are refused at their line.
+#[test]
+fn native_histogram_latency_slis() {
+    let spec = |histogram: &str, threshold: &str, kind: &str| {
+        format!(
+            "version: burnwatch/v1\nservice: checkout\nslos:\n  - name: latency\n    objective: 99\n    \
+             sli:\n      latency:\n        histogram: {histogram}\n        threshold: \"{threshold}\"\n        \
+             kind: {kind}\n    group_by: [route]\n"
+        )
+    };
+    let slo = slos(&spec(
+        "request_duration_seconds{job=\"x\"}",
+        "0.3",
+        "native",
+    ))
+    .remove(0);
+    assert_eq!(
+        slo.sli.error_ratio_template(),
+        "1 - histogram_fraction(0, 0.3, sum by (route) (rate(request_duration_seconds{job=\"x\"}[{{.window}}])))"
+    );
+    assert_eq!(
+        slo.sli.total_rate_template().as_deref(),
+        Some(
+            "histogram_count(sum by (route) (rate(request_duration_seconds{job=\"x\"}[{{.window}}])))"
+        )
+    );
+    assert!(slo.sli.local().is_err(), "evaluated by Prometheus");
+    let message = errors(&spec("d", "0.3", "exponential"));
+    assert!(
+        message.contains("rules/orders.yaml:10:15: slos[0].sli.latency.kind")
+            && message.contains("expected `classic` or `native`"),
+        "{message}"
+    );
+    let message = errors(&spec("d{le=\"0.3\"}", "0.3", "native"));
+    assert!(
+        message.contains("slos[0].sli.latency.histogram") && message.contains("no `le` label"),
+        "{message}"
+    );
+    let message = errors(&spec("d", "-1", "native"));
+    assert!(
+        message.contains("slos[0].sli.latency.threshold") && message.contains("positive"),
+        "{message}"
+    );
+}

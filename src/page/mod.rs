@@ -44,6 +44,28 @@ pub struct Snapshot<'a> {
     pub alerts: &'a [SavedAlert],
     pub stale: &'a [String],
     pub last_evaluation: Option<Millis>,
+    /// The source's version and the window arithmetic followed (`None`: no source, the demo).
+    pub source_version: Option<&'a crate::source::version::SourceVersion>,
+}
+
+/// ` · Prometheus 3.16.0, windows as prometheus-3 (detected)`, the reason as its title.
+fn source_line(source: &crate::source::version::SourceVersion) -> String {
+    let server = match (&source.application, &source.version) {
+        (Some(application), Some(version)) => format!("{application} {version}"),
+        (None, Some(version)) => format!("Prometheus {version}"),
+        (_, None) => "Prometheus (version not known yet)".to_string(),
+    };
+    let basis = match source.basis {
+        crate::source::version::Basis::Pinned => "pinned",
+        crate::source::version::Basis::Detected => "detected",
+        crate::source::version::Basis::Assumed => "assumed",
+    };
+    format!(
+        r#" · <span id="source" title="{}">{}, windows as {} ({basis})</span>"#,
+        escape(&source.reason),
+        escape(&server),
+        source.semantics.name()
+    )
 }
 
 /// The list's query: `?show=all|firing|burning|stale&q=TEXT&sort=slo|budget|burn&page=N`.
@@ -256,7 +278,7 @@ pub fn list(snapshot: &Snapshot, query: &ListQuery) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
-        r#"<p class="muted">{} instance(s) shown, {firing} firing{}{}</p>"#,
+        r#"<p class="muted">{} instance(s) shown, {firing} firing{}{}{}</p>"#,
         rows.len(),
         snapshot
             .last_evaluation
@@ -266,7 +288,8 @@ pub fn list(snapshot: &Snapshot, query: &ListQuery) -> String {
             String::new()
         } else {
             format!(" · stale: {}", escape(&snapshot.stale.join(", ")))
-        }
+        },
+        snapshot.source_version.map(source_line).unwrap_or_default()
     );
     let option = |value: &str, label: &str, current: &str| {
         format!(

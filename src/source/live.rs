@@ -55,12 +55,10 @@ pub fn windows_and(slo: &Slo, extra: &[Duration]) -> Vec<Duration> {
 
 /// The SLO's error-ratio template, and its total-events template where the SLI names one.
 pub fn templates(slo: &Slo) -> (String, Option<String>) {
-    let total = slo
-        .sli
-        .local()
-        .ok()
-        .map(|local| local.queries().1.template().to_string());
-    (slo.sli.error_ratio_template(), total)
+    (
+        slo.sli.error_ratio_template(),
+        slo.sli.total_rate_template(),
+    )
 }
 
 /// One window's value from Prometheus's answers: the error ratio and, where the SLI has one,

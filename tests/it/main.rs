@@ -10,6 +10,7 @@ mod engine;
 mod fake_slack;
 mod ha;
 mod lease;
+mod native;
 mod pg;
 mod prom;
 mod report_html;

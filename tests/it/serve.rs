@@ -250,7 +250,7 @@ impl LiveTarget {
 pub(crate) struct Block {
     at: i64,
     kind: String,
-    text: String,
+    pub(crate) text: String,
 }
 
 pub(crate) fn parse_blocks(stdout: &str) -> Vec<Block> {
@@ -2593,6 +2593,17 @@ fn serve_detects_the_prometheus_version_and_its_semantics() {
                     .is_some_and(|reason| reason.contains(version.number())),
                 "{source}"
             );
+            // The status page says it too, once a cycle has taken it in.
+            let shown = format!(
+                "windows as {} ({})",
+                source["semantics"].as_str().unwrap(),
+                source["basis"].as_str().unwrap()
+            );
+            serve.wait_for("the source's version on the status page", || {
+                let (code, page) = serve.get("/");
+                (code == 200 && page.contains(&shown) && page.contains(version.number()))
+                    .then_some(())
+            });
         }
     }
 }
