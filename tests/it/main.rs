@@ -16,6 +16,7 @@ mod prom;
 mod report_html;
 mod score;
 mod serve;
+mod sloth_rules;
 mod strategies;
 mod tools;
 mod tune;

@@ -74,6 +74,9 @@ const CONFIG: &str = "global:\n  scrape_interval: 15s\n  evaluation_interval: 15
 /// One series of an instant query result: its labels (incl. `__name__` if present) and value.
 pub type Sample = (BTreeMap<String, String>, f64);
 
+/// One series of a range query result: its labels and its (milliseconds, value) points.
+pub type Points = (BTreeMap<String, String>, Vec<(i64, f64)>);
+
 /// The job name of the scrape config `start_scraping` writes (`up{job="live"}`).
 pub const SCRAPE_JOB: &str = "live";
 
@@ -372,6 +375,52 @@ impl Prometheus {
             1 => Some(result.remove(0).1),
             n => panic!("query `{expr}` at {at} returned {n} series, expected one: {result:?}"),
         }
+    }
+
+    /// A range query from `start` to `end` (unix seconds) every `step` seconds: each result
+    /// series' labels and its (milliseconds, value) points. Panics if the query fails.
+    pub fn query_range(&self, expr: &str, start: f64, end: f64, step: f64) -> Vec<Points> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query_range", self.url()),
+            &[
+                ("query", expr),
+                ("start", &start.to_string()),
+                ("end", &end.to_string()),
+                ("step", &step.to_string()),
+            ],
+        )
+        .expect("build query_range url");
+        let body = self.get_json(url.as_str());
+        assert_eq!(body["status"], "success", "query_range `{expr}`: {body}");
+        body["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("query_range `{expr}`: no matrix: {body}"))
+            .iter()
+            .map(|series| {
+                let labels = series["metric"]
+                    .as_object()
+                    .map(|metric| {
+                        metric
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let points = series["values"]
+                    .as_array()
+                    .map(|values| {
+                        values
+                            .iter()
+                            .map(|point| {
+                                let at = (point[0].as_f64().expect("a time") * 1000.0).round();
+                                (at as i64, parse_value(point))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (labels, points)
+            })
+            .collect()
     }
 
     fn get_json(&self, url: &str) -> Value {
