@@ -850,12 +850,20 @@ async fn load_histories(store: &StoreHandle) -> HashMap<String, crate::history::
 /// Prometheus 2 to 3 changes the window arithmetic under a running daemon).
 const VERSION_EVERY: Duration = Duration::from_secs(600);
 
-/// Whether to ask the source for its version now: never answered yet, or not for
-/// [`VERSION_EVERY`].
+/// How long after an unanswered ask the source is asked again.
+const VERSION_RETRY: Duration = Duration::from_secs(15);
+
+/// Whether to ask the source for its version now: [`VERSION_EVERY`] after the last ask, or
+/// [`VERSION_RETRY`] after one that got no version (one ask at a time, not one per cycle
+/// while Prometheus is down). A pinned source is asked too: its version is shown.
 fn version_due(client: &Client, since_asked: Duration) -> bool {
-    let known = client.source_version();
-    let answered = known.version.is_some() || known.basis == crate::source::version::Basis::Pinned;
-    !answered || VERSION_EVERY <= since_asked
+    let answered = client.source_version().version.is_some();
+    let wait = if answered {
+        VERSION_EVERY
+    } else {
+        VERSION_RETRY
+    };
+    wait <= since_asked
 }
 
 /// Asks the source for its version, so windows follow that Prometheus's arithmetic; logs

@@ -229,7 +229,7 @@ struct Known {
 
 /// How long a server whose version could not be read is left before it is asked again by
 /// [`Client::know_version`].
-const VERSION_RETRY: Duration = Duration::from_secs(60);
+const VERSION_RETRY: Duration = Duration::from_secs(15);
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -402,7 +402,7 @@ impl Client {
     }
 
     /// Makes sure the server's version is known before windows are computed from its
-    /// samples: asks unless pinned, known, or asked less than a minute ago; a failure is
+    /// samples: asks unless pinned, known, or asked less than 15 s ago; a failure is
     /// logged and leaves current Prometheus assumed.
     pub async fn know_version(&self) {
         let due = {
