@@ -35,7 +35,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -552,50 +552,12 @@ fn install_hint(e: &std::io::Error) -> &'static str {
 
 /// The binary of `version` must say that version: the delivery tests pin its API and timing.
 fn check_version(version: AmVersion) {
-    /// Each version's check, made once.
-    type Checked = Vec<(AmVersion, Result<(), String>)>;
-    static CHECKED: OnceLock<Mutex<Checked>> = OnceLock::new();
-    let mut checked = CHECKED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let result = match checked.iter().find(|(known, _)| *known == version) {
-        Some((_, result)) => result.clone(),
-        None => {
-            let result = version_of(version);
-            checked.push((version, result.clone()));
-            result
-        }
-    };
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-}
-
-fn version_of(version: AmVersion) -> Result<(), String> {
-    let binary = version.binary();
-    let out = Command::new(&binary)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}{}", binary.display(), install_hint(&e)))?;
-    // Some versions print this to stderr.
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    crate::tools::check_version(
+        &version.binary(),
+        version.expected(),
+        "run ./scripts/test, which installs Debian bookworm's `prometheus-alertmanager` package \
+         (0.25) and builds 0.35 with scripts/build-tools",
     );
-    let first = text.lines().next().unwrap_or("");
-    let expected = version.expected();
-    if !first.contains(&format!("version {expected}")) {
-        return Err(format!(
-            "{} is not Alertmanager version {expected}x: {first:?}; run ./scripts/test, which \
-             installs Debian bookworm's `prometheus-alertmanager` package (0.25) and builds 0.35 \
-             with scripts/build-tools",
-            binary.display()
-        ));
-    }
-    Ok(())
 }
 
 // ---- tests of the fixture itself ----

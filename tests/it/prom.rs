@@ -15,7 +15,6 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -621,38 +620,13 @@ fn run_tool(cmd: &mut Command, name: &str) -> std::process::Output {
 /// Both binaries of `version` must say that version: the differential tests pin its
 /// semantics.
 fn check_version(version: Version) {
-    static CHECKED: OnceLock<std::sync::Mutex<BTreeMap<String, Result<(), String>>>> =
-        OnceLock::new();
-    let checked = CHECKED.get_or_init(Default::default);
-    let mut checked = checked.lock().unwrap_or_else(|e| e.into_inner());
-    let result = checked
-        .entry(format!("{version:?}"))
-        .or_insert_with(|| {
-            for name in ["prometheus", "promtool"] {
-                let binary = version.binary(name);
-                let out = run_tool(Command::new(&binary).arg("--version"), name);
-                // Some versions print this to stderr.
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let first = text.lines().next().unwrap_or("");
-                let expected = version.expected();
-                if !first.contains(&format!("version {expected}")) {
-                    return Err(format!(
-                        "{} is not version {expected}x: {first:?}; run ./scripts/test, which \
-                         installs Debian bookworm's `prometheus` package (2.42) and builds 3.16 \
-                         with scripts/build-tools",
-                        binary.display()
-                    ));
-                }
-            }
-            Ok(())
-        })
-        .clone();
-    if let Err(e) = result {
-        panic!("{e}");
+    for name in ["prometheus", "promtool"] {
+        crate::tools::check_version(
+            &version.binary(name),
+            version.expected(),
+            "run ./scripts/test, which installs Debian bookworm's `prometheus` package (2.42) \
+             and builds 3.16 with scripts/build-tools",
+        );
     }
 }
 

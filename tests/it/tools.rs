@@ -29,3 +29,43 @@ pub fn dir(name: &str, version: &str) -> PathBuf {
     );
     dir
 }
+
+/// Checks, once per binary, that the first line `binary --version` prints (on stdout or
+/// stderr) says `version <expected>`; panics naming the binary, what it said and how to get
+/// the right one (`hint`).
+pub fn check_version(binary: &std::path::Path, expected: &str, hint: &str) {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, OnceLock};
+    static CHECKED: OnceLock<Mutex<BTreeMap<PathBuf, Result<(), String>>>> = OnceLock::new();
+    let mut checked = CHECKED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let result = checked
+        .entry(binary.to_path_buf())
+        .or_insert_with(|| {
+            let out = std::process::Command::new(binary)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}; {hint}", binary.display()))?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let first = text.lines().next().unwrap_or("");
+            if first.contains(&format!("version {expected}")) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} is not version {expected}x: {first:?}; {hint}",
+                    binary.display()
+                ))
+            }
+        })
+        .clone();
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
