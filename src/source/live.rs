@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::burn::WindowValue;
 use crate::engine::InstanceLabels;
-use crate::query::with_window;
+use crate::query::{LocalSli, with_window};
 use crate::slo::{Millis, Slo};
 use crate::source::prometheus::{Answer, ApiError, Client};
 
@@ -61,18 +61,38 @@ pub fn templates(slo: &Slo) -> (String, Option<String>) {
     )
 }
 
+/// Whether a ratio PromQL leaves out, for an instance the total names, means no errors:
+/// yes for errors over total (no error series: no failed request), no for `1 - good / total`
+/// (no good series, a latency bound that matches no bucket: no data, never "100% slow") and
+/// for what Prometheus computes whole (a native histogram's fraction).
+pub fn absent_ratio_is_no_errors(slo: &Slo) -> bool {
+    matches!(slo.sli.local(), Ok(LocalSli::BadOverTotal { .. }))
+}
+
 /// One window's value from Prometheus's answers: the error ratio and, where the SLI has one,
-/// the total's rate. Where the total names an instance the ratio does not, no error series
-/// exists: zero errors (0/0 when there was no traffic either). Without a total, the ratio alone.
+/// the total's rate. Where the total names an instance the ratio does not: zero errors (0/0
+/// when there was no traffic either) when `absent_is_no_errors`, else no data. Without a
+/// total, the ratio alone.
 pub fn window_value(
     error_ratio: Option<f64>,
     total_rate: Option<f64>,
     window: Duration,
+    absent_is_no_errors: bool,
 ) -> Option<WindowValue> {
     match total_rate {
         Some(rate) => {
             let total = rate * window.as_secs_f64();
-            let error_ratio = error_ratio.unwrap_or(if total > 0.0 { 0.0 } else { f64::NAN });
+            let error_ratio = match error_ratio {
+                Some(ratio) => ratio,
+                None if absent_is_no_errors => {
+                    if total > 0.0 {
+                        0.0
+                    } else {
+                        f64::NAN
+                    }
+                }
+                None => return None,
+            };
             Some(WindowValue {
                 bad: error_ratio * total,
                 total,
@@ -122,6 +142,7 @@ pub async fn fetch_by_query(
     extra: &[Duration],
 ) -> Result<Snapshot, ApiError> {
     let (ratio_template, total_template) = templates(slo);
+    let absent_is_no_errors = absent_ratio_is_no_errors(slo);
     let mut tasks = JoinSet::new();
     let required = windows_with_period(slo).len();
     for (index, window) in windows_and(slo, extra).into_iter().enumerate() {
@@ -167,8 +188,12 @@ pub async fn fetch_by_query(
             let total_rate = totals
                 .get(key)
                 .and_then(|total_values| total_values.get(labels).copied());
-            if let Some(value) = window_value(ratio_values.get(labels).copied(), total_rate, window)
-            {
+            if let Some(value) = window_value(
+                ratio_values.get(labels).copied(),
+                total_rate,
+                window,
+                absent_is_no_errors,
+            ) {
                 snapshot
                     .instances
                     .entry(labels.clone())
@@ -178,4 +203,40 @@ pub async fn fetch_by_query(
         }
     }
     Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slo(sli: &str) -> Slo {
+        let spec = format!(
+            "version: burnwatch/v1\nservice: s\nslos:\n  - name: n\n    objective: 99\n    sli:\n{sli}"
+        );
+        match crate::config::load_str("s.yaml", &spec, std::path::Path::new(".")) {
+            Ok(crate::config::Document::Slos(mut slos)) => slos.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Where PromQL's ratio has no sample but the total does: no errors for errors / total,
+    /// no data for a latency SLI (its bucket bound matches no `le`) and a native histogram.
+    #[test]
+    fn an_absent_ratio_is_no_errors_only_for_errors_over_total() {
+        let ratio = slo("      ratio:\n        errors: r{code=\"500\"}\n        total: r\n");
+        let latency = slo("      latency:\n        histogram: d\n        threshold: \"2\"\n");
+        let native = slo(
+            "      latency:\n        histogram: d\n        threshold: \"2\"\n        kind: native\n",
+        );
+        let window = Duration::from_secs(300);
+        let value =
+            |slo: &Slo| window_value(None, Some(10.0), window, absent_ratio_is_no_errors(slo));
+        let zero = value(&ratio).expect("a value");
+        assert_eq!((zero.bad, zero.total, zero.error_ratio), (0.0, 3000.0, 0.0));
+        assert_eq!(value(&latency), None);
+        assert_eq!(value(&native), None);
+        // A ratio that is there is taken as it is.
+        let slow = window_value(Some(0.25), Some(10.0), window, false).expect("a value");
+        assert_eq!((slow.bad, slow.error_ratio), (750.0, 0.25));
+    }
 }
