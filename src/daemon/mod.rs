@@ -212,6 +212,9 @@ pub struct InstanceStatus {
     pub labels: std::collections::BTreeMap<String, String>,
     pub windows: Vec<WindowStatus>,
     pub budget_remaining: Option<f64>,
+    /// Why no window has a value, when none has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1031,6 +1034,27 @@ fn instance_status(
             .iter()
             .find(|(window, _)| *window == slo.period)
             .and_then(|(_, value)| finite(1.0 - value.error_ratio / budget)),
+        no_data: windows.is_empty().then(|| no_data_reason(slo)),
+    }
+}
+
+/// Why an instance the total names has no window value: for a latency SLI, its bound matches
+/// no bucket (never read as 0% or 100% slow).
+fn no_data_reason(slo: &Slo) -> String {
+    match &slo.sli {
+        crate::slo::Sli::Latency {
+            good, threshold, ..
+        } => format!(
+            "no bucket series of {} has le = {threshold} (in any spelling): the histogram has \
+             no bucket at this bound; pick the threshold among its buckets",
+            good.metric
+        ),
+        crate::slo::Sli::NativeLatency { .. } => {
+            "Prometheus gave no histogram_fraction for it: the series selected are not native \
+             histograms (or convert_classic_histograms_to_nhcb is off)"
+                .to_string()
+        }
+        _ => "no window has two samples of its series".to_string(),
     }
 }
 

@@ -771,6 +771,7 @@ mod tests {
             labels: [("route".to_string(), route.to_string())].into(),
             windows: Vec::new(),
             budget_remaining: None,
+            no_data: None,
         };
         let instances = [instance("a"), instance("b"), instance("c")];
         let firing = SavedAlert {

@@ -188,17 +188,16 @@ pub async fn fetch_by_query(
             let total_rate = totals
                 .get(key)
                 .and_then(|total_values| total_values.get(labels).copied());
+            // An instance the answers name stays, with no value where there is none (a
+            // latency bound that matches no bucket), so its status can say why.
+            let values = snapshot.instances.entry(labels.clone()).or_default();
             if let Some(value) = window_value(
                 ratio_values.get(labels).copied(),
                 total_rate,
                 window,
                 absent_is_no_errors,
             ) {
-                snapshot
-                    .instances
-                    .entry(labels.clone())
-                    .or_default()
-                    .push((window, value));
+                values.push((window, value));
             }
         }
     }

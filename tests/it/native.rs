@@ -1,8 +1,10 @@
-//! Latency SLIs over native histograms (`latency: {kind: native}`): a real Prometheus 3.16
-//! scraping a target that serves a classic histogram, converted to native buckets with custom
-//! bounds on ingestion (NHCB, `convert_classic_histograms_to_nhcb`), so no `_bucket` series
-//! exist; burnwatch asks `histogram_fraction(0, T, …)` and `histogram_count(…)` in `serve`
-//! (query strategy) and in `replay --prometheus`.
+//! Latency SLIs on scraped histograms. Over native histograms (`latency: {kind: native}`): a
+//! real Prometheus 3.16 scraping a target that serves a classic histogram, converted to native
+//! buckets with custom bounds on ingestion (NHCB, `convert_classic_histograms_to_nhcb`), so no
+//! `_bucket` series exist; burnwatch asks `histogram_fraction(0, T, …)` and
+//! `histogram_count(…)` in `serve` (query strategy) and in `replay --prometheus`. Over classic
+//! buckets on both Prometheus versions: an integer bound found whatever `le` spelling the
+//! version stored, and a bound with no bucket shown as no data with the reason.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -46,6 +48,13 @@ fn histogram_target() -> HttpStub {
 }
 
 fn spec(threshold: &str) -> String {
+    classic_spec(threshold).replace(
+        "    group_by: [route]",
+        "        kind: native\n    group_by: [route]",
+    )
+}
+
+fn classic_spec(threshold: &str) -> String {
     format!(
         r#"version: burnwatch/v1
 service: checkout
@@ -56,7 +65,6 @@ slos:
       latency:
         histogram: request_duration_seconds{{job="{SCRAPE_JOB}"}}
         threshold: "{threshold}"
-        kind: native
     group_by: [route]
     alerting:
       resolve_timeout: 3s
@@ -184,4 +192,68 @@ fn a_native_histogram_latency_slo_pages_from_prometheus_3() {
     assert!((replayed - 0.15).abs() < 1e-9, "{firing}");
     let events = firing["events"]["total"].as_f64().expect("events");
     assert!(events > 0.0, "{firing}");
+}
+
+/// Classic buckets scraped live, each Prometheus version, both strategies: the bound `1`
+/// finds the bucket the target writes `le="1"` (stored `le="1.0"` by 3.16): 5% slower; the
+/// bound `2` matches no bucket: no data, and the status says why; never 0% or 100%.
+#[test]
+fn classic_bounds_find_their_bucket_on_each_version_or_say_why_not() {
+    let target = histogram_target();
+    for version in crate::prom::VERSIONS {
+        let prom = Prometheus::start_scraping_version(
+            version,
+            &[target.address()],
+            Duration::from_secs(1),
+            "",
+        );
+        prom.wait_until_up(1);
+        for strategy in ["query", "incremental"] {
+            let setup = Setup::new(&prom.url(), "");
+            let config = std::fs::read_to_string(setup.config()).expect("config");
+            std::fs::write(
+                setup.config(),
+                config.replace("strategy: query", &format!("strategy: {strategy}")),
+            )
+            .expect("config");
+            for (threshold, expected) in [("1", Some(0.05)), ("2", None)] {
+                setup.write_spec(&classic_spec(threshold));
+                let serve = setup.serve();
+                let instance = serve.wait_for("the instance evaluated", || {
+                    let slos = serve.slos();
+                    let instance = slos["slos"].as_array()?.first()?["instances"]
+                        .as_array()?
+                        .first()?
+                        .clone();
+                    let windows = instance["windows"].as_array()?;
+                    let evaluated = match expected {
+                        Some(_) => windows.iter().any(|w| w["window"] == "5s"),
+                        None => instance["no_data"].is_string(),
+                    };
+                    evaluated.then_some(instance)
+                });
+                let what = format!("{version:?} {strategy} threshold {threshold}: {instance}");
+                match expected {
+                    Some(ratio) => {
+                        let found = instance["windows"]
+                            .as_array()
+                            .and_then(|windows| windows.iter().find(|w| w["window"] == "5s"))
+                            .and_then(|w| w["error_ratio"].as_f64())
+                            .unwrap_or_else(|| panic!("{what}"));
+                        assert!((found - ratio).abs() < 1e-6, "{what}");
+                    }
+                    None => {
+                        assert_eq!(instance["windows"], serde_json::json!([]), "{what}");
+                        assert!(
+                            instance["no_data"]
+                                .as_str()
+                                .is_some_and(|why| why.contains("le = 2")),
+                            "{what}"
+                        );
+                    }
+                }
+                assert!(serve.firing_page().is_none(), "{what}");
+            }
+        }
+    }
 }
