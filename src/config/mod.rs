@@ -84,6 +84,20 @@ impl<'a> Problems<'a> {
         }
     }
 
+    /// Records a warning at a spanned value: accepted, but likely wrong.
+    fn warn_at<T>(&mut self, spanned: &Spanned<T>, path: &str, message: String) {
+        let warning = ConfigError {
+            file: self.file.to_string(),
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+            path: path.to_string(),
+            message,
+        };
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
     /// Warns about `le="<integer>"` equality matchers in a query: Prometheus 3 stores a scraped
     /// classic histogram's bound 1 as `le="1.0"`, Prometheus 2 as the target wrote it (`1`
     /// from Go clients), so the matcher finds no bucket on one of them.
@@ -112,20 +126,15 @@ impl<'a> Problems<'a> {
                 continue;
             }
             let go = format!("{}", bound as i64);
-            let warning = ConfigError {
-                file: self.file.to_string(),
-                line: query.referenced.line(),
-                column: query.referenced.column(),
-                path: path.to_string(),
-                message: format!(
+            self.warn_at(
+                query,
+                path,
+                format!(
                     "le=\"{value}\" matches no bucket on Prometheus 3, which stores this bound as \
                      le=\"{go}.0\" (Prometheus 2 keeps the target's le=\"{go}\"); write \
                      le=~\"{go}|{go}.0\" to match it on every version"
                 ),
-            };
-            if !self.warnings.contains(&warning) {
-                self.warnings.push(warning);
-            }
+            );
         }
     }
 

@@ -219,6 +219,23 @@ fn map_sli(
                 CounterQuery::parse(&total_query),
             ) {
                 (Ok(errors), Ok(total)) if errors.by == total.by => {
+                    if errors.function != total.function {
+                        let name = |function| match function {
+                            crate::query::RangeFunction::Rate => "rate",
+                            crate::query::RangeFunction::Increase => "increase",
+                        };
+                        problems.warn_at(
+                            &events.error_query,
+                            &format!("{path}.events.error_query"),
+                            format!(
+                                "error_query uses {} and total_query {}: the ratio of the two \
+                                 is off by the window's seconds in PromQL (Sloth's rules, the \
+                                 query strategy); use the same function in both",
+                                name(errors.function),
+                                name(total.function)
+                            ),
+                        );
+                    }
                     let group_by = total.by.clone();
                     Some((Sli::Ratio { errors, total }, group_by))
                 }

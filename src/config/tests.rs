@@ -800,3 +800,26 @@ fn native_histogram_latency_slis() {
         "{message}"
     );
 }
+
+/// A Sloth spec whose error query uses `rate` and whose total uses `increase` is accepted (as
+/// Sloth does) with a warning at the error query's line: PromQL's ratio of the two is off by
+/// the window's seconds.
+#[test]
+fn mixed_rate_and_increase_in_sloth_events_are_warned_about() {
+    let spec = |errors: &str, total: &str| {
+        format!(
+            "version: \"prometheus/v1\"\nservice: orders\nslos:\n  - name: availability\n    \
+             objective: 99\n    sli:\n      events:\n        error_query: sum({errors}(r{{code=\"500\"}}[{{{{.window}}}}]))\n        \
+             total_query: sum({total}(r[{{{{.window}}}}]))\n"
+        )
+    };
+    let mixed = slos(&spec("rate", "increase"));
+    assert_eq!(mixed[0].warnings.len(), 1, "{:?}", mixed[0].warnings);
+    assert!(
+        mixed[0].warnings[0].starts_with("rules/orders.yaml:8:")
+            && mixed[0].warnings[0].contains("uses rate and total_query increase"),
+        "{:?}",
+        mixed[0].warnings
+    );
+    assert!(slos(&spec("increase", "increase"))[0].warnings.is_empty());
+}

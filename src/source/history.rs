@@ -52,7 +52,7 @@ async fn fetch(
 ) -> Result<History, ApiError> {
     let steps = range.times().count();
     let (ratio_template, total_template) = templates(slo);
-    let absent_is_no_errors = crate::source::live::absent_ratio_is_no_errors(slo);
+    let reading = crate::source::live::Reading::of(slo);
     let mut history = History::new();
     for window in windows_with_period(slo) {
         let ratios = by_step(
@@ -95,10 +95,10 @@ async fn fetch(
                     let ratio = ratios.get(&labels).and_then(|row| row[index]);
                     match &totals {
                         Some(totals) => {
-                            let rate = totals.get(&labels).and_then(|row| row[index])?;
-                            window_value(ratio, Some(rate), window, absent_is_no_errors)
+                            let total = totals.get(&labels).and_then(|row| row[index])?;
+                            window_value(ratio, Some(total), window, reading)
                         }
-                        None => window_value(ratio, None, window, absent_is_no_errors),
+                        None => window_value(ratio, None, window, reading),
                     }
                 })
                 .collect();

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::burn::WindowValue;
 use crate::engine::InstanceLabels;
-use crate::query::{LocalSli, with_window};
+use crate::query::{LocalSli, RangeFunction, with_window};
 use crate::slo::{Millis, Slo};
 use crate::source::prometheus::{Answer, ApiError, Client};
 
@@ -61,30 +61,53 @@ pub fn templates(slo: &Slo) -> (String, Option<String>) {
     )
 }
 
-/// Whether a ratio PromQL leaves out, for an instance the total names, means no errors:
-/// yes for errors over total (no error series: no failed request), no for `1 - good / total`
-/// (no good series, a latency bound that matches no bucket: no data, never "100% slow") and
-/// for what Prometheus computes whole (a native histogram's fraction).
-pub fn absent_ratio_is_no_errors(slo: &Slo) -> bool {
-    matches!(slo.sli.local(), Ok(LocalSli::BadOverTotal { .. }))
+/// How an SLO's PromQL answers read as window values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// Whether a ratio PromQL leaves out, for an instance the total names, means no errors:
+    /// yes for errors over total (no error series: no failed request), no for `1 - good /
+    /// total` (no good series, a latency bound that matches no bucket: no data, never "100%
+    /// slow") and for what Prometheus computes whole (a native histogram's fraction).
+    pub absent_ratio_is_no_errors: bool,
+    /// Whether the total's query answers a rate per second (`rate`, a native histogram's
+    /// count of the rate), to be multiplied by the window's seconds, rather than the events
+    /// themselves (`increase`).
+    pub total_per_second: bool,
+}
+
+impl Reading {
+    pub fn of(slo: &Slo) -> Reading {
+        let local = slo.sli.local();
+        Reading {
+            absent_ratio_is_no_errors: matches!(local, Ok(LocalSli::BadOverTotal { .. })),
+            total_per_second: match &local {
+                Ok(local) => local.queries().1.function == RangeFunction::Rate,
+                Err(_) => true,
+            },
+        }
+    }
 }
 
 /// One window's value from Prometheus's answers: the error ratio and, where the SLI has one,
-/// the total's rate. Where the total names an instance the ratio does not: zero errors (0/0
-/// when there was no traffic either) when `absent_is_no_errors`, else no data. Without a
-/// total, the ratio alone.
+/// the total's answer (a rate or a count, as `reading` says). Where the total names an
+/// instance the ratio does not: zero errors (0/0 when there was no traffic either) when
+/// `reading.absent_ratio_is_no_errors`, else no data. Without a total, the ratio alone.
 pub fn window_value(
     error_ratio: Option<f64>,
-    total_rate: Option<f64>,
+    total_answer: Option<f64>,
     window: Duration,
-    absent_is_no_errors: bool,
+    reading: Reading,
 ) -> Option<WindowValue> {
-    match total_rate {
-        Some(rate) => {
-            let total = rate * window.as_secs_f64();
+    match total_answer {
+        Some(answer) => {
+            let total = if reading.total_per_second {
+                answer * window.as_secs_f64()
+            } else {
+                answer
+            };
             let error_ratio = match error_ratio {
                 Some(ratio) => ratio,
-                None if absent_is_no_errors => {
+                None if reading.absent_ratio_is_no_errors => {
                     if total > 0.0 {
                         0.0
                     } else {
@@ -142,7 +165,7 @@ pub async fn fetch_by_query(
     extra: &[Duration],
 ) -> Result<Snapshot, ApiError> {
     let (ratio_template, total_template) = templates(slo);
-    let absent_is_no_errors = absent_ratio_is_no_errors(slo);
+    let reading = Reading::of(slo);
     let mut tasks = JoinSet::new();
     let required = windows_with_period(slo).len();
     for (index, window) in windows_and(slo, extra).into_iter().enumerate() {
@@ -195,7 +218,7 @@ pub async fn fetch_by_query(
                 ratio_values.get(labels).copied(),
                 total_rate,
                 window,
-                absent_is_no_errors,
+                reading,
             ) {
                 values.push((window, value));
             }
@@ -219,7 +242,7 @@ mod tests {
     }
 
     /// Where PromQL's ratio has no sample but the total does: no errors for errors / total,
-    /// no data for a latency SLI (its bucket bound matches no `le`) and a native histogram.
+    /// no data for a latency SLI (its bound matches no `le`) and a native histogram.
     #[test]
     fn an_absent_ratio_is_no_errors_only_for_errors_over_total() {
         let ratio = slo("      ratio:\n        errors: r{code=\"500\"}\n        total: r\n");
@@ -228,14 +251,43 @@ mod tests {
             "      latency:\n        histogram: d\n        threshold: \"2\"\n        kind: native\n",
         );
         let window = Duration::from_secs(300);
-        let value =
-            |slo: &Slo| window_value(None, Some(10.0), window, absent_ratio_is_no_errors(slo));
+        let value = |slo: &Slo| window_value(None, Some(10.0), window, Reading::of(slo));
         let zero = value(&ratio).expect("a value");
         assert_eq!((zero.bad, zero.total, zero.error_ratio), (0.0, 3000.0, 0.0));
         assert_eq!(value(&latency), None);
         assert_eq!(value(&native), None);
         // A ratio that is there is taken as it is.
-        let slow = window_value(Some(0.25), Some(10.0), window, false).expect("a value");
+        let slow =
+            window_value(Some(0.25), Some(10.0), window, Reading::of(&latency)).expect("a value");
         assert_eq!((slow.bad, slow.error_ratio), (750.0, 0.25));
+    }
+
+    /// A total written with `increase` answers the events themselves: not multiplied by the
+    /// window's seconds (which made 1h read 124,902,000 events where Prometheus said 34,870).
+    #[test]
+    fn an_increase_total_is_a_count_and_a_rate_total_a_rate() {
+        let sloth = |function: &str| {
+            let spec = format!(
+                "version: \"prometheus/v1\"\nservice: s\nslos:\n  - name: n\n    objective: 99\n    \
+                 sli:\n      events:\n        error_query: sum({function}(r{{code=\"500\"}}[{{{{.window}}}}]))\n        \
+                 total_query: sum({function}(r[{{{{.window}}}}]))\n"
+            );
+            match crate::config::load_str("s.yaml", &spec, std::path::Path::new(".")) {
+                Ok(crate::config::Document::Slos(mut slos)) => slos.remove(0),
+                other => panic!("{other:?}"),
+            }
+        };
+        let hour = Duration::from_secs(3600);
+        let counted = window_value(
+            Some(0.01),
+            Some(34_870.0),
+            hour,
+            Reading::of(&sloth("increase")),
+        )
+        .expect("a value");
+        assert_eq!(counted.total, 34_870.0);
+        let rated = window_value(Some(0.01), Some(10.0), hour, Reading::of(&sloth("rate")))
+            .expect("a value");
+        assert_eq!(rated.total, 36_000.0);
     }
 }

@@ -639,3 +639,61 @@ fn replay_with_a_daemon_config_reaches_prometheus_as_serve_does() {
     assert!(from_file.contains("\"state\": \"firing\""), "{from_file}");
     assert_eq!(through_gateway, from_file);
 }
+
+/// Regression: with the query strategy, a total written with `increase` was multiplied by the
+/// window's seconds (1h read 124,902,000 events where Prometheus said 34,870), so `min_events`
+/// never applied and messages showed inflated counts. Its events are Prometheus's own
+/// `increase`, and agree with the incremental strategy's.
+#[test]
+fn an_increase_total_counts_events_in_the_query_strategy() {
+    let (prometheus, runtime, client) = fixture();
+    let spec = r#"version: "prometheus/v1"
+service: orders
+slos:
+  - name: availability
+    objective: 99.9
+    sli:
+      events:
+        error_query: sum by (route) (increase(http_requests_total{job="orders",code=~"5.."}[{{.window}}]))
+        total_query: sum by (route) (increase(http_requests_total{job="orders"}[{{.window}}]))
+"#;
+    let slo = match load_str("increase.yaml", spec, Path::new(".")) {
+        Ok(Document::Slos(mut slos)) => slos.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let now = (BURST.0 - 1_800) * 1000;
+    let by_query = runtime
+        .block_on(fetch_by_query(&client, &slo, now, &[]))
+        .unwrap();
+    let mut incremental = Incremental::new(&slo).unwrap();
+    let by_increment = runtime
+        .block_on(incremental.fetch(&client, &slo, now, Duration::from_secs(30), &[]))
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    let mut compared = 0;
+    for labels in by_query.instances.keys() {
+        let route = &labels[0].1;
+        let expected = prometheus
+            .query_one(
+                &format!(
+                    "sum(increase(http_requests_total{{job=\"orders\",route=\"{route}\"}}[1h]))"
+                ),
+                now as f64 / 1000.0,
+            )
+            .expect("Prometheus's increase");
+        let queried = by_query.measure(labels, hour).expect("a 1h value");
+        assert!(
+            (queried.total - expected).abs() <= 1e-9 * expected,
+            "{route}: query strategy {} events, Prometheus {expected}",
+            queried.total
+        );
+        let incremental = by_increment.measure(labels, hour).expect("a 1h value");
+        assert!(
+            (incremental.total - expected).abs() <= 1e-9 * expected,
+            "{route}: incremental {} events, Prometheus {expected}",
+            incremental.total
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+}
