@@ -277,6 +277,13 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// The credentials of an `Authorization: Bearer …` value; the scheme is case-insensitive
+/// (RFC 9110), so `bearer x` and `BEARER x` are accepted too.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+}
+
 /// Compares without stopping at the first difference.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -295,7 +302,7 @@ fn authorised(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<
         Some(token) => headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .is_some_and(|given| same(given.trim().as_bytes(), token.expose().as_bytes()))
             .then_some(())
             .ok_or("missing or wrong bearer token\n"),

@@ -78,7 +78,23 @@ struct Loaded {
 fn read_secret(path: &Path, what: &str) -> Result<Secret> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {what} file {}", path.display()))?;
+    warn_if_readable_by_others(path, what);
     Ok(Secret::new(text.trim().to_string()))
+}
+
+/// A secret's file that others on the machine may read gets a warning (the file is still
+/// used: a Kubernetes secret volume, say, decides its own modes).
+fn warn_if_readable_by_others(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the {what} file {} is readable by others (mode {mode:03o}); chmod 600 it",
+                path.display()
+            );
+        }
+    }
 }
 
 fn read_source(source: &SecretSource, what: &str) -> Result<Secret> {

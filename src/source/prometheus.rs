@@ -119,6 +119,13 @@ pub enum ApiError {
     Http {
         status: u16,
     },
+    /// A 3xx: redirects are not followed, so the headers and credentials meant for Prometheus
+    /// (a tenant id, an API key) never reach another host, nor its answers drive alerts.
+    /// `to`: the target's scheme, host and port (never its path or query).
+    Redirect {
+        status: u16,
+        to: String,
+    },
     /// Prometheus said `"status": "error"`.
     Api {
         error_type: String,
@@ -137,7 +144,7 @@ impl ApiError {
             ApiError::Api { error_type, .. } => {
                 matches!(error_type.as_str(), "timeout" | "internal" | "unavailable")
             }
-            ApiError::Config(_) | ApiError::Malformed(_) => false,
+            ApiError::Config(_) | ApiError::Malformed(_) | ApiError::Redirect { .. } => false,
         }
     }
 
@@ -148,6 +155,7 @@ impl ApiError {
             ApiError::Connect(_) => "connect",
             ApiError::Timeout => "timeout",
             ApiError::Http { .. } => "http",
+            ApiError::Redirect { .. } => "redirect",
             ApiError::Api { .. } => "api",
             ApiError::Malformed(_) => "malformed",
         }
@@ -161,6 +169,12 @@ impl fmt::Display for ApiError {
             ApiError::Connect(message) => write!(f, "cannot reach Prometheus: {message}"),
             ApiError::Timeout => write!(f, "Prometheus did not answer in time"),
             ApiError::Http { status } => write!(f, "Prometheus answered HTTP {status}"),
+            ApiError::Redirect { status, to } => write!(
+                f,
+                "Prometheus answered HTTP {status}, a redirect to {to}; burnwatch follows no \
+                 redirects (its headers and credentials go to prometheus.url only): set \
+                 prometheus.url to where it points"
+            ),
             ApiError::Api { error_type, error } => {
                 write!(f, "Prometheus error ({error_type}): {error}")
             }
@@ -272,6 +286,7 @@ impl Client {
             headers.insert(name, value);
         }
         let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .default_headers(headers)
             .timeout(endpoint.timeout)
             .connect_timeout(endpoint.timeout.min(Duration::from_secs(10)))
@@ -498,6 +513,12 @@ impl Client {
         };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ApiError::Redirect {
+                status: status.as_u16(),
+                to: redirect_target(response.headers()),
+            });
+        }
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             return Ok(body);
@@ -537,6 +558,24 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.in_flight.dec();
     }
+}
+
+/// A redirect's target as `scheme://host:port`, without user, path or query (they may carry
+/// secrets); `an unnamed place` when it has none that parses.
+fn redirect_target(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|location| reqwest::Url::parse(location).ok())
+        .and_then(|url| {
+            let host = url.host_str()?;
+            Some(match url.port() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            })
+        })
+        .map(|target| bounded(&target))
+        .unwrap_or_else(|| "a path on the same host or an unreadable Location".to_string())
 }
 
 fn transport_error(error: reqwest::Error) -> ApiError {

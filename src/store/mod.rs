@@ -148,11 +148,34 @@ const PG_CHUNKS_PER_READ: i64 = 4;
 
 impl Store {
     /// Opens (creating if needed) `burnwatch.db` in `dir` and migrates it to [`SCHEMA_VERSION`].
+    /// A state dir it creates is the owner's only (0700), and so is a database file it
+    /// creates (0600; SQLite gives its WAL files the same mode): alert state, incidents and
+    /// the outbox's messages are nobody else's to read.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|error| {
-            StoreError::new(format!("cannot create {}: {error}", dir.display()))
-        })?;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|error| {
+                StoreError::new(format!("cannot create {}: {error}", dir.display()))
+            })?;
         let path = dir.join("burnwatch.db");
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => {
+                return Err(StoreError::new(format!(
+                    "cannot create {}: {error}",
+                    path.display()
+                )));
+            }
+        }
         let connection = Connection::open(&path).map_err(failed("open"))?;
         connection
             .pragma_update(None, "journal_mode", "WAL")
@@ -865,6 +888,24 @@ mod tests {
     use crate::alert::{Alert, Phase};
     use crate::slo::{TierKind, WindowPair};
     use std::time::Duration;
+
+    /// Regression: the state database was created 0644 in a 0755 directory.
+    #[test]
+    fn a_new_state_dir_and_database_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        let _store = Store::open(&dir).expect("opens");
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("burnwatch.db")), 0o600);
+        for wal in ["burnwatch.db-wal", "burnwatch.db-shm"] {
+            let path = dir.join(wal);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{wal}");
+            }
+        }
+    }
 
     #[test]
     fn alerts_survive_reopening_and_newer_schemas_are_refused() {

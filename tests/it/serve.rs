@@ -56,6 +56,8 @@ pub(crate) struct Reply {
     status: u16,
     content_type: &'static str,
     body: String,
+    /// More header lines, each ending in `\r\n`.
+    headers: String,
 }
 
 impl Reply {
@@ -64,11 +66,18 @@ impl Reply {
             status,
             content_type,
             body: body.into(),
+            headers: String::new(),
         }
     }
 
     pub(crate) fn json(status: u16, body: impl Into<String>) -> Reply {
         Reply::new(status, "application/json", body)
+    }
+
+    /// This reply with one more header.
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push_str(&format!("{name}: {value}\r\n"));
+        self
     }
 }
 
@@ -152,10 +161,11 @@ pub(crate) fn answer(mut stream: TcpStream, handler: &Handler) {
     let reply = handler(method, target, &head);
     let reason = if reply.status == 200 { "OK" } else { "Stub" };
     let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
         reply.status,
         reply.content_type,
-        reply.body.len()
+        reply.body.len(),
+        reply.headers
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(reply.body.as_bytes());
@@ -1409,6 +1419,19 @@ fn reload_endpoint_refuses_callers_without_the_token() {
     assert_eq!(status, 403, "the old token still works: {body}");
     let (status, body) = serve.reload(Some("Bearer rotated-token"));
     assert_eq!(status, 200, "{body}");
+    // The token's file is 0644 here: the daemon says so (and still uses it).
+    assert!(
+        serve
+            .stderr()
+            .contains("reload-token is readable by others (mode 644)"),
+        "{}",
+        serve.stderr()
+    );
+    // The scheme is case-insensitive (regression: a lowercase `bearer` was refused).
+    for scheme in ["bearer", "BEARER"] {
+        let (status, body) = serve.reload(Some(&format!("{scheme} rotated-token")));
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
     serve.assert_running();
 
     // Without a token file, loopback callers may reload.
@@ -2606,4 +2629,51 @@ fn serve_detects_the_prometheus_version_and_its_semantics() {
             });
         }
     }
+}
+
+/// Regression: the Prometheus client followed redirects to any host and sent the configured
+/// headers (a tenant id, an API key) there, whose answers then drove alerts. A 3xx is an
+/// error naming where it pointed (scheme, host and port only), and the other host hears
+/// nothing.
+#[test]
+fn prometheus_redirects_are_refused_and_name_their_target() {
+    let elsewhere_hits = Arc::new(AtomicUsize::new(0));
+    let elsewhere = HttpStub::start({
+        let hits = elsewhere_hits.clone();
+        move |_, _, _| {
+            hits.fetch_add(1, Ordering::SeqCst);
+            Reply::json(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            )
+        }
+    });
+    let location = format!("{}/api/v1/query?token=s3cr3t", elsewhere.url());
+    let redirecting = HttpStub::start(move |_, _, _| {
+        Reply::new(302, "text/plain", "moved\n").with_header("Location", &location)
+    });
+    burnwatch::source::prometheus::install_crypto_provider();
+    let mut endpoint = burnwatch::source::prometheus::Endpoint::new(redirecting.url());
+    endpoint.headers = vec![("X-Scope-OrgID".to_string(), "team-a".to_string())];
+    let client = burnwatch::source::prometheus::Client::new(&endpoint).expect("client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let error = runtime
+        .block_on(client.query("up", now_ms()))
+        .expect_err("a redirect is an error");
+    let message = error.to_string();
+    assert!(
+        message.contains("HTTP 302")
+            && message.contains(&format!("redirect to {}", elsewhere.url()))
+            && !message.contains("s3cr3t"),
+        "{message}"
+    );
+    assert_eq!(error.reason(), "redirect");
+    assert_eq!(
+        elsewhere_hits.load(Ordering::SeqCst),
+        0,
+        "the other host was asked"
+    );
 }
