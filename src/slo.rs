@@ -25,16 +25,24 @@ pub struct Objective {
     percent: f64,
 }
 
+/// The highest objective accepted: a budget of one event in a million.
+pub const MAX_OBJECTIVE_PERCENT: f64 = 99.9999;
+
 impl Objective {
     /// Builds an objective from a percentage as users write it (`99.9`).
     pub fn from_percent(percent: f64) -> Result<Objective, String> {
-        if percent.is_finite() && 0.0 < percent && percent < 100.0 {
+        if !(percent.is_finite() && 0.0 < percent && percent < 100.0) {
+            Err(format!("{percent} is not a percentage in (0, 100)"))
+        } else if MAX_OBJECTIVE_PERCENT < percent {
+            Err(format!(
+                "{percent} leaves an error budget under one event in a million, where one \
+                 failed request burns it a million times over; at most {MAX_OBJECTIVE_PERCENT}"
+            ))
+        } else {
             Ok(Objective {
                 ratio: percent / 100.0,
                 percent,
             })
-        } else {
-            Err(format!("{percent} is not a percentage in (0, 100)"))
         }
     }
 

@@ -221,6 +221,33 @@ fn map_spec_file<R>(
     problems.into_result(slos)
 }
 
+/// A runbook or dashboard link: an http(s) URL, since it is sent to Slack and shown as a link
+/// (a `javascript:` or `file:` link is refused at its line).
+fn checked_link(problems: &mut Problems, link: &Spanned<String>, path: &str) -> Option<String> {
+    let text = link.value.trim();
+    match link_problem(text) {
+        None => Some(text.to_string()),
+        Some(message) => {
+            problems.at(link, path, message);
+            None
+        }
+    }
+}
+
+/// Why `text` is not an http(s) link, if it is not.
+fn link_problem(text: &str) -> Option<String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => None,
+        Ok(url) => Some(format!(
+            "{text:?} is a {}: link; expected an http:// or https:// URL",
+            url.scheme()
+        )),
+        Err(_) => Some(format!(
+            "{text:?} is not a URL; expected an http:// or https:// URL"
+        )),
+    }
+}
+
 /// The SLO's trimmed name and its objective, each checked at its position.
 fn name_and_objective(
     problems: &mut Problems,

@@ -59,8 +59,8 @@ struct RawSlo {
     min_events: Option<Spanned<f64>>,
     #[serde(default)]
     labels: Labels,
-    runbook: Option<String>,
-    dashboard: Option<String>,
+    runbook: Option<Spanned<String>>,
+    dashboard: Option<Spanned<String>>,
     #[serde(default)]
     alerting: RawAlerting,
 }
@@ -262,8 +262,14 @@ fn map_slo(
         min_events: min_events?,
         tiers,
         labels,
-        runbook: raw.runbook,
-        dashboard: raw.dashboard,
+        runbook: raw
+            .runbook
+            .as_ref()
+            .and_then(|link| super::checked_link(problems, link, &format!("{path}.runbook"))),
+        dashboard: raw
+            .dashboard
+            .as_ref()
+            .and_then(|link| super::checked_link(problems, link, &format!("{path}.dashboard"))),
         alert_name: alerting.name,
         origin: problems.origin(&raw.name),
         warnings: Vec::new(),

@@ -164,6 +164,17 @@ fn map_slo(
     };
     let runbook = annotation(&["runbook", "runbook_url"]);
     let dashboard = annotation(&["dashboard", "dashboard_url"]);
+    // Annotations carry no positions of their own: a bad link is named at the SLO's name.
+    for (what, link) in [("runbook", &runbook), ("dashboard", &dashboard)] {
+        if let Some(message) = link.as_deref().and_then(super::link_problem) {
+            problems.at(
+                &raw.name,
+                format!("{path}.alerting.annotations.{what}"),
+                message,
+            );
+            return None;
+        }
+    }
     let mut labels = file_labels.clone();
     labels.extend(raw.labels);
     Some(Slo {

@@ -823,3 +823,43 @@ fn mixed_rate_and_increase_in_sloth_events_are_warned_about() {
     );
     assert!(slos(&spec("increase", "increase"))[0].warnings.is_empty());
 }
+
+/// Regression: `check` accepted a `javascript:` runbook (sent to Slack as a link) and an
+/// objective of 99.99999999999999 (a burn rate of 5.5e12x). Both are refused at their line.
+#[test]
+fn links_are_http_and_objectives_leave_a_budget() {
+    let native = |objective: &str, runbook: &str| {
+        format!(
+            "version: burnwatch/v1\nservice: s\nslos:\n  - name: n\n    objective: {objective}\n    \
+             sli:\n      ratio:\n        errors: r{{code=\"500\"}}\n        total: r\n    runbook: {runbook}\n"
+        )
+    };
+    let message = errors(&native("99.9", "\"javascript:alert(1)\""));
+    assert!(
+        message.contains("rules/orders.yaml:10:14: slos[0].runbook")
+            && message.contains("is a javascript: link; expected an http:// or https:// URL"),
+        "{message}"
+    );
+    let message = errors(&native(
+        "99.99999999999999",
+        "https://runbooks.example.com/s",
+    ));
+    assert!(
+        message.contains("slos[0].objective") && message.contains("at most 99.9999"),
+        "{message}"
+    );
+    assert_eq!(
+        slos(&native("99.9999", "https://runbooks.example.com/s")).len(),
+        1
+    );
+    let sloth = "version: \"prometheus/v1\"\nservice: s\nslos:\n  - name: n\n    objective: 99\n    \
+                 sli:\n      events:\n        error_query: sum(rate(r{code=\"500\"}[{{.window}}]))\n        \
+                 total_query: sum(rate(r[{{.window}}]))\n    alerting:\n      annotations:\n        \
+                 runbook: \"file:///etc/passwd\"\n";
+    let message = errors(sloth);
+    assert!(
+        message.contains("rules/orders.yaml:4:11: slos[0].alerting.annotations.runbook")
+            && message.contains("file: link"),
+        "{message}"
+    );
+}

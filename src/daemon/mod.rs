@@ -75,6 +75,9 @@ struct Loaded {
     sinks: Arc<Sinks>,
 }
 
+/// The shortest reload token accepted: one that guessing cannot find.
+const MIN_RELOAD_TOKEN: usize = 16;
+
 fn read_secret(path: &Path, what: &str) -> Result<Secret> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {what} file {}", path.display()))?;
@@ -209,7 +212,18 @@ fn load(config_path: &Path) -> Result<Loaded> {
         }
     }
     let reload_token = match &config.reload_token_file {
-        Some(path) => Some(read_secret(path, "reload token")?),
+        Some(path) => {
+            let token = read_secret(path, "reload token")?;
+            let length = token.expose().chars().count();
+            if length < MIN_RELOAD_TOKEN {
+                anyhow::bail!(
+                    "the reload token in {} is {length} characters long; use at least \
+                     {MIN_RELOAD_TOKEN} (e.g. `openssl rand -hex 16`)",
+                    path.display()
+                );
+            }
+            Some(token)
+        }
         None => None,
     };
     let sinks = Arc::new(build_sinks(&config.notify)?);

@@ -1412,12 +1412,16 @@ fn reload_endpoint_refuses_callers_without_the_token() {
     });
 
     // A reload picks up a new token: the old one stops working.
-    std::fs::write(setup.dir.path().join("reload-token"), "rotated-token\n").unwrap();
+    std::fs::write(
+        setup.dir.path().join("reload-token"),
+        "rotated-token-0123456789\n",
+    )
+    .unwrap();
     let (status, body) = serve.reload(Some(&format!("Bearer {RELOAD_TOKEN}")));
     assert_eq!(status, 200, "{body}");
     let (status, body) = serve.reload(Some(&format!("Bearer {RELOAD_TOKEN}")));
     assert_eq!(status, 403, "the old token still works: {body}");
-    let (status, body) = serve.reload(Some("Bearer rotated-token"));
+    let (status, body) = serve.reload(Some("Bearer rotated-token-0123456789"));
     assert_eq!(status, 200, "{body}");
     // The token's file is 0644 here: the daemon says so (and still uses it).
     assert!(
@@ -1429,9 +1433,29 @@ fn reload_endpoint_refuses_callers_without_the_token() {
     );
     // The scheme is case-insensitive (regression: a lowercase `bearer` was refused).
     for scheme in ["bearer", "BEARER"] {
-        let (status, body) = serve.reload(Some(&format!("{scheme} rotated-token")));
+        let (status, body) = serve.reload(Some(&format!("{scheme} rotated-token-0123456789")));
         assert_eq!(status, 200, "{scheme}: {body}");
     }
+    // A token short enough to guess is refused with the reload; the running one stays.
+    std::fs::write(
+        setup.dir.path().join("reload-token"),
+        "x
+",
+    )
+    .unwrap();
+    let (status, body) = serve.reload(Some("Bearer rotated-token-0123456789"));
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        body.contains("1 characters long; use at least 16"),
+        "{body}"
+    );
+    let (status, body) = serve.reload(Some("Bearer x"));
+    assert_eq!(status, 403, "{body}");
+    std::fs::write(
+        setup.dir.path().join("reload-token"),
+        "rotated-token-0123456789\n",
+    )
+    .unwrap();
     serve.assert_running();
 
     // Without a token file, loopback callers may reload.
