@@ -61,8 +61,9 @@ pub enum Auth {
     Bearer(Secret),
 }
 
-/// Everything needed to reach one Prometheus-compatible API.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything needed to reach one Prometheus-compatible API. Its `Debug` names the headers
+/// but not their values (an API key or a tenant id may be one).
+#[derive(Clone, PartialEq)]
 pub struct Endpoint {
     /// Base URL, path prefix included: `http://mimir:8080/prometheus`.
     pub url: String,
@@ -77,6 +78,26 @@ pub struct Endpoint {
     pub max_concurrency: usize,
     /// Window arithmetic to follow whatever the server reports; `None`: detected.
     pub semantics: Option<Semantics>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(name, _)| format!("{name}: <redacted>"))
+            .collect();
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("auth", &self.auth)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("semantics", &self.semantics)
+            .finish()
+    }
 }
 
 /// Requests in flight at once by default: a cycle of hundreds of SLOs × windows queues rather
@@ -910,6 +931,23 @@ fn labels(metric: Option<&Value>) -> Result<Vec<(String, String)>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `Endpoint` derived `Debug`, printing its headers' values (an API key).
+    #[test]
+    fn an_endpoint_prints_header_names_and_no_secrets() {
+        let mut endpoint = Endpoint::new("http://mimir:8080/prometheus");
+        endpoint.headers = vec![
+            ("X-Scope-OrgID".to_string(), "tenant-secret".to_string()),
+            ("X-Api-Key".to_string(), "key-secret".to_string()),
+        ];
+        endpoint.auth = Auth::Bearer(Secret::new("token-secret".to_string()));
+        let printed = format!("{endpoint:?}");
+        assert!(
+            printed.contains("X-Scope-OrgID: <redacted>") && printed.contains("mimir:8080"),
+            "{printed}"
+        );
+        assert!(!printed.contains("secret"), "{printed}");
+    }
 
     fn evaluated(body: &str) -> Result<Evaluated, ApiError> {
         parse_evaluated(parse_body(200, body.as_bytes())?)
