@@ -283,9 +283,10 @@ impl Sli {
         }
     }
 
-    /// The PromQL of the total events' rate with `{{.window}}` left in, where the SLI names
-    /// one (its event counts come from it: rate × window).
-    pub fn total_rate_template(&self) -> Option<String> {
+    /// The PromQL of the total events with `{{.window}}` left in, where the SLI names one: a
+    /// rate (to multiply by the window) or an `increase` (the events themselves), as
+    /// `source::live::Reading` tells.
+    pub fn total_template(&self) -> Option<String> {
         match self {
             Sli::NativeLatency { rate, .. } => Some(format!("histogram_count({rate})")),
             _ => self

@@ -777,7 +777,7 @@ fn native_histogram_latency_slis() {
         "1 - histogram_fraction(0, 0.3, sum by (route) (rate(request_duration_seconds{job=\"x\"}[{{.window}}])))"
     );
     assert_eq!(
-        slo.sli.total_rate_template().as_deref(),
+        slo.sli.total_template().as_deref(),
         Some(
             "histogram_count(sum by (route) (rate(request_duration_seconds{job=\"x\"}[{{.window}}])))"
         )

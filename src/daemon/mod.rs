@@ -36,7 +36,7 @@ use crate::slo::TierKind;
 use crate::slo::{Millis, Slo};
 use crate::source::incremental::{Checkpoint, Incremental};
 use crate::source::live::Snapshot;
-use crate::source::prometheus::{Auth, Client, Endpoint, Secret};
+use crate::source::prometheus::{Auth, Client, Endpoint, Secret, VERSION_RETRY};
 use crate::store::Sql as _;
 use crate::store::{Store, StoreHandle};
 
@@ -883,11 +883,8 @@ async fn load_histories(store: &StoreHandle) -> HashMap<String, crate::history::
 /// Prometheus 2 to 3 changes the window arithmetic under a running daemon).
 const VERSION_EVERY: Duration = Duration::from_secs(600);
 
-/// How long after an unanswered ask the source is asked again.
-const VERSION_RETRY: Duration = Duration::from_secs(15);
-
 /// Whether to ask the source for its version now: [`VERSION_EVERY`] after the last ask, or
-/// [`VERSION_RETRY`] after one that got no version (one ask at a time, not one per cycle
+/// the client's [`VERSION_RETRY`] after one that got no version (one ask at a time, not one per cycle
 /// while Prometheus is down). A pinned source is asked too: its version is shown.
 fn version_due(client: &Client, since_asked: Duration) -> bool {
     let answered = client.source_version().version.is_some();

@@ -55,10 +55,7 @@ pub fn windows_and(slo: &Slo, extra: &[Duration]) -> Vec<Duration> {
 
 /// The SLO's error-ratio template, and its total-events template where the SLI names one.
 pub fn templates(slo: &Slo) -> (String, Option<String>) {
-    (
-        slo.sli.error_ratio_template(),
-        slo.sli.total_rate_template(),
-    )
+    (slo.sli.error_ratio_template(), slo.sli.total_template())
 }
 
 /// How an SLO's PromQL answers read as window values.

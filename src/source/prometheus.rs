@@ -264,7 +264,7 @@ struct Known {
 
 /// How long a server whose version could not be read is left before it is asked again by
 /// [`Client::know_version`].
-const VERSION_RETRY: Duration = Duration::from_secs(15);
+pub const VERSION_RETRY: Duration = Duration::from_secs(15);
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -349,12 +349,8 @@ impl Prometheus {
                 .unwrap_or_else(|| panic!("vector result is not an array: {body}"))
                 .iter()
                 .map(|series| {
-                    let labels = series["metric"]
-                        .as_object()
-                        .unwrap_or_else(|| panic!("series without metric: {body}"))
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect();
+                    let labels = labels_of(series)
+                        .unwrap_or_else(|| panic!("series without metric: {body}"));
                     (labels, parse_value(&series["value"]))
                 })
                 .collect()),
@@ -396,15 +392,7 @@ impl Prometheus {
             .unwrap_or_else(|| panic!("query_range `{expr}`: no matrix: {body}"))
             .iter()
             .map(|series| {
-                let labels = series["metric"]
-                    .as_object()
-                    .map(|metric| {
-                        metric
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let labels = labels_of(series).unwrap_or_default();
                 let points = series["values"]
                     .as_array()
                     .map(|values| {
@@ -594,6 +582,17 @@ fn parse_value(pair: &Value) -> f64 {
             .parse()
             .unwrap_or_else(|e| panic!("bad sample value {s:?}: {e}")),
     }
+}
+
+/// A result series' `metric` as a label map; `None` when it has none.
+fn labels_of(series: &Value) -> Option<BTreeMap<String, String>> {
+    let metric = series["metric"].as_object()?;
+    Some(
+        metric
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    )
 }
 
 /// Picks a port the OS considers free right now; `start` retries if it is taken meanwhile.
