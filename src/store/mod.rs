@@ -111,6 +111,9 @@ pub(crate) fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + 
 pub struct Store {
     db: Db,
     path: PathBuf,
+    /// The state dir's lock (`burnwatch.lock`, SQLite only), held while the store lives: two
+    /// daemons on one state dir would race each other's migrations and double every page.
+    _lock: Option<std::fs::File>,
     fencing: Fencing,
     /// Who this replica's delivery claims are made as (`notify::queue`).
     replica: String,
@@ -146,6 +149,34 @@ pub const POSTGRES_NAME: &str = "PostgreSQL";
 /// Chunk rows of a checkpoint in PostgreSQL are read this many at a time.
 const PG_CHUNKS_PER_READ: i64 = 4;
 
+/// Takes the exclusive lock on `dir/burnwatch.lock` (an advisory `flock`, released by the
+/// kernel when the process ends, however it ends), or says which state dir is in use.
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("burnwatch.lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| StoreError::new(format!("cannot open {}: {error}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::new(format!(
+            "the state dir {} is in use by another burnwatch (it holds {}); run one daemon \
+             per state dir, or give this one its own --state-dir (replicas share state \
+             through PostgreSQL, not a directory)",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(error)) => Err(StoreError::new(format!(
+            "cannot lock {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) `burnwatch.db` in `dir` and migrates it to [`SCHEMA_VERSION`].
     /// A state dir it creates is the owner's only (0700), and so is a database file it
@@ -160,6 +191,7 @@ impl Store {
             .map_err(|error| {
                 StoreError::new(format!("cannot create {}: {error}", dir.display()))
             })?;
+        let lock = lock_state_dir(dir)?;
         let path = dir.join("burnwatch.db");
         match std::fs::OpenOptions::new()
             .write(true)
@@ -186,6 +218,7 @@ impl Store {
         let mut store = Store {
             db: Db::Sqlite(connection),
             path,
+            _lock: Some(lock),
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),
         };
@@ -209,6 +242,7 @@ impl Store {
         Ok(Store {
             db: Db::Postgres(Box::new(sql::Pg::connect(url, idle_limit)?)),
             path: PathBuf::from(POSTGRES_NAME),
+            _lock: None,
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),
         })
@@ -220,6 +254,7 @@ impl Store {
         let mut store = Store {
             db: Db::Sqlite(connection),
             path: PathBuf::from(":memory:"),
+            _lock: None,
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),
         };
@@ -905,6 +940,24 @@ mod tests {
                 assert_eq!(mode(&path), 0o600, "{wal}");
             }
         }
+    }
+
+    /// Regression: two daemons on one SQLite state dir both ran (or the second died in a
+    /// migration race); the second is refused, naming the dir, and the dir is free again once
+    /// the first store is gone.
+    #[test]
+    fn a_state_dir_serves_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).expect("opens");
+        let error = Store::open(dir.path()).expect_err("a second store on the same dir");
+        let message = error.to_string();
+        assert!(message.contains("in use by another burnwatch"), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        drop(first);
+        Store::open(dir.path()).expect("free again");
     }
 
     #[test]

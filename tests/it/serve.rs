@@ -2701,3 +2701,50 @@ fn prometheus_redirects_are_refused_and_name_their_target() {
         "the other host was asked"
     );
 }
+
+/// Regression: two daemons on one SQLite state dir both ran when started apart (every page
+/// twice), and the second died in a migration race when started together. The second is
+/// refused at start, naming the state dir, and the first goes on serving.
+#[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused() {
+    let prometheus = empty_prometheus();
+    let setup = Setup::new(&prometheus.url(), "");
+    let first = setup.serve();
+    first.wait_ready();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(setup.config())
+        .arg("--state-dir")
+        .arg(setup.state())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a second burnwatch serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second daemon on the same state dir kept running");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another burnwatch")
+            && stderr.contains(&setup.state().display().to_string()),
+        "{stderr}"
+    );
+    let healthy = first.http().get(first.url("/-/healthy")).send().unwrap();
+    assert_eq!(healthy.status(), 200, "{}", first.diagnostics());
+}
