@@ -7,9 +7,11 @@
 //!    └─ not burning ──────┘                         └──┘ burning again: same incident, no page
 //! ```
 //!
-//! - Only a "burning" verdict is true. Ok and insufficient data (fewer than `min_events`, 0/0
-//!   included) are "not burning", as in Sloth's rules (0/0 is NaN, NaN > factor is false): a
-//!   pending alert is dropped and a firing one counts them towards resolving.
+//! - Only a "burning" verdict is true. Ok, insufficient data (fewer than `min_events`) and no
+//!   traffic (0/0) are "not burning", as in Sloth's rules (0/0 is NaN, NaN > factor is false):
+//!   a pending alert is dropped and a firing one counts them towards resolving. No traffic
+//!   also marks since when (`absent_since`), so the engine can tell an alert that ended
+//!   without traffic from one that recovered.
 //! - No data (no pair of the tier has samples in both windows: the source cannot see) drops a
 //!   pending alert, as Prometheus drops one at the first empty evaluation, so a gap restarts
 //!   `for`; it holds a firing alert as a failed evaluation (which never reaches this machine)
@@ -64,8 +66,8 @@ pub enum Phase {
         last_sent: Millis,
         /// First evaluation of the current run of "not burning", if in one.
         false_since: Option<Millis>,
-        /// First evaluation of the current run without data (the instance vanished or stopped
-        /// reporting), if in one.
+        /// First evaluation of the current run without data or traffic (the instance vanished,
+        /// stopped reporting, or counted no events), if in one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         absent_since: Option<Millis>,
     },
@@ -117,7 +119,15 @@ impl Alert {
         }
     }
 
-    /// Since when a firing alert has had no data, if it has none now.
+    /// Since when a firing alert has not burned, if it does not now.
+    pub fn false_since(&self) -> Option<Millis> {
+        match self.phase {
+            Phase::Firing { false_since, .. } => false_since,
+            _ => None,
+        }
+    }
+
+    /// Since when a firing alert has had no data or no traffic, if it has none now.
     pub fn absent_since(&self) -> Option<Millis> {
         match self.phase {
             Phase::Firing { absent_since, .. } => absent_since,
@@ -187,8 +197,12 @@ impl Alert {
                 since,
                 last_sent,
                 false_since,
-                absent_since: _,
+                absent_since,
             } => {
+                // No traffic runs the resolve clock as "not burning" does (Prometheus's
+                // `keep_firing_for`), and remembers since when, for the ending's reason.
+                let absent_since =
+                    (verdict == Verdict::NoTraffic).then(|| absent_since.unwrap_or(now));
                 let false_since = if burning {
                     None
                 } else {
@@ -203,7 +217,7 @@ impl Alert {
                     since,
                     last_sent,
                     false_since,
-                    absent_since: None,
+                    absent_since,
                 };
                 if inhibited {
                     return None;
@@ -269,7 +283,7 @@ mod tests {
     use expect_test::{Expect, expect};
 
     /// Runs a timeline: a header line `for 2m resolve 5m repeat 4h`, then one line per
-    /// evaluation: `<minute> <burning|ok|low|nodata> [inhibited]`. Prints each transition.
+    /// evaluation: `<minute> <burning|ok|low|nodata|idle> [inhibited]`. Prints each transition.
     fn check(script: &str, expected: Expect) {
         let mut lines = script
             .lines()
@@ -298,6 +312,7 @@ mod tests {
                 "ok" => Verdict::Ok,
                 "low" => Verdict::InsufficientData,
                 "nodata" => Verdict::NoData,
+                "idle" => Verdict::NoTraffic,
                 other => panic!("unknown verdict {other}"),
             };
             let inhibited = words.get(2) == Some(&"inhibited");
@@ -589,6 +604,49 @@ mod tests {
                 62m firing -> firing  notify(reminder)
             "#]],
         );
+    }
+
+    /// No traffic runs the resolve clock as "not burning" does (unlike no data, which holds
+    /// it), drops a pending alert, sends no reminder, and marks since when it began.
+    #[test]
+    fn no_traffic_resolves_on_prometheus_clock_and_marks_its_start() {
+        check(
+            "resolve 5m repeat 1h for 1m
+             0m burning
+             1m idle
+             2m burning
+             3m burning
+             4m idle
+             5m burning
+             6m idle
+             11m idle",
+            expect![[r#"
+                0m inactive -> pending  notify(pending)
+                1m pending -> inactive
+                2m inactive -> pending  notify(pending)
+                3m pending -> firing  notify(firing)
+                4m firing -> resolving
+                5m resolving -> firing
+                6m firing -> resolving
+                11m resolving -> inactive  notify(resolved)
+            "#]],
+        );
+        let timing = Timing {
+            resolve_timeout: std::time::Duration::from_secs(300),
+            ..Timing::default()
+        };
+        let mut alert = Alert::default();
+        alert.step(0, Verdict::Burning, &timing, false);
+        alert.step(60_000, Verdict::Ok, &timing, false);
+        assert_eq!(alert.absent_since(), None);
+        alert.step(120_000, Verdict::NoTraffic, &timing, false);
+        alert.step(180_000, Verdict::NoTraffic, &timing, false);
+        assert_eq!(
+            (alert.false_since(), alert.absent_since()),
+            (Some(60_000), Some(120_000))
+        );
+        alert.step(240_000, Verdict::Ok, &timing, false);
+        assert_eq!(alert.absent_since(), None);
     }
 
     /// Regression (issue 10): an evaluation without data kept a pending alert pending, so `for`

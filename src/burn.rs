@@ -2,11 +2,19 @@
 //!
 //! burn rate = error ratio / (1 − objective). A window pair burns when both its long and its
 //! short window burn faster than the pair's factor; a tier burns when any of its pairs does.
-//! As in Sloth's rules, a window without samples or at 0/0 never burns (NaN > factor is
-//! false). A pair whose long window has no samples is "no data" (the source cannot see the
-//! series); one with fewer than `min_events` there (0/0 included) is "insufficient data"; one
-//! whose short window has no samples is "no data"; otherwise it burns or is ok, a short window
-//! at 0/0 making it ok: no traffic, no errors. A tier is "no data" only when every pair is.
+//! As in Sloth's rules, a window without samples, at 0/0 or at NaN never burns (NaN > factor
+//! is false). What a pair that does not burn says depends on why:
+//!
+//! - a window without samples, or whose samples are unusable (a NaN counter sample makes its
+//!   ratio NaN while it counted events): **no data**;
+//! - a window that counted no events (0/0: the traffic stopped, or a counter stood still):
+//!   **no traffic**, which is not a recovery (it ends a firing alert as "no data" would, on
+//!   the clock Prometheus's rules keep);
+//! - a long window with fewer than `min_events` events: **insufficient data**;
+//! - otherwise **ok**.
+//!
+//! A tier burns when any pair burns; else it takes the first of insufficient data, ok, no
+//! traffic and no data that one of its pairs says.
 
 use std::time::Duration;
 
@@ -33,6 +41,26 @@ impl WindowValue {
     pub fn burn_rate(&self, objective: Objective) -> f64 {
         self.error_ratio / objective.error_budget()
     }
+
+    /// Whether the window counted events at all, and could read them.
+    fn events(&self) -> Events {
+        if self.total == 0.0 {
+            Events::None
+        } else if self.error_ratio.is_nan() {
+            // Events counted (or not known) but the ratio is NaN: a NaN sample in a counter,
+            // or an SLI without a total whose ratio is NaN, which cannot say which it is.
+            Events::Unreadable
+        } else {
+            Events::Counted
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Events {
+    Counted,
+    None,
+    Unreadable,
 }
 
 /// What one window pair says at one evaluation.
@@ -67,9 +95,15 @@ pub enum Verdict {
     /// Fewer than `min_events` in the long window: too little traffic to judge; reported,
     /// never paged on, not burning.
     InsufficientData,
-    /// A window of the pair has no samples at all; for a tier, every pair: the source cannot
-    /// see the series (it vanished, a scrape gap, Prometheus's own hole after an outage).
-    /// Holds a firing alert for `resolve_timeout`, then ends it; drops a pending one.
+    /// A window of the pair counted no events (0/0: the traffic stopped, a counter stood
+    /// still). Not burning, as in Sloth's rules (a firing alert's resolve clock runs, a
+    /// pending one is dropped), but not a recovery either: an alert that ends on it ends as
+    /// "no data" (`end_reason: no_data`), never "Recovered".
+    NoTraffic,
+    /// A window of the pair has no samples at all, or unusable ones (a NaN counter sample);
+    /// for a tier, every pair: the source cannot see the series (it vanished, a scrape gap,
+    /// Prometheus's own hole after an outage). Holds a firing alert for `resolve_timeout`,
+    /// then ends it; drops a pending one.
     NoData,
 }
 
@@ -79,6 +113,7 @@ impl Verdict {
             Verdict::Burning => "burning",
             Verdict::Ok => "ok",
             Verdict::InsufficientData => "insufficient_data",
+            Verdict::NoTraffic => "no_traffic",
             Verdict::NoData => "no_data",
         }
     }
@@ -94,14 +129,18 @@ pub fn read_pair(
     let short = measure(pair.short);
     let burn_long = long.map_or(f64::NAN, |value| value.burn_rate(objective));
     let burn_short = short.map_or(f64::NAN, |value| value.burn_rate(objective));
-    let verdict = match long {
-        None => Verdict::NoData,
-        Some(value) if value.total < min_events => Verdict::InsufficientData,
+    let verdict = match (long, short) {
+        (None, _) => Verdict::NoData,
+        (Some(long), _) if long.events() == Events::Unreadable => Verdict::NoData,
+        (Some(long), _) if long.events() == Events::None => Verdict::NoTraffic,
+        (Some(long), _) if long.total < min_events => Verdict::InsufficientData,
         // A short window without samples (a scrape gap, the hole after a Prometheus outage)
-        // cannot say whether the burn goes on.
-        _ if short.is_none() => Verdict::NoData,
-        // Compared as Sloth's alert rules do: error ratio > factor × (1 − objective). A window
-        // at 0/0 is not above (NaN compares false): no traffic, no errors, so the pair is ok.
+        // or with unusable ones cannot say whether the burn goes on.
+        (_, None) => Verdict::NoData,
+        (_, Some(short)) if short.events() == Events::Unreadable => Verdict::NoData,
+        // Traffic stopped (or a counter stood still): nothing says the burn is over.
+        (_, Some(short)) if short.events() == Events::None => Verdict::NoTraffic,
+        // Compared as Sloth's alert rules do: error ratio > factor × (1 − objective).
         _ if is_above(long, pair.factor, objective) && is_above(short, pair.factor, objective) => {
             Verdict::Burning
         }
@@ -143,7 +182,8 @@ impl TierReading {
 }
 
 /// Burning if any pair burns; else insufficient data if a pair has too few events to judge;
-/// else ok if a pair is ok (the others having no data); else (every pair) no data.
+/// else ok if a pair is ok (the others having no traffic or no data); else no traffic if a
+/// pair has none; else (every pair) no data.
 pub fn read_tier(
     tier: &Tier,
     objective: Objective,
@@ -162,6 +202,8 @@ pub fn read_tier(
         Verdict::InsufficientData
     } else if any(Verdict::Ok) {
         Verdict::Ok
+    } else if any(Verdict::NoTraffic) {
+        Verdict::NoTraffic
     } else {
         Verdict::NoData
     };
@@ -236,7 +278,7 @@ mod tests {
     #[test]
     fn tier_verdicts() {
         // Error ratios over (1h, 5m, 6h, 30m); `None` is a window without samples, NaN a
-        // window without events (0/0).
+        // window without events (0/0), infinity a window whose errors counter read NaN.
         type Case = (&'static str, [Option<f64>; 4], f64, Verdict, u64);
         let cases: &[Case] = &[
             (
@@ -285,10 +327,10 @@ mod tests {
                 3600,
             ),
             (
-                "a long window at 0/0 is fewer than min_events, not no data",
+                "a long window at 0/0: that pair has no traffic, the other is ok",
                 [Some(f64::NAN), Some(0.0), Some(0.0), Some(0.0)],
                 1e4,
-                Verdict::InsufficientData,
+                Verdict::Ok,
                 3600,
             ),
             (
@@ -298,11 +340,20 @@ mod tests {
                 Verdict::Ok,
                 3600,
             ),
+            // Regression (hardening): traffic that stopped during a burn read as ok, and the
+            // page resolved as "Recovered".
             (
-                "a short window at 0/0 while its long window burns: not burning",
+                "short windows at 0/0 while a long window burns: no traffic, not ok",
                 [Some(0.015), Some(f64::NAN), Some(0.001), Some(f64::NAN)],
                 1e4,
-                Verdict::Ok,
+                Verdict::NoTraffic,
+                3600,
+            ),
+            (
+                "low traffic on one pair, none on the other: too little to judge",
+                [Some(0.015), Some(f64::NAN), Some(0.5), Some(0.5)],
+                50.0,
+                Verdict::InsufficientData,
                 3600,
             ),
             (
@@ -320,10 +371,25 @@ mod tests {
                 21600,
             ),
             (
-                "every window at 0/0: no traffic, fewer than min_events",
+                "every window at 0/0: no traffic",
                 [Some(f64::NAN); 4],
                 1e4,
-                Verdict::InsufficientData,
+                Verdict::NoTraffic,
+                3600,
+            ),
+            // Regression (hardening): a NaN sample in the errors counter read as zero errors.
+            (
+                "a NaN error ratio over counted events: no data on that pair, the other is ok",
+                [Some(0.015), Some(f64::INFINITY), Some(0.001), Some(0.001)],
+                1e4,
+                Verdict::Ok,
+                3600,
+            ),
+            (
+                "NaN error ratios over counted events everywhere: no data, not ok",
+                [Some(f64::INFINITY); 4],
+                1e4,
+                Verdict::NoData,
                 3600,
             ),
             (
@@ -342,9 +408,14 @@ mod tests {
                     .iter()
                     .position(|secs| *secs == window.as_secs())
                     .unwrap();
-                ratios[index].map(|ratio| match ratio.is_nan() {
-                    true => WindowValue::new(0.0, 0.0),
-                    false => WindowValue::new(ratio * total, *total),
+                ratios[index].map(|ratio| {
+                    if ratio.is_nan() {
+                        WindowValue::new(0.0, 0.0)
+                    } else if ratio.is_infinite() {
+                        WindowValue::new(f64::NAN, *total)
+                    } else {
+                        WindowValue::new(ratio * total, *total)
+                    }
                 })
             };
             let reading = read_tier(&tier(), objective, 100.0, &mut measure);

@@ -45,7 +45,7 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     /// No data since `since`, for the tier's `resolve_timeout`: the instance vanished (label
-    /// churn, a relabel) or stopped reporting.
+    /// churn, a relabel), stopped reporting, or its traffic stopped (0/0 is not a recovery).
     NoData { since: Millis },
     /// A reload removed the tier from the SLO.
     TierRemoved,
@@ -69,7 +69,7 @@ impl Ending {
     pub fn describe(self) -> String {
         match self {
             Ending::NoData { since } => format!(
-                "No data since {}: the instance vanished or stopped reporting, so the alert ended without a verdict.",
+                "No data since {}: the instance vanished, stopped reporting or saw no traffic, so the alert ended without a verdict.",
                 crate::replay::format_time(since)
             ),
             Ending::TierRemoved => {
@@ -246,6 +246,7 @@ impl Engine {
             let inhibited = kind == TierKind::Ticket && page_firing;
             let firing_before = entry.alert.firing_since();
             let absent_before = entry.alert.absent_since();
+            let false_before = entry.alert.false_since();
             if reading.verdict == Verdict::NoData
                 && entry.alert.is_firing()
                 && absent_before.is_none()
@@ -260,9 +261,23 @@ impl Engine {
                 }
                 continue;
             }
-            let change = entry
-                .alert
-                .step(now, reading.verdict, &tier.timing, inhibited);
+            // A firing alert judged by other pairs while the pair that tripped it counts no
+            // events is not seen to recover: to the alert it is "no traffic".
+            let tripped_quiet = entry
+                .tripped
+                .and_then(|pair| reading.pair(pair))
+                .is_some_and(|tripped| {
+                    matches!(tripped.verdict, Verdict::NoTraffic | Verdict::NoData)
+                });
+            let verdict = match reading.verdict {
+                Verdict::Ok | Verdict::InsufficientData
+                    if entry.alert.is_firing() && tripped_quiet =>
+                {
+                    Verdict::NoTraffic
+                }
+                verdict => verdict,
+            };
+            let change = entry.alert.step(now, verdict, &tier.timing, inhibited);
             if entry.alert.is_firing() && firing_before.is_none() {
                 entry.tripped = Some(reading.leading_pair().pair);
             }
@@ -277,12 +292,17 @@ impl Engine {
                 _ => *reading.leading_pair(),
             };
             let firing_since = entry.alert.firing_since().or(firing_before);
-            let ended =
-                (change == Change::Resolved && reading.verdict == Verdict::NoData).then(|| {
-                    Ending::NoData {
-                        since: absent_before.unwrap_or(now),
-                    }
-                });
+            // Ended without a verdict: at no data; at no traffic unless the burn was seen to
+            // be over (an evaluation with traffic, not burning) before the traffic stopped.
+            let absent = absent_before.unwrap_or(now);
+            let seen_over = false_before.is_some_and(|since| since < absent);
+            let ended = (change == Change::Resolved
+                && match verdict {
+                    Verdict::NoData => true,
+                    Verdict::NoTraffic => !seen_over,
+                    _ => false,
+                })
+            .then_some(Ending::NoData { since: absent });
             changes.push((kind, change, pair_reading, firing_since, ended));
         }
         if changes.is_empty() {

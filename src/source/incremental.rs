@@ -771,10 +771,20 @@ impl Incremental {
         let series = &mut state.series[index];
         for (at, value) in piece.samples {
             let last = &mut series.last[role as usize];
-            if !value.is_finite() || last.is_some_and(|(last_at, _)| at <= last_at) {
+            if value.is_infinite() || last.is_some_and(|(last_at, _)| at <= last_at) {
                 continue;
             }
-            if let Some((_, previous)) = *last {
+            if value.is_nan() {
+                // Bad data, not zero: the raw windows it falls in read NaN, as Prometheus's
+                // (their verdict is no data). The buckets count past it, from the last real
+                // value to the next.
+                *last = Some((at, last.map_or(f64::NAN, |(_, previous)| previous)));
+                if series.raw.last_timestamp().is_none_or(|stored| stored < at) {
+                    series.raw.push(at, value);
+                }
+                continue;
+            }
+            if let Some((_, previous)) = last.filter(|(_, previous)| !previous.is_nan()) {
                 let increase = if value < previous {
                     value
                 } else {

@@ -183,6 +183,17 @@ impl Store {
     /// creates (0600; SQLite gives its WAL files the same mode): alert state, incidents and
     /// the outbox's messages are nobody else's to read.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_sqlite(dir, true)
+    }
+
+    /// A second store on a state dir a live store holds: the library's tests play two
+    /// replicas on one SQLite database with it.
+    #[cfg(test)]
+    pub(crate) fn open_beside(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_sqlite(dir, false)
+    }
+
+    fn open_sqlite(dir: &Path, exclusive: bool) -> Result<Store, StoreError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -191,7 +202,11 @@ impl Store {
             .map_err(|error| {
                 StoreError::new(format!("cannot create {}: {error}", dir.display()))
             })?;
-        let lock = lock_state_dir(dir)?;
+        let lock = if exclusive {
+            Some(lock_state_dir(dir)?)
+        } else {
+            None
+        };
         let path = dir.join("burnwatch.db");
         match std::fs::OpenOptions::new()
             .write(true)
@@ -218,7 +233,7 @@ impl Store {
         let mut store = Store {
             db: Db::Sqlite(connection),
             path,
-            _lock: Some(lock),
+            _lock: lock,
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),
         };

@@ -22,7 +22,7 @@ impl Backend {
     /// Another store on the same database, as after a restart.
     pub fn reopen(&self) -> Store {
         match (&self._dir, &self._server) {
-            (Some(dir), _) => Store::open(dir.path()).expect("reopen SQLite store"),
+            (Some(dir), _) => Store::open_beside(dir.path()).expect("reopen SQLite store"),
             (None, Some(server)) => {
                 Store::open_postgres(&server.url()).expect("reopen PostgreSQL store")
             }

@@ -84,6 +84,9 @@ fn check(phases: &str, evaluate_last: usize, expected: Expect) {
             if let Some(spent) = event.budget_spent {
                 out.insert_str(out.len() - 1, &format!(" spent {:.2}%", spent * 100.0));
             }
+            if let Some(ended) = event.ended {
+                out.insert_str(out.len() - 1, &format!(" ended: {}", ended.as_str()));
+            }
         }
     }
     expected.assert_eq(&out);
@@ -143,8 +146,9 @@ fn a_slow_burn_opens_a_ticket_with_reminders_and_no_page() {
 /// a window at 0/0 made its pair "no data": it restarted the resolve clock at t+35m and then
 /// held the page firing for ever, with a reminder every 2h (t+135m, t+255m). As in Sloth's
 /// rules (0/0 is NaN, NaN > factor is false) a window without traffic does not burn: the page
-/// resolves `resolve_timeout` after t+31m, and nothing is reminded. At t+90m the 1h window
-/// holds no events, fewer than min_events: insufficient data, reported once.
+/// resolves `resolve_timeout` after t+31m, and nothing is reminded; it recovered (the 5m
+/// window was below the factor, with traffic, from t+31m) before the traffic stopped. Windows
+/// without events are "no traffic", not "insufficient data": nothing is reported at t+90m.
 #[test]
 fn a_firing_page_resolves_when_traffic_stops_and_sends_no_reminder() {
     check(
@@ -153,7 +157,23 @@ fn a_firing_page_resolves_when_traffic_stops_and_sends_no_reminder() {
         expect![[r#"
             t+15m page   firing            60/5 burn 15.2/50.0 > 14.4
             t+36m page   resolved          60/5 burn 27.9/NaN > 14.4 spent 13.80%
-            t+90m page   insufficient_data 60/5 burn NaN/NaN > 14.4
+        "#]],
+    );
+}
+
+/// Regression (hardening): traffic stopped in the middle of a burn (the service went down,
+/// or its counters stood still) and the page resolved as "Recovered": a window at 0/0 read
+/// as ok. It is "no traffic": the resolve clock runs from t+35m (the first 5m window without
+/// events), as Prometheus's rules with `keep_firing_for` would, and the page ends at t+40m
+/// as "no data", never as a recovery.
+#[test]
+fn traffic_that_stops_during_a_burn_ends_the_page_as_no_data() {
+    check(
+        "4320x0.0003@2000 30x0.05@2000 60x0.0@0",
+        90,
+        expect![[r#"
+            t+18m page   firing            60/5 burn 15.2/50.0 > 14.4
+            t+40m page   resolved          60/5 burn 30.1/NaN > 14.4 spent 13.79% ended: no_data
         "#]],
     );
 }

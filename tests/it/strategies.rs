@@ -697,3 +697,92 @@ slos:
     }
     assert_eq!(compared, 2);
 }
+
+/// Regression (hardening): a NaN sample in an errors counter was dropped by the incremental
+/// strategy, so its windows counted zero errors where Prometheus's are NaN; and an errors
+/// series whose every sample is NaN read as no errors at all. A NaN counter sample is bad
+/// data: the raw windows it makes NaN are NaN in both strategies (Prometheus's `increase` is
+/// NaN when a window's first or last sample is), and their pairs read "no data", never ok.
+#[test]
+fn nan_counter_samples_are_bad_data_in_both_strategies() {
+    const NAN_AT: i64 = END - 3_600;
+    let mut out = String::from("# TYPE http_requests counter\n");
+    for (route, every_nan) in [("GET /orders", false), ("PUT /orders", true)] {
+        let mut lines = [String::new(), String::new()];
+        let mut at = END - 86_400;
+        let mut counts = [0.0f64; 2];
+        while at <= END {
+            counts[0] += 300.0;
+            counts[1] += 3.0;
+            let errors = if every_nan || at == NAN_AT {
+                "NaN".to_string()
+            } else {
+                counts[1].to_string()
+            };
+            for (index, (code, value)) in [("200", counts[0].to_string()), ("500", errors)]
+                .into_iter()
+                .enumerate()
+            {
+                lines[index].push_str(&format!(
+                    "http_requests_total{{code=\"{code}\",job=\"orders\",route=\"{route}\"}} {value} {at}\n"
+                ));
+            }
+            at += SCRAPE;
+        }
+        out.push_str(&lines[0]);
+        out.push_str(&lines[1]);
+    }
+    out.push_str("# EOF\n");
+    let prometheus = Prometheus::start_version(Version::V3_16, &out);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(&Endpoint::new(prometheus.url())).unwrap();
+    let slo = slo();
+    let mut incremental = Incremental::new(&slo).unwrap();
+    let (mut nan_windows, mut compared) = (0, 0);
+    // Every 15 s from 10 minutes before the NaN sample to 10 minutes after it.
+    for cycle in 0..80 {
+        let now = (NAN_AT - 600 + cycle * 15) * 1000;
+        let by_query = runtime
+            .block_on(fetch_by_query(&client, &slo, now, &[]))
+            .unwrap();
+        let by_increment = runtime
+            .block_on(incremental.fetch(&client, &slo, now, Duration::from_secs(15), &[]))
+            .unwrap();
+        for (labels, windows) in &by_query.instances {
+            for (window, expected) in windows {
+                if *window > Duration::from_secs(2 * 3600) {
+                    continue;
+                }
+                let actual = by_increment
+                    .measure(labels, *window)
+                    .unwrap_or_else(|| panic!("no {window:?} for {labels:?} at {now}"));
+                let same = (expected.error_ratio.is_nan() && actual.error_ratio.is_nan())
+                    || (expected.error_ratio - actual.error_ratio).abs() <= 1e-9;
+                assert!(
+                    same,
+                    "{labels:?} over {window:?} at {now}: query {expected:?}, incremental {actual:?}"
+                );
+                if expected.error_ratio.is_nan() {
+                    nan_windows += 1;
+                    // A pair whose windows both read this value.
+                    let verdict = burnwatch::burn::read_pair(
+                        slo.tiers[0].windows[0],
+                        slo.objective,
+                        0.0,
+                        &mut |_| Some(actual),
+                    )
+                    .verdict;
+                    assert_eq!(verdict, burnwatch::burn::Verdict::NoData, "{labels:?}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    // PUT's windows are NaN throughout; GET's 5m window is NaN only while the NaN sample is
+    // its first or last one (a NaN in the middle is passed over, as by Prometheus).
+    assert!(compared > 400, "{compared}");
+    assert!(nan_windows > 80 * 2, "{nan_windows} NaN windows");
+}
