@@ -401,6 +401,7 @@ impl Board {
             reloads,
             store,
             config_silences: Default::default(),
+            max_silences: crate::config::WebLimits::default().max_silences.into(),
             pages: std::sync::RwLock::new(Arc::new(crate::page::PageSource {
                 slos: slos
                     .iter()

@@ -171,6 +171,8 @@ pub struct Metrics {
     pub outbox_depth: Family<Labels, Gauge>,
     pub notifications_queued: Counter,
     pub notifications_silenced: Counter,
+    /// Active silences, by source (config, api); counted when `/metrics` is scraped.
+    pub silences: Family<Labels, Gauge>,
     pub notifications_delivered: Family<Labels, Counter>,
     pub delivery_failures: Family<Labels, Counter>,
     /// From queueing a notification to its delivery.
@@ -296,6 +298,12 @@ impl Metrics {
             "Alert changes not notified because a silence matched",
             notifications_silenced.clone(),
         );
+        let silences = Family::<Labels, Gauge>::default();
+        registry.register(
+            "burnwatch_silences",
+            "Active silences, by source (config, api)",
+            silences.clone(),
+        );
         let notifications_delivered = Family::<Labels, Counter>::default();
         registry.register(
             "burnwatch_notifications_delivered",
@@ -336,6 +344,7 @@ impl Metrics {
             outbox_depth,
             notifications_queued,
             notifications_silenced,
+            silences,
             notifications_delivered,
             delivery_failures,
             notification_delay,

@@ -50,7 +50,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route(
             "/api/v1/silences/{id}",
-            axum::routing::delete(expire_silence),
+            get(one_silence).delete(expire_silence),
         )
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -470,6 +470,30 @@ async fn reload(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let now = now();
+    let configured = shared
+        .config_silences
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|silence| now < silence.ends_at)
+        .count();
+    let stored = with_store(&shared, move |store| store.count_silences(now)).await;
+    if let Ok(metrics) = shared.metrics.lock() {
+        let gauge = |source| {
+            metrics
+                .silences
+                .get_or_create(&crate::metrics::labels(&[("source", source)]))
+                .clone()
+        };
+        gauge("config").set(configured as i64);
+        match stored {
+            Ok(count) => {
+                gauge("api").set(count);
+            }
+            Err(error) => tracing::warn!(%error, "cannot count silences"),
+        }
+    }
     let body = shared
         .metrics
         .lock()
@@ -556,21 +580,87 @@ fn silence_json(silence: &Silence, source: &str) -> serde_json::Value {
     })
 }
 
-async fn silences(State(shared): State<Arc<Shared>>) -> Response {
+/// `?limit=N&after=ID`: a page of the silences list.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilencesQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// Silences listed per page at most, and by default.
+const SILENCES_PAGE: usize = 1000;
+
+/// The active silences: those of the config (on the first page), then the API's in the order
+/// they start, at most `limit` (default and most: [`SILENCES_PAGE`]) of them after the silence
+/// `after`; `next` is the cursor of the following page (`null` on the last).
+async fn silences(
+    State(shared): State<Arc<Shared>>,
+    query: Result<axum::extract::Query<SilencesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let axum::extract::Query(query) = match query {
+        Ok(query) => query,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    let limit = query.limit.unwrap_or(SILENCES_PAGE);
+    if !(1..=SILENCES_PAGE).contains(&limit) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {SILENCES_PAGE}\n"),
+        )
+            .into_response();
+    }
     let now = now();
-    let mut listed: Vec<serde_json::Value> = shared
+    let mut listed: Vec<serde_json::Value> = Vec::new();
+    if query.after.is_none() {
+        listed.extend(
+            shared
+                .config_silences
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|silence| now < silence.ends_at)
+                .map(|silence| silence_json(silence, "config")),
+        );
+    }
+    let after = query.after.clone();
+    // One more than the page, to know whether another follows.
+    let page = with_store(&shared, move |store| {
+        store.silences_page(now, after.as_deref(), limit + 1)
+    })
+    .await;
+    match page {
+        Ok(mut stored) => {
+            let next = (stored.len() > limit).then(|| {
+                stored.truncate(limit);
+                stored.last().map(|silence| silence.id.clone())
+            });
+            listed.extend(stored.iter().map(|silence| silence_json(silence, "api")));
+            axum::Json(json!({ "silences": listed, "next": next.flatten() })).into_response()
+        }
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+/// One active silence by id (an API silence; config silences have ids `config-N`).
+async fn one_silence(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let now = now();
+    let configured = shared
         .config_silences
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter(|silence| now < silence.ends_at)
-        .map(|silence| silence_json(silence, "config"))
-        .collect();
-    match with_store(&shared, move |store| store.silences(now)).await {
-        Ok(stored) => {
-            listed.extend(stored.iter().map(|silence| silence_json(silence, "api")));
-            axum::Json(json!({ "silences": listed })).into_response()
-        }
+        .find(|silence| silence.id == id && now < silence.ends_at)
+        .map(|silence| silence_json(silence, "config"));
+    if let Some(found) = configured {
+        return axum::Json(found).into_response();
+    }
+    match with_store(&shared, move |store| store.silence(&id, now)).await {
+        Ok(Some(silence)) => axum::Json(silence_json(&silence, "api")).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such active silence\n").into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
     }
 }
@@ -608,11 +698,20 @@ struct SilenceInput {
     created_by: String,
 }
 
+/// The most matchers one silence takes (Alertmanager's matchers are a handful of labels).
+pub const MAX_MATCHERS: usize = 32;
+
 fn parse_silence(body: &[u8], now: crate::slo::Millis) -> Result<Silence, String> {
     let input: SilenceInput =
         serde_json::from_slice(body).map_err(|error| format!("bad silence: {error}"))?;
     if input.matchers.is_empty() {
         return Err("a silence needs at least one matcher".to_string());
+    }
+    if input.matchers.len() > MAX_MATCHERS {
+        return Err(format!(
+            "a silence takes at most {MAX_MATCHERS} matchers, this one has {}",
+            input.matchers.len()
+        ));
     }
     let matchers = input
         .matchers
@@ -658,17 +757,34 @@ fn parse_silence(body: &[u8], now: crate::slo::Millis) -> Result<Silence, String
 }
 
 async fn add_silence(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let silence = match parse_silence(&body, now()) {
-        Ok(silence) => silence,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    let now = now();
+    // Regexes compile off the runtime's workers (bounded as they are, a few take a while).
+    let parsed = tokio::task::spawn_blocking(move || parse_silence(&body, now)).await;
+    let silence = match parsed {
+        Ok(Ok(silence)) => silence,
+        Ok(Err(error)) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+        Err(error) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response();
+        }
     };
     let id = silence.id.clone();
     let described = silence_json(&silence, "api");
-    match with_store(&shared, move |store| store.save_silence(&silence)).await {
-        Ok(()) => {
+    let most = shared
+        .max_silences
+        .load(std::sync::atomic::Ordering::Relaxed);
+    match with_store(&shared, move |store| store.add_silence(&silence, now, most)).await {
+        Ok(true) => {
             tracing::info!(silence = %described, "silence added");
             axum::Json(json!({ "silenceID": id })).into_response()
         }
+        Ok(false) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{most} silences are active already, the most web.max_silences allows; expire \
+                 some (DELETE /api/v1/silences/ID) or raise the limit\n"
+            ),
+        )
+            .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
     }
 }
@@ -678,19 +794,13 @@ async fn expire_silence(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     let now = now();
-    let result = with_store(&shared, move |store| {
-        let found = store
-            .silences(now)?
-            .into_iter()
-            .find(|silence| silence.id == id);
-        match found {
-            Some(mut silence) => {
-                silence.ends_at = now;
-                store.save_silence(&silence)?;
-                Ok(true)
-            }
-            None => Ok(false),
+    let result = with_store(&shared, move |store| match store.silence(&id, now)? {
+        Some(mut silence) => {
+            silence.ends_at = now;
+            store.save_silence(&silence)?;
+            Ok(true)
         }
+        None => Ok(false),
     })
     .await;
     match result {

@@ -19,6 +19,10 @@
 //! web:
 //!   listen: 127.0.0.1:9099
 //!   # reload_token_file: /etc/burnwatch/reload-token   # else changes only from loopback
+//!   # max_connections: 512              # served at once; more wait in the accept queue
+//!   # read_header_timeout: 10s          # to send a request's headers; also the idle limit
+//!   # request_timeout: 60s              # one request, its body included
+//!   # max_silences: 1000                # active silences added through the API
 //! rules:
 //!   - ../rules
 //! state:                                # optional; default: SQLite under --state-dir
@@ -87,6 +91,38 @@ struct RawWeb {
     listen: Option<Spanned<String>>,
     reload_token_file: Option<String>,
     external_url: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u64>>,
+    read_header_timeout: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    max_silences: Option<Spanned<u64>>,
+}
+
+/// The HTTP face's bounds (`web.*`), so that no number of slow, idle or hostile callers can
+/// take the descriptors, memory or threads that evaluation and delivery need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebLimits {
+    /// Connections served at once; more wait in the kernel's accept queue (Prometheus's
+    /// `--web.max-connections`).
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, and stay idle between
+    /// requests (Go's `ReadHeaderTimeout`, and the keep-alive idle time).
+    pub read_header_timeout: Duration,
+    /// How long one request may take, its body included.
+    pub request_timeout: Duration,
+    /// Silences added through the API and active at once (Alertmanager's
+    /// `--silences.max-silences`).
+    pub max_silences: usize,
+}
+
+impl Default for WebLimits {
+    fn default() -> WebLimits {
+        WebLimits {
+            max_connections: 512,
+            read_header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_silences: 1000,
+        }
+    }
 }
 
 /// How window values are fetched from Prometheus.
@@ -146,6 +182,7 @@ pub struct DaemonConfig {
     pub strategy: Strategy,
     pub listen: SocketAddr,
     pub reload_token_file: Option<PathBuf>,
+    pub web: WebLimits,
     /// How people reach this burnwatch (links in Alertmanager's `generatorURL`).
     pub external_url: Option<String>,
     /// Spec files and folders, resolved against the config file's folder.
@@ -158,6 +195,64 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9099";
 
 /// How long a leader's lease lasts unless renewed (`state.lease`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+fn web_limits(problems: &mut Problems, raw: Option<&RawWeb>) -> WebLimits {
+    let defaults = WebLimits::default();
+    let Some(raw) = raw else { return defaults };
+    let count =
+        |problems: &mut Problems, value: &Option<Spanned<u64>>, path, most, default| match value {
+            None => default,
+            Some(value) if (1..=most).contains(&value.value) => value.value as usize,
+            Some(value) => {
+                problems.at(
+                    value,
+                    path,
+                    format!("{} is not a number between 1 and {most}", value.value),
+                );
+                default
+            }
+        };
+    let time = |problems: &mut Problems, value: &Option<Spanned<String>>, path, default| {
+        match super::duration_at_least_1s(problems, value.as_ref(), path, default) {
+            Some(time) if time <= Duration::from_secs(3600) => time,
+            Some(_) => {
+                if let Some(value) = value {
+                    problems.at(value, path, "must be at most 1h");
+                }
+                default
+            }
+            None => default,
+        }
+    };
+    WebLimits {
+        max_connections: count(
+            problems,
+            &raw.max_connections,
+            "web.max_connections",
+            65_536,
+            defaults.max_connections,
+        ),
+        read_header_timeout: time(
+            problems,
+            &raw.read_header_timeout,
+            "web.read_header_timeout",
+            defaults.read_header_timeout,
+        ),
+        request_timeout: time(
+            problems,
+            &raw.request_timeout,
+            "web.request_timeout",
+            defaults.request_timeout,
+        ),
+        max_silences: count(
+            problems,
+            &raw.max_silences,
+            "web.max_silences",
+            100_000,
+            defaults.max_silences,
+        ),
+    }
+}
 
 pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<ConfigError>> {
     let mut problems = Problems::new(file);
@@ -253,6 +348,7 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
             text
         });
     let notify = super::notify::load(&mut problems, raw.notify, base);
+    let web = web_limits(&mut problems, raw.web.as_ref());
     let (listen, reload_token_file) = match raw.web {
         Some(web) => {
             let listen = match &web.listen {
@@ -292,6 +388,7 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
         strategy: strategy.unwrap_or(Strategy::Auto),
         listen: listen.unwrap_or(([127, 0, 0, 1], 9099).into()),
         reload_token_file,
+        web,
         external_url,
         rules,
         notify,

@@ -111,6 +111,7 @@ impl Daemon {
             reloads: reload_sender,
             store: store.clone(),
             config_silences: RwLock::new(loaded.config.notify.silences.clone()),
+            max_silences: loaded.config.web.max_silences.into(),
             pages: RwLock::default(),
             ha: RwLock::new(ha.as_ref().map(Ha::status)),
         });
@@ -339,6 +340,10 @@ impl Daemon {
             .config_silences
             .write()
             .unwrap_or_else(|e| e.into_inner()) = new.config.notify.silences.clone();
+        self.shared.max_silences.store(
+            new.config.web.max_silences,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let _ = self.delivery.sinks.send(new.sinks.clone());
         tracing::info!(slos = new.slos.len(), "configuration reloaded");
         self.loaded = Loaded {

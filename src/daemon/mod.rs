@@ -296,6 +296,8 @@ pub struct Shared {
     pub store: StoreHandle,
     /// Silences from the config file (API silences live in the store).
     pub config_silences: RwLock<Vec<Silence>>,
+    /// API silences active at once at most (`web.max_silences`).
+    pub max_silences: std::sync::atomic::AtomicUsize,
     /// The SLOs as loaded and their histories, for the status page (replaced by a reload).
     pub pages: RwLock<Arc<crate::page::PageSource>>,
     /// Which replica leads, with PostgreSQL (None: one SQLite replica).

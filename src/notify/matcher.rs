@@ -4,8 +4,16 @@
 
 use std::fmt;
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::{Serialize, Serializer};
+
+/// The longest matcher value, in bytes (a label value is rarely longer than a URL path).
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+/// The most memory one compiled regex may take (the regex crate's program, and each of its
+/// lazy DFAs), in bytes. `\w{200}` (Unicode word characters) needs about 11 MB; a label
+/// pattern such as `GET /orders/.*|POST /(carts|orders)` needs a few KiB.
+pub const MAX_REGEX_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -88,15 +96,21 @@ impl Matcher {
         let value = value.trim();
         let value = if value.starts_with('"') {
             serde_json::from_str::<String>(value)
-                .map_err(|_| format!("{text:?}: the value is not a well-quoted string"))?
+                .map_err(|_| format!("{}: the value is not a well-quoted string", shown(text)))?
         } else {
             value.to_string()
         };
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "{}: the value is {} bytes long, more than {MAX_VALUE_BYTES}",
+                shown(text),
+                value.len()
+            ));
+        }
         let regex = match op {
-            Op::Matches | Op::NotMatches => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|error| format!("{text:?}: bad regex: {error}"))?,
-            ),
+            Op::Matches | Op::NotMatches => {
+                Some(compile(&value).map_err(|error| format!("{}: {error}", shown(text)))?)
+            }
             Op::Equal | Op::NotEqual => None,
         };
         Ok(Matcher {
@@ -121,6 +135,31 @@ impl Matcher {
             (_, None) => false,
         }
     }
+}
+
+/// A matcher's text in a message: quoted, and cut to its first 80 characters.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Compiles an anchored regex within [`MAX_REGEX_BYTES`], or says why not.
+fn compile(value: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^(?:{value})$"))
+        .size_limit(MAX_REGEX_BYTES)
+        .dfa_size_limit(MAX_REGEX_BYTES)
+        .build()
+        .map_err(|error| match error {
+            regex::Error::CompiledTooBig(_) => format!(
+                "the regex compiles to more than {} KiB (the limit for a matcher); \
+                 match fewer repetitions or narrower classes (\\w is every Unicode word \
+                 character: [a-zA-Z0-9_] is far smaller)",
+                MAX_REGEX_BYTES / 1024
+            ),
+            error => format!("bad regex: {error}"),
+        })
 }
 
 /// Whether every matcher matches (an empty list matches everything).
@@ -182,9 +221,20 @@ mod tests {
             ("1abc=\"x\"", "is not a label name"),
             ("a=~\"(\"", "bad regex"),
             ("a=\"unterminated", "not a well-quoted string"),
+            // Regression (hardening): one such regex took about 11 MB and 0.1 s to compile,
+            // and 200 of them in one silence aborted the daemon.
+            ("route=~\\w{200}", "compiles to more than 256 KiB"),
         ] {
             let error = Matcher::parse(text).unwrap_err();
             assert!(error.contains(message), "{text}: {error}");
         }
+        let long = format!("route=\"{}\"", "x".repeat(MAX_VALUE_BYTES + 1));
+        let error = Matcher::parse(&long).unwrap_err();
+        assert!(
+            error.contains("more than 1024") && error.len() < 200,
+            "{error}"
+        );
+        // What a label pattern needs still compiles.
+        Matcher::parse("route=~\"GET /orders/[0-9a-f]{32}|POST /(carts|orders)(/.*)?\"").unwrap();
     }
 }

@@ -443,26 +443,30 @@ impl Store {
     /// Adds or replaces an API silence. Not a leader's write: an operator's silence is taken
     /// by whichever replica the request reaches, and the leader reads it when it plans.
     pub fn save_silence(&mut self, silence: &Silence) -> Result<(), StoreError> {
-        let matchers: Vec<String> = silence.matchers.iter().map(Matcher::to_string).collect();
+        self.transaction(|tx| write_silence(tx, silence))
+            .map(|_| ())
+    }
+
+    /// Adds a new API silence unless `most` are active at `now` already: `Ok(false)` then.
+    pub fn add_silence(
+        &mut self,
+        silence: &Silence,
+        now: Millis,
+        most: usize,
+    ) -> Result<bool, StoreError> {
         self.transaction(|tx| {
-            tx.execute(
-                "save silence",
-                "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(id) DO UPDATE SET matchers = excluded.matchers,
-                    starts_at = excluded.starts_at, ends_at = excluded.ends_at,
-                    comment = excluded.comment, created_by = excluded.created_by",
-                params![
-                    &silence.id,
-                    serde_json::to_string(&matchers).unwrap_or_default(),
-                    silence.starts_at,
-                    silence.ends_at,
-                    &silence.comment,
-                    &silence.created_by
-                ],
-            )
+            let active = count_silences(tx, now)?;
+            if active >= most as i64 {
+                return Ok(false);
+            }
+            write_silence(tx, silence)?;
+            Ok(true)
         })
-        .map(|_| ())
+    }
+
+    /// API silences that have not ended by `now`.
+    pub fn count_silences(&self, now: Millis) -> Result<i64, StoreError> {
+        count_silences(self.db(), now)
     }
 
     /// The order keys of the alerts Alertmanager has been told fire: their newest
@@ -495,32 +499,146 @@ impl Store {
         Ok(firing)
     }
 
-    /// Silences added through the API that have not ended by `now`.
+    /// Silences added through the API that have not ended by `now`, in the order they
+    /// start. Their matchers are compiled once per silence and kept ([`SilenceCache`]).
     pub fn silences(&self, now: Millis) -> Result<Vec<Silence>, StoreError> {
-        let rows = self.db().query(
-            "select silences",
-            "SELECT id, matchers, starts_at, ends_at, comment, created_by FROM silences
-             WHERE ends_at > ?1 ORDER BY starts_at, id",
-            params![now],
-        )?;
-        let mut silences = Vec::new();
+        self.silences_page(now, None, usize::MAX)
+    }
+
+    /// At most `limit` of [`Store::silences`], those after the silence `after` (a cursor: the
+    /// last id of the page before) when given.
+    pub fn silences_page(
+        &self,
+        now: Millis,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Silence>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match after {
+            None => self.db().query(
+                "select silences",
+                &format!("{SILENCE_COLUMNS} WHERE ends_at > ?1 ORDER BY starts_at, id LIMIT ?2"),
+                params![now, limit],
+            )?,
+            Some(after) => self.db().query(
+                "select silences",
+                &format!(
+                    "{SILENCE_COLUMNS} WHERE ends_at > ?1 AND (starts_at, id) > \
+                     (SELECT starts_at, id FROM silences WHERE id = ?2) \
+                     ORDER BY starts_at, id LIMIT ?3"
+                ),
+                params![now, after, limit],
+            )?,
+        };
+        let mut cache = self.silence_cache();
+        let mut silences = Vec::with_capacity(rows.len());
         for row in rows {
-            let (id, matchers): (String, String) = (row.get(0)?, row.get(1)?);
-            let texts: Vec<String> = serde_json::from_str(&matchers).unwrap_or_default();
-            let Ok(matchers) = texts.iter().map(|text| Matcher::parse(text)).collect() else {
-                tracing::warn!(%id, "skipping a silence with unreadable matchers");
-                continue;
-            };
-            silences.push(Silence {
-                id,
-                matchers,
-                starts_at: row.get(2)?,
-                ends_at: row.get(3)?,
-                comment: row.get(4)?,
-                created_by: row.get(5)?,
-            });
+            if let Some(silence) = cache.read(&row)? {
+                silences.push(silence);
+            }
+        }
+        if after.is_none() && limit == i64::MAX {
+            cache.keep_only(&silences);
         }
         Ok(silences)
+    }
+
+    /// One API silence by id, if it has not ended by `now`.
+    pub fn silence(&self, id: &str, now: Millis) -> Result<Option<Silence>, StoreError> {
+        let row = self.db().query_opt(
+            "select silence",
+            &format!("{SILENCE_COLUMNS} WHERE id = ?1 AND ends_at > ?2"),
+            params![id, now],
+        )?;
+        match row {
+            Some(row) => self.silence_cache().read(&row),
+            None => Ok(None),
+        }
+    }
+}
+
+const SILENCE_COLUMNS: &str =
+    "SELECT id, matchers, starts_at, ends_at, comment, created_by FROM silences";
+
+fn count_silences(db: &impl Sql, now: Millis) -> Result<i64, StoreError> {
+    db.query_opt(
+        "count silences",
+        "SELECT COUNT(*) FROM silences WHERE ends_at > ?1",
+        params![now],
+    )?
+    .map_or(Ok(0), |row| row.get(0))
+}
+
+fn write_silence(tx: &impl Sql, silence: &Silence) -> Result<u64, StoreError> {
+    let matchers: Vec<String> = silence.matchers.iter().map(Matcher::to_string).collect();
+    tx.execute(
+        "save silence",
+        "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(id) DO UPDATE SET matchers = excluded.matchers,
+            starts_at = excluded.starts_at, ends_at = excluded.ends_at,
+            comment = excluded.comment, created_by = excluded.created_by",
+        params![
+            &silence.id,
+            serde_json::to_string(&matchers).unwrap_or_default(),
+            silence.starts_at,
+            silence.ends_at,
+            &silence.comment,
+            &silence.created_by
+        ],
+    )
+}
+
+/// Compiled matchers of the API silences, by id and the matchers' stored text: a silence's
+/// regexes are compiled once, not at every read (each cycle with alert changes, each
+/// Alertmanager re-send, each request of the API).
+#[derive(Debug, Default)]
+pub struct SilenceCache {
+    compiled: std::collections::HashMap<String, (String, Vec<Matcher>)>,
+}
+
+impl SilenceCache {
+    fn read(&mut self, row: &crate::store::Row) -> Result<Option<Silence>, StoreError> {
+        let (id, text): (String, String) = (row.get(0)?, row.get(1)?);
+        let matchers = match self.compiled.get(&id) {
+            Some((stored, matchers)) if *stored == text => matchers.clone(),
+            _ => {
+                let texts: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+                let Ok(matchers) = texts
+                    .iter()
+                    .map(|text| Matcher::parse(text))
+                    .collect::<Result<Vec<_>, _>>()
+                else {
+                    tracing::warn!(%id, "skipping a silence with unreadable matchers");
+                    return Ok(None);
+                };
+                self.compiled.insert(id.clone(), (text, matchers.clone()));
+                matchers
+            }
+        };
+        Ok(Some(Silence {
+            id,
+            matchers,
+            starts_at: row.get(2)?,
+            ends_at: row.get(3)?,
+            comment: row.get(4)?,
+            created_by: row.get(5)?,
+        }))
+    }
+
+    /// Forgets silences that are no longer active.
+    fn keep_only(&mut self, active: &[Silence]) {
+        let ids: std::collections::HashSet<&str> =
+            active.iter().map(|silence| silence.id.as_str()).collect();
+        self.compiled.retain(|id, _| ids.contains(id.as_str()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.compiled.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.compiled.is_empty()
     }
 }
 

@@ -114,6 +114,8 @@ pub struct Store {
     /// The state dir's lock (`burnwatch.lock`, SQLite only), held while the store lives: two
     /// daemons on one state dir would race each other's migrations and double every page.
     _lock: Option<std::fs::File>,
+    /// The API silences' compiled matchers (`notify::queue`).
+    silences: std::cell::RefCell<crate::notify::queue::SilenceCache>,
     fencing: Fencing,
     /// Who this replica's delivery claims are made as (`notify::queue`).
     replica: String,
@@ -234,6 +236,7 @@ impl Store {
             db: Db::Sqlite(connection),
             path,
             _lock: lock,
+            silences: Default::default(),
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),
         };
@@ -258,6 +261,7 @@ impl Store {
             db: Db::Postgres(Box::new(sql::Pg::connect(url, idle_limit)?)),
             path: PathBuf::from(POSTGRES_NAME),
             _lock: None,
+            silences: Default::default(),
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),
         })
@@ -270,6 +274,7 @@ impl Store {
             db: Db::Sqlite(connection),
             path: PathBuf::from(":memory:"),
             _lock: None,
+            silences: Default::default(),
             fencing: Fencing::Off,
             replica: LOCAL_REPLICA.to_string(),
         };
@@ -294,6 +299,13 @@ impl Store {
     /// Statements outside a transaction (each commits alone).
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The API silences' compiled matchers, kept between reads.
+    pub(crate) fn silence_cache(
+        &self,
+    ) -> std::cell::RefMut<'_, crate::notify::queue::SilenceCache> {
+        self.silences.borrow_mut()
     }
 
     /// Runs `work` in one transaction: committed if it succeeds, rolled back if it fails.

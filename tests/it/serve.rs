@@ -2748,3 +2748,120 @@ fn a_second_daemon_on_the_same_state_dir_is_refused() {
     let healthy = first.http().get(first.url("/-/healthy")).send().unwrap();
     assert_eq!(healthy.status(), 200, "{}", first.diagnostics());
 }
+
+/// Regression (hardening): one 5 KB silence of 200 `\w{200}` matchers aborted the daemon on a
+/// failed allocation (each such regex compiles to about 11 MB), and silences were unbounded
+/// (100,000 accepted; each GET built all of them into one answer). Matchers per silence and
+/// each regex's compiled size are bounded, with a 400 saying why; active API silences are
+/// capped by `web.max_silences`; the list comes in pages with a cursor; one silence is found
+/// by id; `/metrics` counts them.
+#[test]
+fn silences_are_bounded_paged_and_counted() {
+    let prometheus = empty_prometheus();
+    let setup = Setup::new(
+        &prometheus.url(),
+        "web:\n  max_silences: 5\nnotify:\n  silences:\n    - matchers: [service=\"batch\"]\n      \
+         ends_at: 2999-01-01T00:00:00Z\n",
+    );
+    let serve = setup.serve();
+    serve.wait_ready();
+    let ends = burnwatch::replay::format_time(now_ms() + 3_600_000);
+    let post = |matchers: Vec<String>| {
+        let body = serde_json::json!({"matchers": matchers, "endsAt": ends}).to_string();
+        serve.request(
+            serve
+                .http()
+                .post(serve.url("/api/v1/silences"))
+                .header("Content-Type", "application/json")
+                .body(body),
+            "POST /api/v1/silences",
+        )
+    };
+
+    let hostile: Vec<String> = (0..200).map(|_| r"route=~\w{200}".to_string()).collect();
+    let (status, body) = post(hostile);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 32 matchers"), "{body}");
+    let (status, body) = post(vec![r"route=~\w{200}".to_string()]);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("matchers[0]") && body.contains("256 KiB"),
+        "{body}"
+    );
+    serve
+        .http()
+        .get(serve.url("/-/healthy"))
+        .send()
+        .expect("still serving");
+
+    let mut ids = Vec::new();
+    for index in 0..5 {
+        let (status, body) = post(vec![format!("route=~\"/r{index}/[a-z]+\"")]);
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        ids.push(answer["silenceID"].as_str().unwrap().to_string());
+    }
+    let (status, body) = post(vec!["route=\"/r6\"".to_string()]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("web.max_silences"), "{body}");
+
+    // Pages: the config's silence and two API ones, then two, then the last.
+    let mut listed = Vec::new();
+    let mut path = "/api/v1/silences?limit=2".to_string();
+    let mut pages = 0;
+    loop {
+        let page = serve.json(&path);
+        pages += 1;
+        for silence in page["silences"].as_array().unwrap() {
+            listed.push(silence["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => path = format!("/api/v1/silences?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "{listed:?}");
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    let api: Vec<String> = listed.iter().skip(1).cloned().collect();
+    let mut sorted = api.clone();
+    sorted.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(sorted, expected, "every API silence once");
+    let (status, body) = serve.get("/api/v1/silences?limit=0");
+    assert_eq!(status, 400, "{body}");
+
+    let one = serve.json(&format!("/api/v1/silences/{}", ids[2]));
+    assert_eq!(
+        one["matchers"],
+        serde_json::json!(["route=~\"/r2/[a-z]+\""])
+    );
+    let (status, _) = serve.get("/api/v1/silences/0000000000000000");
+    assert_eq!(status, 404);
+
+    let metrics = serve.get("/metrics").1;
+    assert_eq!(silences_metric(&metrics, "api"), Some(5.0), "{metrics}");
+    assert_eq!(silences_metric(&metrics, "config"), Some(1.0));
+
+    // Expiring one makes room for another.
+    let (status, body) = serve.request(
+        serve
+            .http()
+            .delete(serve.url(&format!("/api/v1/silences/{}", ids[0]))),
+        "DELETE",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(vec!["route=\"/r6\"".to_string()]);
+    assert_eq!(status, 200, "{body}");
+    let metrics = serve.get("/metrics").1;
+    assert_eq!(silences_metric(&metrics, "api"), Some(5.0));
+}
+
+fn silences_metric(text: &str, source: &str) -> Option<f64> {
+    parse_metrics(text)
+        .into_iter()
+        .find(|(name, labels, _)| {
+            name == "burnwatch_silences" && labels.get("source").map(String::as_str) == Some(source)
+        })
+        .map(|(_, _, value)| value)
+}
