@@ -110,6 +110,7 @@ fn main() {
         reloads,
         store,
         config_silences: Default::default(),
+        max_silences: burnwatch::config::WebLimits::default().max_silences.into(),
         pages: RwLock::new(Arc::new(PageSource { slos: sources })),
         ha: Default::default(),
     });
