@@ -126,7 +126,12 @@ fn main() {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let stop = tokio_util::sync::CancellationToken::new();
-    runtime.spawn(burnwatch::server::serve(listener, shared, stop.clone()));
+    runtime.spawn(burnwatch::server::serve(
+        listener,
+        shared,
+        burnwatch::config::WebLimits::default(),
+        stop.clone(),
+    ));
     let http = reqwest::blocking::Client::builder()
         .no_proxy()
         .build()

@@ -412,7 +412,12 @@ impl Board {
             ha: std::sync::RwLock::new(None),
         });
         let stop = CancellationToken::new();
-        runtime.spawn(crate::server::serve(listener, shared.clone(), stop.clone()));
+        runtime.spawn(crate::server::serve(
+            listener,
+            shared.clone(),
+            crate::config::WebLimits::default(),
+            stop.clone(),
+        ));
         Ok(Board {
             runtime,
             shared,

@@ -122,9 +122,19 @@ impl Daemon {
         let address = listener.local_addr()?;
         tracing::info!(%address, "listening");
         println!("burnwatch listening on http://{address}");
+        let mut limits = loaded.config.web;
+        limits.max_connections = crate::server::fit_connections(
+            limits.max_connections,
+            loaded
+                .config
+                .prometheus
+                .as_ref()
+                .map_or(0, |prometheus| prometheus.max_concurrency),
+        );
         let server = tokio::spawn(crate::server::serve(
             listener,
             shared.clone(),
+            limits,
             shutdown.clone(),
         ));
         super::detect_source_version(loaded.client.clone()).await;

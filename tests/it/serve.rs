@@ -2865,3 +2865,73 @@ fn silences_metric(text: &str, source: &str) -> Option<f64> {
         })
         .map(|(_, _, value)| value)
 }
+
+/// Regression (hardening): the HTTP face had no header-read or idle timeout and no
+/// connection cap: 3,000 slow-header sockets stayed open, and 20,100 idle ones took every
+/// file descriptor, so `/-/healthy`, `/` and `/metrics` stopped answering. With
+/// `web.max_connections: 40` and `web.read_header_timeout: 2s`, 300 idle and slow-header
+/// connections hold at most 40 descriptors, each is closed by the server once its headers
+/// are late, and `/-/healthy` answers throughout.
+#[test]
+fn idle_and_slow_header_connections_are_capped_and_timed_out() {
+    let prometheus = empty_prometheus();
+    let setup = Setup::new(
+        &prometheus.url(),
+        "web:\n  max_connections: 40\n  read_header_timeout: 2s\n",
+    );
+    let serve = setup.serve();
+    serve.wait_ready();
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", serve.pid()))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let before = descriptors();
+    let address = serve.url("").trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for index in 0..300 {
+        let mut stream = TcpStream::connect(&address).expect("connect");
+        if index % 2 == 0 {
+            // Slow headers: a request line, and then nothing.
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+        }
+        held.push(stream);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let during = descriptors();
+    assert!(
+        during <= before + 40 + 5,
+        "{during} descriptors open with 300 idle connections (from {before}; the cap is 40)"
+    );
+    // A health check gets through as slots free up (each held one times out after 2s).
+    let started = Instant::now();
+    let healthy = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .get(serve.url("/-/healthy"))
+        .send()
+        .expect("healthy answers while idle connections are held");
+    assert_eq!(healthy.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    // The server closed the first connections it took (their headers were late): a read
+    // ends (EOF, or a reset) instead of blocking.
+    let first = &mut held[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buffer = [0u8; 256];
+    match first.read(&mut buffer) {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(error) => panic!("the server kept a connection without headers open: {error}"),
+    }
+    drop(held);
+}

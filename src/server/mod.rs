@@ -11,6 +11,8 @@
 //! (or `Sec-Fetch-Site`) says it comes from another site is refused (403), a body must be
 //! `application/json` (415: a page can send `text/plain` cross-origin without a CORS
 //! preflight, but not JSON) and at most [`MAX_BODY`] bytes (413).
+//!
+//! Connections are bounded in number and time (`conn`, `web.*` limits).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+mod conn;
+
+pub use conn::fit_connections;
+
+use crate::config::WebLimits;
 use crate::config::notify::Silence;
 use crate::daemon::Shared;
 use crate::notify::matcher::Matcher;
@@ -203,7 +210,12 @@ async fn slo_page(
 }
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: WebLimits,
+    shutdown: CancellationToken,
+) {
     if let Ok(address) = listener.local_addr() {
         let token = shared
             .reload_token
@@ -221,13 +233,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             );
         }
     }
-    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::error!(%error, "HTTP server stopped");
-    }
+    conn::serve(listener, router(shared), limits, shutdown).await;
 }
 
 /// Ready once every SLO was evaluated or is stale. A follower replica is ready as the leader
