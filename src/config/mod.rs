@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_saphyr::Spanned;
 
-pub use daemon::{DaemonConfig, PrometheusConfig, StateBackend, StateConfig, Strategy};
+pub use daemon::{DaemonConfig, PrometheusConfig, StateBackend, StateConfig, Strategy, health_url};
 
 use crate::slo::{Objective, Origin, Slo};
 
