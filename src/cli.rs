@@ -60,9 +60,15 @@ pub enum Command {
         speed: f64,
     },
     /// Exit 0 if a running burnwatch answers its health check (for container HEALTHCHECKs).
+    /// Asks `--url`, or `/-/healthy` where `--config`'s `web.listen` says (0.0.0.0 and [::]
+    /// asked on loopback), or http://127.0.0.1:9099/-/healthy.
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:9099/-/healthy")]
-        url: String,
+        /// The URL to ask.
+        #[arg(long, conflicts_with = "config")]
+        url: Option<String>,
+        /// The daemon config whose `web.listen` to ask (only that field is read).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Replay the order-service seed incident and print the Slack messages it would post.
     Demo {
@@ -209,7 +215,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Check { files } => check(&files),
         Command::Replay(args) => replay_command(args),
         Command::Tune(args) => tune_command(args),
-        Command::Healthcheck { url } => {
+        Command::Healthcheck { url, config } => {
+            let url = match (url, config) {
+                (Some(url), _) => url,
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    config::health_url(&path.display().to_string(), &text)
+                        .map_err(anyhow::Error::msg)?
+                }
+                (None, None) => "http://127.0.0.1:9099/-/healthy".to_string(),
+            };
             crate::source::prometheus::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -1,11 +1,17 @@
-//! `/metrics` in OpenMetrics: burnwatch's own health, and SLO series named like Sloth's
-//! recording rules so that dashboards built for Sloth keep working when they scrape burnwatch.
+//! `/metrics` in OpenMetrics: burnwatch's own health, and SLO series named and labelled like
+//! the ones Sloth's recording rules make, so that Sloth's Grafana dashboards (and anything else
+//! built on Sloth's series) keep working when they scrape burnwatch.
 //!
-//! SLO series carry `sloth_id`, `sloth_service`, `sloth_slo` (and `sloth_window` on the
-//! per-window ratios) plus the SLO instance's grouping labels:
-//! `slo:sli_error:ratio_rate5m` … `ratio_rate3d` and `ratio_rate<period>`,
-//! `slo:objective:ratio`, `slo:error_budget:ratio`, `slo:current_burn_rate:ratio` (over the
-//! shortest window), `slo:period_burn_rate:ratio`, `slo:period_error_budget_remaining:ratio`.
+//! Per SLO, as Sloth's `vector(...)` rules: `slo:objective:ratio`, `slo:error_budget:ratio`,
+//! `slo:time_period:days` and `sloth_slo_info` (1, with `sloth_mode`, `sloth_spec`,
+//! `sloth_version`, `sloth_objective`), labelled with the spec's labels and `sloth_id`,
+//! `sloth_service`, `sloth_slo`. Per SLO instance, with the instance's grouping labels too:
+//! `slo:sli_error:ratio_rate5m` … `ratio_rate3d` and `ratio_rate<period>` (`sloth_window`),
+//! `slo:current_burn_rate:ratio` (over the shortest window), `slo:period_burn_rate:ratio` and
+//! `slo:period_error_budget_remaining:ratio`; these three keep the `sloth_window` of the ratio
+//! they divide, as Sloth's `/ on(...) group_left` rules do. A spec label overrides an instance
+//! label of the same name (a rule's labels override its expression's), and Sloth's identity
+//! labels override both.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
@@ -13,7 +19,9 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,13 +36,25 @@ use crate::slo::{Slo, format_duration};
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// What the SLO series of one SLO share: its Sloth labels and windows.
-#[derive(Debug)]
+/// `sloth_mode` of `sloth_slo_info`: what made the series (Sloth says `cli-gen-prom` and the
+/// like).
+pub const SLOTH_MODE: &str = "burnwatch";
+/// `sloth_version` of `sloth_slo_info`: burnwatch's own version, never a Sloth one.
+pub const SLOTH_VERSION: &str = concat!("burnwatch-v", env!("CARGO_PKG_VERSION"));
+
+/// What the SLO series of one SLO share: its labels and windows.
+#[derive(Debug, PartialEq)]
 struct SloMeta {
-    /// `sloth_id`, `sloth_service`, `sloth_slo`.
-    sloth: [(String, String); 3],
+    /// The spec's labels, then `sloth_id`, `sloth_service`, `sloth_slo` (each name once), as
+    /// Sloth's rules label every series of the SLO.
+    labels: Labels,
+    /// `sloth_slo_info`'s own labels: `sloth_mode`, `sloth_spec`, `sloth_version`,
+    /// `sloth_objective`.
+    info: Labels,
     objective: f64,
     budget: f64,
+    /// The period in days (`slo:time_period:days`).
+    days: f64,
     /// The tiers' windows, shortest first, then the period; with their `sloth_window` names.
     windows: Vec<(Duration, String)>,
     period: Duration,
@@ -48,14 +68,62 @@ struct SloRow {
     ratios: Vec<Option<f64>>,
 }
 
+/// One evaluation's SLO series: every configured SLO's metadata, and a row per instance
+/// evaluated.
+#[derive(Debug, Default)]
+struct SloSnapshot {
+    slos: Vec<Arc<SloMeta>>,
+    rows: Vec<SloRow>,
+}
+
 /// The SLO series, encoded from compact rows at scrape time (a `Family` per series would keep
 /// a label set and a gauge for each of ~13 series per instance).
 #[derive(Debug, Default)]
 struct SloSeries {
-    rows: RwLock<Vec<SloRow>>,
+    snapshot: RwLock<SloSnapshot>,
+}
+
+/// An instance series' labels: the instance's (less those the SLO's labels override), the
+/// SLO's, and `sloth_window` where given; encoded without building a label set per series.
+struct SeriesLabels<'a> {
+    instance: &'a [(String, String)],
+    slo: &'a [(String, String)],
+    window: Option<&'a str>,
+}
+
+impl EncodeLabelSet for SeriesLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let overridden = |name: &str| {
+            self.slo.iter().any(|(slo_name, _)| slo_name == name)
+                || (self.window.is_some() && name == "sloth_window")
+        };
+        for label in self.instance {
+            if !overridden(&label.0) {
+                label.encode(encoder.encode_label())?;
+            }
+        }
+        for label in self.slo {
+            if self.window.is_none() || label.0 != "sloth_window" {
+                label.encode(encoder.encode_label())?;
+            }
+        }
+        if let Some(window) = self.window {
+            ("sloth_window", window).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 impl SloSeries {
+    /// The period's `sloth_window` name.
+    fn period_name(row: &SloRow) -> Option<&str> {
+        row.meta
+            .windows
+            .iter()
+            .find(|(length, _)| *length == row.meta.period)
+            .map(|(_, name)| name.as_str())
+    }
+
     fn ratio(row: &SloRow, window: Duration) -> Option<f64> {
         let index = row
             .meta
@@ -68,7 +136,8 @@ impl SloSeries {
 
 impl Collector for SloSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rows = self.rows.read().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let rows = &snapshot.rows;
         // Every window name in use, in the order first seen (shortest first per SLO).
         let mut names: Vec<&str> = Vec::new();
         for row in rows.iter() {
@@ -98,52 +167,93 @@ impl Collector for SloSeries {
                 let Some(ratio) = row.ratios[index] else {
                     continue;
                 };
-                let window_label = [("sloth_window", name)];
-                let labels = (
-                    row.labels.as_slice(),
-                    (row.meta.sloth.as_slice(), window_label),
-                );
+                let labels = SeriesLabels {
+                    instance: &row.labels,
+                    slo: &row.meta.labels,
+                    window: Some(name),
+                };
                 ConstGauge::new(ratio).encode(metric.encode_family(&labels)?)?;
             }
         }
-        type Value = fn(&SloRow) -> Option<f64>;
-        let families: [(&str, &str, Value); 5] = [
+        type SloValue = fn(&SloMeta) -> f64;
+        let per_slo: [(&str, &str, SloValue); 3] = [
             (
                 "slo:objective:ratio",
                 "The SLO's objective as a ratio",
-                |row| Some(row.meta.objective),
+                |meta| meta.objective,
             ),
             (
                 "slo:error_budget:ratio",
                 "The SLO's error budget: 1 - objective",
-                |row| Some(row.meta.budget),
+                |meta| meta.budget,
             ),
+            ("slo:time_period:days", "The SLO's period in days", |meta| {
+                meta.days
+            }),
+        ];
+        for (family, help, value) in per_slo {
+            let mut metric = encoder.encode_descriptor(family, help, None, MetricType::Gauge)?;
+            for meta in &snapshot.slos {
+                ConstGauge::new(value(meta)).encode(metric.encode_family(&meta.labels)?)?;
+            }
+        }
+        // Each with the `sloth_window` of the ratio it divides.
+        type Value = fn(&SloRow) -> Option<(f64, &str)>;
+        let per_instance: [(&str, &str, Value); 3] = [
             (
                 "slo:current_burn_rate:ratio",
                 "Burn rate over the shortest window",
                 |row| {
-                    let shortest = row.meta.windows.first()?.0;
-                    Some(SloSeries::ratio(row, shortest)? / row.meta.budget)
+                    let (shortest, name) = row.meta.windows.first()?;
+                    Some((SloSeries::ratio(row, *shortest)? / row.meta.budget, name))
                 },
             ),
             (
                 "slo:period_burn_rate:ratio",
                 "Burn rate over the SLO period",
-                |row| Some(SloSeries::ratio(row, row.meta.period)? / row.meta.budget),
+                |row| {
+                    let name = SloSeries::period_name(row)?;
+                    Some((
+                        SloSeries::ratio(row, row.meta.period)? / row.meta.budget,
+                        name,
+                    ))
+                },
             ),
             (
                 "slo:period_error_budget_remaining:ratio",
                 "Share of the period's error budget left",
-                |row| Some(1.0 - SloSeries::ratio(row, row.meta.period)? / row.meta.budget),
+                |row| {
+                    let name = SloSeries::period_name(row)?;
+                    Some((
+                        1.0 - SloSeries::ratio(row, row.meta.period)? / row.meta.budget,
+                        name,
+                    ))
+                },
             ),
         ];
-        for (family, help, value) in families {
+        for (family, help, value) in per_instance {
             let mut metric = encoder.encode_descriptor(family, help, None, MetricType::Gauge)?;
             for row in rows.iter() {
-                let Some(value) = value(row) else { continue };
-                let labels = (row.labels.as_slice(), row.meta.sloth.as_slice());
+                let Some((value, window)) = value(row) else {
+                    continue;
+                };
+                let labels = SeriesLabels {
+                    instance: &row.labels,
+                    slo: &row.meta.labels,
+                    window: Some(window),
+                };
                 ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
             }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "sloth_slo_info",
+            "Information about the SLO, as Sloth records it",
+            None,
+            MetricType::Gauge,
+        )?;
+        for meta in &snapshot.slos {
+            let labels = (meta.labels.as_slice(), meta.info.as_slice());
+            ConstGauge::new(1).encode(metric.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -403,23 +513,44 @@ impl Metrics {
         if !windows.iter().any(|(window, _)| *window == slo.period) {
             windows.push((slo.period, format_duration(slo.period)));
         }
+        let identity = [
+            ("sloth_id", &slo.id),
+            ("sloth_service", &slo.service),
+            ("sloth_slo", &slo.name),
+        ];
+        let mut labels: Labels = slo
+            .labels
+            .iter()
+            .filter(|(name, _)| !identity.iter().any(|(key, _)| key == name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        labels.extend(
+            identity
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        let info = [
+            ("sloth_mode", SLOTH_MODE.to_string()),
+            ("sloth_spec", slo.spec_version.to_string()),
+            ("sloth_version", SLOTH_VERSION.to_string()),
+            // Sloth's strconv.FormatFloat(objective, 'f', -1, 64): the shortest decimal.
+            ("sloth_objective", format!("{}", slo.objective.percent())),
+        ]
+        .into_iter()
+        .filter(|(name, _)| !labels.iter().any(|(key, _)| key == name))
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
         let meta = SloMeta {
-            sloth: [
-                ("sloth_id".to_string(), slo.id.clone()),
-                ("sloth_service".to_string(), slo.service.clone()),
-                ("sloth_slo".to_string(), slo.name.clone()),
-            ],
+            labels,
+            info,
             objective: slo.objective.ratio(),
             budget: slo.objective.error_budget(),
+            days: slo.period.as_secs_f64() / 86_400.0,
             windows,
             period: slo.period,
         };
         match self.slo_meta.iter().find(|(id, _)| *id == slo.id) {
-            Some((_, existing))
-                if existing.windows == meta.windows && existing.objective == meta.objective =>
-            {
-                existing.clone()
-            }
+            Some((_, existing)) if **existing == meta => existing.clone(),
             _ => {
                 let meta = Arc::new(meta);
                 self.slo_meta.retain(|(id, _)| *id != slo.id);
@@ -429,12 +560,14 @@ impl Metrics {
         }
     }
 
-    /// Replaces the SLO series with one evaluation's values: `instances` lists each SLO with
-    /// its instances and their window values.
+    /// Replaces the SLO series with one evaluation's values: every configured SLO's metadata,
+    /// and each evaluated SLO's instances with their window values.
     pub fn set_slos<'a, F: Fn(Duration) -> Option<WindowValue>>(
         &mut self,
+        slos: &[&Slo],
         instances: impl IntoIterator<Item = (&'a Slo, &'a InstanceLabels, F)>,
     ) {
+        let metas = slos.iter().map(|slo| self.meta(slo)).collect();
         let mut rows = Vec::new();
         for (slo, labels, measure) in instances {
             let meta = self.meta(slo);
@@ -451,9 +584,9 @@ impl Metrics {
         }
         *self
             .slo_series
-            .rows
+            .snapshot
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = rows;
+            .unwrap_or_else(|e| e.into_inner()) = SloSnapshot { slos: metas, rows };
     }
 
     /// The OpenMetrics text.

@@ -332,6 +332,9 @@ pub struct Slo {
     pub dashboard: Option<String>,
     /// Sloth's `alerting.name`, used as the alert name when set.
     pub alert_name: Option<String>,
+    /// The spec format it was read from (`burnwatch/v1`, Sloth's `prometheus/v1`): the
+    /// `sloth_spec` label of `sloth_slo_info`.
+    pub spec_version: &'static str,
     pub origin: Origin,
     /// What `check` and `serve` warn about: accepted, but likely wrong
     /// (`file:line:column: field: message`).

@@ -478,3 +478,62 @@ fn state(problems: &mut Problems, raw: Option<RawState>, base: &Path) -> StateCo
         }
     }
 }
+
+/// The URL a local health check asks (`burnwatch healthcheck --config`): `/-/healthy` at the
+/// config's `web.listen`, with an unspecified address (`0.0.0.0`, `[::]`) asked on the
+/// loopback address of its family. Only `web.listen` is read, so a config that no longer
+/// passes `check` (a reload would refuse it) does not make a running daemon look unhealthy.
+pub fn health_url(file: &str, text: &str) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        web: Option<ProbeWeb>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeWeb {
+        listen: Option<String>,
+    }
+    let probe: Probe = serde_saphyr::from_str(text)
+        .map_err(|error| format!("{file}: not a daemon config: {error}"))?;
+    let listen = probe
+        .web
+        .and_then(|web| web.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let mut address: SocketAddr = listen.parse().map_err(|_| {
+        format!("{file}: web.listen {listen:?} is not an address such as 127.0.0.1:9099")
+    })?;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(format!("http://{address}/-/healthy"))
+}
+
+#[cfg(test)]
+mod health_url_tests {
+    use super::health_url;
+
+    #[test]
+    fn health_url_follows_web_listen_and_asks_loopback_for_any_address() {
+        let url = |text: &str| health_url("burnwatch.yaml", text);
+        assert_eq!(
+            url("web:\n  listen: 0.0.0.0:9100\nrules: [rules]\n").as_deref(),
+            Ok("http://127.0.0.1:9100/-/healthy")
+        );
+        assert_eq!(
+            url("web:\n  listen: \"[::]:9101\"\n").as_deref(),
+            Ok("http://[::1]:9101/-/healthy")
+        );
+        assert_eq!(
+            url("web:\n  listen: 10.1.2.3:9102\n").as_deref(),
+            Ok("http://10.1.2.3:9102/-/healthy")
+        );
+        assert_eq!(
+            url("rules: [rules]\nprometheus: {url: http://prom:9090}\n").as_deref(),
+            Ok("http://127.0.0.1:9099/-/healthy")
+        );
+        let error = url("web:\n  listen: everywhere\n").unwrap_err();
+        assert!(error.contains("web.listen \"everywhere\""), "{error}");
+    }
+}

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_saphyr::Spanned;
 
-pub use daemon::{DaemonConfig, PrometheusConfig, StateBackend, StateConfig, Strategy, WebLimits};
+pub use daemon::{
+    DaemonConfig, PrometheusConfig, StateBackend, StateConfig, Strategy, WebLimits, health_url,
+};
 
 use crate::slo::{Objective, Origin, Slo};
 

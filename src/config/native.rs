@@ -271,6 +271,7 @@ fn map_slo(
             .as_ref()
             .and_then(|link| super::checked_link(problems, link, &format!("{path}.dashboard"))),
         alert_name: alerting.name,
+        spec_version: "burnwatch/v1",
         origin: problems.origin(&raw.name),
         warnings: Vec::new(),
     })

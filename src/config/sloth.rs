@@ -192,6 +192,7 @@ fn map_slo(
         runbook,
         dashboard,
         alert_name: alerting.name,
+        spec_version: "prometheus/v1",
         origin: problems.origin(&raw.name),
         warnings: Vec::new(),
     })

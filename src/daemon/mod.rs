@@ -974,14 +974,17 @@ async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Milli
                 }
             }
         }
-        metrics.set_slos(answers.iter().flat_map(|(index, answer)| {
-            let slo = slos[*index];
-            answer.iter().flat_map(move |snapshot| {
-                snapshot.instances.keys().map(move |labels| {
-                    (slo, labels, move |window| snapshot.measure(labels, window))
+        metrics.set_slos(
+            &slos,
+            answers.iter().flat_map(|(index, answer)| {
+                let slo = slos[*index];
+                answer.iter().flat_map(move |snapshot| {
+                    snapshot.instances.keys().map(move |labels| {
+                        (slo, labels, move |window| snapshot.measure(labels, window))
+                    })
                 })
-            })
-        }));
+            }),
+        );
         for index in missed {
             metrics
                 .slo_evaluations_missed

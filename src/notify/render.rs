@@ -96,8 +96,10 @@ impl Message {
 
 /// The labels a notification carries, for routes, silences and Alertmanager: the SLO's and the
 /// tier's labels, the instance's labels, then `alertname`, `service`, `slo`, `sloth_id`,
-/// `sloth_service`, `sloth_slo`, `tier` (page, ticket) and `severity` (the tier's own, else
-/// critical for a page and warning for a ticket). Sorted by name.
+/// `sloth_service`, `sloth_slo`, `tier` and `sloth_severity` (both `page` or `ticket`, the
+/// latter as Sloth's alert rules set it, so Alertmanager routes written for Sloth match) and
+/// `severity` (the tier's own, else critical for a page and warning for a ticket). Sorted by
+/// name.
 pub fn alert_labels(
     slo: &Slo,
     tier: TierKind,
@@ -128,6 +130,7 @@ pub fn alert_labels(
         ("sloth_service", slo.service.clone()),
         ("sloth_slo", slo.name.clone()),
         ("tier", tier.as_str().to_string()),
+        ("sloth_severity", tier.as_str().to_string()),
     ] {
         labels.insert(name.to_string(), value);
     }
@@ -467,8 +470,10 @@ mod tests {
         assert_eq!(get("sloth_id"), Some("orders & <co>-availability"));
         assert_eq!(get("route"), Some("POST /orders"));
         assert_eq!(get("alertname"), Some("ErrorBudgetBurn"));
+        assert_eq!(get("sloth_severity"), Some("page"));
         let ticket = alert_labels(&slo(), TierKind::Ticket, &[]);
         assert!(ticket.contains(&("severity".to_string(), "warning".to_string())));
+        assert!(ticket.contains(&("sloth_severity".to_string(), "ticket".to_string())));
     }
 
     #[test]

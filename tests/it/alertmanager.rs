@@ -197,10 +197,18 @@ impl Alertmanager {
     /// `endsAt`, `updatedAt`, `generatorURL`, `fingerprint`, `receivers` and
     /// `status: {state, silencedBy, inhibitedBy}`.
     pub fn alerts(&self) -> Vec<Value> {
+        self.alerts_matching(&[])
+    }
+
+    /// `GET /api/v2/alerts` with `filter` matchers (`sloth_severity="page"`), which
+    /// Alertmanager applies as it applies a route's matchers.
+    pub fn alerts_matching(&self, filter: &[&str]) -> Vec<Value> {
         let url = format!("{}/api/v2/alerts", self.url());
+        let query: Vec<(&str, &str)> = filter.iter().map(|matcher| ("filter", *matcher)).collect();
         let resp = self
             .client
             .get(&url)
+            .query(&query)
             .send()
             .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.log_tail()));
         let status = resp.status();

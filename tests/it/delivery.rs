@@ -742,6 +742,19 @@ fn alertmanager_webhook_and_slack_incoming_webhook_on(version: AmVersion) {
         alert["labels"]["sloth_id"],
         "order-service-requests-availability"
     );
+    // As Sloth's page alert rule labels it, so routes and silences written for Sloth match.
+    assert_eq!(alert["labels"]["sloth_severity"], "page");
+    for tier in ["page", "ticket"] {
+        let matching = alertmanager.alerts_matching(&[&format!("sloth_severity=\"{tier}\"")]);
+        assert!(
+            matching.iter().all(|alert| alert["labels"]["tier"] == tier),
+            "{matching:?}"
+        );
+        assert!(
+            tier == "ticket" || !matching.is_empty(),
+            "no {tier}: {matching:?}"
+        );
+    }
     assert_eq!(
         alert["annotations"]["runbook_url"],
         "https://runbooks.example.com/order-service/availability"

@@ -5,6 +5,7 @@ mod browser;
 mod child;
 mod cli;
 mod delivery;
+mod deploy;
 mod differential;
 mod engine;
 mod fake_slack;

@@ -106,6 +106,16 @@ impl Prometheus {
 
     /// [`Prometheus::start`] on `version`.
     pub fn start_version(version: Version, openmetrics: &str) -> Prometheus {
+        Prometheus::start_backfilled(version, openmetrics, None)
+    }
+
+    /// [`Prometheus::start`] with `rules` (a rule file's YAML) loaded and evaluated every
+    /// second.
+    pub fn start_with_rules(openmetrics: &str, rules: &str) -> Prometheus {
+        Prometheus::start_backfilled(Version::V2_42, openmetrics, Some(rules))
+    }
+
+    fn start_backfilled(version: Version, openmetrics: &str, rules: Option<&str>) -> Prometheus {
         check_version(version);
         let dir = tempfile::Builder::new()
             .prefix("burnwatch-prom-")
@@ -121,7 +131,22 @@ impl Prometheus {
         }
         text.push('\n');
         fs::write(&input, text).expect("write openmetrics input");
-        fs::write(&config, CONFIG).expect("write prometheus config");
+        match rules {
+            None => fs::write(&config, CONFIG).expect("write prometheus config"),
+            Some(rules) => {
+                let path = dir.path().join("rules.yml");
+                fs::write(&path, rules).expect("write rules");
+                fs::write(
+                    &config,
+                    format!(
+                        "global:\n  scrape_interval: 15s\n  evaluation_interval: 1s\n\
+                         rule_files: [{:?}]\n",
+                        path.display().to_string()
+                    ),
+                )
+                .expect("write prometheus config");
+            }
+        }
 
         // Large blocks: the default 2h blocks make a month of data hundreds of blocks, and
         // promtool takes minutes to write them.

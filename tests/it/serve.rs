@@ -2317,7 +2317,9 @@ fn metrics_have_sloth_series_matching_prometheus() {
         // The windows really differ, so a mix-up would show.
         assert_ne!(ratios["5m"], ratios["1h"], "{route}: {ratios:?}");
 
-        let value = |name: &str| {
+        // Per instance; each keeps the `sloth_window` of the ratio it divides, as Sloth's
+        // `/ on(...) group_left` rules do.
+        let value = |name: &str, window: &str| {
             let found = series(name, route);
             assert_eq!(found.len(), 1, "{name} for {route}: {found:?}");
             let (labels, value) = &found[0];
@@ -2330,25 +2332,69 @@ fn metrics_have_sloth_series_matching_prometheus() {
                 labels.get("sloth_slo").map(String::as_str),
                 Some("requests-availability")
             );
-            assert!(!labels.contains_key("sloth_window"), "{name}: {labels:?}");
+            assert_eq!(
+                labels.get("sloth_window").map(String::as_str),
+                Some(window),
+                "{name}: {labels:?}"
+            );
+            *value
+        };
+        // Per SLO, as Sloth's `vector(...)` rules: no instance labels.
+        let slo_value = |name: &str| {
+            let found: Vec<_> = samples
+                .iter()
+                .filter(|(found, _, _)| found == name)
+                .collect();
+            assert_eq!(found.len(), 1, "{name}: {found:?}");
+            let (_, labels, value) = found[0];
+            let expected: BTreeMap<String, String> = [
+                ("sloth_id", SLO_ID),
+                ("sloth_service", "order-service"),
+                ("sloth_slo", "requests-availability"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            assert_eq!(labels, &expected, "{name}");
             *value
         };
         // 99.9 / 100 in floating point, as Sloth writes it: vector(0.9990000000000001).
-        let objective = value("slo:objective:ratio");
+        let objective = slo_value("slo:objective:ratio");
         assert!((objective - 0.999).abs() < 1e-12, "objective {objective}");
-        let budget = value("slo:error_budget:ratio");
+        let budget = slo_value("slo:error_budget:ratio");
         assert!(close(budget, 0.001), "error budget {budget}");
-        let current = value("slo:current_burn_rate:ratio");
+        assert_eq!(slo_value("slo:time_period:days"), 1.0);
+        let info: Vec<_> = samples
+            .iter()
+            .filter(|(found, _, _)| found == "sloth_slo_info")
+            .collect();
+        assert_eq!(info.len(), 1, "{info:?}");
+        let (_, labels, info_value) = info[0];
+        assert_eq!(*info_value, 1.0);
+        for (name, expected) in [
+            ("sloth_id", SLO_ID),
+            ("sloth_objective", "99.9"),
+            ("sloth_spec", "burnwatch/v1"),
+            ("sloth_mode", burnwatch::metrics::SLOTH_MODE),
+            ("sloth_version", burnwatch::metrics::SLOTH_VERSION),
+        ] {
+            assert_eq!(
+                labels.get(name).map(String::as_str),
+                Some(expected),
+                "{labels:?}"
+            );
+        }
+        let current = value("slo:current_burn_rate:ratio", "5m");
         assert!(
             close(current, ratios["5m"] / budget),
             "current burn rate {current}"
         );
-        let period = value("slo:period_burn_rate:ratio");
+        let period = value("slo:period_burn_rate:ratio", "1d");
         assert!(
             close(period, ratios["1d"] / budget),
             "period burn rate {period}"
         );
-        let remaining = value("slo:period_error_budget_remaining:ratio");
+        let remaining = value("slo:period_error_budget_remaining:ratio", "1d");
         assert!(
             (remaining - (1.0 - ratios["1d"] / budget)).abs() <= 1e-9,
             "budget remaining {remaining}"
@@ -2366,9 +2412,9 @@ fn metrics_have_sloth_series_matching_prometheus() {
 #[test]
 fn metrics_responses_are_consistent_snapshots_of_one_evaluation() {
     let (_prom, _setup, serve) = backfilled_serve();
-    // Per instance: five window ratios, objective, error budget, current and period burn
-    // rates, budget remaining.
-    let expected_series = 2 * (5 + 5);
+    // Per instance: five window ratios, current and period burn rates, budget remaining; per
+    // SLO: objective, error budget, period in days.
+    let expected_series = 2 * (5 + 3) + 3;
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut reads = 0;
     let until = Instant::now() + Duration::from_secs(5);

@@ -50,13 +50,17 @@ struct Rule {
     labels: BTreeMap<String, String>,
 }
 
-/// Runs `sloth generate` on the spec; returns its rules.
-fn sloth_rules() -> Vec<Rule> {
+/// Runs `sloth generate` on the spec file `spec` (relative to the repository, or absolute);
+/// returns the rule file it writes.
+fn sloth_generate(spec: &Path) -> String {
     let sloth = crate::tools::dir("sloth", "v0.16.0").join("sloth");
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("rules.yml");
     let output = Command::new(&sloth)
-        .args(["generate", "-i", SPEC, "-o"])
+        .arg("generate")
+        .arg("-i")
+        .arg(spec)
+        .arg("-o")
         .arg(&out)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -66,12 +70,20 @@ fn sloth_rules() -> Vec<Rule> {
         "sloth generate failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = std::fs::read_to_string(&out).expect("sloth's rules");
-    let file: RuleFile = serde_saphyr::from_str(&text).expect("sloth's rules are YAML");
+    std::fs::read_to_string(&out).expect("sloth's rules")
+}
+
+fn parse_rules(text: &str) -> Vec<Rule> {
+    let file: RuleFile = serde_saphyr::from_str(text).expect("sloth's rules are YAML");
     file.groups
         .into_iter()
         .flat_map(|group| group.rules)
         .collect()
+}
+
+/// Runs `sloth generate` on the spec; returns its rules.
+fn sloth_rules() -> Vec<Rule> {
+    parse_rules(&sloth_generate(Path::new(SPEC)))
 }
 
 fn burnwatch_slo() -> Slo {
@@ -269,4 +281,205 @@ fn sloths_generated_rules_and_burnwatch_agree_on_both_prometheus_versions() {
         ));
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// A Sloth spec over `serve::backfill`'s counters, with labels on the file and on the SLO.
+const SERIES_SPEC: &str = r#"version: "prometheus/v1"
+service: "order-service"
+labels:
+  team: orders
+slos:
+  - name: "requests-availability"
+    objective: 99.9
+    labels:
+      owner: checkout
+    sli:
+      events:
+        error_query: sum by (route) (rate(http_requests_total{code=~"5.."}[{{.window}}]))
+        total_query: sum by (route) (rate(http_requests_total[{{.window}}]))
+    alerting:
+      name: OrderServiceErrorBudgetBurn
+      labels:
+        category: availability
+      page_alert:
+        labels:
+          severity: critical
+      ticket_alert:
+        labels:
+          severity: warning
+"#;
+
+type LabelSets = BTreeMap<String, BTreeSet<BTreeMap<String, String>>>;
+
+/// Sloth's series as Prometheus records them and burnwatch's `/metrics`: the same names and,
+/// per name, the same label sets (keys and values), for one Sloth spec that both read: a
+/// real Prometheus 2.42 evaluates the rules `sloth generate` writes for it over backfilled
+/// counters while `burnwatch serve` evaluates the spec over the same Prometheus. Only
+/// `sloth_slo_info`'s `sloth_version` and `sloth_mode` say burnwatch instead of Sloth. The
+/// per-SLO values (objective, error budget, period in days, info) are compared too; the
+/// ratios' values are `serve::metrics_have_sloth_series_matching_prometheus`'s.
+#[test]
+fn metrics_have_sloths_series_names_and_labels() {
+    use crate::serve::{Setup, backfill, find_slo, now_ms, parse_metrics};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = dir.path().join("order-service.yml");
+    std::fs::write(&spec, SERIES_SPEC).expect("write spec");
+    let rules_text = sloth_generate(&spec);
+    let names: BTreeSet<String> = parse_rules(&rules_text)
+        .into_iter()
+        .filter_map(|rule| rule.record)
+        .collect();
+    for name in [
+        "sloth_slo_info",
+        "slo:time_period:days",
+        "slo:objective:ratio",
+        "slo:period_error_budget_remaining:ratio",
+    ] {
+        assert!(names.contains(name), "sloth records no {name}: {names:?}");
+    }
+
+    let prom =
+        crate::prom::Prometheus::start_with_rules(&backfill(now_ms() / 1000 - 60), &rules_text);
+    let setup = Setup::new(&prom.url(), "");
+    setup.write_spec(SERIES_SPEC);
+    let serve = setup.serve();
+    serve.wait_ready();
+    serve.wait_for("both routes evaluated", || {
+        let slo = find_slo(&serve.slos())?;
+        (slo["state"] == "ok" && slo["instances"].as_array()?.len() == 2).then_some(())
+    });
+
+    // Sloth's, once Prometheus has recorded every rule for both routes (the rules depend
+    // on each other, so it takes a few evaluations).
+    let mut values: BTreeMap<String, f64> = BTreeMap::new();
+    let theirs: LabelSets = serve.wait_for("every series Sloth's rules record", || {
+        let at = now_ms() as f64 / 1000.0;
+        let mut sets = LabelSets::new();
+        for name in &names {
+            let found = prom.query(&format!("{{__name__={name:?}}}"), at);
+            if found.is_empty() {
+                return None;
+            }
+            for (mut labels, value) in found {
+                labels.remove("__name__");
+                values.insert(name.clone(), value);
+                sets.entry(name.clone()).or_default().insert(labels);
+            }
+        }
+        let per_instance = sets["slo:period_error_budget_remaining:ratio"].len();
+        (per_instance == 2 && sets["slo:sli_error:ratio_rate5m"].len() == 2).then_some(sets)
+    });
+    let mut theirs = theirs;
+    // Sloth's own mode and version, which burnwatch does not claim.
+    let info = theirs.remove("sloth_slo_info").expect("sloth_slo_info");
+    let info = info
+        .into_iter()
+        .map(|mut labels| {
+            assert_eq!(
+                labels.get("sloth_version").map(String::as_str),
+                Some("v0.16.0")
+            );
+            assert_eq!(
+                labels.get("sloth_mode").map(String::as_str),
+                Some("cli-gen-prom")
+            );
+            labels.insert(
+                "sloth_version".into(),
+                burnwatch::metrics::SLOTH_VERSION.into(),
+            );
+            labels.insert("sloth_mode".into(), burnwatch::metrics::SLOTH_MODE.into());
+            labels
+        })
+        .collect();
+    theirs.insert("sloth_slo_info".into(), info);
+
+    let (ours, our_values) = serve.wait_for("burnwatch's series for both routes", || {
+        let (status, text) = serve.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        let mut sets = LabelSets::new();
+        let mut values = BTreeMap::new();
+        for (name, labels, value) in parse_metrics(&text) {
+            if name.starts_with("slo:") || name == "sloth_slo_info" {
+                values.insert(name.clone(), value);
+                sets.entry(name).or_default().insert(labels);
+            }
+        }
+        (sets
+            .get("slo:sli_error:ratio_rate5m")
+            .is_some_and(|found| found.len() == 2))
+        .then_some((sets, values))
+    });
+    let only = |from: &LabelSets, other: &LabelSets| -> Vec<String> {
+        from.iter()
+            .flat_map(|(name, sets)| {
+                sets.iter()
+                    .filter(move |labels| {
+                        !other.get(name).is_some_and(|found| found.contains(*labels))
+                    })
+                    .map(move |labels| format!("{name}{labels:?}"))
+            })
+            .collect()
+    };
+    let (sloth_only, burnwatch_only) = (only(&theirs, &ours), only(&ours, &theirs));
+    assert!(
+        sloth_only.is_empty() && burnwatch_only.is_empty(),
+        "series and labels differ.\nonly Sloth's rules record:\n{}\nonly burnwatch exports:\n{}",
+        sloth_only.join("\n"),
+        burnwatch_only.join("\n")
+    );
+    for name in [
+        "slo:objective:ratio",
+        "slo:error_budget:ratio",
+        "slo:time_period:days",
+        "sloth_slo_info",
+    ] {
+        assert!(
+            close(our_values[name], values[name]),
+            "{name}: burnwatch {}, Sloth {}",
+            our_values[name],
+            values[name]
+        );
+    }
+}
+
+/// Every label an alert of Sloth's rules carries at Alertmanager (`alertname`, the alert
+/// rule's labels with `sloth_severity`, the recorded series' labels but `sloth_window`, the
+/// instance's) is on burnwatch's alert of the same tier with the same value, so Alertmanager
+/// routes, inhibitions and silences written for Sloth's alerts match burnwatch's.
+#[test]
+fn alert_labels_include_every_label_of_sloths_alerts() {
+    let rules = sloth_rules();
+    let slo = burnwatch_slo();
+    let recorded = rules
+        .iter()
+        .find(|rule| rule.record.as_deref() == Some("slo:sli_error:ratio_rate5m"))
+        .expect("sloth records the 5m ratio");
+    let instance = [("route".to_string(), "POST /orders".to_string())];
+    for (kind, severity) in [(TierKind::Page, "page"), (TierKind::Ticket, "ticket")] {
+        let rule = rules
+            .iter()
+            .find(|rule| {
+                rule.alert.is_some()
+                    && rule.labels.get("sloth_severity").map(String::as_str) == Some(severity)
+            })
+            .unwrap_or_else(|| panic!("sloth wrote no {severity} alert"));
+        let mut theirs: BTreeMap<String, String> = recorded.labels.clone();
+        theirs.remove("sloth_window");
+        theirs.extend(instance.iter().cloned());
+        theirs.extend(rule.labels.clone());
+        theirs.insert("alertname".into(), rule.alert.clone().expect("an alert"));
+        let ours: BTreeMap<String, String> =
+            burnwatch::notify::render::alert_labels(&slo, kind, &instance)
+                .into_iter()
+                .collect();
+        let missing: Vec<String> = theirs
+            .iter()
+            .filter(|(name, value)| ours.get(*name) != Some(value))
+            .map(|(name, value)| format!("{name}={value:?} (burnwatch: {:?})", ours.get(name)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{kind}: labels of Sloth's alert burnwatch's lacks: {missing:?}\nours: {ours:?}"
+        );
+    }
 }
