@@ -13,6 +13,7 @@
 //!   max_concurrency: 16                 # requests in flight at most; more wait their turn
 //!   # semantics: "2.42"                 # window arithmetic of this Prometheus version;
 //!   #                                   # default: detected from /api/v1/status/buildinfo
+//!   max_answer_size: 64MiB              # a larger answer is an error naming its query
 //! evaluation_interval: 30s
 //! stale_after: 5m
 //! strategy: auto                        # auto | query | incremental
@@ -76,6 +77,7 @@ struct RawPrometheus {
     timeout: Option<Spanned<String>>,
     max_concurrency: Option<Spanned<u64>>,
     semantics: Option<Spanned<String>>,
+    max_answer_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +153,8 @@ pub struct PrometheusConfig {
     /// The window arithmetic to follow whatever the server says (`prometheus.semantics`);
     /// `None`: detected from the server's version.
     pub semantics: Option<Semantics>,
+    /// The largest answer read (`prometheus.max_answer_size`), in bytes.
+    pub max_answer_bytes: usize,
 }
 
 /// Where the daemon keeps its state (alert states, incidents, outbox, checkpoints).
@@ -195,6 +199,35 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9099";
 
 /// How long a leader's lease lasts unless renewed (`state.lease`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// `64MiB`, `100MB`, `512KiB`, `1GiB` or a number of bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{other:?} is not a unit of size (B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| count.checked_mul(unit_bytes))
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(|| format!("{text:?} is not a size such as 64MiB"))
+}
 
 fn web_limits(problems: &mut Problems, raw: Option<&RawWeb>) -> WebLimits {
     let defaults = WebLimits::default();
@@ -303,8 +336,23 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
                 .map_err(|message| problems.at(semantics, "prometheus.semantics", message))
                 .ok()
         });
+        let max_answer_bytes = match &prometheus.max_answer_size {
+            None => crate::source::prometheus::DEFAULT_MAX_ANSWER_BYTES,
+            Some(size) => match parse_size(&size.value) {
+                Ok(bytes) if (1 << 20..=16 << 30).contains(&bytes) => bytes,
+                Ok(_) => {
+                    problems.at(size, "prometheus.max_answer_size", "must be between 1MiB and 16GiB");
+                    crate::source::prometheus::DEFAULT_MAX_ANSWER_BYTES
+                }
+                Err(message) => {
+                    problems.at(size, "prometheus.max_answer_size", message);
+                    crate::source::prometheus::DEFAULT_MAX_ANSWER_BYTES
+                }
+            },
+        };
         PrometheusConfig {
             semantics,
+            max_answer_bytes,
             url,
             headers: prometheus.headers.into_iter().collect(),
             basic_auth: prometheus

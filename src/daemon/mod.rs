@@ -172,6 +172,7 @@ pub fn prometheus_client(config: &DaemonConfig, config_path: &Path, what: &str) 
     endpoint.timeout = prometheus.timeout;
     endpoint.max_concurrency = prometheus.max_concurrency;
     endpoint.semantics = prometheus.semantics;
+    endpoint.max_answer_bytes = prometheus.max_answer_bytes;
     endpoint.auth = match (&prometheus.basic_auth, &prometheus.bearer_token_file) {
         (Some((username, password_file)), _) => Auth::Basic {
             username: username.clone(),

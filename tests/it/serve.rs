@@ -2056,6 +2056,24 @@ fn malformed_prometheus_answers_are_errors_not_panics() {
             r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.to_string(),
             vec![format!("{MALFORMED}expected a vector")],
         ),
+        // Regression (hardening): answers had no size limit (50 MB answers took memory to
+        // 1.8 GB). A valid answer of 2 MB, over this config's 1MiB, is an error naming the
+        // query.
+        (
+            200,
+            "application/json",
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+                (0..20_000)
+                    .map(|i| format!(
+                        r#"{{"metric":{{"route":"/padding/{i:08}/{}"}},"value":[1700000000,"0.1"]}}"#,
+                        "x".repeat(40)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            vec!["Prometheus's answer to ".to_string()],
+        ),
         (
             404,
             "text/html",
@@ -2104,7 +2122,9 @@ fn malformed_prometheus_answers_are_errors_not_panics() {
     let config = std::fs::read_to_string(setup.config()).expect("read config");
     std::fs::write(
         setup.config(),
-        config.replace("stale_after: 3s", "stale_after: 1h"),
+        config
+            .replace("stale_after: 3s", "stale_after: 1h")
+            .replace("prometheus:\n", "prometheus:\n  max_answer_size: 1MiB\n"),
     )
     .expect("write config");
     let serve = setup.serve();
