@@ -778,6 +778,9 @@ fn check(paths: &[PathBuf]) -> Result<i32> {
                     Ok(slos) => {
                         writeln!(stdout, "  SUCCESS: its rules define {} SLOs", slos.len())?;
                         describe(&mut stdout, &slos)?;
+                        for warning in config::cross_check(&daemon, &slos) {
+                            writeln!(stdout, "  WARNING: {warning}")?;
+                        }
                     }
                     Err(errors) => {
                         failed = true;

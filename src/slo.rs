@@ -95,8 +95,13 @@ pub struct WindowPair {
 
 impl WindowPair {
     pub fn new(long: Duration, short: Duration, factor: f64) -> Result<WindowPair, String> {
-        if long.is_zero() || short.is_zero() {
-            return Err("windows must be longer than zero".to_string());
+        if long < Duration::from_secs(1) || short < Duration::from_secs(1) {
+            // Shorter than any scrape interval: such a window never holds two samples.
+            return Err(format!(
+                "windows must be at least 1s long (got {} and {})",
+                format_duration(long),
+                format_duration(short)
+            ));
         }
         if long <= short {
             return Err(format!(

@@ -296,6 +296,19 @@ pub fn load(file: &str, raw: File, base: &Path) -> Result<DaemonConfig, Vec<Conf
         "evaluation_interval",
         Duration::from_secs(30),
     );
+    let evaluation_interval = evaluation_interval.and_then(|interval| {
+        if interval <= Duration::from_secs(3600) {
+            return Some(interval);
+        }
+        if let Some(value) = &raw.evaluation_interval {
+            problems.at(
+                value,
+                "evaluation_interval",
+                "must be at most 1h (a page would wait that long to be seen)",
+            );
+        }
+        None
+    });
     let stale_after = duration(
         &mut problems,
         raw.stale_after.as_ref(),

@@ -183,11 +183,17 @@ pub(crate) fn duration_at_least_1s(
     match value {
         None => Some(default),
         Some(value) => match crate::slo::parse_duration(&value.value) {
-            Ok(parsed) if parsed >= std::time::Duration::from_secs(1) => Some(parsed),
-            Ok(_) => {
+            Ok(parsed) if parsed < std::time::Duration::from_secs(1) => {
                 problems.at(value, path, "must be at least 1s");
                 None
             }
+            // Nothing in a config or spec means more than a year; a longer one is a typo, and
+            // one beyond the clock's range would never come round.
+            Ok(parsed) if parsed > std::time::Duration::from_secs(366 * 86_400) => {
+                problems.at(value, path, "must be at most 366d");
+                None
+            }
+            Ok(parsed) => Some(parsed),
             Err(message) => {
                 problems.at(value, path, message);
                 None
@@ -208,6 +214,7 @@ fn map_spec_file<R>(
     if service.value.trim().is_empty() {
         problems.at(service, "service", "must not be empty");
     }
+    id_part(&mut problems, service, "service");
     let mut slos = Vec::new();
     for (index, raw_slo) in raw_slos.into_iter().enumerate() {
         let path = format!("slos[{index}]");
@@ -251,6 +258,48 @@ fn link_problem(text: &str) -> Option<String> {
 }
 
 /// The SLO's trimmed name and its objective, each checked at its position.
+/// Unicode format characters (zero-width spaces and joiners, bidirectional controls, the
+/// byte-order mark, tags): invisible, so two ids that print alike differ.
+fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x180E | 0x200B..=0x200F
+        | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
+        | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// A service or SLO name makes the SLO's id (`service-name`), which routes, silences, links
+/// and metric labels name: refused with characters nobody sees (control and format
+/// characters), warned about beyond ASCII (a Cyrillic а looks like a Latin a, so `s-а` and
+/// `s-a` would be two SLOs that look like one).
+fn id_part(problems: &mut Problems, value: &Spanned<String>, path: &str) {
+    if let Some(c) = value
+        .value
+        .chars()
+        .find(|c| c.is_control() || is_invisible(*c))
+    {
+        problems.at(
+            value,
+            path,
+            format!(
+                "contains U+{:04X}, an invisible or control character: ids that print alike \
+                 must be alike",
+                c as u32
+            ),
+        );
+    } else if let Some(c) = value.value.chars().find(|c| !c.is_ascii()) {
+        problems.warn_at(
+            value,
+            path,
+            format!(
+                "contains {c:?} (U+{:04X}), which is not ASCII: it may look like another \
+                 character (a Cyrillic а and a Latin a), so two SLO ids that look alike could \
+                 differ; prefer ASCII names",
+                c as u32
+            ),
+        );
+    }
+}
+
 fn name_and_objective(
     problems: &mut Problems,
     path: &str,
@@ -261,6 +310,7 @@ fn name_and_objective(
     if trimmed.is_empty() {
         problems.at(name, format!("{path}.name"), "must not be empty");
     }
+    id_part(problems, name, &format!("{path}.name"));
     let objective = Objective::from_percent(objective.value)
         .map_err(|message| problems.at(objective, format!("{path}.objective"), message))
         .ok();
@@ -404,6 +454,29 @@ fn load_document(file: &str, text: &str, base: &Path) -> Result<Document, Vec<Co
     }
 }
 
+/// What a daemon config and its SLOs say together that neither says alone: a tier whose
+/// `repeat_interval` is shorter than `evaluation_interval` (reminders can go out only at an
+/// evaluation, so it would remind at every one).
+pub fn cross_check(daemon: &DaemonConfig, slos: &[Slo]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for slo in slos {
+        for tier in &slo.tiers {
+            if tier.timing.repeat_interval < daemon.evaluation_interval {
+                warnings.push(format!(
+                    "{}: {}.alerting.{}.repeat_interval {} is shorter than evaluation_interval {}: \
+                     a firing alert would be reminded at every evaluation",
+                    slo.origin,
+                    slo.id,
+                    tier.kind.as_str(),
+                    crate::slo::format_duration(tier.timing.repeat_interval),
+                    crate::slo::format_duration(daemon.evaluation_interval)
+                ));
+            }
+        }
+    }
+    warnings
+}
+
 /// Loads SLO spec files and directories (every `.yaml`/`.yml` inside), checking that SLO ids
 /// are unique across them.
 pub fn load_specs(paths: &[PathBuf]) -> Result<Vec<Slo>, ConfigErrors> {
@@ -470,6 +543,37 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// What a breach of serde-saphyr's parsing budget (`Nodes { nodes: 250001 }` …) means, in
+/// words: the limits keep a hostile or runaway file (an alias bomb) from taking the memory
+/// the daemon needs.
+fn over_budget(breach: &str) -> String {
+    let kind = breach.split([' ', '{']).next().unwrap_or("");
+    let count: String = breach
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let what = match kind {
+        "Nodes" => "values (keys, scalars and list items, aliases expanded)",
+        "Events" => "parser events",
+        "Aliases" => "aliases (*name)",
+        "Anchors" => "anchors (&name)",
+        "Depth" => "levels of nesting",
+        "Documents" => "YAML documents",
+        _ => {
+            return format!(
+                "the file is too large to read ({breach}): over the limit a spec or config may \
+                 have (a guard against alias bombs and runaway generated files)"
+            );
+        }
+    };
+    format!(
+        "the file is too large to read: it reached {count} {what}, over the limit a spec or \
+         config may have (a guard against alias bombs and runaway generated files); split it \
+         into several files or remove repeated aliases"
+    )
+}
+
 /// serde-saphyr with the field path of the failing value added to its located message.
 fn deserialize<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
     let mut path = String::new();
@@ -484,9 +588,12 @@ fn deserialize<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigE
             .location()
             .map_or((0, 0), |location| (location.line(), location.column()));
         let message = error.without_snippet().to_string();
-        let message = match message.rfind(" at line ") {
-            Some(index) => message[..index].to_string(),
-            None => message,
+        let message = match message.find("budget breached: ") {
+            Some(index) => over_budget(&message[index + "budget breached: ".len()..]),
+            None => match message.rfind(" at line ") {
+                Some(index) => message[..index].to_string(),
+                None => message,
+            },
         };
         // `Spanned<T>` shows up as a `.value` step; users never wrote it.
         let path = path.replace(".value", "");

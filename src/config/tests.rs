@@ -376,6 +376,15 @@ fn daemon_intervals_of_zero_are_refused() {
             "evaluation_interval: 500ms\n",
             "burnwatch.yaml:3:22: evaluation_interval: must be at least 1s",
         ),
+        // Regression (hardening): accepted, and the daemon never evaluated.
+        (
+            "evaluation_interval: 99999999999999d\n",
+            "burnwatch.yaml:3:22: evaluation_interval: must be at most 366d",
+        ),
+        (
+            "evaluation_interval: 2h\n",
+            "burnwatch.yaml:3:22: evaluation_interval: must be at most 1h (a page would wait that long to be seen)",
+        ),
     ];
     for (line, expected) in cases {
         let text = format!("prometheus:\n  url: http://127.0.0.1:9090\n{line}rules: [rules]\n");
@@ -862,4 +871,56 @@ fn links_are_http_and_objectives_leave_a_budget() {
             && message.contains("file: link"),
         "{message}"
     );
+}
+
+/// Regression (hardening): `check` accepted a 1ns short window, SLO ids that look alike but
+/// differ (a Cyrillic а, a zero-width space), said `budget breached: Nodes { nodes: 250001 }`
+/// for an oversized file, and nothing of a `repeat_interval` below the evaluation interval.
+#[test]
+fn edge_values_are_refused_or_warned_about_at_their_line() {
+    let text = format!(
+        "{NATIVE}    alerting:\n      page:\n        windows:\n          - {{long: 1h, short: 1ns, factor: 14.4}}\n"
+    );
+    let message = errors(&text);
+    assert!(
+        message.starts_with("rules/orders.yaml:13:31: slos[0].alerting.page.windows[0]: windows must be at least 1s long"),
+        "{message}"
+    );
+
+    let invisible = NATIVE.replace("name: availability", "name: \"avail\\u200Bability\"");
+    let message = errors(&invisible);
+    assert!(
+        message.contains("rules/orders.yaml:4:11: slos[0].name: contains U+200B, an invisible or control character"),
+        "{message}"
+    );
+    let cyrillic = NATIVE.replace("service: order-service", "service: order-servicе");
+    let loaded = slos(&cyrillic);
+    assert_eq!(loaded.len(), 1);
+    assert!(
+        loaded[0].warnings.iter().any(|warning| warning.contains(
+            "rules/orders.yaml:2:10: service: contains 'е' (U+0435), which is not ASCII"
+        )),
+        "{:?}",
+        loaded[0].warnings
+    );
+    assert!(slos(NATIVE)[0].warnings.is_empty());
+
+    let labels: Vec<String> = (0..300_000).map(|index| format!("k{index}: v")).collect();
+    let huge = format!("{NATIVE}    labels: {{{}}}\n", labels.join(", "));
+    let message = errors(&huge);
+    assert!(
+        message.contains("the file is too large to read: it reached 250001 values")
+            && !message.contains("budget breached"),
+        "{message}"
+    );
+
+    let daemon = daemon_config("evaluation_interval: 1m\n").unwrap();
+    let often = NATIVE.to_string() + "    alerting:\n      repeat_interval: 30s\n";
+    let warnings = super::cross_check(&daemon, &slos(&often));
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("order-service-availability.alerting.page.repeat_interval 30s is shorter than evaluation_interval 1m"),
+        "{warnings:?}"
+    );
+    assert!(super::cross_check(&daemon, &slos(NATIVE)).is_empty());
 }

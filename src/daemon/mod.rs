@@ -205,6 +205,9 @@ fn load(config_path: &Path) -> Result<Loaded> {
             tracing::warn!(slo = %slo.id, "{warning}");
         }
     }
+    for warning in config::cross_check(&config, &slos) {
+        tracing::warn!("{warning}");
+    }
     if config.strategy == Strategy::Incremental {
         for slo in &slos {
             if let Err(reason) = slo.sli.local() {
