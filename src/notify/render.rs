@@ -151,6 +151,46 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// The longest label name and value shown in a message, in characters; longer ones are cut
+/// (a 5,000-character value would push the figures out of Slack's section).
+pub const MAX_LABEL_CHARS: usize = 120;
+
+/// An instance's labels for a message: ` · route="POST /orders", code="500"` as mrkdwn
+/// (each label an inline code span, so emphasis characters in a value (`*bold*`, `_x_`,
+/// `~y~`) stay literal; a backquote is shown as `ˋ`, which cannot end the span) and as plain
+/// text; each name and value cut to [`MAX_LABEL_CHARS`].
+fn instance_labels(labels: &[(String, String)]) -> (String, String) {
+    if labels.is_empty() {
+        return (String::new(), String::new());
+    }
+    let shown: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "{}={:?}",
+                shorten(name, MAX_LABEL_CHARS),
+                shorten(value, MAX_LABEL_CHARS)
+            )
+        })
+        .collect();
+    let mrkdwn: Vec<String> = shown
+        .iter()
+        .map(|label| format!("`{}`", escape(&label.replace('`', "ˋ"))))
+        .collect();
+    (
+        format!(" · {}", mrkdwn.join(", ")),
+        format!(" · {}", shown.join(", ")),
+    )
+}
+
+/// `text` cut to `most` characters, with `…` where it was cut.
+fn shorten(text: &str, most: usize) -> String {
+    match text.char_indices().nth(most) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// `<url>` escaped; a `|` in the URL would start a link text, so it is encoded.
 fn link(url: &str) -> String {
     format!("<{}>", escape(url).replace('|', "%7C"))
@@ -208,21 +248,15 @@ pub fn render(slo: &Slo, event: &Event) -> Message {
     let long = format_duration(reading.pair.long);
     let short = format_duration(reading.pair.short);
     let mut lines: Vec<(String, String)> = Vec::new();
-    let instance: Vec<String> = event
-        .labels
-        .iter()
-        .map(|(name, value)| format!("{name}={value:?}"))
-        .collect();
-    let mut slo_line = format!(
+    let slo_line = format!(
         "{}: {}% over {}",
         slo.name,
         trim_number(slo.objective.percent()),
         format_duration(slo.period)
     );
-    if !instance.is_empty() {
-        slo_line.push_str(&format!(" · {}", instance.join(", ")));
-    }
-    lines.push(("SLO".to_string(), escape(&slo_line)));
+    let (instance_mrkdwn, instance_plain) = instance_labels(&event.labels);
+    lines.push(("SLO".to_string(), escape(&slo_line) + &instance_mrkdwn));
+    let slo_plain = slo_line + &instance_plain;
     let burning = format!(
         "{} over {long} and {} over {short} (threshold {})",
         format_rate(reading.burn_long),
@@ -293,9 +327,14 @@ pub fn render(slo: &Slo, event: &Event) -> Message {
     }
     let mut mrkdwn = format!("{emoji} *{}*", escape(&title));
     let mut plain = title.clone();
-    for (name, value) in &lines {
+    for (index, (name, value)) in lines.iter().enumerate() {
         mrkdwn.push_str(&format!("\n*{name}* {value}"));
-        plain.push_str(&format!("\n{name}: {}", unescape(value)));
+        let value = if index == 0 {
+            slo_plain.clone()
+        } else {
+            unescape(value)
+        };
+        plain.push_str(&format!("\n{name}: {value}"));
     }
     for (name, url) in links {
         mrkdwn.push_str(&format!("\n*{name}* {}", link(url)));
@@ -368,7 +407,7 @@ mod tests {
         let message = render(&slo(), &event(Change::Firing));
         expect![[r#"
             :rotating_light: *CRITICAL: Fast error budget burn on orders &amp; &lt;co&gt;*
-            *SLO* availability: 99.9% over 30d · route="&lt;!channel&gt; \"POST\" /orders"
+            *SLO* availability: 99.9% over 30d · `route="&lt;!channel&gt; \"POST\" /orders"`
             *Burning* 14.5x over 1h and 54.3x over 5m (threshold 14.4x)
             *Errors* 1.45% over 1h: 314 of 21623 events failed
             *Error budget* 38.1% left of 30d; runs out in 18h 52m at this rate
@@ -389,7 +428,7 @@ mod tests {
         let message = render(&slo(), &event(Change::Resolved));
         expect![[r#"
             :white_check_mark: *RESOLVED: Fast error budget burn on orders &amp; &lt;co&gt;*
-            *SLO* availability: 99.9% over 30d · route="&lt;!channel&gt; \"POST\" /orders"
+            *SLO* availability: 99.9% over 30d · `route="&lt;!channel&gt; \"POST\" /orders"`
             *Recovered* Burned for 33m (since 2023-11-14T22:13:20Z); now 14.5x over 1h and 54.3x over 5m (threshold 14.4x)
             *Errors* 1.45% over 1h: 314 of 21623 events failed
             *Error budget* 38.1% left of 30d
@@ -407,7 +446,7 @@ mod tests {
                 "type": "section",
                 "text": {
                   "type": "mrkdwn",
-                  "text": ":rotating_light: *CRITICAL: Fast error budget burn on orders &amp; &lt;co&gt;*\n*SLO* availability: 99.9% over 30d · route=\"&lt;!channel&gt; \\\"POST\\\" /orders\"\n*Burning* 14.5x over 1h and 54.3x over 5m (threshold 14.4x)\n*Errors* 1.45% over 1h: 314 of 21623 events failed\n*Error budget* 38.1% left of 30d; runs out in 18h 52m at this rate\n*Budget spent* 2.02% of the 30d budget in the last 1h"
+                  "text": ":rotating_light: *CRITICAL: Fast error budget burn on orders &amp; &lt;co&gt;*\n*SLO* availability: 99.9% over 30d · `route=\"&lt;!channel&gt; \\\"POST\\\" /orders\"`\n*Burning* 14.5x over 1h and 54.3x over 5m (threshold 14.4x)\n*Errors* 1.45% over 1h: 314 of 21623 events failed\n*Error budget* 38.1% left of 30d; runs out in 18h 52m at this rate\n*Budget spent* 2.02% of the 30d budget in the last 1h"
                 }
               },
               {
@@ -431,25 +470,62 @@ mod tests {
         );
     }
 
+    /// Regression (hardening): a 5,000-character label value pushed the figures out of the
+    /// section, and mrkdwn emphasis in a value (`*bold*`) still formatted. Each label is an
+    /// inline code span, cut to [`MAX_LABEL_CHARS`], and the figures stay in the section.
     #[test]
-    fn hostile_long_labels_are_cut_to_slack_limits_without_half_escapes() {
+    fn hostile_long_labels_are_cut_and_never_format() {
         let mut event = event(Change::Firing);
-        event.labels = vec![("route".to_string(), "<&>".repeat(2_000))];
+        event.labels = vec![
+            ("route".to_string(), "<&>".repeat(2_000)),
+            (
+                "user".to_string(),
+                "*bold* _it_ ~gone~ `code` <!channel>".to_string(),
+            ),
+        ];
         let message = render(&slo(), &event);
         let text = message.blocks()[0]["text"]["text"]
             .as_str()
             .unwrap()
             .to_string();
         assert!(text.len() <= SECTION_LIMIT, "{}", text.len());
-        assert!(text.ends_with("..."));
-        let before_dots = &text[..text.len() - 3];
-        let last_amp = before_dots.rfind('&').unwrap();
+        assert!(text.contains("\n*Burning* "), "{text}");
+        assert!(text.contains("\n*Budget spent* "), "{text}");
+        let route = format!("`route=\"{}…\"`", escape(&"<&>".repeat(40)));
+        assert!(text.contains(&route), "{text}");
         assert!(
-            before_dots[last_amp..].contains(';'),
-            "{}",
-            &before_dots[last_amp..]
+            text.contains("`user=\"*bold* _it_ ~gone~ ˋcodeˋ &lt;!channel&gt;\"`"),
+            "{text}"
+        );
+        // No half escape anywhere: every & starts an entity.
+        for (at, _) in text.match_indices('&') {
+            assert!(
+                ["&amp;", "&lt;", "&gt;"]
+                    .iter()
+                    .any(|entity| text[at..].starts_with(entity)),
+                "{}",
+                &text[at..]
+            );
+        }
+        assert!(
+            message
+                .fallback()
+                .contains("user=\"*bold* _it_ ~gone~ `code` <!channel>\"")
         );
         assert!(message.fallback().len() <= SECTION_LIMIT);
+
+        // A description or name longer than a section is still cut at Slack's limit,
+        // without half an escape.
+        let mut long = slo();
+        long.name = "<&>".repeat(2_000);
+        let text = render(&long, &event).blocks()[0]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(text.len() <= SECTION_LIMIT && text.ends_with("..."));
+        let before_dots = &text[..text.len() - 3];
+        let last_amp = before_dots.rfind('&').unwrap();
+        assert!(before_dots[last_amp..].contains(';'));
     }
 
     #[test]
