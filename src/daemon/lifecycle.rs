@@ -650,21 +650,35 @@ async fn close_orphaned(store: &StoreHandle, loaded: &Loaded) -> Result<()> {
     let configured: Vec<String> = loaded.slos.iter().map(|slo| slo.id.clone()).collect();
     let (orphaned, closed) = store
         .call(move |store| {
-            let orphaned: Vec<String> = store
+            let gone = |id: &str| !configured.iter().any(|configured| configured == id);
+            let told: Vec<crate::notify::outbox::Told> = store
+                .last_told()?
+                .into_iter()
+                .filter(|told| told.firing() && told.slo_id().is_some_and(gone))
+                .collect();
+            let mut orphaned: Vec<String> = store
                 .open_incident_slos()?
                 .into_iter()
-                .filter(|id| !configured.contains(id))
+                .filter(|id| gone(id))
                 .collect();
+            for told in &told {
+                if let Some(id) = told.slo_id()
+                    && !orphaned.iter().any(|orphan| orphan == id)
+                {
+                    orphaned.push(id.to_string());
+                }
+            }
             if orphaned.is_empty() {
                 return Ok((orphaned, 0));
             }
-            let closed = store
-                .save_cycle_notifications(|tx| apply::queue_removed(tx, &orphaned, wall_clock()))?;
+            let closed = store.save_cycle_notifications(|tx| {
+                apply::queue_removed(tx, &orphaned, told, wall_clock())
+            })?;
             Ok((orphaned, closed))
         })
         .await?;
     if !orphaned.is_empty() {
-        tracing::info!(slos = ?orphaned, closed, "closed the incidents of SLOs no longer configured");
+        tracing::info!(slos = ?orphaned, closed, "ended the alerts of SLOs no longer configured, in every sink");
     }
     Ok(())
 }

@@ -143,8 +143,14 @@ pub fn queue_events(
 
 /// Closes the open Slack incidents of SLOs a reload removed, inside `tx`; returns the rows
 /// queued.
-pub fn queue_removed(tx: &dyn Sql, slo_ids: &[String], now: Millis) -> Result<usize, StoreError> {
+pub fn queue_removed(
+    tx: &dyn Sql,
+    slo_ids: &[String],
+    told: Vec<outbox::Told>,
+    now: Millis,
+) -> Result<usize, StoreError> {
     let open = open_incidents(tx, slo_ids.iter().map(String::as_str))?;
-    let outcome = outbox::plan_removed(open, slo_ids, now);
+    let mut outcome = outbox::plan_removed(open, slo_ids, now);
+    outcome.rows.extend(outbox::plan_removed_told(told, now));
     Ok(apply(tx, &outcome, now)?.queued)
 }

@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 
 use crate::alert::Change;
 use crate::config::notify::{NotifyConfig, Silence};
-use crate::engine::Event;
+use crate::engine::{Ending, Event};
 use crate::notify::matcher;
 use crate::notify::render::{self, Message};
 use crate::replay::format_time;
@@ -929,6 +929,63 @@ pub fn plan_removed(open: Vec<Incident>, slo_ids: &[String], now: Millis) -> Out
     book.outcome
 }
 
+/// The last notification an Alertmanager or a webhook was sent for an alert, read back from
+/// the outbox to end it there when its SLO is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Told {
+    pub sink: Sink,
+    pub order_key: String,
+    pub payload: Value,
+}
+
+impl Told {
+    /// The SLO id in the order key (`alertmanager|<slo>|…`, `webhook:<name>|<slo>|…`).
+    pub fn slo_id(&self) -> Option<&str> {
+        self.order_key.split('|').nth(1)
+    }
+
+    /// Whether that notification said the alert fires.
+    pub fn firing(&self) -> bool {
+        match self.sink {
+            Sink::Alertmanager => self.payload.get("endsAt").is_none(),
+            _ => self.payload["status"] == "firing",
+        }
+    }
+}
+
+/// Ends, at Alertmanager and at each webhook, the alerts of SLOs that are gone (removed while
+/// burnwatch was down, or unknown to the replica that took the lease): `told` is the last
+/// notification of each alert there; those still firing get their ending, with
+/// `end_reason: slo_removed`, as an online reload sends it.
+pub fn plan_removed_told(told: Vec<Told>, now: Millis) -> Vec<PlannedRow> {
+    let ended = Ending::SloRemoved.as_str();
+    told.into_iter()
+        .filter(Told::firing)
+        .map(|told| {
+            let mut payload = told.payload;
+            match told.sink {
+                Sink::Alertmanager => {
+                    payload["endsAt"] = json!(format_time(now));
+                    payload["annotations"]["end_reason"] = json!(ended);
+                }
+                _ => {
+                    payload["status"] = json!("resolved");
+                    payload["change"] = json!("resolved");
+                    payload["end_reason"] = json!(ended);
+                    payload["at"] = json!(format_time(now));
+                }
+            }
+            PlannedRow {
+                cause: format!("removed|{}|{now}", told.order_key),
+                sink: told.sink,
+                kind: Kind::Send,
+                order: Order::Key(told.order_key),
+                payload,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,7 +1228,9 @@ mod tests {
                 t,
             );
             let closed = store
-                .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 1))
+                .save_cycle(&[], |tx| {
+                    apply::queue_removed(tx, &[slo().id], Vec::new(), t + 1)
+                })
                 .unwrap();
             assert_eq!(closed, 2);
             let rows = queued(&store);
@@ -1184,7 +1243,9 @@ mod tests {
                 ("slack:update", "slack:reply")
             );
             let again = store
-                .save_cycle(&[], |tx| apply::queue_removed(tx, &[slo().id], t + 2))
+                .save_cycle(&[], |tx| {
+                    apply::queue_removed(tx, &[slo().id], Vec::new(), t + 2)
+                })
                 .unwrap();
             assert_eq!(again, 0, "closed once");
         }

@@ -323,6 +323,38 @@ impl Store {
             .collect()
     }
 
+    /// The last notification sent (or queued) to Alertmanager and to each webhook for every
+    /// alert, the meta alert's aside: what they were last told.
+    pub fn last_told(&self) -> Result<Vec<crate::notify::outbox::Told>, StoreError> {
+        let sql = match self.db().dialect() {
+            // With MAX(), SQLite takes the bare columns from the newest row.
+            Dialect::Sqlite => {
+                "SELECT sink, order_key, payload, MAX(id) FROM outbox
+                 WHERE sink = 'alertmanager' OR sink LIKE 'webhook:%' GROUP BY order_key"
+            }
+            Dialect::Postgres => {
+                "SELECT DISTINCT ON (order_key) sink, order_key, payload FROM outbox
+                 WHERE sink = 'alertmanager' OR sink LIKE 'webhook:%' ORDER BY order_key, id DESC"
+            }
+        };
+        let mut told = Vec::new();
+        for row in self
+            .db()
+            .query("read what sinks were told", sql, params![])?
+        {
+            let sink = column(&row, 0, Sink::parse)?;
+            let told_one = crate::notify::outbox::Told {
+                sink,
+                order_key: row.get(1)?,
+                payload: json_column(&row, 2)?,
+            };
+            if told_one.slo_id() != Some(crate::notify::outbox::META_SLO_ID) {
+                told.push(told_one);
+            }
+        }
+        Ok(told)
+    }
+
     /// A channel id Slack gave for a channel name before, if any.
     pub fn known_channel_id(&self, target: &str) -> Result<Option<String>, StoreError> {
         self.db()

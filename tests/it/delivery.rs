@@ -1391,3 +1391,98 @@ fn a_reload_that_changes_group_by_ends_the_old_instances_page() {
             .is_some_and(|message| headline(&message.text) == RESOLVED)
     });
 }
+
+/// Regression (hardening): an SLO removed from the config while burnwatch was down had its
+/// firing alerts dropped at start, not ended: Slack's root said ENDED, but the webhook heard
+/// nothing and Alertmanager's alert only lapsed at its expiry. At start, every sink hears the
+/// end, as an online reload tells it: Alertmanager and the webhook with `end_reason:
+/// slo_removed`.
+#[test]
+fn an_slo_removed_while_down_ends_in_every_sink() {
+    let alertmanager = Alertmanager::start_version(AmVersion::V0_35);
+    let slack = FakeSlack::start(TOKEN);
+    let notify = format!(
+        "{}  alertmanager:\n    url: {}\n    resend_interval: 1s\n  \
+         webhooks:\n    - name: ops\n      url_file: hook-url\n",
+        slack_notify(&slack),
+        alertmanager.url()
+    );
+    let live = setup(0.0, "1h", &notify);
+    std::fs::write(
+        live.setup.dir.path().join("hook-url"),
+        alertmanager.webhook_url(),
+    )
+    .expect("write");
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    let snapshot = slack.wait_for("the CRITICAL root in #incidents", WAIT, |s| {
+        !s.top_level("#incidents").is_empty()
+    });
+    let root = snapshot.top_level("#incidents")[0].clone();
+    alertmanager.wait_for_notification("a firing webhook document", WAIT, |all| {
+        all.iter()
+            .any(|n| n["version"] == "1" && n["status"] == "firing")
+    });
+    let status = serve.stop("TERM");
+    assert!(status.success(), "{}", serve.diagnostics());
+    drop(serve);
+
+    // The SLO is renamed while burnwatch is down: the old one is gone.
+    live.setup.write_spec(&spec("1h").replace(
+        "name: requests-availability",
+        "name: requests-availability-v2",
+    ));
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    slack.wait_for("the old root ENDED", WAIT, |s| {
+        s.message(&root.ts)
+            .is_some_and(|message| message.text.contains("is no longer evaluated"))
+    });
+    let all = alertmanager.wait_for_notification("the alert resolved", WAIT, |all| {
+        all.iter().any(|n| {
+            n["version"] == "4"
+                && n["status"] == "resolved"
+                && n["alerts"][0]["labels"]["slo"] == "requests-availability"
+        })
+    });
+    let resolved = all
+        .iter()
+        .find(|n| n["version"] == "4" && n["status"] == "resolved")
+        .expect("resolved");
+    assert_eq!(
+        resolved["alerts"][0]["annotations"]["end_reason"], "slo_removed",
+        "{resolved}"
+    );
+    let documents: Vec<&Value> = all
+        .iter()
+        .filter(|n| n["version"] == "1" && n["slo"]["name"] == "requests-availability")
+        .collect();
+    let changes: Vec<(&str, &Value)> = documents
+        .iter()
+        .map(|n| (n["change"].as_str().unwrap(), &n["end_reason"]))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("firing", &Value::Null),
+            ("resolved", &Value::from("slo_removed"))
+        ],
+        "{documents:?}"
+    );
+    // Started again, nothing is sent twice.
+    let status = serve.stop("TERM");
+    assert!(status.success(), "{}", serve.diagnostics());
+    drop(serve);
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    serve.wait_evaluations(3);
+    let again = alertmanager.notifications();
+    assert_eq!(
+        again
+            .iter()
+            .filter(|n| n["version"] == "1" && n["end_reason"] == "slo_removed")
+            .count(),
+        1
+    );
+}
