@@ -7,10 +7,13 @@
 //! group's state into the group of the same SLO id (Prometheus's `Group.CopyState`), retiring
 //! the alerts that no longer match a (tier, instance) and those of SLOs that are gone.
 //!
-//! Groups do not wait for each other. A cycle waits one evaluation interval for the answers;
-//! a fetch still running then (a warm start, which may take up to two minutes) goes on in its
-//! task, and its group misses the evaluations until it ends, as a Prometheus rule group that
-//! runs past its interval misses iterations, while every other group is evaluated on time.
+//! Groups do not wait for each other. A cycle waits three quarters of an evaluation interval
+//! for the answers; a fetch still running then goes on in its task. One that ends before the
+//! next evaluation is stepped then, at the time it was started for (a slow SLO is evaluated
+//! every interval, a little late); one that runs longer (a warm start, which may take up to
+//! two minutes) makes its group miss the evaluations until it ends, as a Prometheus rule group
+//! that runs past its interval misses iterations, while every other group is evaluated on
+//! time and no tick is skipped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +43,9 @@ pub(super) struct Group {
     pub(super) history: Arc<Mutex<SloHistory>>,
     /// Its fetch, while one runs (it holds the incremental state meanwhile).
     inflight: Option<Inflight>,
+    /// The time of its last evaluation, stepped or held: a late answer for an earlier time is
+    /// stepped only if it comes after it.
+    evaluated_to: Millis,
 }
 
 /// A group's fetch in its task, started for the evaluation at `at`.
@@ -73,6 +79,7 @@ impl Group {
             health: SloHealth::new(watched_since),
             alerts: Engine::new(),
             inflight: None,
+            evaluated_to: Millis::MIN,
         }
     }
 
@@ -113,6 +120,7 @@ impl Group {
     /// still reading (the hole an outage left) is not taken for no data when it ends.
     fn miss(&mut self, now: Millis) -> (Vec<Event>, SloStatus) {
         tracing::debug!(slo = %self.slo.id, now, "still fetching; this evaluation is missed");
+        self.evaluated_to = now;
         self.alerts.hold(now, &self.slo.id);
         (Vec::new(), slo_status(&self.slo, &mut self.health, None))
     }
@@ -143,9 +151,15 @@ impl Group {
             .or_else(|| Incremental::new(&self.slo).ok())
     }
 
+    /// The status the HTTP face shows while this group's answer is still on its way.
+    fn status(&mut self) -> SloStatus {
+        slo_status(&self.slo, &mut self.health, None)
+    }
+
     /// Steps the alerts over one answer (or a failed evaluation) at `now`; returns the alert
     /// changes and the status the HTTP face shows.
     fn step(&mut self, now: Millis, answer: Result<&Snapshot, String>) -> (Vec<Event>, SloStatus) {
+        self.evaluated_to = now;
         let snapshot = match answer {
             Ok(snapshot) => snapshot,
             Err(error) => {
@@ -332,12 +346,16 @@ impl Groups {
             .filter_map(|group| Some((&group.slo, group.incremental.as_ref()?)))
     }
 
-    /// One evaluation at `now`: the windows of every group without a fetch still running
-    /// fetched concurrently (each bounded by the interval, a warm start by two minutes), then
-    /// each group's alerts stepped over its answer. The cycle waits one interval (and a
-    /// second) for the answers; a fetch running longer goes on in its task and its group
-    /// misses the evaluations until it ends. Returns the alert changes, the groups' statuses,
-    /// and the answers of this evaluation by group index.
+    /// One evaluation at `now`, each group on its own as Prometheus's rule groups are: the
+    /// windows of every group without a fetch still running fetched concurrently (each
+    /// bounded by the interval, a warm start by two minutes), then each group's alerts
+    /// stepped over its answer. The cycle waits three quarters of an interval for the
+    /// answers (half of one for a warm start), so that it ends before the next tick whatever
+    /// one group's Prometheus queries cost. A fetch still running then goes on in its task:
+    /// when it ends before the next evaluation, its group is stepped at the time it was
+    /// started for (late, not missed); a fetch that runs past the next evaluation makes its
+    /// group, and only it, miss evaluations until it ends. Returns the alert changes, the
+    /// groups' statuses, and the answers of this evaluation by group index.
     pub(super) async fn evaluate(
         &mut self,
         client: &Client,
@@ -346,18 +364,30 @@ impl Groups {
         now: Millis,
     ) -> Evaluation {
         self.warmed = false;
-        let mut answers = self.settle_earlier_fetches().await;
+        let settled = self.settle_earlier_fetches().await;
+        let mut late: Vec<(usize, Millis, Snapshot)> = Vec::new();
+        let mut answers: Vec<(usize, Result<Snapshot, ApiError>)> = Vec::new();
+        for (index, at, answer) in settled {
+            match answer {
+                Ok(snapshot) if at > self.groups[index].evaluated_to => {
+                    late.push((index, at, snapshot));
+                }
+                // Stale: the group missed evaluations since; it fetches again now.
+                Ok(_) => {}
+                // A failure counts at this evaluation.
+                Err(error) => answers.push((index, Err(error))),
+            }
+        }
         let mut lost = Vec::new();
         for (index, group) in self.groups.iter_mut().enumerate() {
             if group.inflight.is_none() && !answers.iter().any(|(answered, _)| *answered == index) {
                 group.start_fetch(client, strategy, interval, now);
             }
         }
-        // A fetch times out after an interval; a warm start is waited for half of one, so
-        // that starting one does not make this cycle run past the next tick.
         let started = tokio::time::Instant::now();
-        let deadline = started + interval + Duration::from_secs(1);
+        let deadline = started + interval * 3 / 4;
         let warm_deadline = started + interval / 2;
+        let mut in_flight = Vec::new();
         for (index, group) in self.groups.iter_mut().enumerate() {
             let Some(inflight) = group
                 .inflight
@@ -371,8 +401,9 @@ impl Groups {
             } else {
                 deadline
             };
-            // Past it the fetch goes on; the group misses this evaluation.
+            // Past it the fetch goes on; the group is stepped when it ends.
             let Ok(joined) = tokio::time::timeout_at(until, &mut inflight.task).await else {
+                in_flight.push(index);
                 continue;
             };
             match group.settle(joined) {
@@ -388,20 +419,36 @@ impl Groups {
         let mut statuses = Vec::with_capacity(self.groups.len());
         let mut missed = Vec::new();
         for (index, group) in self.groups.iter_mut().enumerate() {
-            let (changes, status) = match answers.iter().find(|(answered, _)| *answered == index) {
-                Some((_, Ok(snapshot))) => group.step(now, Ok(snapshot)),
-                Some((_, Err(error))) => group.step(now, Err(error.to_string())),
+            let mut status = None;
+            if let Some((_, at, snapshot)) = late.iter().find(|(answered, ..)| *answered == index) {
+                let (changes, late_status) = group.step(*at, Ok(snapshot));
+                events.extend(changes);
+                status = Some(late_status);
+            }
+            let current = match answers.iter().find(|(answered, _)| *answered == index) {
+                Some((_, Ok(snapshot))) => Some(group.step(now, Ok(snapshot))),
+                Some((_, Err(error))) => Some(group.step(now, Err(error.to_string()))),
                 None if lost.contains(&index) => {
-                    group.step(now, Err("evaluation task failed".to_string()))
+                    Some(group.step(now, Err("evaluation task failed".to_string())))
                 }
+                // Its fetch for this evaluation goes on: stepped at the next cycle.
+                None if in_flight.contains(&index) => None,
+                None if status.is_some() => None,
                 None => {
                     missed.push(index);
-                    group.miss(now)
+                    Some(group.miss(now))
                 }
             };
-            events.extend(changes);
-            statuses.push(status);
+            if let Some((changes, current_status)) = current {
+                events.extend(changes);
+                status = Some(current_status);
+            }
+            statuses.push(status.unwrap_or_else(|| group.status()));
         }
+        answers.extend(
+            late.into_iter()
+                .map(|(index, _, snapshot)| (index, Ok(snapshot))),
+        );
         Evaluation {
             events,
             statuses,
@@ -420,11 +467,10 @@ impl Groups {
         }
     }
 
-    /// Takes back the fetches of earlier evaluations that have ended since: their state,
-    /// and their failures (a failure counts at this evaluation; an answer for an earlier
-    /// time is not stepped, the group fetches again at this one).
-    async fn settle_earlier_fetches(&mut self) -> Vec<(usize, Result<Snapshot, ApiError>)> {
-        let mut failures = Vec::new();
+    /// Takes back the fetches of earlier evaluations that have ended since: their state, and
+    /// their answers with the time they were started for.
+    async fn settle_earlier_fetches(&mut self) -> Vec<(usize, Millis, Result<Snapshot, ApiError>)> {
+        let mut settled = Vec::new();
         for (index, group) in self.groups.iter_mut().enumerate() {
             let Some(inflight) = group
                 .inflight
@@ -432,15 +478,14 @@ impl Groups {
             else {
                 continue;
             };
+            let at = inflight.at;
             let joined = inflight.task.await;
             if let Some(fetched) = group.settle(joined) {
                 self.warmed |= fetched.warmed;
-                if let Err(error) = fetched.answer {
-                    failures.push((index, Err(error)));
-                }
+                settled.push((index, at, fetched.answer));
             }
         }
-        failures
+        settled
     }
 }
 
@@ -455,6 +500,7 @@ impl Group {
         now: Millis,
     ) -> Vec<(Slo, Event)> {
         self.health = previous.health;
+        self.evaluated_to = previous.evaluated_to;
         if incremental_for(strategy, &self.slo)
             && previous.slo.sli.error_ratio_template() == self.slo.sli.error_ratio_template()
             && previous.slo.period == self.slo.period

@@ -3001,3 +3001,81 @@ fn idle_and_slow_header_connections_are_capped_and_timed_out() {
     }
     drop(held);
 }
+
+/// Regression (hardening): one slow SLO delayed every SLO: the cycle waited up to an interval
+/// and a second for every normal fetch, so an SLO whose queries took most of an interval made
+/// the cycle run past the next tick, skipped for all groups (here an SLO whose queries hang
+/// past the interval: every other tick was skipped). Each group is now on its own: no tick is
+/// skipped, the fast SLO is evaluated every cycle, and an SLO whose queries take 0.9 s of the
+/// 1 s interval every cycle too, a little late.
+#[test]
+fn a_slow_slo_delays_no_other_and_is_evaluated_late_not_missed() {
+    const SLOW: &str = "order-service-slow";
+    const FAST: &str = "order-service-fast";
+    let prometheus = HttpStub::start(move |_, target, body| {
+        let request = format!("{target}{body}");
+        if request.contains("slow_requests_total") {
+            sleep(Duration::from_millis(900));
+        }
+        if request.contains("stuck_requests_total") {
+            sleep(Duration::from_secs(5));
+        }
+        Reply::json(
+            200,
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+        )
+    });
+    let setup = Setup::new(&prometheus.url(), "");
+    let base = spec("Requests that do not fail.", "99.9");
+    let (head, body) = base.split_once("slos:\n").expect("slos");
+    setup.write_spec(&format!(
+        "{head}slos:\n{}{}{}",
+        body.replace("requests-availability", "fast"),
+        body.replace("requests-availability", "slow")
+            .replace("http_requests_total", "slow_requests_total"),
+        body.replace("requests-availability", "stuck")
+            .replace("http_requests_total", "stuck_requests_total")
+    ));
+    std::fs::write(
+        setup.config(),
+        format!(
+            "prometheus:\n  url: {}\n  max_concurrency: 64\nevaluation_interval: 1s\n\
+             stale_after: 1h\nstrategy: query\nrules:\n  - slos.yaml\n",
+            prometheus.url()
+        ),
+    )
+    .expect("write config");
+    let serve = setup.serve();
+    let last_success = |slos: &Value, id: &str| {
+        slos["slos"]
+            .as_array()
+            .and_then(|all| all.iter().find(|slo| slo["id"] == id))
+            .map_or(Value::Null, |slo| slo["last_success"].clone())
+    };
+    let (mut slow, mut fast) = (Vec::new(), Vec::new());
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let slos = serve.slos();
+        for (id, seen) in [(SLOW, &mut slow), (FAST, &mut fast)] {
+            let at = last_success(&slos, id);
+            if !at.is_null() && !seen.contains(&at) {
+                seen.push(at);
+            }
+        }
+        sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = serve.get("/metrics");
+    let missed_ticks = metric_value(&metrics, "burnwatch_evaluations_missed_total");
+    assert_eq!(missed_ticks, Some(0.0), "ticks skipped\n{metrics}");
+    assert!(
+        fast.len() >= 10,
+        "the fast SLO evaluated {} times",
+        fast.len()
+    );
+    assert!(
+        slow.len() >= 9,
+        "the slow SLO evaluated {} times",
+        slow.len()
+    );
+    serve.assert_running();
+}
