@@ -91,6 +91,8 @@ pub(super) struct Ticker {
     due: Instant,
     /// Rehearsal: the virtual time of the next tick.
     next_virtual: Millis,
+    /// Live: the time the last tick evaluated at.
+    last_live: Option<Millis>,
 }
 
 impl Ticker {
@@ -100,6 +102,7 @@ impl Ticker {
         Ticker {
             due: Instant::now() + Duration::from_millis((next_virtual - now).max(0) as u64),
             next_virtual,
+            last_live: None,
         }
     }
 
@@ -112,11 +115,16 @@ impl Ticker {
     }
 
     /// The evaluation time of the tick that is due: a rehearsal's scheduled virtual time, or
-    /// the wall clock rounded to the interval.
-    pub(super) fn evaluation_time(&self, clock: &Clock, interval: Duration) -> Millis {
+    /// the wall clock rounded to the interval; `None`: this tick evaluates nothing (see
+    /// [`next_live`]).
+    pub(super) fn evaluation_time(&mut self, clock: &Clock, interval: Duration) -> Option<Millis> {
         match clock.rehearsal {
-            Some(_) => self.next_virtual,
-            None => rounded(wall_clock(), interval),
+            Some(_) => Some(self.next_virtual),
+            None => {
+                let at = next_live(self.last_live, wall_clock(), interval)?;
+                self.last_live = Some(at);
+                Some(at)
+            }
         }
     }
 
@@ -158,6 +166,20 @@ fn next_due(due: Instant, now: Instant, interval: Duration) -> (Instant, u64) {
 }
 
 /// `at` rounded to the nearest multiple of `interval`.
+/// The time a live tick evaluates at: the wall clock rounded to the interval, if that is
+/// after the last tick's. A wall clock stepped back a little (an NTP correction), or a tick
+/// that fires early, would round to the last tick's time (or before it) and evaluate a time
+/// twice: such a tick evaluates nothing, and the ticks go on once the clock has passed the
+/// last time again (never ahead of it). A step back of more than ten intervals is a new time,
+/// followed as it is, so evaluation never stalls waiting for the old one.
+fn next_live(last: Option<Millis>, wall: Millis, interval: Duration) -> Option<Millis> {
+    let at = rounded(wall, interval);
+    match last {
+        Some(last) if at <= last && last - at < 10 * millis(interval) => None,
+        _ => Some(at),
+    }
+}
+
 fn rounded(at: Millis, interval: Duration) -> Millis {
     let interval = millis(interval).max(1);
     (at + interval / 2).div_euclid(interval) * interval
@@ -245,6 +267,27 @@ mod tests {
         assert_eq!(
             rounded(1_700_000_029_999, Duration::from_secs(30)),
             1_700_000_040_000
+        );
+    }
+
+    /// Regression (hardening): a wall clock stepped back a little made two ticks evaluate the
+    /// same time (each change planned twice, `for` and reminders counted from a repeated
+    /// time).
+    #[test]
+    fn live_ticks_evaluate_at_strictly_later_times_unless_the_clock_jumps_far_back() {
+        let second = Duration::from_secs(1);
+        let t = 1_700_000_000_000;
+        assert_eq!(next_live(None, t + 300, second), Some(t));
+        assert_eq!(next_live(Some(t - 1_000), t + 300, second), Some(t));
+        // 400 ms back: it would round to the last tick's time; nothing is evaluated.
+        assert_eq!(next_live(Some(t), t - 100, second), None);
+        // A few seconds back: nothing until the clock is past the last time again.
+        assert_eq!(next_live(Some(t), t - 5_000, second), None);
+        assert_eq!(next_live(Some(t), t + 1_000, second), Some(t + 1_000));
+        // An hour back: the new time, as it is.
+        assert_eq!(
+            next_live(Some(t), t - 3_600_000, second),
+            Some(t - 3_600_000)
         );
     }
 

@@ -372,7 +372,13 @@ impl Daemon {
     pub(super) async fn tick(&mut self) {
         self.sync_role().await;
         let interval = self.loaded.config.evaluation_interval;
-        let now = self.ticker.evaluation_time(&self.clock, interval);
+        let Some(now) = self.ticker.evaluation_time(&self.clock, interval) else {
+            tracing::warn!(
+                "the wall clock went back to before the last evaluation; this tick evaluates nothing"
+            );
+            self.ticker.after_cycle(&mut self.clock, 0, interval);
+            return;
+        };
         let started = Instant::now();
         if super::version_due(&self.loaded.client, self.version_asked.elapsed()) {
             self.version_asked = Instant::now();
@@ -503,8 +509,9 @@ impl Daemon {
             Ok(Err((error, planner))) => {
                 tracing::error!(%error, "could not persist alert state and notifications; retrying next cycle");
                 let planner = *planner;
-                self.unsaved = planner.events;
+                self.unsaved = bound_unsaved(planner.events);
                 self.unsaved_meta = planner.meta;
+                self.unsaved_meta.truncate(MAX_UNSAVED);
             }
             Err(error) => tracing::error!(%error, "could not persist alert state"),
         }
@@ -569,6 +576,7 @@ impl Daemon {
         // A fetch that ended since the last cycle gives its state back for the checkpoint;
         // one still running (a warm start) is abandoned.
         self.groups.settle_for_shutdown().await;
+        let mut failed = None;
         if self.leads() {
             let saved = self.groups.export();
             // Changes whose save failed go with the last save (or the alert state stays as it
@@ -586,7 +594,12 @@ impl Daemon {
                 Err(error) if error.is_fenced() => {
                     tracing::warn!(%error, "stepped down: the alert state is the new leader's")
                 }
-                Err(error) => return Err(error.into()),
+                // The rest of the shutdown still happens (the checkpoint, the lease given up,
+                // delivery drained): the error is returned once it has.
+                Err(error) => {
+                    tracing::error!(%error, "could not save the alert state at shutdown");
+                    failed = Some(error);
+                }
             }
             // After the alert state, and never in its way: a failed checkpoint costs a warm
             // start.
@@ -600,8 +613,52 @@ impl Daemon {
         }
         self.delivery.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
-        Ok(())
+        match failed {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
     }
+}
+
+/// Alert changes kept at most while saves fail (the store is down): beyond this, each alert
+/// keeps only its first and its last unsaved change.
+const MAX_UNSAVED: usize = 10_000;
+
+/// Bounds the changes kept while saves fail, so that a long store outage does not grow memory
+/// without limit: past [`MAX_UNSAVED`], each (SLO, instance, tier) keeps its first change
+/// (what opened its incident) and its last (where it stands); the reminders and flaps in
+/// between are dropped, said in the log. Past that (more alerts than the bound), the oldest
+/// go.
+fn bound_unsaved(events: Vec<(Slo, Event)>) -> Vec<(Slo, Event)> {
+    if events.len() <= MAX_UNSAVED {
+        return events;
+    }
+    let before = events.len();
+    let key = |event: &Event| (event.slo_id.clone(), event.labels.clone(), event.tier);
+    let mut first = std::collections::HashMap::new();
+    let mut last = std::collections::HashMap::new();
+    for (index, (_, event)) in events.iter().enumerate() {
+        first.entry(key(event)).or_insert(index);
+        last.insert(key(event), index);
+    }
+    let mut kept: Vec<(Slo, Event)> = events
+        .into_iter()
+        .enumerate()
+        .filter(|(index, (_, event))| {
+            let key = key(event);
+            first.get(&key) == Some(index) || last.get(&key) == Some(index)
+        })
+        .map(|(_, change)| change)
+        .collect();
+    if kept.len() > MAX_UNSAVED {
+        kept.drain(..kept.len() - MAX_UNSAVED);
+    }
+    tracing::error!(
+        before,
+        kept = kept.len(),
+        "saves keep failing: of the unsaved alert changes, each alert keeps its first and last"
+    );
+    kept
 }
 
 /// Opens the state the config names: SQLite under `--state-dir`, or PostgreSQL shared with
@@ -681,4 +738,49 @@ async fn close_orphaned(store: &StoreHandle, loaded: &Loaded) -> Result<()> {
         tracing::info!(slos = ?orphaned, closed, "ended the alerts of SLOs no longer configured, in every sink");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Change;
+    use crate::notify::fixtures;
+    use crate::slo::TierKind;
+
+    /// Regression (hardening): while saves failed, the unsaved changes grew every cycle
+    /// without bound. Past the bound each alert keeps its first and last change.
+    #[test]
+    fn unsaved_changes_are_bounded_keeping_each_alerts_first_and_last() {
+        let slo = fixtures::slo("order-service", "https://runbooks.example.com/orders");
+        let mut events = Vec::new();
+        for cycle in 0..30 {
+            for route in 0..500 {
+                let change = if cycle == 0 {
+                    Change::Firing
+                } else {
+                    Change::Reminder
+                };
+                let event = fixtures::event(
+                    &slo.id,
+                    &format!("/r/{route}"),
+                    TierKind::Page,
+                    change,
+                    1_000 + cycle,
+                    1_000,
+                );
+                events.push((slo.clone(), event));
+            }
+        }
+        assert_eq!(events.len(), 15_000);
+        let kept = bound_unsaved(events);
+        assert_eq!(kept.len(), 1_000);
+        assert!(
+            kept[..500]
+                .iter()
+                .all(|(_, event)| event.change == Change::Firing)
+        );
+        assert!(kept[500..].iter().all(|(_, event)| event.at == 1_029));
+        let small: Vec<(Slo, Event)> = kept[..10].to_vec();
+        assert_eq!(bound_unsaved(small.clone()).len(), small.len());
+    }
 }

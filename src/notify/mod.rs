@@ -6,7 +6,7 @@ pub mod apply;
 pub mod console;
 pub mod deliver;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod matcher;
 pub mod outbox;
 pub mod queue;

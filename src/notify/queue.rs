@@ -28,7 +28,8 @@ fn json_column(row: &crate::store::Row, index: usize) -> Result<Value, StoreErro
 }
 
 /// Marks a row delivered (`?2` the time, `?3` what the receiver answered: a Slack `ts`) and
-/// lets its claim go, if the claim is still this replica's (`?4`) or nobody's.
+/// lets its claim go, only while it is pending and its claim is still this replica's (`?4`):
+/// a row whose claim ran out and was taken by another replica is that replica's to mark.
 const MARK_DELIVERED: &str =
     "UPDATE outbox SET state = 'delivered', delivered_at = ?2, result = ?3,
     in_flight_since = NULL, last_error = NULL, attempts = attempts + 1,
@@ -502,8 +503,9 @@ impl Store {
     }
 
     /// The order keys of the alerts Alertmanager has been told fire: their newest
-    /// Alertmanager notification is a firing one (no `endsAt`). A silence that begins later
-    /// must not let them lapse there: it mutes, it does not end the burn.
+    /// Alertmanager notification that was delivered is a firing one (no `endsAt`); rows still
+    /// pending or given up were not told. A silence that begins later must not let them lapse
+    /// there: it mutes, it does not end the burn.
     pub fn alertmanager_told_firing(
         &self,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
@@ -511,11 +513,11 @@ impl Store {
             // One pass: with MAX(), SQLite takes the bare columns from the newest row.
             Dialect::Sqlite => {
                 "SELECT order_key, json_extract(payload, '$.endsAt') IS NULL, MAX(id)
-                 FROM outbox WHERE sink = ?1 GROUP BY order_key"
+                 FROM outbox WHERE sink = ?1 AND state = 'delivered' GROUP BY order_key"
             }
             Dialect::Postgres => {
                 "SELECT DISTINCT ON (order_key) order_key, (payload::jsonb ->> 'endsAt') IS NULL
-                 FROM outbox WHERE sink = ?1 ORDER BY order_key, id DESC"
+                 FROM outbox WHERE sink = ?1 AND state = 'delivered' ORDER BY order_key, id DESC"
             }
         };
         let mut firing = std::collections::HashSet::new();
@@ -855,8 +857,13 @@ mod tests {
                 t,
             );
             queue(&mut store, &slo, &firing, t);
-            deliver_all(&mut store, t);
             let key = alertmanager_order_key(&slo.id, &firing.labels, TierKind::Page);
+            // Regression (hardening): a row still pending counted as told.
+            assert!(
+                !store.alertmanager_told_firing().unwrap().contains(&key),
+                "a pending row is not told"
+            );
+            deliver_all(&mut store, t);
             assert!(store.alertmanager_told_firing().unwrap().contains(&key));
             // Eight days later, still firing: the Slack root goes, the Alertmanager alert stays.
             store.prune_outbox(t + KEEP_DELIVERED + 86_400_000).unwrap();

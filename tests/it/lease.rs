@@ -635,3 +635,72 @@ async fn lease_tls_follows_libpq_sslmode() {
         }
     }
 }
+
+/// Regression (hardening): the leader's save locked the lease row `FOR SHARE` from its first
+/// statement, so a save longer than the lease (a mass firing against a distant PostgreSQL)
+/// made the leader's own renewal wait for it and time out: leadership flapped in the biggest
+/// incidents. The fence is checked last, just before the commit: while a save of 3 s runs
+/// (twice the lease), the leader renews every 300 ms, and the save commits.
+#[test]
+fn lease_a_long_save_does_not_hold_the_leaders_own_renewal() {
+    use burnwatch::store::{Fencing, Sql as _, Store};
+
+    let pg = Pg::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut a = contender(&pg);
+    let first = runtime
+        .block_on(a.acquire_or_renew(LEASE, "a", SHORT))
+        .expect("a asks");
+    assert!(first.leader, "{first:?}");
+    let mut store = Store::open_postgres_replica(&pg.url(), None).expect("store");
+    store
+        .set_fencing(Fencing::Leader(first.fence(LEASE).expect("a's fence")))
+        .expect("fence");
+    let saving = std::thread::spawn(move || {
+        let outcome = store.save_cycle(&[], |tx| {
+            tx.execute(
+                "write",
+                "INSERT INTO meta (key, value) VALUES ('long save', 'a')",
+                &[],
+            )?;
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        });
+        (outcome, store)
+    });
+    let started = Instant::now();
+    let mut renewals = 0;
+    while !saving.is_finished() {
+        let asked = Instant::now();
+        let renewed = runtime
+            .block_on(a.acquire_or_renew(LEASE, "a", SHORT))
+            .unwrap_or_else(|error| {
+                panic!("the leader's renewal failed during its own save: {error}")
+            });
+        assert!(
+            renewed.leader && renewed.epoch == first.epoch,
+            "{renewed:?}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(750),
+            "a renewal waited {:?} for the save",
+            asked.elapsed()
+        );
+        renewals += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (outcome, store) = saving.join().expect("saving thread");
+    outcome.expect("the long save commits: the leader still leads");
+    assert_eq!(
+        store.meta("long save").expect("meta"),
+        Some("a".to_string())
+    );
+    assert!(
+        renewals >= 5,
+        "{renewals} renewals in {:?}",
+        started.elapsed()
+    );
+}
