@@ -384,7 +384,8 @@ impl Daemon {
             self.version_asked = Instant::now();
             tokio::spawn(super::detect_source_version(self.loaded.client.clone()));
         }
-        let events = cycle(&self.loaded, &mut self.groups, &self.shared, now).await;
+        let leads = self.leads();
+        let events = cycle(&self.loaded, &mut self.groups, &self.shared, now, leads).await;
         if self.groups.warmed {
             super::release_freed_memory();
         }

@@ -929,8 +929,15 @@ fn incremental_for(strategy: Strategy, slo: &Slo) -> bool {
 }
 
 /// One evaluation of every group at `now` (see [`Groups::evaluate`]), with what `/metrics` and
-/// the HTTP face show of it; returns the alert changes.
-async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Millis) -> Vec<Event> {
+/// the HTTP face show of it; returns the alert changes. The `slo:*` series are exported by the
+/// leader only (`exports_slos`): a dashboard summing them over replicas counts each SLO once.
+async fn cycle(
+    loaded: &Loaded,
+    groups: &mut Groups,
+    shared: &Shared,
+    now: Millis,
+    exports_slos: bool,
+) -> Vec<Event> {
     let group::Evaluation {
         events,
         statuses,
@@ -978,16 +985,20 @@ async fn cycle(loaded: &Loaded, groups: &mut Groups, shared: &Shared, now: Milli
                 }
             }
         }
+        let exported: &[&Slo] = if exports_slos { &slos } else { &[] };
         metrics.set_slos(
-            &slos,
-            answers.iter().flat_map(|(index, answer)| {
-                let slo = slos[*index];
-                answer.iter().flat_map(move |snapshot| {
-                    snapshot.instances.keys().map(move |labels| {
-                        (slo, labels, move |window| snapshot.measure(labels, window))
+            exported,
+            answers
+                .iter()
+                .filter(|_| exports_slos)
+                .flat_map(|(index, answer)| {
+                    let slo = slos[*index];
+                    answer.iter().flat_map(move |snapshot| {
+                        snapshot.instances.keys().map(move |labels| {
+                            (slo, labels, move |window| snapshot.measure(labels, window))
+                        })
                     })
-                })
-            }),
+                }),
         );
         for index in missed {
             metrics

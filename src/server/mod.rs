@@ -522,6 +522,7 @@ async fn slos(State(shared): State<Arc<Shared>>) -> Response {
         "stale": status.stale,
         "stale_slos": status.stale_slos,
         "slos": *status.slos,
+        "replica": replica(&shared),
     }))
     .into_response()
 }
@@ -548,7 +549,21 @@ async fn alerts(State(shared): State<Arc<Shared>>) -> Response {
             })
         })
         .collect();
-    axum::Json(json!({ "alerts": alerts })).into_response()
+    axum::Json(json!({ "alerts": alerts, "replica": replica(&shared) })).into_response()
+}
+
+/// Which replica answers, with PostgreSQL replicas (`null` for one SQLite replica): a
+/// follower's alerts and SLOs are its own evaluation, which the leader's may differ from.
+fn replica(shared: &Shared) -> serde_json::Value {
+    shared
+        .ha
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map_or(
+            serde_json::Value::Null,
+            |ha| json!({ "name": ha.replica, "role": ha.role, "leader": ha.leader }),
+        )
 }
 
 /// Runs a store operation on the store's thread.

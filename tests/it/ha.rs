@@ -501,6 +501,30 @@ fn ha_two_replicas_page_once_and_resolve_in_place() {
         ready.contains("follower"),
         "/-/ready names the role: {ready}"
     );
+    // Regression (hardening): both replicas exported the slo:* series, so dashboards summing
+    // them over replicas counted every SLO twice. The leader exports them; the follower's API
+    // says whose view it is.
+    let slo_series = |serve: &Serve| {
+        crate::serve::parse_metrics(&serve.get("/metrics").1)
+            .iter()
+            .filter(|(name, _, _)| name.starts_with("slo:"))
+            .count()
+    };
+    let exported = settled(Duration::from_secs(5), true, || slo_series(lead) > 0);
+    assert!(exported, "the leader exports the slo:* series");
+    assert_eq!(
+        slo_series(follow),
+        0,
+        "the follower exports no slo:* series"
+    );
+    let alerts = follow.json("/api/v1/alerts");
+    assert_eq!(alerts["replica"]["role"], "follower", "{alerts}");
+    assert_eq!(
+        alerts["replica"]["leader"],
+        leader.replica.as_str(),
+        "{alerts}"
+    );
+    assert_eq!(lead.json("/api/v1/slos")["replica"]["role"], "leader");
 
     // The incident: one root, reminders in its thread, resolved in place.
     ha.live.target.set_error_ratio(BURNING);
