@@ -171,7 +171,7 @@ impl Daemon {
         );
         *shared.pages.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(groups.page_source());
         let ticker = Ticker::new(&clock, loaded.config.evaluation_interval);
-        Ok(Daemon {
+        let mut daemon = Daemon {
             last_checkpoint: clock.now(),
             options,
             loaded,
@@ -195,7 +195,27 @@ impl Daemon {
             am_payloads: HashMap::new(),
             ha,
             version_asked: Instant::now(),
-        })
+        };
+        if daemon.leads() {
+            daemon.recall_alertmanager_payloads().await;
+        }
+        Ok(daemon)
+    }
+
+    /// The payloads Alertmanager was last told of the alerts that fire, read back from the
+    /// outbox, so that re-sends after a restart or a change of leader carry the figures the
+    /// firing notification had.
+    async fn recall_alertmanager_payloads(&mut self) {
+        self.am_payloads.clear();
+        if self.loaded.config.notify.alertmanager.is_none() {
+            return;
+        }
+        match self.store.call(|store| store.last_told()).await {
+            Ok(told) => self.am_payloads = super::told_alertmanager_payloads(told),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read what Alertmanager was told; re-sends carry no figures until the next change")
+            }
+        }
     }
 
     /// Whether this replica saves alert state and plans notifications: always with SQLite,
@@ -254,11 +274,15 @@ impl Daemon {
         };
         let now = self.clock.now();
         let alerts = saved.len();
+        // The first checkpoint comes an interval of checkpoints after taking over, not in the
+        // first tick, where it would hold the new leader's first evaluations (the last
+        // leader's checkpoint is recent).
+        self.last_checkpoint = now;
         self.unsaved = self.groups.adopt(saved, now);
         self.unsaved_meta.clear();
         self.staleness.firing_since = stale_since.and_then(|since| since.parse().ok());
         self.staleness.named = None;
-        self.am_payloads.clear();
+        self.recall_alertmanager_payloads().await;
         if let Some(ha) = &mut self.ha {
             ha.leading = Some(fence);
         }

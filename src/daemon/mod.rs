@@ -534,6 +534,40 @@ impl PlanInput {
 
 /// Keeps the full Alertmanager alert (figures in its annotations) of every firing alert, as of
 /// its last firing or reminder, so re-sends do not strip the figures.
+/// The full payloads of the alerts Alertmanager was last told fire, read back from the outbox
+/// (`told`): what a new leader, or a restarted one, re-sends with their figures, as the
+/// leader that sent them did.
+fn told_alertmanager_payloads(
+    told: Vec<outbox::Told>,
+) -> HashMap<(String, InstanceLabels, TierKind), serde_json::Value> {
+    let mut payloads = HashMap::new();
+    for told in told {
+        if told.sink != outbox::Sink::Alertmanager || !told.firing() {
+            continue;
+        }
+        // `alertmanager|<slo id>|<labels as JSON>|<tier>`
+        let Some(rest) = told.order_key.strip_prefix("alertmanager|") else {
+            continue;
+        };
+        let Some((slo_id, rest)) = rest.split_once('|') else {
+            continue;
+        };
+        let Some((labels, tier)) = rest.rsplit_once('|') else {
+            continue;
+        };
+        let tier = match tier {
+            "page" => TierKind::Page,
+            "ticket" => TierKind::Ticket,
+            _ => continue,
+        };
+        let Ok(labels) = serde_json::from_str::<InstanceLabels>(labels) else {
+            continue;
+        };
+        payloads.insert((slo_id.to_string(), labels, tier), told.payload);
+    }
+    payloads
+}
+
 fn remember_alertmanager_payloads(
     payloads: &mut HashMap<(String, InstanceLabels, TierKind), serde_json::Value>,
     events: &[(Slo, Event)],

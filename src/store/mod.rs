@@ -1298,6 +1298,28 @@ mod tests {
         );
     }
 
+    /// Regression (hardening): after a PostgreSQL restart that no call saw (nothing asked
+    /// while it was down), the first call failed on the dead connection. The store notices
+    /// the connection ended before it calls.
+    #[test]
+    fn the_first_call_after_an_unseen_postgres_restart_works() {
+        let (mut backend, store) = testing::stores().pop().expect("stores");
+        assert_eq!(backend.name, "postgres");
+        let handle = StoreHandle::spawn(store).expect("spawn");
+        handle
+            .call_blocking(|store| store.set_meta("k", "1"))
+            .expect("write");
+        backend.stop_server();
+        backend.start_server_again();
+        assert_eq!(
+            handle
+                .call_blocking(|store| store.meta("k"))
+                .expect("the first call after the restart")
+                .as_deref(),
+            Some("1")
+        );
+    }
+
     #[test]
     fn a_checkpoint_is_written_in_chunks_kept_whole_and_read_as_a_stream() {
         for (_backend, mut store) in crate::store::testing::stores() {

@@ -465,6 +465,17 @@ impl Pg {
     /// Connects again if the connection broke (PostgreSQL restarted, a network cut): the
     /// calls made while it was down failed, the next ones work once it is back.
     pub fn heal(&mut self) -> Result<(), StoreError> {
+        // The connection's task runs only while this thread drives the runtime: give it a
+        // turn to read what the server sent while no call was made (a restart's "terminating
+        // connection", or the socket's end), so a dead connection is seen before the call,
+        // not by it.
+        if !self.client.is_closed() {
+            self.runtime.block_on(async {
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
         if !self.client.is_closed() {
             return Ok(());
         }

@@ -1486,3 +1486,43 @@ fn an_slo_removed_while_down_ends_in_every_sink() {
         1
     );
 }
+
+/// Regression (hardening): after a restart (or a change of leader) the re-sends that keep a
+/// firing alert active at Alertmanager carried no figures (the payloads were remembered in
+/// the process only): Alertmanager's alert lost its `burn_rate` and summary until the next
+/// change. The payloads are read back from the outbox.
+#[test]
+fn alertmanager_resends_keep_their_figures_across_a_restart() {
+    let alertmanager = Alertmanager::start_version(AmVersion::V0_35);
+    let notify = format!(
+        "  alertmanager:\n    url: {}\n    resend_interval: 1s\n",
+        alertmanager.url()
+    );
+    let live = setup(0.0, "1h", &notify);
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    live.target.set_error_ratio(BURNING);
+    let figures = |alerts: &[Value]| {
+        alerts
+            .iter()
+            .find(|alert| alert["labels"]["slo"] == "requests-availability")
+            .map(|alert| alert["annotations"]["burn_rate"].clone())
+    };
+    alertmanager.wait_for_alerts("the firing alert with its figures", WAIT, |alerts| {
+        figures(alerts).is_some_and(|burn| burn.is_string())
+    });
+    let status = serve.stop("TERM");
+    assert!(status.success(), "{}", serve.diagnostics());
+    drop(serve);
+    let serve = live.setup.serve();
+    serve.wait_ready();
+    // Several re-sends later (every second), the alert still carries its figures.
+    serve.wait_evaluations(4);
+    std::thread::sleep(Duration::from_secs(3));
+    let alerts = alertmanager.alerts();
+    let burn = figures(&alerts).expect("the alert is still active");
+    assert!(
+        burn.is_string(),
+        "the re-sent alert lost its figures: {alerts:?}"
+    );
+}
