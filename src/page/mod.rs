@@ -46,6 +46,8 @@ pub struct Snapshot<'a> {
     pub last_evaluation: Option<Millis>,
     /// The source's version and the window arithmetic followed (`None`: no source, the demo).
     pub source_version: Option<&'a crate::source::version::SourceVersion>,
+    /// With PostgreSQL replicas, a follower's note: whose page this is, and who leads.
+    pub replica: Option<String>,
 }
 
 /// ` · Prometheus 3.16.0, windows as prometheus-3 (detected)`, the reason as its title.
@@ -278,7 +280,7 @@ pub fn list(snapshot: &Snapshot, query: &ListQuery) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
-        r#"<p class="muted">{} instance(s) shown, {firing} firing{}{}{}</p>"#,
+        r#"<p class="muted">{} instance(s) shown, {firing} firing{}{}{}{}</p>"#,
         rows.len(),
         snapshot
             .last_evaluation
@@ -289,7 +291,12 @@ pub fn list(snapshot: &Snapshot, query: &ListQuery) -> String {
         } else {
             format!(" · stale: {}", escape(&snapshot.stale.join(", ")))
         },
-        snapshot.source_version.map(source_line).unwrap_or_default()
+        snapshot.source_version.map(source_line).unwrap_or_default(),
+        snapshot
+            .replica
+            .as_deref()
+            .map(|note| format!(r#" · <span id="replica">{}</span>"#, escape(note)))
+            .unwrap_or_default()
     );
     let option = |value: &str, label: &str, current: &str| {
         format!(

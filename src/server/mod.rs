@@ -115,6 +115,19 @@ async fn status_page(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // A follower's figures are its own evaluation: the page says so, and who leads.
+    let follower_note = shared
+        .ha
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|ha| ha.role == crate::daemon::Role::Follower)
+        .map(|ha| {
+            format!(
+                "this replica follows (leader: {}): its own evaluation; the leader's notifications are the ones sent",
+                ha.leader.as_deref().unwrap_or("none yet")
+            )
+        });
     let drawn = tokio::task::spawn_blocking(move || {
         crate::page::list(
             &crate::page::Snapshot {
@@ -124,6 +137,7 @@ async fn status_page(
                 stale: &stale,
                 last_evaluation,
                 source_version: source_version.as_ref(),
+                replica: follower_note,
             },
             &query,
         )

@@ -525,6 +525,15 @@ fn ha_two_replicas_page_once_and_resolve_in_place() {
         "{alerts}"
     );
     assert_eq!(lead.json("/api/v1/slos")["replica"]["role"], "leader");
+    let (_, page) = follow.get("/");
+    assert!(
+        page.contains(&format!(
+            "this replica follows (leader: {})",
+            leader.replica
+        )),
+        "the follower's status page says whose view it is"
+    );
+    assert!(!lead.get("/").1.contains("this replica follows"));
 
     // The incident: one root, reminders in its thread, resolved in place.
     ha.live.target.set_error_ratio(BURNING);
