@@ -580,6 +580,11 @@ fn replica(shared: &Shared) -> serde_json::Value {
         )
 }
 
+/// A 500 saying what failed (a store error: never a secret).
+fn internal(error: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+}
+
 /// Runs a store operation on the store's thread.
 async fn with_store<T: Send + 'static>(
     shared: &Arc<Shared>,
@@ -599,7 +604,7 @@ fn now() -> crate::slo::Millis {
 async fn outbox(State(shared): State<Arc<Shared>>) -> Response {
     match with_store(&shared, |store| store.outbox_rows()).await {
         Ok(rows) => axum::Json(json!({ "notifications": rows })).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => internal(error),
     }
 }
 
@@ -673,7 +678,7 @@ async fn silences(
             listed.extend(stored.iter().map(|silence| silence_json(silence, "api")));
             axum::Json(json!({ "silences": listed, "next": next.flatten() })).into_response()
         }
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => internal(error),
     }
 }
 
@@ -696,7 +701,7 @@ async fn one_silence(
     match with_store(&shared, move |store| store.silence(&id, now)).await {
         Ok(Some(silence)) => axum::Json(silence_json(&silence, "api")).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such active silence\n").into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => internal(error),
     }
 }
 
@@ -820,7 +825,7 @@ async fn add_silence(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
             ),
         )
             .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => internal(error),
     }
 }
 
@@ -845,7 +850,7 @@ async fn expire_silence(
             "no such active silence (config silences end by editing the config)\n",
         )
             .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => internal(error),
     }
 }
 
