@@ -410,7 +410,8 @@ impl Daemon {
         }
         let leads = self.leads();
         let events = cycle(&self.loaded, &mut self.groups, &self.shared, now, leads).await;
-        if self.groups.warmed {
+        // After a warm start, or answers large enough to leave a high-water mark.
+        if self.groups.warmed | crate::source::prometheus::take_large_answers() {
             super::release_freed_memory();
         }
         let stale = health::stale_slos(

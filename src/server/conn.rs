@@ -1,9 +1,12 @@
 //! The HTTP face's connections, bounded so that no number of slow, idle or hostile callers
 //! takes what evaluation and delivery need:
 //!
-//! - at most `web.max_connections` are served at once: the listener accepts only while a
-//!   slot is free, so more callers wait in the kernel's accept queue and hold none of the
-//!   process's file descriptors (Prometheus's `--web.max-connections`);
+//! - at most `web.max_connections` are served at once (Prometheus's
+//!   `--web.max-connections`). At the cap, a new caller takes the slot of the connection that
+//!   has waited longest without a request in service (an idle keep-alive, a caller still
+//!   sending its headers), so a flood of idle or slow sockets cannot keep a health check or a
+//!   scrape out; only when every slot serves a request does the caller wait in the kernel's
+//!   accept queue, holding none of the process's file descriptors;
 //! - a connection has `web.read_header_timeout` to send a request's headers, counted from
 //!   when it opens or finished its previous request, so a slow-header caller and an idle
 //!   keep-alive connection both give their slot back (hyper's header read timeout, as Go's
@@ -11,9 +14,11 @@
 //! - a request, its body included, has `web.request_timeout`;
 //! - an `accept` that fails (out of descriptors) is retried after a pause, never fatal.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -87,15 +92,10 @@ pub async fn serve(
         within(timeout, request, next)
     }));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Open::default());
     let mut accept_errors = 0u64;
+    let mut next_id = 0u64;
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -110,19 +110,75 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // At the cap: the longest-waiting connection without a request in service
+                // gives its slot up; if every one serves a request, wait for one to end.
+                open.evict_oldest_idle();
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            stream,
-            remote,
-            app.clone(),
-            limits.read_header_timeout,
-            shutdown.clone(),
-            slot,
-        ));
+        next_id += 1;
+        let state = open.add(next_id);
+        let open = open.clone();
+        let (app, shutdown, read_header_timeout) =
+            (app.clone(), shutdown.clone(), limits.read_header_timeout);
+        tokio::spawn(async move {
+            connection(stream, remote, app, read_header_timeout, shutdown, state).await;
+            open.remove(next_id);
+            drop(slot);
+        });
     }
     drop(listener);
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(DRAIN, slots.acquire_many(all)).await;
+}
+
+/// A served connection's state, seen by the accept loop.
+#[derive(Default)]
+struct ConnState {
+    /// A request is in service (its handler has not answered yet).
+    busy: AtomicBool,
+    /// Closes the connection (the accept loop needs its slot).
+    evict: CancellationToken,
+}
+
+/// The connections served, in the order they were accepted.
+#[derive(Default)]
+struct Open(Mutex<BTreeMap<u64, Arc<ConnState>>>);
+
+impl Open {
+    fn add(&self, id: u64) -> Arc<ConnState> {
+        let state = Arc::new(ConnState::default());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
+        state
+    }
+
+    fn remove(&self, id: u64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Closes the oldest connection that serves no request and is not being closed already.
+    fn evict_oldest_idle(&self) {
+        let open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = open
+            .values()
+            .find(|state| !state.busy.load(Ordering::Relaxed) && !state.evict.is_cancelled())
+        {
+            state.evict.cancel();
+        }
+    }
 }
 
 async fn connection(
@@ -131,12 +187,18 @@ async fn connection(
     app: Router,
     read_header_timeout: Duration,
     shutdown: CancellationToken,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    state: Arc<ConnState>,
 ) {
+    let evict = state.evict.clone();
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(app.oneshot(request).await.into_response()) }
+        let (app, state) = (app.clone(), state.clone());
+        state.busy.store(true, Ordering::Relaxed);
+        async move {
+            let response = app.oneshot(request).await.into_response();
+            state.busy.store(false, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -151,6 +213,8 @@ async fn connection(
                 tracing::debug!(%error, %remote, "HTTP connection ended");
             }
         }
+        // Its slot is wanted by a new caller, and it serves no request: closed now.
+        () = evict.cancelled() => {}
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, connection).await;

@@ -86,6 +86,20 @@ pub struct Endpoint {
 /// (a warm start's 12-hour slice of 5-minute increments) are about 45 MB.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 << 20;
 
+/// An answer at least this large (read whole, or refused past the cap) leaves freed memory
+/// worth handing back to the system once the cycle is over ([`take_large_answers`]).
+const LARGE_ANSWER_BYTES: usize = 8 << 20;
+
+/// Whether an answer of [`LARGE_ANSWER_BYTES`] or more was read since the last call.
+static LARGE_ANSWERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a large answer was read (or refused) since the last call; the daemon then trims
+/// the heap after its cycle, so the resident size does not stay at the answer's high-water
+/// mark.
+pub fn take_large_answers() -> bool {
+    LARGE_ANSWERS.swap(false, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let headers: Vec<String> = self
@@ -605,9 +619,13 @@ impl Client {
         let mut body = bytes::BytesMut::with_capacity(announced as usize);
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > limit {
+                LARGE_ANSWERS.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
+        }
+        if body.len() >= LARGE_ANSWER_BYTES {
+            LARGE_ANSWERS.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(body.freeze())
     }
