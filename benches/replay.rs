@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use burnwatch::config::{Document, load_str};
 use burnwatch::replay::{self, Range};
-use burnwatch::source::openmetrics;
+use burnwatch::source::{openmetrics, recorded};
 
 const SPEC: &str = r#"version: burnwatch/v1
 service: bench
@@ -99,9 +99,19 @@ fn main() {
         other => panic!("bench spec: {other:?}"),
     };
     let started = Instant::now();
-    let text = std::fs::read_to_string(&path).expect("read");
-    let recording = openmetrics::parse("bench.om", &text).expect("parse");
-    drop(text);
+    // As `replay --data` reads it: streamed, keeping the series the SLOs select.
+    let file = std::fs::File::open(&path).expect("open");
+    let selection = recorded::selection(&slos);
+    let keep = openmetrics::Keep {
+        selection: Some(&selection),
+        limits: openmetrics::Limits::DEFAULT,
+    };
+    let recording = openmetrics::read(
+        "bench.om",
+        std::io::BufReader::with_capacity(1 << 20, file),
+        keep,
+    )
+    .expect("parse");
     let parsed = started.elapsed();
     let range = Range::resolve(&recording, None, None, Duration::from_secs(60)).expect("range");
     let timeline = replay::run(&slos, &recording, range);

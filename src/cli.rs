@@ -136,6 +136,14 @@ pub struct SourceArgs {
     /// server's version, detected (as `serve` does; `prometheus.semantics` pins it).
     #[arg(long, value_parser = parse_semantics)]
     semantics: Option<Semantics>,
+    /// With --data: the most series to keep from the recording (series no SLO selects are
+    /// skipped and not counted); a recording needing more is refused.
+    #[arg(long, default_value_t = openmetrics::Limits::DEFAULT.max_series)]
+    max_series: usize,
+    /// With --data: the most samples to keep from the recording (16 bytes each in memory); a
+    /// recording needing more is refused.
+    #[arg(long, default_value_t = openmetrics::Limits::DEFAULT.max_samples)]
+    max_samples: usize,
 }
 
 /// `replay`'s arguments.
@@ -339,8 +347,8 @@ fn parse_semantics(text: &str) -> Result<Semantics, String> {
 
 /// Where a replay reads history from.
 enum History {
-    /// A recording, and the window arithmetic to measure it with.
-    File(PathBuf, Semantics),
+    /// A recording, the window arithmetic to measure it with, and how much of it to keep.
+    File(PathBuf, Semantics, openmetrics::Limits),
     Prometheus(crate::source::prometheus::Client),
 }
 
@@ -358,9 +366,14 @@ fn load_source(source: &SourceArgs) -> Result<(Vec<Slo>, History)> {
         crate::source::prometheus::install_crypto_provider();
     }
     let history = match (&source.data, &daemon_config, &source.prometheus) {
-        (Some(data), _, _) => {
-            History::File(data.clone(), source.semantics.unwrap_or(Semantics::CURRENT))
-        }
+        (Some(data), _, _) => History::File(
+            data.clone(),
+            source.semantics.unwrap_or(Semantics::CURRENT),
+            openmetrics::Limits {
+                max_series: source.max_series,
+                max_samples: source.max_samples,
+            },
+        ),
         (None, Some((config, path)), _) => {
             let mut config = config.clone();
             if let Some(prometheus) = &mut config.prometheus {
@@ -382,10 +395,25 @@ fn load_source(source: &SourceArgs) -> Result<(Vec<Slo>, History)> {
     Ok((slos, history))
 }
 
-fn read_recording(data: &std::path::Path, semantics: Semantics) -> Result<openmetrics::Recording> {
-    let text =
-        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
-    let mut recording = openmetrics::parse(&data.display().to_string(), &text)?;
+/// Reads a recording as a stream, keeping only the series the SLOs select, within `limits`.
+fn read_recording(
+    data: &std::path::Path,
+    slos: &[Slo],
+    semantics: Semantics,
+    limits: openmetrics::Limits,
+) -> Result<openmetrics::Recording> {
+    let file =
+        std::fs::File::open(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let selection = crate::source::recorded::selection(slos);
+    let keep = openmetrics::Keep {
+        selection: Some(&selection),
+        limits,
+    };
+    let mut recording = openmetrics::read(
+        &data.display().to_string(),
+        io::BufReader::with_capacity(1 << 20, file),
+        keep,
+    )?;
     recording.semantics = semantics;
     Ok(recording)
 }
@@ -421,12 +449,13 @@ fn replay_command(args: ReplayArgs) -> Result<i32> {
         bail!("--format csv needs --score");
     }
     let timeline = match history {
-        History::File(data, semantics) => {
-            let recording = read_recording(&data, semantics)?;
+        History::File(data, semantics, limits) => {
+            let recording = read_recording(&data, &slos, semantics, limits)?;
             let range = Range::resolve(&recording, from, to, step).map_err(anyhow::Error::msg)?;
             tracing::info!(
                 series = recording.series.len(),
                 samples = recording.samples,
+                skipped_samples = recording.skipped_samples,
                 "replaying {} .. {}",
                 replay::format_time(range.from),
                 replay::format_time(range.to)
@@ -465,7 +494,7 @@ fn scoring_recording(
     step: Duration,
 ) -> Result<(openmetrics::Recording, Range)> {
     let recording = match history {
-        History::File(data, semantics) => read_recording(data, *semantics)?,
+        History::File(data, semantics, limits) => read_recording(data, slos, *semantics, *limits)?,
         History::Prometheus(client) => {
             let (Some(from), Some(to)) = (from, to) else {
                 bail!("scoring Prometheus's history needs --from and --to")

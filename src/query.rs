@@ -59,11 +59,15 @@ impl CounterQuery {
                 .map(|(_, value)| value.as_str())
                 .unwrap_or("")
         };
-        value_of("__name__") == self.metric
-            && self
-                .matchers
-                .iter()
-                .all(|matcher| matcher.is_match(value_of(&matcher.name)))
+        value_of("__name__") == self.metric && self.matchers_match(value_of)
+    }
+
+    /// Whether the label matchers (the metric name aside) accept a series whose label values
+    /// `value_of` gives ("" for a label it does not have).
+    pub fn matchers_match<'v>(&self, value_of: impl Fn(&str) -> &'v str) -> bool {
+        self.matchers
+            .iter()
+            .all(|matcher| matcher.is_match(value_of(&matcher.name)))
     }
 
     /// Parses a counter-query template, or says why it does not have the recognised shape.

@@ -148,9 +148,16 @@ impl Range {
         to: Option<Millis>,
         step: Duration,
     ) -> Result<Range, String> {
-        let (first, last) = recording
-            .time_range()
-            .ok_or("the recording has no samples")?;
+        let (first, last) = recording.time_range().ok_or_else(|| {
+            if recording.skipped_samples == 0 {
+                "the recording has no samples".to_string()
+            } else {
+                format!(
+                    "the recording has no samples of the series the SLOs select ({} samples of other series were skipped)",
+                    recording.skipped_samples
+                )
+            }
+        })?;
         let range = Range::ordered(from.unwrap_or(first), to.unwrap_or(last), step)?;
         range.within_max_steps().map_err(|message| {
             let file = &recording.file;

@@ -116,14 +116,17 @@ impl std::str::FromStr for Semantics {
     }
 }
 
-/// One counter series: its labels (`__name__` included) and its samples in time order.
+/// One counter series: its labels (`__name__` included) and its samples in time order, 16 bytes
+/// a sample (a time and a value) and 16 more per counter reset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub labels: Vec<(String, String)>,
     timestamps: Vec<Millis>,
     values: Vec<f64>,
-    /// `reset_sums[i]`: sum of the values just before each reset among samples `0..=i`.
-    reset_sums: Vec<f64>,
+    /// One entry per counter reset, in sample order: (the index of the first sample after the
+    /// reset, the sum of the values just before each reset up to and including this one).
+    /// Counters rarely reset, so this is kept sparse rather than a sum per sample.
+    resets: Vec<(usize, f64)>,
 }
 
 impl Series {
@@ -132,20 +135,36 @@ impl Series {
             labels,
             timestamps: Vec::new(),
             values: Vec::new(),
-            reset_sums: Vec::new(),
+            resets: Vec::new(),
         }
     }
 
     /// Appends a sample; the caller guarantees `at` is after the last sample.
     pub fn push(&mut self, at: Millis, value: f64) {
-        let previous_sum = self.reset_sums.last().copied().unwrap_or(0.0);
-        let lost = match self.values.last() {
-            Some(&previous) if value < previous => previous,
-            _ => 0.0,
-        };
+        if let Some(&previous) = self.values.last()
+            && value < previous
+        {
+            let previous_sum = self.resets.last().map_or(0.0, |&(_, sum)| sum);
+            self.resets
+                .push((self.values.len(), previous_sum + previous));
+        }
         self.timestamps.push(at);
         self.values.push(value);
-        self.reset_sums.push(previous_sum + lost);
+    }
+
+    /// Gives back the room the sample vectors grew into beyond their samples.
+    pub fn shrink_to_fit(&mut self) {
+        self.timestamps.shrink_to_fit();
+        self.values.shrink_to_fit();
+        self.resets.shrink_to_fit();
+    }
+
+    /// The sum of the values just before each reset among samples `0..=index`.
+    fn reset_sum(&self, index: usize) -> f64 {
+        match self.resets.partition_point(|&(at, _)| at <= index) {
+            0 => 0.0,
+            after => self.resets[after - 1].1,
+        }
     }
 
     pub fn last_timestamp(&self) -> Option<Millis> {
@@ -201,7 +220,7 @@ impl Series {
         }
         let last = hi - 1;
         let first_value = self.values[lo];
-        let raw = self.values[last] - first_value + (self.reset_sums[last] - self.reset_sums[lo]);
+        let raw = self.values[last] - first_value + (self.reset_sum(last) - self.reset_sum(lo));
         Some(extrapolate(
             semantics,
             raw,

@@ -14,8 +14,19 @@ use crate::burn::WindowValue;
 use crate::engine::InstanceLabels;
 use crate::query::{CounterQuery, LocalSli};
 use crate::slo::{Millis, Slo, millis};
-use crate::source::openmetrics::Recording;
+use crate::source::openmetrics::{Recording, Selection};
 use crate::window::{Cursor, Semantics, Series};
+
+/// The series the SLOs of a replay read from a recording: those the counter queries of their
+/// SLIs select. Reading a recording keeps only these (see [`crate::source::openmetrics::read`]);
+/// an SLO that cannot be replayed from a recording selects none.
+pub fn selection(slos: &[Slo]) -> Selection {
+    let locals: Vec<LocalSli> = slos.iter().filter_map(|slo| slo.sli.local().ok()).collect();
+    Selection::new(locals.iter().flat_map(|local| {
+        let (numerator, total) = local.queries();
+        [numerator, total]
+    }))
+}
 
 /// One SLO instance bound to the recorded series that feed it.
 #[derive(Debug, Clone)]

@@ -266,23 +266,44 @@ fn replay_text_timeline_of_the_seed_incident() {
     expect_file!["../data/golden/seed-incident-timeline.txt"].assert_eq(&text(&output.stdout));
 }
 
+/// Bad data in a series the SLOs select is an error naming the line. A series no SLO selects
+/// is skipped unread beyond its syntax, so its samples out of order are no error; a recording
+/// with nothing the SLOs select says so.
 #[test]
 fn replay_reports_bad_data_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("bad.om");
-    std::fs::write(&data, "http_requests_total{code=\"200\"} 1 1700000000\nhttp_requests_total{code=\"200\"} 2 1699999990\n").unwrap();
-    let output = burnwatch(&[
-        "replay",
-        "--spec",
-        "rules/",
-        "--data",
-        data.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
+    let replay = |contents: &str| {
+        std::fs::write(&data, contents).unwrap();
+        let output = burnwatch(&[
+            "replay",
+            "--spec",
+            "rules/",
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        text(&output.stderr).trim().to_string()
+    };
     assert_eq!(
-        text(&output.stderr).trim(),
+        replay(
+            "http_requests_total{code=\"200\",service=\"order-service\"} 1 1700000000\nhttp_requests_total{code=\"200\",service=\"order-service\"} 2 1699999990\n"
+        ),
         format!(
-            "burnwatch: {}:2: sample at 1699999990 is not after the previous sample of http_requests_total{{code=\"200\"}} at 1700000000 (samples of a series must be in time order)",
+            "burnwatch: {}:2: sample at 1699999990 is not after the previous sample of http_requests_total{{code=\"200\",service=\"order-service\"}} at 1700000000 (samples of a series must be in time order)",
+            data.display()
+        )
+    );
+    assert_eq!(
+        replay(
+            "http_requests_total{code=\"200\"} 1 1700000000\nhttp_requests_total{code=\"200\"} 2 1699999990\n"
+        ),
+        "burnwatch: the recording has no samples of the series the SLOs select (2 samples of other series were skipped)"
+    );
+    assert_eq!(
+        replay("http_requests_total{code=\"200\"} 1 1700000000\nup{} x 1699999990\n"),
+        format!(
+            "burnwatch: {}:2: \"x\" is not a sample value",
             data.display()
         )
     );
@@ -511,4 +532,187 @@ fn state_postgres_is_checked_and_an_unreachable_database_fails_serve_without_the
         !state_dir.exists(),
         "serve created a SQLite state although the state is in PostgreSQL"
     );
+}
+
+/// A recording for `rules/order-service.yaml`: two hours of 30s scrapes of `routes` routes'
+/// request counters (one burst of errors on the first route), and `noise` series no SLO
+/// selects, each with two samples, half of them `http_requests_total` of other services and
+/// half of another metric, first and last in the same two hours.
+fn order_service_recording(routes: usize, noise: usize) -> String {
+    use std::fmt::Write as _;
+    const START: i64 = 1_700_000_000;
+    let mut out = String::from("# TYPE http_requests counter\n");
+    let noise_line = |out: &mut String, index: usize, value: u64, at: i64| {
+        if index.is_multiple_of(2) {
+            writeln!(
+                out,
+                "http_requests_total{{code=\"200\",route=\"/n\",service=\"noise-{index}\"}} {value} {at}"
+            )
+        } else {
+            writeln!(
+                out,
+                "node_cpu_seconds_total{{cpu=\"{index}\",instance=\"host-{index}:9100\",mode=\"idle\"}} {value} {at}"
+            )
+        }
+        .unwrap();
+    };
+    for index in 0..noise {
+        noise_line(&mut out, index, 1, START);
+    }
+    for route in 0..routes {
+        for code in ["200", "500"] {
+            let mut value = 0;
+            for scrape in 0..240 {
+                let at = START + 30 * scrape;
+                let burst = route == 0 && (120..150).contains(&scrape);
+                value += match (code, burst) {
+                    ("500", true) => 30,
+                    ("500", false) => u64::from(scrape % 10 == 0),
+                    _ => 300,
+                };
+                writeln!(
+                    out,
+                    "http_requests_total{{code=\"{code}\",route=\"/r{route}\",service=\"order-service\"}} {value} {at}"
+                )
+                .unwrap();
+            }
+        }
+    }
+    for index in 0..noise {
+        noise_line(&mut out, index, 2, START + 30 * 239);
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// A finished run of the binary and its peak resident memory.
+struct Measured {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    peak_rss_mib: f64,
+}
+
+/// Runs burnwatch, reading its peak RSS (`VmHWM`) from /proc every 2 ms while it runs. (Not
+/// `wait4`'s `ru_maxrss`: Linux counts into it the memory of the test process the child was
+/// spawned from.) The last reading is at most 2 ms before it exits.
+fn burnwatch_measured(args: &[&str]) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("run burnwatch");
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib: u64 = 0;
+    let status = loop {
+        let high_water = std::fs::read_to_string(&status_path)
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            });
+        peak_kib = peak_kib.max(high_water.unwrap_or(0));
+        if let Some(status) = child.try_wait().expect("wait for burnwatch") {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    Measured {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).unwrap(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+        peak_rss_mib: peak_kib as f64 / 1024.0,
+    }
+}
+
+/// Regression: `replay --data` read the whole file into memory and kept every series of it,
+/// those no SLO selects included (2 million series took 5.1 GB). It now streams the file and
+/// keeps only the series the SLOs select: 200,000 other series (a 30 MB file, which took
+/// about 200 MiB before) leave its peak RSS far below the file's size, and the timeline is
+/// the one of the same recording without them.
+#[test]
+fn replay_skips_series_no_slo_selects_and_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.om");
+    let noisy = dir.path().join("noisy.om");
+    std::fs::write(&clean, order_service_recording(3, 0)).unwrap();
+    let noisy_text = order_service_recording(3, 200_000);
+    let noisy_mib = noisy_text.len() as f64 / (1 << 20) as f64;
+    std::fs::write(&noisy, noisy_text).unwrap();
+    let replay = |data: &Path| {
+        burnwatch_measured(&[
+            "replay",
+            "--spec",
+            "rules/order-service.yaml",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+    };
+    let (clean, noisy) = (replay(&clean), replay(&noisy));
+    for run in [&clean, &noisy] {
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    assert!(
+        clean.stdout.contains("firing"),
+        "the burst pages: {}",
+        clean.stdout
+    );
+    assert_eq!(noisy.stdout, clean.stdout);
+    assert!(
+        noisy.peak_rss_mib < 40.0 && noisy.peak_rss_mib < noisy_mib,
+        "peak RSS {:.1} MiB replaying a {noisy_mib:.1} MiB recording (the same without the other series: {:.1} MiB)",
+        noisy.peak_rss_mib,
+        clean.peak_rss_mib
+    );
+}
+
+/// A recording holding more series or samples the SLOs select than `--max-series` or
+/// `--max-samples` allow is refused at the line that would exceed them, with the flag to
+/// raise; series no SLO selects count towards neither.
+#[test]
+fn replay_refuses_a_recording_over_its_limits_naming_the_line_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("big.om");
+    std::fs::write(&data, order_service_recording(2, 1_000)).unwrap();
+    let file = data.display();
+    let replay = |limit: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "--spec",
+            "rules/order-service.yaml",
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend(limit);
+        burnwatch(&args)
+    };
+    // 4 series of 240 samples the SLOs select, after 1,000 they do not (lines 2..=1001).
+    assert!(
+        replay(&["--max-series", "4", "--max-samples", "960"])
+            .status
+            .success()
+    );
+    let cases: [(&[&str], String); 2] = [
+        (
+            &["--max-series", "3"],
+            format!(
+                "burnwatch: {file}:1722: refusing to keep more than 3 series (--max-series): 3 series and 720 samples were kept before this line; raise --max-series, or select fewer series"
+            ),
+        ),
+        (
+            &["--max-samples", "959"],
+            format!(
+                "burnwatch: {file}:1961: refusing to keep more than 959 samples (--max-samples, 16 bytes each in memory): 4 series and 959 samples were kept before this line; raise --max-samples, or replay a shorter recording"
+            ),
+        ),
+    ];
+    for (limit, expected) in cases {
+        let output = replay(limit);
+        assert_eq!(output.status.code(), Some(1), "{limit:?}");
+        assert_eq!(text(&output.stderr).trim(), expected, "{limit:?}");
+    }
 }
