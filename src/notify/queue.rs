@@ -666,14 +666,6 @@ impl SilenceCache {
             active.iter().map(|silence| silence.id.as_str()).collect();
         self.compiled.retain(|id, _| ids.contains(id.as_str()));
     }
-
-    pub fn len(&self) -> usize {
-        self.compiled.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.compiled.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -751,7 +751,7 @@ fn run_transaction<T>(
     work: impl FnOnce(&Tx) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     if *fencing == Fencing::Follower {
-        return check_fence_free(fencing);
+        return Err(StoreError::fenced(NOT_LEADING));
     }
     let transaction = db.transaction()?;
     let result = work(&transaction)?;
@@ -764,22 +764,15 @@ fn run_transaction<T>(
     Ok(result)
 }
 
-/// A follower's refusal, without asking the database.
-fn check_fence_free<T>(fencing: &Fencing) -> Result<T, StoreError> {
-    debug_assert_eq!(*fencing, Fencing::Follower);
-    Err(StoreError::fenced(
-        "this replica does not hold the lease: it does not write",
-    ))
-}
+/// Why a follower's write is refused (without asking the database).
+const NOT_LEADING: &str = "this replica does not hold the lease: it does not write";
 
 /// Refuses a leader's transaction unless `fencing` lets it write (see [`Fencing`]). The lease
 /// row stays locked `FOR SHARE` until the transaction ends, so a takeover waits for it.
 fn check_fence(tx: &Tx, fencing: &Fencing) -> Result<(), StoreError> {
     match fencing {
         Fencing::Off => Ok(()),
-        Fencing::Follower => Err(StoreError::fenced(
-            "this replica does not hold the lease: it does not write",
-        )),
+        Fencing::Follower => Err(StoreError::fenced(NOT_LEADING)),
         Fencing::Leader(fence) => {
             let row = tx
                 .query_opt(
